@@ -1,0 +1,50 @@
+"""Shared fixtures: the real data root (from TFQ_DATA_ROOT), one tfds cache per test session,
+and a way to run the real CLIs as a user does."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import tfq  # noqa: F401  (selects Keras 2 before anything imports TensorFlow)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    """The real datasets; CI points TFQ_DATA_ROOT at them. Never downloaded."""
+    value = os.environ.get("TFQ_DATA_ROOT")
+    if not value or not (Path(value) / "mnist").is_dir():
+        if os.environ.get("CI"):
+            pytest.fail("TFQ_DATA_ROOT must name the shared datasets folder in CI")
+        pytest.skip("TFQ_DATA_ROOT is not set to the shared datasets folder")
+    return Path(value)
+
+
+@pytest.fixture(scope="session")
+def cache(tmp_path_factory) -> Path:
+    """One tfds cache for the whole session, so each real dataset is built once."""
+    return tmp_path_factory.mktemp("tfq-cache")
+
+
+@pytest.fixture
+def run_cli(data_root, cache):
+    """Run `python -m tfq.<module> <args>` the way a user does; returns CompletedProcess."""
+
+    def run(module: str, *args: str, env: dict | None = None, timeout: float = 600):
+        full_env = {**os.environ, "TFQ_DATA_ROOT": str(data_root), "TFQ_CACHE_DIR": str(cache),
+                    **(env or {})}
+        return subprocess.run([sys.executable, "-m", f"tfq.{module}", *args], cwd=REPO, env=full_env,
+                              capture_output=True, text=True, timeout=timeout)
+
+    return run
+
+
+def error_lines(stderr: str) -> list[str]:
+    """The lines tfq itself printed as errors (TensorFlow's start-up chatter aside)."""
+    return [line for line in stderr.splitlines() if line.startswith("error: ")]

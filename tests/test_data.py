@@ -1,0 +1,168 @@
+"""tfq.data: real files through tfds offline, the JPEG copy, mock data for all four datasets."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import tarfile
+import time
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+from PIL import Image
+
+from tfq import data
+from tfq.artifacts import TfqError
+
+
+def _idx_image_hashes(path) -> set[str]:
+    with gzip.open(path) as f:
+        raw = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 28 * 28)
+    return {hashlib.sha1(row.tobytes()).hexdigest() for row in raw}
+
+
+def _hashes(images: np.ndarray) -> set[str]:
+    return {hashlib.sha1(im.reshape(-1).tobytes()).hexdigest() for im in images}
+
+
+def test_mnist_and_fashion_built_in_one_cache_are_different_datasets(data_root, cache):
+    """The trap: tfds reuses downloads/extracted/GZIP.<name> across datasets with equal file names."""
+    mnist_x, _ = data.to_numpy(data.load("mnist", root=data_root, cache=cache).test, limit=300)
+    fashion_x, _ = data.to_numpy(data.load("fashion_mnist", root=data_root, cache=cache).test, limit=300)
+    assert not np.array_equal(mnist_x, fashion_x)
+    # Each dataset's images are exactly the images of its own raw file, not the other's.
+    mnist_raw = _idx_image_hashes(data_root / "mnist" / "t10k-images-idx3-ubyte.gz")
+    fashion_raw = _idx_image_hashes(data_root / "fashion_mnist" / "t10k-images-idx3-ubyte.gz")
+    assert _hashes(mnist_x) <= mnist_raw and not _hashes(mnist_x) & fashion_raw
+    assert _hashes(fashion_x) <= fashion_raw and not _hashes(fashion_x) & mnist_raw
+
+
+def test_splits_carve_validation_from_train_and_keep_test_apart(data_root, cache):
+    splits = data.load("mnist", root=data_root, cache=cache)
+    assert splits.source.kind == "tfds" and not splits.source.lossy
+    assert int(splits.train.cardinality()) == 54_000
+    assert int(splits.val.cardinality()) == 6_000
+    assert int(splits.test.cardinality()) == 10_000
+    train_x, _ = data.to_numpy(splits.train.skip(53_000))
+    val_x, val_y = data.to_numpy(splits.val)
+    assert not _hashes(train_x) & _hashes(val_x)
+    assert set(np.unique(val_y)) == set(range(10))
+
+
+def test_batches_scale_pixels_to_unit_range_once(data_root, cache):
+    splits = data.load("mnist", root=data_root, cache=cache, max_train=256)
+    x, y = next(iter(data.batches(splits.train, splits.spec, 64, training=True, seed=1)))
+    assert x.dtype.name == "float32" and x.shape == (64, 28, 28, 1) and y.shape == (64,)
+    assert 0.0 <= float(np.min(x)) and float(np.max(x)) == pytest.approx(1.0)
+    assert float(data.scale(np.uint8(255))) == 1.0 and float(data.scale(np.uint8(0))) == 0.0
+
+
+def test_augmentation_replays_with_the_same_seed(data_root, cache):
+    splits = data.load("fashion_mnist", root=data_root, cache=cache, max_train=128)
+    first = [x.numpy() for x, _ in data.batches(splits.train, splits.spec, 128, training=True, seed=3)]
+    again = [x.numpy() for x, _ in data.batches(splits.train, splits.spec, 128, training=True, seed=3)]
+    other = [x.numpy() for x, _ in data.batches(splits.train, splits.spec, 128, training=True, seed=4)]
+    assert np.array_equal(first[0], again[0])
+    assert not np.array_equal(first[0], other[0])
+
+
+def test_calibration_samples_come_scaled_from_train_and_are_seeded(data_root, cache):
+    splits = data.load("mnist", root=data_root, cache=cache)
+    a = data.calibration_samples(splits, 50, seed=0)
+    b = data.calibration_samples(splits, 50, seed=0)
+    assert a.shape == (50, 28, 28, 1) and a.dtype == np.float32
+    assert a.min() >= 0.0 and a.max() <= 1.0
+    np.testing.assert_array_equal(a, b)
+    val_x, _ = data.to_numpy(splits.val)
+    test_x, _ = data.to_numpy(splits.test)
+    as_uint8 = np.round(a * 255).astype(np.uint8)
+    assert not _hashes(as_uint8) & (_hashes(val_x) | _hashes(test_x))
+
+
+def test_cifar10_reads_the_shared_jpeg_copy_and_says_it_is_lossy(data_root, cache):
+    splits = data.load("cifar10", root=data_root, cache=cache, max_eval=200)
+    assert splits.source.kind == "jpeg" and splits.source.lossy
+    assert "lossy" in splits.source.description
+    assert int(splits.train.cardinality()) == 45_000 and int(splits.val.cardinality()) == 200
+    x, y = data.to_numpy(splits.test)
+    assert x.shape == (200, 32, 32, 3) and x.dtype == np.uint8
+    assert set(np.unique(y)) <= set(range(10)) and len(np.unique(y)) >= 8
+
+
+def _jpeg(value: int) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.full((32, 32, 3), value, np.uint8)).save(buf, format="JPEG", quality=95)
+    return buf.getvalue()
+
+
+def test_cifar10_labels_follow_cifar_order_from_folder_names(tmp_path):
+    """Class folder airplane..truck -> label 0..9, checked through images that carry their label."""
+    archive = tmp_path / "root" / "cifar10_jpeg" / "tiny.tar.gz"
+    archive.parent.mkdir(parents=True)
+    with tarfile.open(archive, "w:gz") as tar:
+        for split in ("train", "test"):
+            for label, name in enumerate(data.get("cifar10").labels):
+                for i in range(2):
+                    blob = _jpeg(label * 25)
+                    info = tarfile.TarInfo(f"{split}/{name}/{i:04d}.jpg")
+                    info.size = len(blob)
+                    tar.addfile(info, io.BytesIO(blob))
+    splits = data.load("cifar10", root=tmp_path / "root", cache=tmp_path / "cache")
+    x, y = data.to_numpy(splits.test)
+    assert len(y) == 20
+    np.testing.assert_array_equal(np.round(x.mean(axis=(1, 2, 3)) / 25).astype(int), y)
+
+
+def test_missing_data_offline_fails_fast_naming_files_and_folder(tmp_path, monkeypatch):
+    monkeypatch.delenv(data.DATA_ROOT_ENV, raising=False)
+    started = time.time()
+    with pytest.raises(TfqError) as e:
+        data.load("fashion_mnist", root=tmp_path / "empty", cache=tmp_path / "cache")
+    assert time.time() - started < 10
+    message = str(e.value)
+    assert "train-images-idx3-ubyte.gz" in message and str(tmp_path / "empty" / "fashion_mnist") in message
+    with pytest.raises(TfqError, match="internet"):
+        data.load("emnist_digits", root=tmp_path / "empty", cache=tmp_path / "cache")
+    with pytest.raises(TfqError, match="TFQ_DATA_ROOT"):
+        data.load("cifar10", root=None, cache=tmp_path / "cache")
+
+
+def test_unknown_dataset_lists_the_known_ones():
+    with pytest.raises(TfqError, match="mnist, fashion_mnist, emnist_digits, cifar10"):
+        data.get("imagenet")
+
+
+@pytest.fixture
+def mock_root(tmp_path):
+    """Empty stand-ins for each dataset's raw files: tfds' mock replaces the build itself."""
+    for spec in data.DATASETS.values():
+        folder = tmp_path / spec.name
+        folder.mkdir()
+        for name in spec.raw_files:
+            (folder / name).touch()
+    return tmp_path
+
+
+@pytest.mark.parametrize("name", list(data.DATASETS))
+def test_every_dataset_loads_through_tfds_mock_data(name, mock_root, tmp_path):
+    spec = data.get(name)
+    with tfds.testing.mock_data(num_examples=40):
+        splits = data.load(name, root=mock_root, cache=tmp_path / "cache")
+        x, y = next(iter(data.batches(splits.train, spec, 8, training=True)))
+    assert x.shape == (8, *spec.shape) and y.shape == (8,)
+    assert int(splits.train.cardinality()) + int(splits.val.cardinality()) == 40
+    assert 0 <= int(np.min(y)) and int(np.max(y)) < spec.num_classes
+
+
+def test_emnist_images_are_transposed_upright(mock_root, tmp_path):
+    """tfds serves EMNIST transposed; tfq hands out each image transposed back."""
+    with tfds.testing.mock_data(num_examples=5):
+        ours, _ = data.to_numpy(data.load("emnist_digits", root=mock_root, cache=tmp_path / "c").test)
+        raw = tfds.builder("emnist/digits", data_dir=str(tmp_path / "raw")).as_dataset(
+            split="test", as_supervised=True)
+        raw_x, _ = data.to_numpy(raw)
+    assert ours.shape == raw_x.shape == (5, 28, 28, 1)
+    assert not np.array_equal(ours, raw_x)
+    np.testing.assert_array_equal(ours, np.transpose(raw_x, (0, 2, 1, 3)))

@@ -1,0 +1,103 @@
+"""tfq.train: the real CLI on a small slice, reruns, resume, mirrored strategy, bad input."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from tests.conftest import error_lines
+from tfq import artifacts, train
+from tfq.artifacts import TfqError
+from tfq.backend import keras
+
+SMALL = ("--max_train_examples=1500", "--max_eval_examples=300", "--epochs=2", "--batch_size=64")
+
+
+def test_cli_trains_saves_a_reloadable_model_and_train_json(run_cli, tmp_path):
+    proc = run_cli("train", "--dataset=mnist", "--model=cnn", *SMALL, f"--artifacts={tmp_path}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    run = tmp_path / "mnist_cnn"
+    assert sorted(p.name for p in run.iterdir()) == ["model.keras", "train.json"]
+    info = json.loads((run / "train.json").read_text())
+    assert info["test_accuracy"] > 0.5  # chance is 0.1
+    assert info["train_examples"] == 1500 and info["test_examples"] == 300 and info["epochs"] == 2
+    assert info["data_source"]["kind"] == "tfds" and info["versions"]["tf_keras"].startswith("2.")
+    assert info["model_sha256"] == artifacts.sha256(run / "model.keras")
+    assert {"wall_time_s", "params", "macs", "seed", "config", "history"} <= info.keys()
+    model = keras.models.load_model(run / "model.keras")
+    assert model.count_params() == info["params"]
+    assert "Epoch 2/2" in proc.stdout  # Keras progress is shown
+
+
+def _config(tmp_path, **kw) -> train.TrainConfig:
+    base = dict(dataset="mnist", model="mlp", epochs=2, batch_size=64, max_train_examples=1000,
+                max_eval_examples=200, artifacts=str(tmp_path))
+    return train.TrainConfig(**{**base, **kw})
+
+
+def test_same_seed_gives_the_same_accuracy(data_root, cache, tmp_path):
+    cfg = _config(tmp_path / "a", data_root=str(data_root), cache_dir=str(cache), seed=7)
+    first = train.train(cfg)
+    again = train.train(dataclasses.replace(cfg, artifacts=str(tmp_path / "b")))
+    assert first["test_accuracy"] == again["test_accuracy"]
+    assert first["history"] == again["history"]
+
+
+class _Interrupt(keras.callbacks.Callback):
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+
+def test_an_interrupted_run_resumes_from_its_last_finished_epoch(data_root, cache, tmp_path):
+    cfg = _config(tmp_path, data_root=str(data_root), cache_dir=str(cache), epochs=3)
+    with pytest.raises(KeyboardInterrupt):
+        train.train(cfg, callbacks=[_Interrupt()])
+    run = tmp_path / "mnist_mlp"
+    assert not (run / "model.keras").exists() and not (run / "train.json").exists()
+    assert list(run.glob(".backup-*"))
+    result = train.train(cfg)
+    assert result["resumed_from_epoch"] == 1
+    assert len(result["history"]["loss"]) == 2  # epochs 2 and 3 only
+    assert not list(run.glob(".backup-*"))
+
+
+def test_mirrored_strategy_trains_on_two_logical_cpus(run_cli, tmp_path):
+    proc = run_cli("train", "--model=mlp", *SMALL, "--strategy=mirrored", "--cpu_devices=2",
+                   f"--artifacts={tmp_path}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    info = json.loads((tmp_path / "mnist_mlp" / "train.json").read_text())
+    assert info["replicas"] == 2 and info["strategy"] == "mirrored"
+    assert info["test_accuracy"] > 0.5
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("--dataset=imagenet",), "unknown dataset 'imagenet'"),
+        (("--model=resnet",), "unknown model 'resnet'"),
+        (("--dataset=emnist_digits",), "needs a machine with internet"),
+        (("--epochs=0",), "--epochs and --batch_size must be at least 1"),
+    ],
+)
+def test_bad_input_gives_one_line_and_writes_nothing(run_cli, tmp_path, args, message):
+    proc = run_cli("train", *args, f"--artifacts={tmp_path}", timeout=120)
+    assert proc.returncode == 1
+    assert len(error_lines(proc.stderr)) == 1 and message in error_lines(proc.stderr)[0]
+    assert "Traceback" not in proc.stderr
+    assert not list(tmp_path.rglob("*.keras")) and not list(tmp_path.rglob("*.json"))
+
+
+def test_missing_model_names_the_command_that_makes_it(tmp_path):
+    with pytest.raises(TfqError, match="python -m tfq.train --dataset=fashion_mnist --model=cnn"):
+        train.load_model(tmp_path / "fashion_mnist_cnn")
+
+
+def test_a_foreign_model_file_is_a_clear_error(tmp_path):
+    run = tmp_path / "mnist_cnn"
+    run.mkdir()
+    (run / "model.keras").write_bytes(b"not a zip archive")
+    with pytest.raises(TfqError, match="is not a tf_keras model file"):
+        train.load_model(run)

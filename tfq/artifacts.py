@@ -1,0 +1,85 @@
+"""The run folder `artifacts/<dataset>_<model>/`, its file names, atomic writes and manifests.
+
+Stages hand each other files through this folder, never globals. Every write goes to a
+temporary file in the same folder and is renamed into place, so a crash or a bad input never
+leaves a half-written model, flatbuffer or JSON behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+MODEL_FILE = "model.keras"  # the trained float model (tf_keras native format)
+TRAIN_JSON = "train.json"
+
+
+class TfqError(Exception):
+    """An error a user can act on: printed as one line, exit status 1, no traceback."""
+
+
+def run_dir(artifacts: str | os.PathLike, dataset: str, model: str) -> Path:
+    """`<artifacts>/<dataset>_<model>`: where every stage of one dataset/model pair writes."""
+    return Path(artifacts) / f"{dataset}_{model}"
+
+
+@contextlib.contextmanager
+def atomic_path(final: str | os.PathLike, suffix: str | None = None):
+    """Yield a temporary path beside `final`; rename it into place only if the block succeeds."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=suffix or final.suffix)
+    os.close(fd)
+    os.unlink(tmp)  # writers such as keras' save() want to create the file themselves
+    try:
+        yield Path(tmp)
+        os.replace(tmp, final)
+    finally:
+        if os.path.isdir(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
+        elif os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def write_json(path: str | os.PathLike, obj) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=_jsonable) + "\n")
+    return Path(path)
+
+
+def read_json(path: str | os.PathLike) -> dict:
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise TfqError(f"{path} does not exist") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise TfqError(f"{path} is not valid JSON ({e})") from None
+
+
+def sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _jsonable(o):
+    """numpy scalars/arrays and paths in manifests."""
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    if isinstance(o, os.PathLike):
+        return os.fspath(o)
+    raise TypeError(f"not JSON serializable: {type(o).__name__}")

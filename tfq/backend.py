@@ -1,0 +1,45 @@
+"""The one place that picks Keras 2 before TensorFlow loads.
+
+tfmot 0.8.1 only accepts tf_keras (Keras 2) models, and TensorFlow 2.21 hands out Keras 3 as
+`tf.keras` unless TF_USE_LEGACY_KERAS=1 is set before its first import. `tfq/__init__.py`
+imports this module first, so every entry point (`python -m tfq.X`, the tests) gets the same
+TensorFlow/Keras pair. Everyone else takes `tf`, `keras` and `tfmot` from here.
+"""
+
+import os
+
+os.environ["TF_USE_LEGACY_KERAS"] = "1"
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import tensorflow as tf  # noqa: E402
+import tf_keras as keras  # noqa: E402
+
+if not keras.__version__.startswith("2."):  # pragma: no cover - guards a broken install
+    raise ImportError(f"tfq needs Keras 2 (tf_keras), got Keras {keras.__version__}")
+
+
+def tfmot():
+    """tensorflow_model_optimization, imported on first use (it is slow to import)."""
+    import tensorflow_model_optimization
+
+    return tensorflow_model_optimization
+
+
+def versions() -> dict:
+    """Library versions that decide results; recorded in every manifest."""
+    import platform
+
+    import numpy as np
+
+    out = {
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "tf_keras": keras.__version__,
+        "numpy": np.__version__,
+    }
+    for mod in ("tensorflow_datasets", "tensorflow_model_optimization", "ai_edge_litert"):
+        try:
+            out[mod] = __import__(mod).__version__
+        except (ImportError, AttributeError):
+            pass
+    return out

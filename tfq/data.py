@@ -1,0 +1,307 @@
+"""Datasets through tensorflow-datasets, offline: one table, one loader, one pixel scaling.
+
+Raw official files live under a data root (`--data_root` or `TFQ_DATA_ROOT`), one folder per
+dataset (`<root>/mnist/*.gz`); tfds reads them as `manual_dir`, builds the real dataset and checks
+its own checksums. Each dataset gets its own tfds data and download folder under the cache
+(`--cache_dir` or `TFQ_CACHE_DIR`), because tfds extracts manual files to
+`downloads/extracted/GZIP.<file name>` and MNIST and Fashion-MNIST share file names: one shared
+download folder silently serves the first dataset's images for the second.
+
+CIFAR-10 has a second source: a JPEG copy (`<root>/cifar10_jpeg/*.tar.gz`, quality 75, lossy) read
+with `tfds.folder_dataset.ImageFolder`. Every result made from it says so through `Source`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import tarfile
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from tfq.artifacts import TfqError
+from tfq.backend import tf
+
+DATA_ROOT_ENV = "TFQ_DATA_ROOT"
+CACHE_DIR_ENV = "TFQ_CACHE_DIR"
+VALIDATION_FRACTION = 0.1  # carved from the end of the training split; test is for final numbers
+
+_IDX_FILES = (
+    "train-images-idx3-ubyte.gz",
+    "train-labels-idx1-ubyte.gz",
+    "t10k-images-idx3-ubyte.gz",
+    "t10k-labels-idx1-ubyte.gz",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+    """What tfq needs to know of one dataset."""
+
+    name: str
+    tfds_name: str
+    shape: tuple[int, int, int]
+    labels: tuple[str, ...]
+    raw_files: tuple[str, ...]  # what tfds downloads, looked for in <root>/<name>/
+    transpose: bool = False  # EMNIST is stored transposed; flip it back so digits stand upright
+    augment: tuple[str, ...] = ()  # training-time augmentation: "flip", "crop"
+    jpeg_folder: str | None = None  # <root>/<jpeg_folder>/*.tar.gz: a lossy JPEG copy
+    online_only: bool = False  # no offline copy exists here
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.labels)
+
+
+DATASETS: dict[str, Dataset] = {
+    d.name: d
+    for d in (
+        Dataset("mnist", "mnist", (28, 28, 1), tuple("0123456789"), _IDX_FILES),
+        Dataset(
+            "fashion_mnist",
+            "fashion_mnist",
+            (28, 28, 1),
+            ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+             "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
+            _IDX_FILES,
+            augment=("flip",),
+        ),
+        Dataset(
+            "emnist_digits", "emnist/digits", (28, 28, 1), tuple("0123456789"), ("gzip.zip",),
+            transpose=True, online_only=True,
+        ),
+        Dataset(
+            "cifar10",
+            "cifar10",
+            (32, 32, 3),
+            ("airplane", "automobile", "bird", "cat", "deer",
+             "dog", "frog", "horse", "ship", "truck"),
+            ("cifar-10-binary.tar.gz",),
+            augment=("flip", "crop"),
+            jpeg_folder="cifar10_jpeg",
+        ),
+    )
+}
+
+
+def get(name: str) -> Dataset:
+    try:
+        return DATASETS[name]
+    except KeyError:
+        raise TfqError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}") from None
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """Where a dataset's examples come from; recorded beside every result."""
+
+    kind: str  # "tfds" or "jpeg"
+    description: str
+    lossy: bool = False
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def data_root(flag_value: str | None = None) -> Path | None:
+    value = flag_value or os.environ.get(DATA_ROOT_ENV)
+    return Path(value).expanduser() if value else None
+
+
+def cache_dir(flag_value: str | None = None) -> Path:
+    value = flag_value or os.environ.get(CACHE_DIR_ENV) or "~/.cache/tfq"
+    return Path(value).expanduser()
+
+
+class _Loader:
+    """Resolves one dataset's source and hands out its splits as uint8 image/label datasets."""
+
+    def __init__(self, spec: Dataset, root: Path | None, cache: Path):
+        self.spec, self.root, self.cache = spec, root, cache
+        self._tfds_dir = cache / spec.name / "tfds"
+        self._builder = None
+        self._image_folder = None
+
+    def _raw_dir(self, folder: str) -> Path | None:
+        return self.root / folder if self.root else None
+
+    def _missing_raw(self) -> list[str]:
+        raw = self._raw_dir(self.spec.name)
+        return [f for f in self.spec.raw_files if raw is None or not (raw / f).is_file()]
+
+    def _jpeg_archive(self) -> Path | None:
+        folder = self._raw_dir(self.spec.jpeg_folder) if self.spec.jpeg_folder else None
+        if folder and folder.is_dir():
+            archives = sorted(folder.glob("*.tar.gz"))
+            return archives[0] if archives else None
+        return None
+
+    def source(self) -> Source:
+        """Pick the source: a built tfds dataset, the official files, else the JPEG copy."""
+        import tensorflow_datasets as tfds
+
+        self._builder = tfds.builder(self.spec.tfds_name, data_dir=str(self._tfds_dir))
+        version = f"tfds {self.spec.tfds_name} {self._builder.version}"
+        if self._builder.is_prepared():
+            return Source("tfds", f"{version} (official files)")
+        if not self._missing_raw():
+            dl = self.cache / self.spec.name / "downloads"
+            self._builder.download_and_prepare(
+                download_dir=str(dl),
+                download_config=tfds.download.DownloadConfig(
+                    manual_dir=str(self._raw_dir(self.spec.name))
+                ),
+            )
+            return Source("tfds", f"{version} (official files)")
+        extracted = self.cache / self.spec.name / "jpeg"
+        archive = self._jpeg_archive()
+        if self.spec.jpeg_folder and (extracted.is_dir() or archive):
+            if not extracted.is_dir():
+                _extract_atomically(archive, extracted)
+            self._image_folder = tfds.folder_dataset.ImageFolder(str(extracted))
+            got = tuple(self._image_folder.info.features["label"].names)
+            if got != self.spec.labels:
+                raise TfqError(f"{extracted}: class folders {got} are not {self.spec.labels}")
+            return Source(
+                "jpeg",
+                f"{self.spec.name} JPEG copy {archive.name if archive else extracted} "
+                "(lossy re-encoding: accuracies are close to, not equal to, the official data)",
+                lossy=True,
+            )
+        raise TfqError(self._missing_message())
+
+    def _missing_message(self) -> str:
+        where = self._raw_dir(self.spec.name) or f"<data root>/{self.spec.name}"
+        msg = (
+            f"dataset {self.spec.name!r} is not available offline: put {', '.join(self.spec.raw_files)} "
+            f"in {where}/"
+        )
+        if self.spec.jpeg_folder:
+            msg += f" (or a JPEG copy *.tar.gz in {self._raw_dir(self.spec.jpeg_folder) or '<data root>/' + self.spec.jpeg_folder}/)"
+        if self.root is None:
+            msg += f"; set --data_root or {DATA_ROOT_ENV}"
+        if self.spec.online_only:
+            msg += "; no offline copy ships with tfq, so this needs a machine with internet"
+        return msg
+
+    def split(self, split: str) -> tf.data.Dataset:
+        """`split` is "train" or "test": (uint8 HxWxC image, int64 label) pairs, file order."""
+        if self._image_folder is not None:
+            ds = self._image_folder.as_dataset(split=split, shuffle_files=False, as_supervised=True)
+            ds = ds.map(lambda x, y: (tf.ensure_shape(x, self.spec.shape), y))
+        else:
+            ds = self._builder.as_dataset(split=split, shuffle_files=False, as_supervised=True)
+        if self.spec.transpose:
+            ds = ds.map(lambda x, y: (tf.transpose(x, [1, 0, 2]), y))
+        return ds
+
+
+def _extract_atomically(archive: Path, dest: Path) -> None:
+    """Unpack the JPEG archive into the cache; a crash leaves no half-filled folder behind."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=".extract."))
+    try:
+        with tarfile.open(archive) as tar:
+            members = [m for m in tar.getmembers() if m.isdir() or m.name.lower().endswith(".jpg")]
+            tar.extractall(tmp, members=members, filter="data")
+        os.replace(tmp, dest)
+    except (tarfile.TarError, OSError) as e:
+        raise TfqError(f"cannot unpack {archive}: {e}") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@dataclasses.dataclass
+class Splits:
+    """Train/validation/test splits of one dataset, uint8 images, plus where they came from."""
+
+    spec: Dataset
+    source: Source
+    train: tf.data.Dataset
+    val: tf.data.Dataset
+    test: tf.data.Dataset
+
+
+def load(
+    name: str,
+    *,
+    root: str | os.PathLike | None = None,
+    cache: str | os.PathLike | None = None,
+    max_train: int | None = None,
+    max_eval: int | None = None,
+) -> Splits:
+    """Load a dataset: the last `VALIDATION_FRACTION` of train is validation; test stays apart."""
+    spec = get(name)
+    loader = _Loader(spec, data_root(root), cache_dir(cache))
+    source = loader.source()
+    full_train = loader.split("train")
+    n = int(full_train.cardinality())
+    n_val = int(round(n * VALIDATION_FRACTION))
+    train, val, test = full_train.take(n - n_val), full_train.skip(n - n_val), loader.split("test")
+    if max_train:
+        train = train.take(max_train)
+    if max_eval:
+        val, test = val.take(max_eval), test.take(max_eval)
+    return Splits(spec, source, train, val, test)
+
+
+def scale(image: tf.Tensor) -> tf.Tensor:
+    """The one pixel scaling of tfq: uint8 [0, 255] -> float32 [0, 1]."""
+    return tf.cast(image, tf.float32) / 255.0
+
+
+def _augment(spec: Dataset):
+    """Random flips/crops from a per-example stateless seed, so a seed replays exactly."""
+
+    def fn(example, seeds):
+        image, label = example
+        if "flip" in spec.augment:
+            image = tf.image.stateless_random_flip_left_right(image, seeds[0])
+        if "crop" in spec.augment:
+            padded = tf.pad(image, [[4, 4], [4, 4], [0, 0]], mode="REFLECT")
+            image = tf.image.stateless_random_crop(padded, spec.shape, seeds[1])
+        return image, label
+
+    return fn
+
+
+def batches(
+    ds: tf.data.Dataset,
+    spec: Dataset,
+    batch_size: int,
+    *,
+    training: bool = False,
+    seed: int = 0,
+) -> tf.data.Dataset:
+    """cache -> (shuffle, augment) -> scale -> batch -> prefetch."""
+    ds = ds.cache()
+    if training:
+        ds = ds.shuffle(60_000, seed=seed, reshuffle_each_iteration=True)
+        if spec.augment:
+            seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2).batch(2)
+            ds = tf.data.Dataset.zip((ds, seeds)).map(_augment(spec), num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.map(lambda x, y: (scale(x), y), num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def to_numpy(ds: tf.data.Dataset, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """All (uint8 images, labels) of a split as arrays, for the converters and the harness."""
+    if limit:
+        ds = ds.take(limit)
+    xs, ys = [], []
+    for x, y in ds.batch(4096).as_numpy_iterator():
+        xs.append(x)
+        ys.append(y)
+    if not xs:
+        raise TfqError("the split is empty")
+    return np.concatenate(xs), np.concatenate(ys).astype(np.int64)
+
+
+def calibration_samples(splits: Splits, n: int, seed: int = 0) -> np.ndarray:
+    """`n` scaled training images in a seeded random order: the converters' representative data."""
+    ds = splits.train.shuffle(min(max(n * 10, 1000), 60_000), seed=seed).take(n)
+    x, _ = to_numpy(ds)
+    return scale(x).numpy()

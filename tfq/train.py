@@ -1,0 +1,224 @@
+"""Train a float model: `python -m tfq.train --dataset=mnist --model=cnn`.
+
+Writes `artifacts/<dataset>_<model>/model.keras` (reloadable by tf_keras, tfmot and the TFLite
+converter) and `train.json` (test accuracy, history, wall time, flags, versions, data source).
+AdamW with a warm-up then cosine learning rate; an interrupted run resumes from its last finished
+epoch (BackupAndRestore); the same seed gives the same accuracy on a rerun.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import shutil
+import time
+from pathlib import Path
+
+from absl import flags
+
+from tfq import artifacts, cli, data, models
+from tfq.artifacts import TfqError
+from tfq.backend import keras, tf, versions
+
+STRATEGIES = ("default", "mirrored", "multi_worker")
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    dataset: str = "mnist"
+    model: str = "cnn"
+    epochs: int = 10
+    batch_size: int = 128
+    learning_rate: float = 3e-3
+    weight_decay: float = 1e-4
+    warmup_epochs: float = 1.0
+    dropout: float = 0.2
+    cnn_widths: tuple[int, ...] = (32, 64, 128)
+    mlp_hidden: tuple[int, ...] = (512, 256)
+    seed: int = 0
+    artifacts: str = "artifacts"
+    max_train_examples: int = 0
+    max_eval_examples: int = 0
+    strategy: str = "default"
+    data_root: str | None = None
+    cache_dir: str | None = None
+
+    def model_kwargs(self) -> dict:
+        return {"widths": tuple(self.cnn_widths), "hidden": tuple(self.mlp_hidden), "dropout": self.dropout}
+
+    def fingerprint(self) -> str:
+        """Identifies what a checkpoint belongs to: everything but where files go."""
+        keyed = {k: v for k, v in dataclasses.asdict(self).items()
+                 if k not in ("artifacts", "data_root", "cache_dir")}
+        return hashlib.sha256(json.dumps(keyed, sort_keys=True, default=list).encode()).hexdigest()[:12]
+
+
+def make_strategy(name: str) -> tf.distribute.Strategy:
+    """One device, all local devices (`mirrored`), or the workers named in TF_CONFIG."""
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        devices = [d.name for d in tf.config.list_logical_devices("GPU")] or [
+            d.name for d in tf.config.list_logical_devices("CPU")]
+        return tf.distribute.MirroredStrategy(devices=devices)
+    if name == "multi_worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise TfqError(f"unknown strategy {name!r}; choose one of: {', '.join(STRATEGIES)}")
+
+
+class _EpochTimer(keras.callbacks.Callback):
+    def on_train_begin(self, logs=None):
+        self.first_epoch = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.first_epoch is None:
+            self.first_epoch = epoch
+
+
+def train(cfg: TrainConfig, *, callbacks=()) -> dict:
+    """Fit, test, save the model and train.json; returns train.json's content."""
+    spec = data.get(cfg.dataset)
+    models.get(cfg.model)
+    if cfg.strategy not in STRATEGIES:
+        raise TfqError(f"unknown strategy {cfg.strategy!r}; choose one of: {', '.join(STRATEGIES)}")
+    if cfg.epochs < 1 or cfg.batch_size < 1:
+        raise TfqError("--epochs and --batch_size must be at least 1")
+    out = artifacts.run_dir(cfg.artifacts, cfg.dataset, cfg.model)
+
+    splits = data.load(cfg.dataset, root=cfg.data_root, cache=cfg.cache_dir,
+                       max_train=cfg.max_train_examples or None, max_eval=cfg.max_eval_examples or None)
+    keras.utils.set_random_seed(cfg.seed)
+    tf.config.experimental.enable_op_determinism()
+    strategy = make_strategy(cfg.strategy)
+
+    train_ds = data.batches(splits.train, spec, cfg.batch_size, training=True, seed=cfg.seed)
+    val_ds = data.batches(splits.val, spec, cfg.batch_size)
+    test_ds = data.batches(splits.test, spec, cfg.batch_size)
+    steps = int(train_ds.cardinality())
+    if steps < 1:
+        raise TfqError(f"{cfg.dataset}: the training split is empty")
+
+    with strategy.scope():
+        model = models.build(cfg.model, spec.shape, spec.num_classes, **cfg.model_kwargs())
+        warmup = int(steps * cfg.warmup_epochs)
+        schedule = keras.optimizers.schedules.CosineDecay(
+            cfg.learning_rate / 10, decay_steps=max(steps * cfg.epochs - warmup, 1),
+            warmup_target=cfg.learning_rate, warmup_steps=warmup)
+        model.compile(
+            optimizer=keras.optimizers.AdamW(schedule, weight_decay=cfg.weight_decay),
+            loss="sparse_categorical_crossentropy",
+            metrics=["accuracy"],
+        )
+
+    backup = out / f".backup-{cfg.fingerprint()}"
+    for stale in out.glob(".backup-*"):
+        if stale != backup:
+            shutil.rmtree(stale, ignore_errors=True)
+    timer = _EpochTimer()
+    started = time.time()
+    history = model.fit(
+        train_ds,
+        validation_data=val_ds,
+        epochs=cfg.epochs,
+        callbacks=[keras.callbacks.BackupAndRestore(str(backup)), timer, *callbacks],
+        verbose=1,
+    )
+    wall = time.time() - started
+    test_loss, test_acc = model.evaluate(test_ds, verbose=0)
+
+    with artifacts.atomic_path(out / artifacts.MODEL_FILE) as tmp:
+        model.save(tmp)
+    result = {
+        "dataset": cfg.dataset,
+        "model": cfg.model,
+        "test_accuracy": float(test_acc),
+        "test_loss": float(test_loss),
+        "val_accuracy": float(history.history["val_accuracy"][-1]) if history.history else None,
+        "epochs": cfg.epochs,
+        "resumed_from_epoch": timer.first_epoch or 0,
+        "train_examples": int(splits.train.cardinality()),
+        "test_examples": int(splits.test.cardinality()),
+        "wall_time_s": round(wall, 1),
+        "params": int(model.count_params()),
+        "macs": models.macs(model),
+        "seed": cfg.seed,
+        "strategy": cfg.strategy,
+        "replicas": strategy.num_replicas_in_sync,
+        "data_source": splits.source.to_json(),
+        "history": {k: [float(v) for v in vs] for k, vs in history.history.items()},
+        "config": dataclasses.asdict(cfg),
+        "versions": versions(),
+        "model_sha256": artifacts.sha256(out / artifacts.MODEL_FILE),
+    }
+    artifacts.write_json(out / artifacts.TRAIN_JSON, result)
+    shutil.rmtree(backup, ignore_errors=True)
+    return result
+
+
+def load_model(run: Path) -> keras.Model:
+    """The trained float model of a run folder, with a clear error when it is missing or bad."""
+    path = Path(run) / artifacts.MODEL_FILE
+    if not path.is_file():
+        dataset, _, model = Path(run).name.rpartition("_")
+        raise TfqError(
+            f"no trained model at {path}; make it with: python -m tfq.train --dataset={dataset} --model={model}"
+            f" --artifacts={Path(run).parent}")
+    try:
+        return keras.models.load_model(path)
+    except Exception as e:  # noqa: BLE001 - keras raises many types for a foreign or corrupt file
+        raise TfqError(f"{path} is not a tf_keras model file ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+
+
+FLAGS = flags.FLAGS
+
+
+def _define_flags() -> None:
+    cli.define_common_flags()
+    d = TrainConfig()
+    flags.DEFINE_integer("epochs", d.epochs, "Training epochs.")
+    flags.DEFINE_integer("batch_size", d.batch_size, "Global batch size.")
+    flags.DEFINE_float("learning_rate", d.learning_rate, "Peak learning rate (after warm-up).")
+    flags.DEFINE_float("weight_decay", d.weight_decay, "AdamW weight decay.")
+    flags.DEFINE_float("warmup_epochs", d.warmup_epochs, "Linear warm-up length, in epochs.")
+    flags.DEFINE_float("dropout", d.dropout, "Dropout before the classifier.")
+    flags.DEFINE_list("cnn_widths", [str(w) for w in d.cnn_widths], "CNN channels per stage.")
+    flags.DEFINE_list("mlp_hidden", [str(w) for w in d.mlp_hidden], "MLP hidden layer widths.")
+    flags.DEFINE_integer("seed", d.seed, "Random seed (weights, shuffling, augmentation).")
+    flags.DEFINE_integer("max_train_examples", 0, "Use only this many training examples (0: all).")
+    flags.DEFINE_integer("max_eval_examples", 0, "Use only this many validation/test examples (0: all).")
+    flags.DEFINE_enum("strategy", d.strategy, STRATEGIES, "tf.distribute strategy.")
+    flags.DEFINE_integer("cpu_devices", 1, "Split the CPU into this many logical devices (for mirrored).")
+
+
+def config_from_flags() -> TrainConfig:
+    return TrainConfig(
+        dataset=FLAGS.dataset, model=FLAGS.model, epochs=FLAGS.epochs, batch_size=FLAGS.batch_size,
+        learning_rate=FLAGS.learning_rate, weight_decay=FLAGS.weight_decay,
+        warmup_epochs=FLAGS.warmup_epochs, dropout=FLAGS.dropout,
+        cnn_widths=tuple(int(w) for w in FLAGS.cnn_widths),
+        mlp_hidden=tuple(int(w) for w in FLAGS.mlp_hidden), seed=FLAGS.seed,
+        artifacts=FLAGS.artifacts, max_train_examples=FLAGS.max_train_examples,
+        max_eval_examples=FLAGS.max_eval_examples, strategy=FLAGS.strategy,
+        data_root=FLAGS.data_root, cache_dir=FLAGS.cache_dir,
+    )
+
+
+def split_cpu(n: int) -> None:
+    """Make `n` logical CPU devices; must run before TensorFlow touches a device."""
+    if n > 1:
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * n)
+
+
+def main(argv):
+    del argv
+    split_cpu(FLAGS.cpu_devices)
+    result = train(config_from_flags())
+    print(f"{result['dataset']} {result['model']}: test accuracy {result['test_accuracy']:.4f} "
+          f"in {result['wall_time_s']:.0f} s -> {artifacts.run_dir(FLAGS.artifacts, FLAGS.dataset, FLAGS.model)}")
+
+
+if __name__ == "__main__":
+    _define_flags()
+    cli.run(main)
