@@ -48,3 +48,16 @@ def run_cli(data_root, cache):
 def error_lines(stderr: str) -> list[str]:
     """The lines tfq itself printed as errors (TensorFlow's start-up chatter aside)."""
     return [line for line in stderr.splitlines() if line.startswith("error: ")]
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory, data_root, cache):
+    """A small CNN and MLP trained on an MNIST slice, in one session artifacts folder."""
+    from tfq import train
+
+    root = tmp_path_factory.mktemp("artifacts")
+    for model in ("cnn", "mlp"):
+        train.train(train.TrainConfig(
+            dataset="mnist", model=model, epochs=2, batch_size=64, max_train_examples=3000,
+            max_eval_examples=500, artifacts=str(root), data_root=str(data_root), cache_dir=str(cache)))
+    return root

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 
 from tfq.artifacts import TfqError
 
@@ -31,6 +31,9 @@ def run(main) -> None:
     """absl's app.run, with TfqError reported as one line and exit status 1."""
 
     def wrapped(argv):
+        if not flags.FLAGS["verbosity"].present:
+            # tfds and TensorFlow log every file they touch at INFO; --verbosity=0 brings that back.
+            logging.set_verbosity(logging.WARNING)
         if len(argv) > 1:
             raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
         try:
@@ -39,6 +42,4 @@ def run(main) -> None:
             print(f"error: {e}", file=sys.stderr)
             sys.exit(1)
 
-    # tfds and TensorFlow log every file they touch at INFO; --verbosity=0 brings that back.
-    flags.FLAGS.set_default("verbosity", -1)
     app.run(wrapped)

@@ -1,0 +1,148 @@
+"""tfq.convert: every mode's promise read back from its flatbuffer, sizes, agreement, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from tests.conftest import error_lines
+from tfq import artifacts, convert, data, evaluate, inspect
+from tfq.artifacts import TfqError
+from tfq.backend import keras
+
+
+@pytest.fixture(scope="session")
+def converted(trained, data_root, cache):
+    """Every mode of the small CNN, converted once for the module."""
+    manifests = convert.convert(convert.ConvertConfig(
+        dataset="mnist", model="cnn", modes=("all",), artifacts=str(trained), num_calibration=100,
+        data_root=str(data_root), cache_dir=str(cache)))
+    return trained / "mnist_cnn", {m["mode"]: m for m in manifests}
+
+
+def test_all_modes_write_a_flatbuffer_and_a_manifest(converted):
+    run, manifests = converted
+    assert set(manifests) == set(convert.MODES)
+    for mode, m in manifests.items():
+        blob = (run / f"{mode}.tflite").read_bytes()
+        on_disk = json.loads((run / f"{mode}.json").read_text())
+        assert on_disk["size_bytes"] == len(blob) and on_disk["mode"] == mode
+        assert on_disk["source_model"]["sha256"] == artifacts.sha256(run / "model.keras")
+        assert on_disk["flatbuffer"]["inputs"] == inspect.read(blob).io()["inputs"]
+        assert {"converter", "calibration_samples", "versions"} <= on_disk.keys()
+    assert manifests["int8"]["calibration_samples"] == 100 and manifests["float32"]["calibration_samples"] == 0
+
+
+def test_int8_is_integer_only_with_per_channel_weights_and_int8_io(converted):
+    run, m = converted
+    fb = inspect.read(run / "int8.tflite")
+    assert fb.dtypes("all") <= {"int8", "int32"}
+    assert fb.float_ops() == []
+    assert fb.tensors[fb.inputs[0]].dtype == "int8" and fb.tensors[fb.outputs[0]].dtype == "int8"
+    conv_kernels = [t for t in fb.weights if t.dtype == "int8" and len(t.shape) == 4]
+    assert conv_kernels and all(t.per_channel and t.scales and set(t.zero_points) == {0} for t in conv_kernels)
+    io = m["int8"]["flatbuffer"]["inputs"][0]
+    assert io["scale"] == pytest.approx(1 / 255) and io["zero_point"] == -128
+
+
+def test_int16x8_has_int16_activations_and_int8_weights(converted):
+    fb = inspect.read(converted[0] / "int16x8.tflite")
+    assert fb.dtypes("activations") == {"int16"}
+    assert "int8" in fb.dtypes("weights") and fb.float_ops() == []
+
+
+def test_float16_stores_fp16_weights(converted):
+    fb = inspect.read(converted[0] / "float16.tflite")
+    kernels = [t for t in fb.weights if len(t.shape) >= 2]
+    assert kernels and {t.dtype for t in kernels} == {"float16"}
+    assert fb.dtypes("activations") == {"float32"} and "DEQUANTIZE" in fb.op_counts()
+
+
+def test_dynamic_has_int8_weights_and_float_activations(converted):
+    fb = inspect.read(converted[0] / "dynamic.tflite")
+    # The converter leaves kernels under 1024 values in float (here the first 3x3x1x32 conv).
+    kernels = [t for t in fb.weights if len(t.shape) >= 2 and np.prod(t.shape) >= 1024]
+    assert kernels and {t.dtype for t in kernels} == {"int8"}
+    assert fb.dtypes("activations") == {"float32"}
+
+
+def test_sizes_fall_with_precision(converted):
+    _, m = converted
+    assert m["float32"]["size_bytes"] > m["float16"]["size_bytes"] > m["int8"]["size_bytes"]
+    assert m["int8"]["size_bytes"] <= 0.27 * m["float32"]["size_bytes"]
+
+
+def test_int8_predictions_agree_with_the_float_model(converted, data_root, cache):
+    run, _ = converted
+    x, _ = data.to_numpy(data.load("mnist", root=data_root, cache=cache).test, limit=300)
+    reference = keras.models.load_model(run / "model.keras").predict(data.scale(x).numpy(), verbose=0)
+    int8 = evaluate.Classifier(run / "int8.tflite").predict(x)
+    assert np.mean(int8.argmax(1) == reference.argmax(1)) >= 0.95
+
+
+def test_variants_uint8_io_and_per_tensor_weights(trained, data_root, cache):
+    common = dict(dataset="mnist", model="mlp", artifacts=str(trained), num_calibration=50,
+                  data_root=str(data_root), cache_dir=str(cache))
+    (u8,) = convert.convert(convert.ConvertConfig(modes=("int8",), io_type="uint8", **common))
+    (pt,) = convert.convert(convert.ConvertConfig(modes=("int8",), per_channel=False, **common))
+    run = trained / "mnist_mlp"
+    assert u8["file"] == "int8_uint8io.tflite" and pt["file"] == "int8_pertensor.tflite"
+    fb = inspect.read(run / u8["file"])
+    assert fb.tensors[fb.inputs[0]].dtype == "uint8" and fb.tensors[fb.outputs[0]].dtype == "uint8"
+    assert not any(t.per_channel for t in inspect.read(run / pt["file"]).weights)
+    assert any(t.per_channel for t in inspect.read(run / "int8_uint8io.tflite").weights)
+
+
+def test_cli_converts_one_mode(run_cli, trained):
+    proc = run_cli("convert", "--model=mlp", "--mode=float16", f"--artifacts={trained}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "float16.tflite" in proc.stdout and (trained / "mnist_mlp" / "float16.tflite").is_file()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("--mode=int4",), "unknown mode 'int4'; choose one of: float32, float16, dynamic, int8, int16x8, all"),
+        (("--mode=float16", "--io_type=int8"), "--io_type=int8 does not fit --mode=float16"),
+        (("--mode=float32", "--noper_channel"), "--per_channel=false does not apply to --mode=float32"),
+        (("--dataset=fashion_mnist",), "python -m tfq.train --dataset=fashion_mnist --model=cnn"),
+    ],
+)
+def test_bad_input_is_one_clear_line(run_cli, tmp_path, args, message):
+    proc = run_cli("convert", *args, f"--artifacts={tmp_path}", timeout=120)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert len(error_lines(proc.stderr)) == 1 and message in error_lines(proc.stderr)[0]
+    assert not list(tmp_path.rglob("*.tflite")) and not list(tmp_path.rglob("*.json"))
+
+
+def test_corrupt_model_file_is_a_clear_error(run_cli, tmp_path):
+    (tmp_path / "mnist_cnn").mkdir()
+    (tmp_path / "mnist_cnn" / "model.keras").write_bytes(b"PK\x03\x04 truncated")
+    proc = run_cli("convert", f"--artifacts={tmp_path}", timeout=120)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "is not a tf_keras model file" in error_lines(proc.stderr)[0]
+
+
+def test_a_failed_conversion_leaves_no_partial_files(trained, monkeypatch, data_root, cache):
+    run = trained / "mnist_mlp"
+    for f in run.glob("dynamic.*"):
+        f.unlink()
+    real = convert.converter_for
+
+    def crash_on_dynamic(model, mode, **kwargs):
+        conv, settings = real(model, mode, **kwargs)
+        if mode.name == "dynamic":
+            def crash():
+                raise RuntimeError("simulated converter crash")
+            conv.convert = crash
+        return conv, settings
+
+    monkeypatch.setattr(convert, "converter_for", crash_on_dynamic)
+    with pytest.raises(TfqError, match="--mode=dynamic: conversion failed: simulated converter crash"):
+        convert.convert(convert.ConvertConfig(dataset="mnist", model="mlp", modes=("float32", "dynamic"),
+                                              artifacts=str(trained), data_root=str(data_root),
+                                              cache_dir=str(cache)))
+    assert (run / "float32.tflite").is_file()  # the mode before the failure is whole
+    assert not list(run.glob("dynamic.*")) and not list(run.glob(".*"))
