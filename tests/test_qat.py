@@ -1,0 +1,45 @@
+"""tfq.qat: QAT fine-tuning, its int8 flatbuffer and the equally fine-tuned PTQ control."""
+
+import json
+
+import pytest
+
+from tests.conftest import error_lines
+from tfq import inspect, qat
+
+
+@pytest.fixture(scope="module")
+def qat_result(trained, data_root, cache):
+    return qat.qat(qat.QatConfig(dataset="mnist", model="cnn", epochs=1, max_train_examples=1000,
+                                 max_eval_examples=300, num_calibration=50, artifacts=str(trained),
+                                 data_root=str(data_root), cache_dir=str(cache)))
+
+
+def test_qat_int8_is_integer_only_with_the_int8_io_contract(qat_result, trained):
+    run = trained / "mnist_cnn"
+    fb = inspect.read(run / "qat_int8.tflite")
+    assert fb.dtypes("all") <= {"int8", "int32"} and fb.float_ops() == []
+    inp, out = fb.tensors[fb.inputs[0]], fb.tensors[fb.outputs[0]]
+    assert inp.dtype == "int8" and out.dtype == "int8"
+    assert inp.scales[0] == pytest.approx(1 / 255, rel=0.05)  # learned range of [0, 1] inputs
+    assert json.loads((run / "qat_int8.json").read_text())["size_bytes"] == fb.size_bytes
+
+
+def test_qat_records_an_equally_trained_control(qat_result):
+    acc = qat_result["accuracy"]
+    assert set(acc) == {"float_before", "float_finetuned", "ptq_int8_of_finetuned", "qat_int8"}
+    assert all(0.5 < v <= 1.0 for v in acc.values())  # chance is 0.1
+    assert qat_result["qat_gain_over_ptq"] == pytest.approx(acc["qat_int8"] - acc["ptq_int8_of_finetuned"])
+    assert len(qat_result["qat"]["history"]["loss"]) == len(qat_result["control"]["history"]["loss"]) == 1
+    assert qat_result["test_examples"] == 300
+
+
+def test_the_saved_qat_model_reloads(qat_result, trained):
+    model = qat.load_qat_model(trained / "mnist_cnn" / qat.QAT_MODEL_FILE)
+    assert any("quant" in type(layer).__name__.lower() for layer in model.layers)
+
+
+def test_qat_without_a_trained_model_names_the_command(run_cli, tmp_path):
+    proc = run_cli("qat", "--dataset=cifar10", "--model=mlp", f"--artifacts={tmp_path}", timeout=120)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "python -m tfq.train --dataset=cifar10 --model=mlp" in error_lines(proc.stderr)[0]
