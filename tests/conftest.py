@@ -61,3 +61,14 @@ def trained(tmp_path_factory, data_root, cache):
             dataset="mnist", model=model, epochs=2, batch_size=64, max_train_examples=3000,
             max_eval_examples=500, artifacts=str(root), data_root=str(data_root), cache_dir=str(cache)))
     return root
+
+
+@pytest.fixture(scope="session")
+def converted(trained, data_root, cache):
+    """Every mode of the small CNN, converted once for the session."""
+    from tfq import convert
+
+    manifests = convert.convert(convert.ConvertConfig(
+        dataset="mnist", model="cnn", modes=("all",), artifacts=str(trained), num_calibration=100,
+        data_root=str(data_root), cache_dir=str(cache)))
+    return trained / "mnist_cnn", {m["mode"]: m for m in manifests}

@@ -13,15 +13,6 @@ from tfq.artifacts import TfqError
 from tfq.backend import keras
 
 
-@pytest.fixture(scope="session")
-def converted(trained, data_root, cache):
-    """Every mode of the small CNN, converted once for the module."""
-    manifests = convert.convert(convert.ConvertConfig(
-        dataset="mnist", model="cnn", modes=("all",), artifacts=str(trained), num_calibration=100,
-        data_root=str(data_root), cache_dir=str(cache)))
-    return trained / "mnist_cnn", {m["mode"]: m for m in manifests}
-
-
 def test_all_modes_write_a_flatbuffer_and_a_manifest(converted):
     run, manifests = converted
     assert set(manifests) == set(convert.MODES)

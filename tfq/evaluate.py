@@ -8,13 +8,17 @@ the graph allows it, one image at a time otherwise.
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import platform
+import time
 from pathlib import Path
 
 import numpy as np
-from ai_edge_litert.interpreter import Interpreter
+from absl import flags
+from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-from tfq import data, inspect
+from tfq import artifacts, cli, convert, data, inspect
 from tfq.artifacts import TfqError
 
 _INT_TYPES = {np.dtype(np.int8), np.dtype(np.uint8), np.dtype(np.int16)}
@@ -44,11 +48,13 @@ class Classifier:
     """One .tflite image classifier in a LiteRT interpreter."""
 
     def __init__(self, model: str | os.PathLike | bytes, *, threads: int = 1, batch_size: int = 256,
-                 input_shape: tuple[int, ...] | None = None, num_classes: int | None = None):
+                 input_shape: tuple[int, ...] | None = None, num_classes: int | None = None,
+                 xnnpack: bool = True):
         content = model if isinstance(model, (bytes, bytearray)) else _read(model)
         self.label = "model bytes" if isinstance(model, (bytes, bytearray)) else str(model)
         self.flatbuffer = inspect.read(content)
         self.content, self.threads = bytes(content), threads
+        self.resolver = OpResolverType.AUTO if xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
         self.interpreter = self._interpreter()
         inputs, outputs = self.interpreter.get_input_details(), self.interpreter.get_output_details()
         if len(inputs) != 1 or len(outputs) != 1:
@@ -70,7 +76,8 @@ class Classifier:
 
     def _interpreter(self) -> Interpreter:
         try:
-            interpreter = Interpreter(model_content=self.content, num_threads=self.threads)
+            interpreter = Interpreter(model_content=self.content, num_threads=self.threads,
+                                      experimental_op_resolver_type=self.resolver)
             interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as e:
             raise TfqError(f"{self.label}: LiteRT cannot load it ({str(e).splitlines()[0][:200]})") from None
@@ -114,9 +121,232 @@ class Classifier:
         """Class scores (dequantized) for uint8 images."""
         return dequantize(self.invoke_prepared(self.prepare(images)), self.output)
 
+    def delegation(self) -> dict:
+        """Which ops XNNPACK took and which ran as plain LiteRT kernels outside it."""
+        nodes = self.interpreter._get_ops_details()  # noqa: SLF001 - the only view of the execution plan
+        delegates = [n for n in nodes if n["op_name"] == "DELEGATE"]
+        provided = {int(t) for n in delegates for t in n["outputs"]}
+        needed = {int(d["index"]) for d in self.interpreter.get_output_details()}
+        needed |= {int(t) for n in delegates for t in n["inputs"]}
+        outside: list[dict] = []
+        changed = True
+        while changed:  # walk back from what the delegates and the graph outputs need
+            changed = False
+            for n in nodes:
+                if n["op_name"] == "DELEGATE" or n in outside:
+                    continue
+                if any(int(t) in needed and int(t) not in provided for t in n["outputs"]):
+                    outside.append(n)
+                    needed |= {int(t) for t in n["inputs"] if t >= 0}
+                    changed = True
+        return {"xnnpack": bool(delegates), "delegate_partitions": len(delegates),
+                "ops_outside_delegate": sorted(n["op_name"] for n in outside),
+                "fully_delegated": bool(delegates) and not outside}
+
+    def latency_us(self, image: np.ndarray, *, runs: int = 200, warmup: int = 20) -> dict:
+        """Batch-1 latency percentiles of invoke() alone, after warm-up, on a fresh interpreter."""
+        single = Classifier(self.content, threads=self.threads, batch_size=1,
+                            xnnpack=self.resolver == OpResolverType.AUTO)
+        x = single.prepare(image[None, ...])
+        it, index = single.interpreter, single.input["index"]
+        it.set_tensor(index, x)
+        for _ in range(warmup):
+            it.invoke()
+        times = np.empty(runs)
+        for i in range(runs):
+            t0 = time.perf_counter_ns()
+            it.invoke()
+            times[i] = (time.perf_counter_ns() - t0) / 1000
+        return {"p50": float(np.percentile(times, 50)), "p90": float(np.percentile(times, 90)),
+                "p99": float(np.percentile(times, 99)), "mean": float(times.mean()), "runs": runs,
+                "warmup": warmup}
+
+
+def naive_predictions(model: str | os.PathLike, images: np.ndarray) -> np.ndarray:
+    """The TensorFlow tutorials' loop: one image at a time, quantizing each by hand. A yardstick."""
+    interpreter = Interpreter(model_path=str(model))
+    interpreter.allocate_tensors()
+    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    preds = []
+    for image in images:
+        x = image[None, ...].astype(np.float32) / 255.0
+        if inp["dtype"] != np.float32:
+            scale, zero_point = inp["quantization"]
+            x = x / scale + zero_point
+        interpreter.set_tensor(inp["index"], x.astype(inp["dtype"]))
+        interpreter.invoke()
+        preds.append(int(np.argmax(interpreter.get_tensor(out["index"])[0])))
+    return np.array(preds)
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def metrics(pred: np.ndarray, labels: np.ndarray, num_classes: int, reference: np.ndarray | None) -> dict:
+    confusion = np.zeros((num_classes, num_classes), np.int64)
+    np.add.at(confusion, (labels, pred), 1)
+    per_class = confusion.diagonal() / np.maximum(confusion.sum(axis=1), 1)
+    return {
+        "accuracy": float((pred == labels).mean()),
+        "agreement": float((pred == reference).mean()) if reference is not None else None,
+        "per_class_accuracy": [float(a) for a in per_class],
+        "confusion_matrix": confusion.tolist(),
+    }
+
+
+@dataclasses.dataclass
+class EvalConfig:
+    dataset: str = "mnist"
+    model: str = "cnn"
+    modes: tuple[str, ...] = ("int8",)
+    tflite: str | None = None
+    artifacts: str = "artifacts"
+    threads: int = 1
+    batch_size: int = 256
+    latency_runs: int = 200
+    max_eval_examples: int = 0
+    compare_naive: bool = False
+    data_root: str | None = None
+    cache_dir: str | None = None
+
+
+def _targets(cfg: EvalConfig, run: Path) -> list[tuple[str, Path]]:
+    """(name, .tflite path) pairs to evaluate: the modes' files, or one --tflite file."""
+    if cfg.tflite:
+        return [(Path(cfg.tflite).stem, Path(cfg.tflite))]
+    names = list(cfg.modes)
+    if "all" in names:
+        names = sorted(p.stem for p in run.glob("*.tflite")) if run.is_dir() else []
+        if not names:
+            raise TfqError(f"no .tflite files in {run}; make them with: python -m tfq.convert "
+                           f"--dataset={cfg.dataset} --model={cfg.model} --mode=all")
+    out = []
+    for name in names:
+        path = run / f"{name}.tflite"
+        if not path.is_file():
+            if not name.startswith((*convert.MODES, "qat_int8")):
+                raise TfqError(f"unknown mode {name!r}; choose one of: {', '.join(convert.MODES)}, qat_int8, all")
+            maker = "qat" if name == "qat_int8" else f"convert --mode={name}"
+            raise TfqError(f"no {path}; make it with: python -m tfq.{maker} --dataset={cfg.dataset} "
+                           f"--model={cfg.model}")
+        out.append((name, path))
+    return out
+
+
+def evaluate(cfg: EvalConfig) -> list[dict]:
+    """Evaluate each target on the test split; writes eval_<name>.json beside each file."""
+    spec = data.get(cfg.dataset)
+    if cfg.threads < 1 or cfg.batch_size < 1 or cfg.latency_runs < 1:
+        raise TfqError("--threads, --batch_size and --latency_runs must be at least 1")
+    run = artifacts.run_dir(cfg.artifacts, cfg.dataset, cfg.model)
+    targets = _targets(cfg, run)
+    classifiers = {name: Classifier(path, threads=cfg.threads, batch_size=cfg.batch_size,
+                                    input_shape=spec.shape, num_classes=spec.num_classes)
+                   for name, path in targets}
+    splits = data.load(cfg.dataset, root=cfg.data_root, cache=cfg.cache_dir,
+                       max_eval=cfg.max_eval_examples or None)
+    images, labels = data.to_numpy(splits.test)
+    reference = _reference_predictions(run, images, cfg, classifiers)
+    results = []
+    for name, path in targets:
+        clf = classifiers[name]
+        t0 = time.perf_counter()
+        x = clf.prepare(images)
+        t1 = time.perf_counter()
+        raw = clf.invoke_prepared(x)
+        t2 = time.perf_counter()
+        pred = dequantize(raw, clf.output).argmax(1)
+        t3 = time.perf_counter()
+        fb = clf.flatbuffer
+        result = {
+            "name": name,
+            "file": str(path),
+            "dataset": cfg.dataset,
+            "model": cfg.model,
+            **metrics(pred, labels, spec.num_classes, reference),
+            "examples": int(len(labels)),
+            "size_bytes": fb.size_bytes,
+            "weight_bytes": fb.weight_bytes,
+            "latency_us": clf.latency_us(images[0], runs=cfg.latency_runs),
+            "throughput": {"batch_size": clf.batch_size, "images_per_s": len(labels) / (t3 - t0),
+                           "harness_s": t3 - t0, "invoke_s": t2 - t1,
+                           "overhead_ratio": (t3 - t0) / max(t2 - t1, 1e-9)},
+            "threads": cfg.threads,
+            "cpu": cpu_model(),
+            **clf.delegation(),
+            "activation_dtypes": sorted(fb.dtypes("activations")),
+            "data_source": splits.source.to_json(),
+        }
+        if cfg.compare_naive:
+            t0 = time.perf_counter()
+            naive = naive_predictions(path, images)
+            naive_s = time.perf_counter() - t0
+            result["naive_loop"] = {"seconds": naive_s, "accuracy": float((naive == labels).mean()),
+                                    "speedup": naive_s / result["throughput"]["harness_s"]}
+        artifacts.write_json(path.parent / f"eval_{name}.json", result)
+        results.append(result)
+    return results
+
+
+def _reference_predictions(run: Path, images, cfg: EvalConfig, classifiers: dict) -> np.ndarray | None:
+    """The float32 model's predictions, for agreement: float32.tflite, else the Keras model."""
+    if "float32" in classifiers:
+        return classifiers["float32"].predict(images).argmax(1)
+    if (run / "float32.tflite").is_file():
+        return Classifier(run / "float32.tflite", threads=cfg.threads, batch_size=cfg.batch_size).predict(
+            images).argmax(1)
+    if (run / artifacts.MODEL_FILE).is_file():
+        from tfq.train import load_model
+
+        return load_model(run).predict(data.scale(images).numpy(), verbose=0, batch_size=512).argmax(1)
+    return None
+
 
 def _read(path: str | os.PathLike) -> bytes:
     try:
         return Path(path).read_bytes()
     except (FileNotFoundError, IsADirectoryError):
         raise TfqError(f"{path} does not exist") from None
+
+
+FLAGS = flags.FLAGS
+
+
+def _define_flags() -> None:
+    cli.define_common_flags()
+    flags.DEFINE_list("mode", ["int8"], "Modes to evaluate (their <mode>.tflite), or all.")
+    flags.DEFINE_string("tflite", None, "Evaluate this .tflite classifier instead of a mode's file.")
+    flags.DEFINE_integer("threads", 1, "Interpreter threads.")
+    flags.DEFINE_integer("batch_size", 256, "Batch for the accuracy pass (models with a dynamic batch).")
+    flags.DEFINE_integer("latency_runs", 200, "Timed batch-1 invokes (after 20 warm-up runs).")
+    flags.DEFINE_integer("max_eval_examples", 0, "Use only this many test examples (0: all).")
+    flags.DEFINE_boolean("compare_naive", False, "Also time the tutorials' image-by-image loop.")
+
+
+def main(argv):
+    del argv
+    results = evaluate(EvalConfig(
+        dataset=FLAGS.dataset, model=FLAGS.model, modes=tuple(FLAGS.mode), tflite=FLAGS.tflite,
+        artifacts=FLAGS.artifacts, threads=FLAGS.threads, batch_size=FLAGS.batch_size,
+        latency_runs=FLAGS.latency_runs, max_eval_examples=FLAGS.max_eval_examples,
+        compare_naive=FLAGS.compare_naive, data_root=FLAGS.data_root, cache_dir=FLAGS.cache_dir))
+    for r in results:
+        agree = f"{r['agreement']:.4f}" if r["agreement"] is not None else "-"
+        line = (f"{r['name']:18s} acc {r['accuracy']:.4f}  agree {agree}  {r['size_bytes']:>9,d} B  "
+                f"p50 {r['latency_us']['p50']:8.1f} us  {r['examples']} images in "
+                f"{r['throughput']['harness_s']:.3f} s")
+        if "naive_loop" in r:
+            line += f"  (image-by-image loop {r['naive_loop']['seconds']:.2f} s)"
+        print(line)
+
+
+if __name__ == "__main__":
+    _define_flags()
+    cli.run(main)

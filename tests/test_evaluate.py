@@ -1,0 +1,112 @@
+"""tfq.evaluate: the harness against a plain loop, input quantization, delegation, bad models."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from tests.conftest import error_lines
+from tfq import convert, data, evaluate
+from tfq.artifacts import TfqError
+from tfq.backend import keras
+
+
+@pytest.fixture(scope="module")
+def mnist_test(data_root, cache):
+    return data.to_numpy(data.load("mnist", root=data_root, cache=cache).test, limit=400)
+
+
+@pytest.mark.parametrize("mode", ["float32", "int8", "int16x8"])
+def test_harness_accuracy_equals_the_image_by_image_loop(converted, mnist_test, mode):
+    x, y = mnist_test
+    path = converted[0] / f"{mode}.tflite"
+    harness = evaluate.Classifier(path, batch_size=64).predict(x).argmax(1)
+    np.testing.assert_array_equal(harness, evaluate.naive_predictions(path, x))
+
+
+def test_inputs_are_quantized_with_the_models_own_scale_and_zero_point(converted, trained, data_root, cache):
+    image = np.zeros((1, 28, 28, 1), np.uint8)
+    image[0, :6, 0, 0] = [0, 1, 127, 128, 254, 255]
+    run = converted[0]
+    # int8: scale 1/255, zero point -128 -> pixel - 128, exactly
+    q8 = evaluate.Classifier(run / "int8.tflite").prepare(image)
+    assert q8.dtype == np.int8 and q8[0, :6, 0, 0].tolist() == [-128, -127, -1, 0, 126, 127]
+    # int16: symmetric, zero point 0
+    c16 = evaluate.Classifier(run / "int16x8.tflite")
+    scale, zero_point = c16.input["quantization"]
+    q16 = c16.prepare(image)
+    assert q16.dtype == np.int16 and zero_point == 0
+    np.testing.assert_array_equal(q16[0, :6, 0, 0], np.round(np.array([0, 1, 127, 128, 254, 255]) / 255 / scale))
+    # uint8 (legacy io): scale 1/255, zero point 0 -> the pixel itself
+    (u8,) = convert.convert(convert.ConvertConfig(dataset="mnist", model="cnn", modes=("int8",), io_type="uint8",
+                                                  num_calibration=50, artifacts=str(trained),
+                                                  data_root=str(data_root), cache_dir=str(cache)))
+    cu8 = evaluate.Classifier(run / u8["file"])
+    qu8 = cu8.prepare(image)
+    assert qu8.dtype == np.uint8 and qu8[0, :6, 0, 0].tolist() == [0, 1, 127, 128, 254, 255]
+    x, _ = data.to_numpy(data.load("mnist", root=data_root, cache=cache).test, limit=200)
+    reference = evaluate.Classifier(run / "float32.tflite").predict(x).argmax(1)
+    for clf in (cu8, c16):
+        assert np.mean(clf.predict(x).argmax(1) == reference) >= 0.95
+
+
+def test_delegation_report_names_ops_outside_xnnpack(converted):
+    run = converted[0]
+    float32 = evaluate.Classifier(run / "float32.tflite").delegation()
+    assert float32["xnnpack"] and float32["fully_delegated"] and float32["ops_outside_delegate"] == []
+    int16 = evaluate.Classifier(run / "int16x8.tflite").delegation()
+    assert not int16["xnnpack"] and "CONV_2D" in int16["ops_outside_delegate"]
+
+
+def test_cli_writes_eval_json_with_every_measure(run_cli, converted):
+    run = converted[0]
+    proc = run_cli("evaluate", "--mode=int8,float32", f"--artifacts={run.parent}", "--max_eval_examples=500",
+                   "--latency_runs=200")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    r = json.loads((run / "eval_int8.json").read_text())
+    assert r["examples"] == 500 and 0.5 < r["accuracy"] <= 1 and 0.9 <= r["agreement"] <= 1
+    assert len(r["per_class_accuracy"]) == 10 and np.array(r["confusion_matrix"]).sum() == 500
+    assert r["size_bytes"] == (run / "int8.tflite").stat().st_size and 0 < r["weight_bytes"] < r["size_bytes"]
+    assert r["latency_us"]["runs"] == 200 and r["latency_us"]["p50"] <= r["latency_us"]["p90"] <= r["latency_us"]["p99"]
+    assert r["threads"] == 1 and r["cpu"] and r["throughput"]["batch_size"] == 256
+    assert "ops_outside_delegate" in r and r["xnnpack"] is True
+    f = json.loads((run / "eval_float32.json").read_text())
+    assert f["agreement"] == 1.0
+
+
+def _tflite(model: keras.Model) -> bytes:
+    blob, _ = convert.convert_model(model, convert.MODES["float32"])
+    return blob
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"garbage that is not a flatbuffer", "is not a TFLite flatbuffer"),
+    ("truncated", "damaged TFLite flatbuffer"),
+    ("cifar_shaped", "takes images of shape [32, 32, 3], but the dataset's are [28, 28, 1]"),
+    ("two_outputs", "is not an image classifier"),
+])
+def test_bad_models_give_a_clear_error_and_non_zero_exit(run_cli, converted, tmp_path, content, message):
+    if content == "truncated":
+        content = (converted[0] / "int8.tflite").read_bytes()[:5000]
+    elif content == "cifar_shaped":
+        content = _tflite(keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Flatten(),
+                                            keras.layers.Dense(10)]))
+    elif content == "two_outputs":
+        inp = keras.Input((28, 28, 1))
+        flat = keras.layers.Flatten()(inp)
+        content = _tflite(keras.Model(inp, [keras.layers.Dense(10)(flat), keras.layers.Dense(2)(flat)]))
+    path = tmp_path / "model.tflite"
+    path.write_bytes(content)
+    proc = run_cli("evaluate", f"--tflite={path}", f"--artifacts={tmp_path}", "--max_eval_examples=10", timeout=120)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert len(error_lines(proc.stderr)) == 1 and message in error_lines(proc.stderr)[0]
+    assert not list(tmp_path.glob("eval_*.json"))
+
+
+def test_missing_mode_file_names_the_command_that_makes_it(tmp_path):
+    with pytest.raises(TfqError, match="python -m tfq.convert --mode=int8 --dataset=mnist --model=cnn"):
+        evaluate.evaluate(evaluate.EvalConfig(artifacts=str(tmp_path)))
+    with pytest.raises(TfqError, match="unknown mode 'int3'"):
+        evaluate.evaluate(evaluate.EvalConfig(modes=("int3",), artifacts=str(tmp_path)))
