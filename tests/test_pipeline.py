@@ -1,0 +1,90 @@
+"""tfq.pipeline: the real CLI end to end on small data, skipping, and flag-driven reruns."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+from PIL import Image
+
+from tfq import convert, pipeline
+
+SMALL = dict(max_train_examples=600, max_eval_examples=200, epochs=1, latency_runs=20, num_calibration=50)
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory, data_root, cache):
+    """One small pipeline run through the CLI, as a user starts it."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    root = tmp_path_factory.mktemp("study")
+    args = [f"--{k}={v}" for k, v in SMALL.items()]
+    proc = subprocess.run(
+        [sys.executable, "-m", "tfq.pipeline", "--datasets=mnist", "--models=mlp", f"--artifacts={root}", *args],
+        cwd=REPO, capture_output=True, text=True, timeout=900,
+        env={**os.environ, "TFQ_DATA_ROOT": str(data_root), "TFQ_CACHE_DIR": str(cache)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return root, proc.stdout
+
+
+def _config(root, data_root, cache, **kw) -> pipeline.PipelineConfig:
+    return pipeline.PipelineConfig(datasets=("mnist",), models=("mlp",), artifacts=str(root),
+                                   data_root=str(data_root), cache_dir=str(cache), **{**SMALL, **kw})
+
+
+def test_pipeline_writes_every_file(study):
+    root, stdout = study
+    run = root / "mnist_mlp"
+    for mode in [*convert.MODES, "qat_int8"]:
+        assert (run / f"{mode}.tflite").is_file() and (run / f"eval_{mode}.json").is_file()
+    for stage in ("train", "convert", "qat", "evaluate"):
+        assert f"[mnist_mlp] {stage}: done in" in stdout
+    report = root / "report"
+    for name in ("report.md", "results.csv", "results.json", "accuracy_vs_size_mnist.png", "latency.png",
+                 "per_class_int8.png"):
+        assert (report / name).is_file(), name
+    for png in report.glob("*.png"):
+        with Image.open(png) as im:
+            im.verify()
+            assert im.format == "PNG" and im.size[0] > 300 and im.size[1] > 150
+    rows = list(csv.DictReader((report / "results.csv").open()))
+    assert {r["mode"] for r in rows} == {*convert.MODES, "qat_int8"}
+    text = (report / "report.md").read_text()
+    assert "## mnist" in text and "| mlp | int8 |" in text and "## Stage times" in text
+    state = json.loads((run / "pipeline.json").read_text())
+    assert set(state) == {"train", "convert", "qat", "evaluate"} and all(s["seconds"] >= 0 for s in state.values())
+
+
+def _ran(out: str) -> set[str]:
+    return {line.split("] ")[1].split(":")[0] for line in out.splitlines() if line.endswith(": running")}
+
+
+def test_a_rerun_skips_every_finished_stage(study, data_root, cache, capsys):
+    root, _ = study
+    pipeline.pipeline(_config(root, data_root, cache))
+    out = capsys.readouterr().out
+    assert _ran(out) == set()
+    assert out.count("current, skipped") == 5  # four stages and the report
+
+
+def test_changing_one_flag_reruns_only_the_stages_it_affects(study, data_root, cache, capsys):
+    root, _ = study
+    pipeline.pipeline(_config(root, data_root, cache, latency_runs=30))
+    assert _ran(capsys.readouterr().out) == {"evaluate", "report"}
+    pipeline.pipeline(_config(root, data_root, cache, latency_runs=30, num_calibration=60))
+    assert _ran(capsys.readouterr().out) == {"convert", "qat", "evaluate", "report"}
+    pipeline.pipeline(_config(root, data_root, cache, latency_runs=30, num_calibration=60, force=True))
+    assert _ran(capsys.readouterr().out) == {"train", "convert", "qat", "evaluate", "report"}
+
+
+def test_flagfiles_feed_training_and_reject_unknown_flags(tmp_path):
+    tc = pipeline.train_config(pipeline.PipelineConfig(), "mnist", "cnn")
+    assert tc.epochs == 10 and tc.cnn_widths == (32, 64, 128)
+    (tmp_path / "mnist_cnn.cfg").write_text("# comment\n--epochs=3\n--bogus=1\n")
+    with pytest.raises(Exception, match="unknown flag --bogus"):
+        pipeline.train_config(pipeline.PipelineConfig(flags_dir=str(tmp_path)), "mnist", "cnn")

@@ -1,0 +1,201 @@
+"""The study in one command: `python -m tfq.pipeline --datasets=mnist --models=cnn`.
+
+For each dataset x model: train -> convert (every post-training mode) -> qat -> evaluate (every
+flatbuffer), then one report over all runs. Orchestration only: each stage is the plain function
+of its module. A stage is skipped when its key (its settings plus the digests of the files it
+reads) matches the key recorded when it last finished and its outputs are still there, so a
+rerun does nothing and a changed flag reruns just the stages downstream of it (`--force` redoes
+everything). Keys and stage times live in `artifacts/<dataset>_<model>/pipeline.json`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+from pathlib import Path
+
+from absl import flags
+
+from tfq import artifacts, cli, convert, data, evaluate, models, qat, report, train
+from tfq.artifacts import TfqError
+
+STATE_FILE = "pipeline.json"
+
+
+@dataclasses.dataclass
+class PipelineConfig:
+    datasets: tuple[str, ...] = ("mnist",)
+    models: tuple[str, ...] = ("cnn",)
+    artifacts: str = "artifacts"
+    flags_dir: str = "flags"
+    force: bool = False
+    epochs: int = 0  # 0: each flagfile's own
+    max_train_examples: int = 0
+    max_eval_examples: int = 0
+    qat_epochs: int = 1
+    qat_learning_rate: float = 1e-4
+    num_calibration: int = convert.DEFAULT_CALIBRATION
+    latency_runs: int = 200
+    threads: int = 1
+    data_root: str | None = None
+    cache_dir: str | None = None
+
+
+def train_config(cfg: PipelineConfig, dataset: str, model: str) -> train.TrainConfig:
+    """The tuned flagfile `flags/<dataset>_<model>.cfg`, with the pipeline's overrides."""
+    path = Path(cfg.flags_dir) / f"{dataset}_{model}.cfg"
+    fields = {f.name: f for f in dataclasses.fields(train.TrainConfig)}
+    defaults = train.TrainConfig()
+    values = {}
+    if path.is_file():
+        for raw in path.read_text().splitlines():
+            line = raw.strip()
+            if not line or line.startswith("#"):
+                continue
+            key, _, value = line.lstrip("-").partition("=")
+            if key not in fields:
+                raise TfqError(f"{path}: unknown flag --{key}")
+            default = getattr(defaults, key)
+            if isinstance(default, tuple):
+                values[key] = tuple(int(v) for v in value.split(","))
+            elif isinstance(default, (int, float)) and not isinstance(default, bool):
+                values[key] = type(default)(value)
+            else:
+                values[key] = value
+    tc = dataclasses.replace(defaults, **values)
+    return dataclasses.replace(
+        tc, dataset=dataset, model=model, artifacts=cfg.artifacts, data_root=cfg.data_root,
+        cache_dir=cfg.cache_dir, epochs=cfg.epochs or tc.epochs,
+        max_train_examples=cfg.max_train_examples or tc.max_train_examples,
+        max_eval_examples=cfg.max_eval_examples or tc.max_eval_examples)
+
+
+def _key(*parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _digests(paths) -> dict:
+    return {f"{p.parent.name}/{p.name}": artifacts.sha256(p) for p in sorted(paths)}
+
+
+_PLACES = ("artifacts", "data_root", "cache_dir")  # where files live does not change results
+
+
+def _settings(config) -> dict:
+    return {k: v for k, v in dataclasses.asdict(config).items() if k not in _PLACES}
+
+
+class Stages:
+    """Runs the stages of one folder, skipping those whose key and outputs are current."""
+
+    def __init__(self, folder: Path, label: str, force: bool):
+        self.folder, self.label, self.force = folder, label, force
+        self.state_path = folder / STATE_FILE
+        self.state = json.loads(self.state_path.read_text()) if self.state_path.is_file() else {}
+
+    def run(self, name: str, key: str, outputs, fn) -> None:
+        """`outputs` is a callable: the files must exist after `fn`, and still exist to skip."""
+        label = f"[{self.label}] {name}"
+        recorded = self.state.get(name, {})
+        if not self.force and recorded.get("key") == key and all(p.exists() for p in outputs()):
+            print(f"{label}: current, skipped (took {recorded.get('seconds', 0):.1f} s when it ran)", flush=True)
+            return
+        print(f"{label}: running", flush=True)
+        started = time.time()
+        fn()
+        seconds = time.time() - started
+        self.state[name] = {"key": key, "seconds": round(seconds, 1),
+                            "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        artifacts.write_json(self.state_path, self.state)
+        print(f"{label}: done in {seconds:.1f} s", flush=True)
+
+
+def run_pair(cfg: PipelineConfig, dataset: str, model: str) -> None:
+    run = artifacts.run_dir(cfg.artifacts, dataset, model)
+    stages = Stages(run, f"{dataset}_{model}", cfg.force)
+    tc = train_config(cfg, dataset, model)
+    model_file = run / artifacts.MODEL_FILE
+    stages.run("train", _key(tc.fingerprint()), lambda: [model_file, run / artifacts.TRAIN_JSON],
+               lambda: train.train(tc))
+
+    model_digest = artifacts.sha256(model_file)
+    cc = convert.ConvertConfig(dataset=dataset, model=model, modes=("all",), artifacts=cfg.artifacts,
+                               num_calibration=cfg.num_calibration, data_root=cfg.data_root,
+                               cache_dir=cfg.cache_dir)
+    mode_files = [run / f"{m}.tflite" for m in convert.MODES]
+    stages.run("convert", _key(model_digest, _settings(cc)), lambda: mode_files, lambda: convert.convert(cc))
+
+    qc = qat.QatConfig(dataset=dataset, model=model, epochs=cfg.qat_epochs, batch_size=tc.batch_size,
+                       learning_rate=cfg.qat_learning_rate, artifacts=cfg.artifacts,
+                       num_calibration=cfg.num_calibration, max_train_examples=tc.max_train_examples,
+                       max_eval_examples=tc.max_eval_examples, data_root=cfg.data_root,
+                       cache_dir=cfg.cache_dir)
+    qat_file = run / f"{qat.QAT_MODE.name}.tflite"
+    stages.run("qat", _key(model_digest, _settings(qc)), lambda: [qat_file], lambda: qat.qat(qc))
+
+    targets = [*mode_files, qat_file]
+    ec = evaluate.EvalConfig(dataset=dataset, model=model, modes=tuple(p.stem for p in targets),
+                             artifacts=cfg.artifacts, threads=cfg.threads, latency_runs=cfg.latency_runs,
+                             max_eval_examples=tc.max_eval_examples, data_root=cfg.data_root,
+                             cache_dir=cfg.cache_dir)
+    stages.run("evaluate", _key(_digests(targets), _settings(ec)),
+               lambda: [run / f"eval_{p.stem}.json" for p in targets], lambda: evaluate.evaluate(ec))
+
+
+def pipeline(cfg: PipelineConfig) -> Path:
+    """Run every stage for every dataset x model, then the report; returns the report folder."""
+    for d in cfg.datasets:
+        data.get(d)
+    for m in cfg.models:
+        models.get(m)
+    started = time.time()
+    for d in cfg.datasets:
+        for m in cfg.models:
+            run_pair(cfg, d, m)
+    out = Path(cfg.artifacts) / "report"
+    results = [p for d in cfg.datasets for m in cfg.models
+               for p in artifacts.run_dir(cfg.artifacts, d, m).glob("*.json")]
+    Stages(out, "report", cfg.force).run(
+        "report", _key(_digests(results), cfg.datasets, cfg.models), lambda: [out / report.REPORT_MD],
+        lambda: report.report(cfg.artifacts, out, datasets=cfg.datasets, models=cfg.models))
+    print(f"pipeline finished in {time.time() - started:.1f} s; report: {out / report.REPORT_MD}")
+    return out
+
+
+FLAGS = flags.FLAGS
+
+
+def _define_flags() -> None:
+    flags.DEFINE_list("datasets", ["mnist"], f"Datasets: {', '.join(data.DATASETS)}.")
+    flags.DEFINE_list("models", ["cnn"], f"Models: {', '.join(models.MODELS)}.")
+    flags.DEFINE_string("artifacts", "artifacts", "Root of the run folders and the report.")
+    flags.DEFINE_string("flags_dir", "flags", "Folder of the tuned <dataset>_<model>.cfg training flagfiles.")
+    flags.DEFINE_boolean("force", False, "Redo every stage, current or not.")
+    flags.DEFINE_integer("epochs", 0, "Override every flagfile's training epochs (0: keep them).")
+    flags.DEFINE_integer("max_train_examples", 0, "Train (and QAT) on this many examples only (0: all).")
+    flags.DEFINE_integer("max_eval_examples", 0, "Validate and test on this many examples only (0: all).")
+    flags.DEFINE_integer("qat_epochs", 1, "QAT fine-tuning epochs (the float control gets the same).")
+    flags.DEFINE_float("qat_learning_rate", 1e-4, "QAT fine-tuning learning rate.")
+    flags.DEFINE_integer("num_calibration", convert.DEFAULT_CALIBRATION, "Calibration images for int8/int16x8.")
+    flags.DEFINE_integer("latency_runs", 200, "Timed batch-1 invokes per model.")
+    flags.DEFINE_integer("threads", 1, "Interpreter threads for evaluation.")
+    flags.DEFINE_string("data_root", None, "Raw dataset files (default: $TFQ_DATA_ROOT).")
+    flags.DEFINE_string("cache_dir", None, "tfds build folder (default: $TFQ_CACHE_DIR or ~/.cache/tfq).")
+
+
+def main(argv):
+    del argv
+    pipeline(PipelineConfig(
+        datasets=tuple(FLAGS.datasets), models=tuple(FLAGS.models), artifacts=FLAGS.artifacts,
+        flags_dir=FLAGS.flags_dir, force=FLAGS.force, epochs=FLAGS.epochs,
+        max_train_examples=FLAGS.max_train_examples, max_eval_examples=FLAGS.max_eval_examples,
+        qat_epochs=FLAGS.qat_epochs, qat_learning_rate=FLAGS.qat_learning_rate,
+        num_calibration=FLAGS.num_calibration, latency_runs=FLAGS.latency_runs, threads=FLAGS.threads,
+        data_root=FLAGS.data_root, cache_dir=FLAGS.cache_dir))
+
+
+if __name__ == "__main__":
+    _define_flags()
+    cli.run(main)

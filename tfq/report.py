@@ -1,0 +1,248 @@
+"""The study's report, made from result files alone: `python -m tfq.report`.
+
+Reads each run folder's `train.json`, `eval_<mode>.json`, `qat_int8.json` and `pipeline.json`, and
+writes `report.md` (one table per dataset, QAT against its control, stage times), `results.csv`,
+`results.json` and plots: accuracy against size with the Pareto front, batch-1 latency per mode,
+and the per-class accuracy change of int8 against float32.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+from pathlib import Path
+
+from absl import flags
+
+from tfq import artifacts, cli, data
+from tfq.artifacts import TfqError
+
+REPORT_MD = "report.md"
+MODE_ORDER = ("float32", "float16", "dynamic", "int16x8", "int8", "qat_int8")
+COLUMNS = ("dataset", "model", "mode", "accuracy", "delta_pts", "agreement", "size_bytes", "size_ratio",
+           "p50_us", "speedup", "ops_outside_delegate", "data_source")
+
+
+def _load(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def collect(artifacts_root: str | Path, datasets, models) -> tuple[list[dict], dict]:
+    """One row per evaluated flatbuffer, plus per-run extras (training, QAT, stage times)."""
+    rows, runs = [], {}
+    for dataset in datasets:
+        for model in models:
+            run = artifacts.run_dir(artifacts_root, dataset, model)
+            evals = {p.stem[len("eval_"):]: json.loads(p.read_text()) for p in sorted(run.glob("eval_*.json"))}
+            if not evals:
+                continue
+            runs[f"{dataset}_{model}"] = {"train": _load(run / artifacts.TRAIN_JSON),
+                                          "qat": _load(run / "qat_int8.json"),
+                                          "stages": _load(run / "pipeline.json") or {}, "evals": evals}
+            base = evals.get("float32")
+            order = sorted(evals, key=lambda m: (MODE_ORDER.index(m) if m in MODE_ORDER else len(MODE_ORDER), m))
+            for mode in order:
+                e = evals[mode]
+                rows.append({
+                    "dataset": dataset, "model": model, "mode": mode,
+                    "accuracy": e["accuracy"],
+                    "delta_pts": 100 * (e["accuracy"] - base["accuracy"]) if base else None,
+                    "agreement": e["agreement"],
+                    "size_bytes": e["size_bytes"],
+                    "size_ratio": e["size_bytes"] / base["size_bytes"] if base else None,
+                    "p50_us": e["latency_us"]["p50"],
+                    "speedup": base["latency_us"]["p50"] / e["latency_us"]["p50"] if base else None,
+                    "ops_outside_delegate": " ".join(sorted(set(e["ops_outside_delegate"]))) if e["xnnpack"]
+                    else "all (no XNNPACK)",
+                    "data_source": e["data_source"]["description"],
+                    "examples": e["examples"],
+                    "per_class_accuracy": e["per_class_accuracy"],
+                    "threads": e["threads"], "cpu": e["cpu"],
+                })
+    return rows, runs
+
+
+def pareto(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of points no other point beats: smaller or equal size with higher accuracy."""
+    front, best = [], -1.0
+    for i in sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1])):
+        if points[i][1] > best:
+            front.append(i)
+            best = points[i][1]
+    return front
+
+
+def _fmt(v, kind: str) -> str:
+    if v is None:
+        return "-"
+    return {"pct": f"{100 * v:.2f}%", "pts": f"{v:+.2f}", "kb": f"{v / 1024:,.1f} KB", "x": f"{v:.3f}x",
+            "us": f"{v:,.0f} µs", "speed": f"{v:.2f}x"}[kind]
+
+
+def _plots(rows: list[dict], runs: dict, out: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    written = []
+    modes = sorted({r["mode"] for r in rows}, key=lambda m: (MODE_ORDER.index(m) if m in MODE_ORDER else 99, m))
+    colors = {m: plt.cm.tab10(i) for i, m in enumerate(modes)}
+    markers = {"cnn": "o", "mlp": "s"}
+
+    def save(fig, name):
+        with artifacts.atomic_path(out / name) as tmp:
+            fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
+        plt.close(fig)
+        written.append(name)
+
+    for dataset in dict.fromkeys(r["dataset"] for r in rows):
+        sub = [r for r in rows if r["dataset"] == dataset]
+        fig, ax = plt.subplots(figsize=(7.5, 4.8))
+        for r in sub:
+            ax.scatter(r["size_bytes"] / 1024, 100 * r["accuracy"], color=colors[r["mode"]],
+                       marker=markers.get(r["model"], "^"), s=60, edgecolor="black", linewidth=0.5, zorder=3)
+        front = [sub[i] for i in pareto([(r["size_bytes"], r["accuracy"]) for r in sub])]
+        ax.step([r["size_bytes"] / 1024 for r in front], [100 * r["accuracy"] for r in front], where="post",
+                color="gray", linestyle="--", zorder=2, label="Pareto front")
+        for r in front:
+            ax.annotate(f"{r['model']} {r['mode']}", (r["size_bytes"] / 1024, 100 * r["accuracy"]),
+                        textcoords="offset points", xytext=(5, -10), fontsize=7)
+        ax.set_xscale("log")
+        ax.set_xlabel("flatbuffer size (KB, log scale)")
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_title(f"{dataset}: accuracy against size")
+        handles = [plt.Line2D([], [], color=colors[m], marker="o", linestyle="", label=m) for m in modes]
+        handles += [plt.Line2D([], [], color="black", marker=mk, linestyle="", markerfacecolor="white", label=md)
+                    for md, mk in markers.items() if any(r["model"] == md for r in sub)]
+        handles.append(plt.Line2D([], [], color="gray", linestyle="--", label="Pareto front"))
+        ax.legend(handles=handles, fontsize=7, loc="lower right")
+        ax.grid(True, alpha=0.3)
+        save(fig, f"accuracy_vs_size_{dataset}.png")
+
+    run_names = list(runs)
+    fig, ax = plt.subplots(figsize=(max(7.5, 1.3 * len(run_names) + 2), 4.8))
+    width = 0.8 / max(len(modes), 1)
+    for j, mode in enumerate(modes):
+        ys = [next((r["p50_us"] for r in rows if f"{r['dataset']}_{r['model']}" == n and r["mode"] == mode), np.nan)
+              for n in run_names]
+        ax.bar(np.arange(len(run_names)) + (j - (len(modes) - 1) / 2) * width, ys, width, label=mode,
+               color=colors[mode])
+    ax.set_yscale("log")
+    ax.set_xticks(np.arange(len(run_names)), run_names, rotation=20, fontsize=8)
+    ax.set_ylabel("batch-1 latency, p50 (µs, log scale)")
+    ax.set_title(f"Latency per mode ({rows[0]['threads']} thread, {rows[0]['cpu']})")
+    ax.legend(fontsize=7, ncol=3)
+    ax.grid(True, axis="y", alpha=0.3)
+    save(fig, "latency.png")
+
+    pairs = [(n, run["evals"]) for n, run in runs.items() if "int8" in run["evals"] and "float32" in run["evals"]]
+    if pairs:
+        ncls = max(len(e["int8"]["per_class_accuracy"]) for _, e in pairs)
+        grid = np.full((len(pairs), ncls), np.nan)
+        for i, (_, e) in enumerate(pairs):
+            diff = 100 * (np.array(e["int8"]["per_class_accuracy"]) - np.array(e["float32"]["per_class_accuracy"]))
+            grid[i, :len(diff)] = diff
+        lim = max(float(np.nanmax(np.abs(grid))), 0.1)
+        fig, ax = plt.subplots(figsize=(max(6.5, 0.65 * ncls + 2), 0.55 * len(pairs) + 1.8))
+        im = ax.imshow(grid, cmap="RdBu", vmin=-lim, vmax=lim, aspect="auto")
+        for (i, j), v in np.ndenumerate(grid):
+            if not np.isnan(v):
+                ax.text(j, i, f"{v:+.1f}", ha="center", va="center", fontsize=7)
+        ax.set_xticks(range(ncls), [str(c) for c in range(ncls)])
+        ax.set_yticks(range(len(pairs)), [n for n, _ in pairs])
+        ax.set_xlabel("class index (dataset label order)")
+        ax.set_title("Per-class accuracy change, int8 minus float32 (points)")
+        fig.colorbar(im, ax=ax, label="accuracy change (points)")
+        save(fig, "per_class_int8.png")
+    return written
+
+
+def report(artifacts_root: str | Path = "artifacts", out: str | Path | None = None, *,
+           datasets=tuple(data.DATASETS), models=("mlp", "cnn"), command: str | None = None) -> Path:
+    """Write the report folder from the run folders' result files; returns report.md's path."""
+    out = Path(out or Path(artifacts_root) / "report")
+    rows, runs = collect(artifacts_root, datasets, models)
+    if not rows:
+        raise TfqError(f"no eval_*.json under {artifacts_root}; run python -m tfq.pipeline (or tfq.evaluate) first")
+    plots = _plots(rows, runs, out)
+
+    flat = [{k: r[k] for k in (*COLUMNS, "examples")} for r in rows]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(flat[0]))
+    writer.writeheader()
+    writer.writerows(flat)
+    with artifacts.atomic_path(out / "results.csv") as tmp:
+        tmp.write_text(buf.getvalue())
+    artifacts.write_json(out / "results.json", {"rows": rows, "runs": {
+        n: {"train": r["train"] and {k: r["train"][k] for k in ("test_accuracy", "epochs", "wall_time_s", "params",
+                                                                   "macs", "data_source")},
+            "qat": r["qat"] and {k: r["qat"][k] for k in ("accuracy", "qat_gain_over_ptq", "qat_drop_vs_float")},
+            "stages": r["stages"]} for n, r in runs.items()}})
+
+    md = ["# tfq quantization study", ""]
+    md.append(f"Made {time.strftime('%Y-%m-%d')} on {rows[0]['cpu']}, LiteRT with {rows[0]['threads']} thread(s)"
+              + (f", by `{command}`" if command else "") + ".")
+    md += ["", "Accuracy is on the full test split unless the examples column says otherwise; Δ is in "
+           "percentage points against the float32 flatbuffer; agreement is the share of test images where "
+           "the prediction equals float32's; speed is float32's batch-1 p50 latency divided by the mode's.", ""]
+    for dataset in dict.fromkeys(r["dataset"] for r in rows):
+        sub = [r for r in rows if r["dataset"] == dataset]
+        md += [f"## {dataset}", "", f"Data: {sub[0]['data_source']}; {sub[0]['examples']:,d} test images.", ""]
+        md.append("| model | mode | accuracy | Δ vs float32 | agreement | size | size ratio | p50 latency | speed vs float32 | ops outside XNNPACK |")
+        md.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---|")
+        for r in sub:
+            md.append(f"| {r['model']} | {r['mode']} | {_fmt(r['accuracy'], 'pct')} | {_fmt(r['delta_pts'], 'pts')} | "
+                      f"{_fmt(r['agreement'], 'pct')} | {_fmt(r['size_bytes'], 'kb')} | {_fmt(r['size_ratio'], 'x')} | "
+                      f"{_fmt(r['p50_us'], 'us')} | {_fmt(r['speedup'], 'speed')} | {r['ops_outside_delegate'] or '-'} |")
+        md += ["", f"![accuracy against size, {dataset}](accuracy_vs_size_{dataset}.png)", ""]
+    qat_rows = [(n, r["qat"]) for n, r in runs.items() if r["qat"]]
+    if qat_rows:
+        md += ["## QAT against an equally fine-tuned control", "",
+               "QAT fine-tuning is extra training; the control fine-tunes the float model for the same epochs "
+               "at the same learning rate, then quantizes it post-training.", "",
+               "| run | QAT epochs | float fine-tuned | PTQ int8 of it | QAT int8 | QAT gain over PTQ (points) |",
+               "|---|---:|---:|---:|---:|---:|"]
+        for n, q in qat_rows:
+            a = q["accuracy"]
+            md.append(f"| {n} | {q['qat']['epochs']} | {_fmt(a['float_finetuned'], 'pct')} | "
+                      f"{_fmt(a['ptq_int8_of_finetuned'], 'pct')} | {_fmt(a['qat_int8'], 'pct')} | "
+                      f"{100 * q['qat_gain_over_ptq']:+.2f} |")
+        md.append("")
+    md += ["## Latency and per-class change", "", "![latency per mode](latency.png)", ""]
+    if "per_class_int8.png" in plots:
+        md += ["![per-class accuracy change int8 against float32](per_class_int8.png)", ""]
+    stage_names = ("train", "convert", "qat", "evaluate")
+    md += ["## Stage times", "", "Seconds each stage took when it last ran.", "",
+           "| run | " + " | ".join(stage_names) + " | all but training |", "|---|" + "---:|" * (len(stage_names) + 1)]
+    for n, r in runs.items():
+        secs = [r["stages"].get(s, {}).get("seconds") for s in stage_names]
+        rest = sum(s for s in secs[1:] if s)
+        md.append(f"| {n} | " + " | ".join("-" if s is None else f"{s:,.0f}" for s in secs) + f" | {rest:,.0f} |")
+    md.append("")
+    with artifacts.atomic_path(out / REPORT_MD) as tmp:
+        tmp.write_text("\n".join(md))
+    return out / REPORT_MD
+
+
+FLAGS = flags.FLAGS
+
+
+def _define_flags() -> None:
+    flags.DEFINE_string("artifacts", "artifacts", "Root of the run folders.")
+    flags.DEFINE_list("datasets", list(data.DATASETS), "Datasets to include.")
+    flags.DEFINE_list("models", ["mlp", "cnn"], "Models to include.")
+    flags.DEFINE_string("out", None, "Report folder (default: <artifacts>/report).")
+
+
+def main(argv):
+    del argv
+    print(report(FLAGS.artifacts, FLAGS.out, datasets=FLAGS.datasets, models=FLAGS.models))
+
+
+if __name__ == "__main__":
+    _define_flags()
+    cli.run(main)
