@@ -6,6 +6,7 @@ user can fix) into one line on stderr and exit status 1, instead of a traceback.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 
 from absl import app, flags, logging
@@ -25,6 +26,31 @@ def define_common_flags() -> None:
         "(default: $TFQ_DATA_ROOT).")
     flags.DEFINE_string(
         "cache_dir", None, "Where tfds builds datasets (default: $TFQ_CACHE_DIR or ~/.cache/tfq).")
+
+
+def define_slice_flags() -> None:
+    """--max_train_examples and --max_eval_examples: quick runs on part of the data."""
+    flags.DEFINE_integer("max_train_examples", 0, "Use only this many training examples (0: all).")
+    flags.DEFINE_integer("max_eval_examples", 0, "Use only this many validation/test examples (0: all).")
+
+
+def config_from_flags(cls, **renames):
+    """A config dataclass filled from the parsed flags of the same names (`field="flag"` renames).
+
+    List flags become tuples of the type the field's default holds (`--cnn_widths=32,64` -> (32, 64)).
+    """
+    defaults, values = cls(), {}
+    for field in dataclasses.fields(cls):
+        name = renames.get(field.name, field.name)
+        if name not in flags.FLAGS:
+            continue
+        value = flags.FLAGS[name].value
+        if isinstance(value, list):
+            default = getattr(defaults, field.name)
+            cast = type(default[0]) if isinstance(default, tuple) and default else str
+            value = tuple(cast(v) for v in value)
+        values[field.name] = value
+    return cls(**values)
 
 
 def run(main) -> None:

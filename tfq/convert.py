@@ -203,11 +203,7 @@ def _define_flags() -> None:
 
 def main(argv):
     del argv
-    cfg = ConvertConfig(dataset=FLAGS.dataset, model=FLAGS.model, modes=tuple(FLAGS.mode),
-                        artifacts=FLAGS.artifacts, num_calibration=FLAGS.num_calibration,
-                        io_type=FLAGS.io_type, per_channel=FLAGS.per_channel, seed=FLAGS.seed,
-                        data_root=FLAGS.data_root, cache_dir=FLAGS.cache_dir)
-    for m in convert(cfg):
+    for m in convert(cli.config_from_flags(ConvertConfig, modes="mode")):
         fb = m["flatbuffer"]
         print(f"{m['file']:24s} {m['size_bytes']:>9,d} bytes  weights {'/'.join(fb['weight_dtypes'])}  "
               f"activations {'/'.join(fb['activation_dtypes'])}  in {fb['inputs'][0]['dtype']}")

@@ -82,3 +82,4 @@ def macs(model: keras.Model) -> int:
         elif isinstance(layer, keras.layers.Dense):
             total += layer.input_shape[-1] * layer.units
     return total
+

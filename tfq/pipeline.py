@@ -95,6 +95,11 @@ class Stages:
         self.state_path = folder / STATE_FILE
         self.state = json.loads(self.state_path.read_text()) if self.state_path.is_file() else {}
 
+    def adopt(self, name: str, key: str, seconds: float) -> None:
+        """Count outputs made outside the pipeline (e.g. by `python -m tfq.train`) as current."""
+        if name not in self.state:
+            self.state[name] = {"key": key, "seconds": round(seconds, 1), "adopted": True}
+
     def run(self, name: str, key: str, outputs, fn) -> None:
         """`outputs` is a callable: the files must exist after `fn`, and still exist to skip."""
         label = f"[{self.label}] {name}"
@@ -117,6 +122,10 @@ def run_pair(cfg: PipelineConfig, dataset: str, model: str) -> None:
     stages = Stages(run, f"{dataset}_{model}", cfg.force)
     tc = train_config(cfg, dataset, model)
     model_file = run / artifacts.MODEL_FILE
+    made = json.loads((run / artifacts.TRAIN_JSON).read_text()) if (run / artifacts.TRAIN_JSON).is_file() else {}
+    if (made.get("fingerprint") == tc.fingerprint() and model_file.is_file()
+            and made.get("model_sha256") == artifacts.sha256(model_file)):
+        stages.adopt("train", _key(tc.fingerprint()), made["wall_time_s"])
     stages.run("train", _key(tc.fingerprint()), lambda: [model_file, run / artifacts.TRAIN_JSON],
                lambda: train.train(tc))
 
@@ -174,8 +183,7 @@ def _define_flags() -> None:
     flags.DEFINE_string("flags_dir", "flags", "Folder of the tuned <dataset>_<model>.cfg training flagfiles.")
     flags.DEFINE_boolean("force", False, "Redo every stage, current or not.")
     flags.DEFINE_integer("epochs", 0, "Override every flagfile's training epochs (0: keep them).")
-    flags.DEFINE_integer("max_train_examples", 0, "Train (and QAT) on this many examples only (0: all).")
-    flags.DEFINE_integer("max_eval_examples", 0, "Validate and test on this many examples only (0: all).")
+    cli.define_slice_flags()
     flags.DEFINE_integer("qat_epochs", 1, "QAT fine-tuning epochs (the float control gets the same).")
     flags.DEFINE_float("qat_learning_rate", 1e-4, "QAT fine-tuning learning rate.")
     flags.DEFINE_integer("num_calibration", convert.DEFAULT_CALIBRATION, "Calibration images for int8/int16x8.")
@@ -187,13 +195,7 @@ def _define_flags() -> None:
 
 def main(argv):
     del argv
-    pipeline(PipelineConfig(
-        datasets=tuple(FLAGS.datasets), models=tuple(FLAGS.models), artifacts=FLAGS.artifacts,
-        flags_dir=FLAGS.flags_dir, force=FLAGS.force, epochs=FLAGS.epochs,
-        max_train_examples=FLAGS.max_train_examples, max_eval_examples=FLAGS.max_eval_examples,
-        qat_epochs=FLAGS.qat_epochs, qat_learning_rate=FLAGS.qat_learning_rate,
-        num_calibration=FLAGS.num_calibration, latency_runs=FLAGS.latency_runs, threads=FLAGS.threads,
-        data_root=FLAGS.data_root, cache_dir=FLAGS.cache_dir))
+    pipeline(cli.config_from_flags(PipelineConfig))
 
 
 if __name__ == "__main__":

@@ -141,19 +141,13 @@ def _define_flags() -> None:
     flags.DEFINE_integer("batch_size", d.batch_size, "Batch size.")
     flags.DEFINE_float("learning_rate", d.learning_rate, "Adam learning rate for QAT and the control.")
     flags.DEFINE_integer("num_calibration", d.num_calibration, "Calibration images for the PTQ control.")
-    flags.DEFINE_integer("max_train_examples", 0, "Use only this many training examples (0: all).")
-    flags.DEFINE_integer("max_eval_examples", 0, "Use only this many validation/test examples (0: all).")
+    cli.define_slice_flags()
     flags.DEFINE_integer("seed", d.seed, "Random seed.")
 
 
 def main(argv):
     del argv
-    r = qat(QatConfig(dataset=FLAGS.dataset, model=FLAGS.model, epochs=FLAGS.epochs,
-                      batch_size=FLAGS.batch_size, learning_rate=FLAGS.learning_rate,
-                      artifacts=FLAGS.artifacts, num_calibration=FLAGS.num_calibration,
-                      max_train_examples=FLAGS.max_train_examples,
-                      max_eval_examples=FLAGS.max_eval_examples, seed=FLAGS.seed,
-                      data_root=FLAGS.data_root, cache_dir=FLAGS.cache_dir))
+    r = qat(cli.config_from_flags(QatConfig))
     a = r["accuracy"]
     print(f"qat_int8 {a['qat_int8']:.4f}  ptq int8 (same fine-tuning) {a['ptq_int8_of_finetuned']:.4f}  "
           f"float fine-tuned {a['float_finetuned']:.4f}  -> {r['file']} ({r['size_bytes']:,d} bytes)")

@@ -148,6 +148,7 @@ def train(cfg: TrainConfig, *, callbacks=()) -> dict:
         "data_source": splits.source.to_json(),
         "history": {k: [float(v) for v in vs] for k, vs in history.history.items()},
         "config": dataclasses.asdict(cfg),
+        "fingerprint": cfg.fingerprint(),
         "versions": versions(),
         "model_sha256": artifacts.sha256(out / artifacts.MODEL_FILE),
     }
@@ -185,23 +186,9 @@ def _define_flags() -> None:
     flags.DEFINE_list("cnn_widths", [str(w) for w in d.cnn_widths], "CNN channels per stage.")
     flags.DEFINE_list("mlp_hidden", [str(w) for w in d.mlp_hidden], "MLP hidden layer widths.")
     flags.DEFINE_integer("seed", d.seed, "Random seed (weights, shuffling, augmentation).")
-    flags.DEFINE_integer("max_train_examples", 0, "Use only this many training examples (0: all).")
-    flags.DEFINE_integer("max_eval_examples", 0, "Use only this many validation/test examples (0: all).")
+    cli.define_slice_flags()
     flags.DEFINE_enum("strategy", d.strategy, STRATEGIES, "tf.distribute strategy.")
     flags.DEFINE_integer("cpu_devices", 1, "Split the CPU into this many logical devices (for mirrored).")
-
-
-def config_from_flags() -> TrainConfig:
-    return TrainConfig(
-        dataset=FLAGS.dataset, model=FLAGS.model, epochs=FLAGS.epochs, batch_size=FLAGS.batch_size,
-        learning_rate=FLAGS.learning_rate, weight_decay=FLAGS.weight_decay,
-        warmup_epochs=FLAGS.warmup_epochs, dropout=FLAGS.dropout,
-        cnn_widths=tuple(int(w) for w in FLAGS.cnn_widths),
-        mlp_hidden=tuple(int(w) for w in FLAGS.mlp_hidden), seed=FLAGS.seed,
-        artifacts=FLAGS.artifacts, max_train_examples=FLAGS.max_train_examples,
-        max_eval_examples=FLAGS.max_eval_examples, strategy=FLAGS.strategy,
-        data_root=FLAGS.data_root, cache_dir=FLAGS.cache_dir,
-    )
 
 
 def split_cpu(n: int) -> None:
@@ -214,7 +201,7 @@ def split_cpu(n: int) -> None:
 def main(argv):
     del argv
     split_cpu(FLAGS.cpu_devices)
-    result = train(config_from_flags())
+    result = train(cli.config_from_flags(TrainConfig))
     print(f"{result['dataset']} {result['model']}: test accuracy {result['test_accuracy']:.4f} "
           f"in {result['wall_time_s']:.0f} s -> {artifacts.run_dir(FLAGS.artifacts, FLAGS.dataset, FLAGS.model)}")
 
