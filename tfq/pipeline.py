@@ -35,7 +35,7 @@ class PipelineConfig:
     max_train_examples: int = 0
     max_eval_examples: int = 0
     qat_epochs: int = 1
-    qat_learning_rate: float = 1e-4
+    qat_learning_rate: float = qat.QatConfig.learning_rate
     num_calibration: int = convert.DEFAULT_CALIBRATION
     latency_runs: int = 200
     threads: int = 1
@@ -185,7 +185,7 @@ def _define_flags() -> None:
     flags.DEFINE_integer("epochs", 0, "Override every flagfile's training epochs (0: keep them).")
     cli.define_slice_flags()
     flags.DEFINE_integer("qat_epochs", 1, "QAT fine-tuning epochs (the float control gets the same).")
-    flags.DEFINE_float("qat_learning_rate", 1e-4, "QAT fine-tuning learning rate.")
+    flags.DEFINE_float("qat_learning_rate", qat.QatConfig.learning_rate, "QAT fine-tuning learning rate.")
     flags.DEFINE_integer("num_calibration", convert.DEFAULT_CALIBRATION, "Calibration images for int8/int16x8.")
     flags.DEFINE_integer("latency_runs", 200, "Timed batch-1 invokes per model.")
     flags.DEFINE_integer("threads", 1, "Interpreter threads for evaluation.")
