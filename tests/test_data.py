@@ -15,6 +15,7 @@ from PIL import Image
 
 from tfq import data
 from tfq.artifacts import TfqError
+from tfq.backend import tf
 
 
 def _idx_image_hashes(path) -> set[str]:
@@ -70,11 +71,14 @@ def test_augmentation_replays_with_the_same_seed(data_root, cache):
 
 def test_calibration_samples_come_scaled_from_train_and_are_seeded(data_root, cache):
     splits = data.load("mnist", root=data_root, cache=cache)
+    tf.random.set_seed(123)  # what a training stage earlier in the same process leaves behind
     a = data.calibration_samples(splits, 50, seed=0)
+    tf.random.set_seed(7)
     b = data.calibration_samples(splits, 50, seed=0)
     assert a.shape == (50, 28, 28, 1) and a.dtype == np.float32
     assert a.min() >= 0.0 and a.max() <= 1.0
     np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, data.calibration_samples(splits, 50, seed=1))
     val_x, _ = data.to_numpy(splits.val)
     test_x, _ = data.to_numpy(splits.test)
     as_uint8 = np.round(a * 255).astype(np.uint8)

@@ -301,7 +301,14 @@ def to_numpy(ds: tf.data.Dataset, limit: int | None = None) -> tuple[np.ndarray,
 
 
 def calibration_samples(splits: Splits, n: int, seed: int = 0) -> np.ndarray:
-    """`n` scaled training images in a seeded random order: the converters' representative data."""
-    ds = splits.train.shuffle(min(max(n * 10, 1000), 60_000), seed=seed).take(n)
-    x, _ = to_numpy(ds)
-    return scale(x).numpy()
+    """`n` scaled training images, drawn by `seed` from the first max(10n, 1000) of the split.
+
+    The draw uses numpy's generator, not a tf.data shuffle, so it does not depend on whatever
+    TensorFlow global seed the process set before (a pipeline run and a lone `tfq.convert`
+    calibrate on the same images).
+    """
+    pool, _ = to_numpy(splits.train, limit=max(n * 10, 1000))
+    if n > len(pool):
+        raise TfqError(f"asked for {n} calibration images, but the training split has {len(pool)}")
+    chosen = np.sort(np.random.default_rng(seed).choice(len(pool), size=n, replace=False))
+    return scale(pool[chosen]).numpy()
