@@ -106,11 +106,14 @@ def _plots(rows: list[dict], runs: dict, out: Path) -> list[str]:
             ax.scatter(r["size_bytes"] / 1024, 100 * r["accuracy"], color=colors[r["mode"]],
                        marker=markers.get(r["model"], "^"), s=60, edgecolor="black", linewidth=0.5, zorder=3)
         front = [sub[i] for i in pareto([(r["size_bytes"], r["accuracy"]) for r in sub])]
-        ax.step([r["size_bytes"] / 1024 for r in front], [100 * r["accuracy"] for r in front], where="post",
-                color="gray", linestyle="--", zorder=2, label="Pareto front")
-        for r in front:
+        xs = [r["size_bytes"] / 1024 for r in front] + [max(r["size_bytes"] for r in sub) / 1024]
+        ys = [100 * r["accuracy"] for r in front] + [100 * front[-1]["accuracy"]]
+        ax.step(xs, ys, where="post", color="gray", linestyle="--", zorder=2)
+        ax.scatter(xs[:-1], ys[:-1], s=180, facecolors="none", edgecolors="black", linewidth=1.2, zorder=4)
+        for k, r in enumerate(front):  # stagger the labels: front points often sit close together
             ax.annotate(f"{r['model']} {r['mode']}", (r["size_bytes"] / 1024, 100 * r["accuracy"]),
-                        textcoords="offset points", xytext=(5, -10), fontsize=7)
+                        textcoords="offset points", xytext=(10, -14 - 11 * k), fontsize=7,
+                        arrowprops={"arrowstyle": "-", "color": "gray", "lw": 0.5})
         ax.set_xscale("log")
         ax.set_xlabel("flatbuffer size (KB, log scale)")
         ax.set_ylabel("test accuracy (%)")
@@ -118,7 +121,8 @@ def _plots(rows: list[dict], runs: dict, out: Path) -> list[str]:
         handles = [plt.Line2D([], [], color=colors[m], marker="o", linestyle="", label=m) for m in modes]
         handles += [plt.Line2D([], [], color="black", marker=mk, linestyle="", markerfacecolor="white", label=md)
                     for md, mk in markers.items() if any(r["model"] == md for r in sub)]
-        handles.append(plt.Line2D([], [], color="gray", linestyle="--", label="Pareto front"))
+        handles.append(plt.Line2D([], [], color="gray", linestyle="--", marker="o", markerfacecolor="none",
+                                  markeredgecolor="black", markersize=9, label="Pareto front (ringed)"))
         ax.legend(handles=handles, fontsize=7, loc="lower right")
         ax.grid(True, alpha=0.3)
         save(fig, f"accuracy_vs_size_{dataset}.png")
