@@ -58,11 +58,17 @@ def write_json(path: str | os.PathLike, obj) -> Path:
     return Path(path)
 
 
-def read_json(path: str | os.PathLike) -> dict:
+_REQUIRED = object()
+
+
+def read_json(path: str | os.PathLike, default=_REQUIRED) -> dict:
+    """A JSON manifest; `default` when the file is missing (if given), a TfqError when it is corrupt."""
     path = Path(path)
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:
+        if default is not _REQUIRED:
+            return default
         raise TfqError(f"{path} does not exist") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise TfqError(f"{path} is not valid JSON ({e})") from None

@@ -93,7 +93,7 @@ class Stages:
     def __init__(self, folder: Path, label: str, force: bool):
         self.folder, self.label, self.force = folder, label, force
         self.state_path = folder / STATE_FILE
-        self.state = json.loads(self.state_path.read_text()) if self.state_path.is_file() else {}
+        self.state = artifacts.read_json(self.state_path, default={})
 
     def adopt(self, name: str, key: str, seconds: float) -> None:
         """Count outputs made outside the pipeline (e.g. by `python -m tfq.train`) as current."""
@@ -122,7 +122,7 @@ def run_pair(cfg: PipelineConfig, dataset: str, model: str) -> None:
     stages = Stages(run, f"{dataset}_{model}", cfg.force)
     tc = train_config(cfg, dataset, model)
     model_file = run / artifacts.MODEL_FILE
-    made = json.loads((run / artifacts.TRAIN_JSON).read_text()) if (run / artifacts.TRAIN_JSON).is_file() else {}
+    made = artifacts.read_json(run / artifacts.TRAIN_JSON, default={})
     if (made.get("fingerprint") == tc.fingerprint() and model_file.is_file()
             and made.get("model_sha256") == artifacts.sha256(model_file)):
         stages.adopt("train", _key(tc.fingerprint()), made["wall_time_s"])

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import time
 from pathlib import Path
 
@@ -25,22 +24,19 @@ COLUMNS = ("dataset", "model", "mode", "accuracy", "delta_pts", "agreement", "si
            "p50_us", "speedup", "ops_outside_delegate", "data_source")
 
 
-def _load(path: Path) -> dict | None:
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
 def collect(artifacts_root: str | Path, datasets, models) -> tuple[list[dict], dict]:
     """One row per evaluated flatbuffer, plus per-run extras (training, QAT, stage times)."""
     rows, runs = [], {}
     for dataset in datasets:
         for model in models:
             run = artifacts.run_dir(artifacts_root, dataset, model)
-            evals = {p.stem[len("eval_"):]: json.loads(p.read_text()) for p in sorted(run.glob("eval_*.json"))}
+            evals = {p.stem[len("eval_"):]: artifacts.read_json(p) for p in sorted(run.glob("eval_*.json"))}
             if not evals:
                 continue
-            runs[f"{dataset}_{model}"] = {"train": _load(run / artifacts.TRAIN_JSON),
-                                          "qat": _load(run / "qat_int8.json"),
-                                          "stages": _load(run / "pipeline.json") or {}, "evals": evals}
+            runs[f"{dataset}_{model}"] = {"train": artifacts.read_json(run / artifacts.TRAIN_JSON, default=None),
+                                          "qat": artifacts.read_json(run / "qat_int8.json", default=None),
+                                          "stages": artifacts.read_json(run / "pipeline.json", default={}),
+                                          "evals": evals}
             base = evals.get("float32")
             order = sorted(evals, key=lambda m: (MODE_ORDER.index(m) if m in MODE_ORDER else len(MODE_ORDER), m))
             for mode in order:
