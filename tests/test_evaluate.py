@@ -62,8 +62,8 @@ def test_delegation_report_names_ops_outside_xnnpack(converted):
 
 def test_cli_writes_eval_json_with_every_measure(run_cli, converted):
     run = converted[0]
-    proc = run_cli("evaluate", "--mode=int8,float32", f"--artifacts={run.parent}", "--max_eval_examples=500",
-                   "--latency_runs=200")
+    proc = run_cli("evaluate", "--mode=int8,float32,int16x8", f"--artifacts={run.parent}",
+                   "--max_eval_examples=500", "--latency_runs=200", "--processes=2")
     assert proc.returncode == 0, proc.stderr[-2000:]
     r = json.loads((run / "eval_int8.json").read_text())
     assert r["examples"] == 500 and 0.5 < r["accuracy"] <= 1 and 0.9 <= r["agreement"] <= 1
@@ -74,6 +74,10 @@ def test_cli_writes_eval_json_with_every_measure(run_cli, converted):
     assert "ops_outside_delegate" in r and r["xnnpack"] is True
     f = json.loads((run / "eval_float32.json").read_text())
     assert f["agreement"] == 1.0
+    # only the model XNNPACK does not take is split over processes
+    i16 = json.loads((run / "eval_int16x8.json").read_text())
+    assert r["throughput"]["processes"] == 1 and i16["throughput"]["processes"] == 2
+    assert not i16["xnnpack"] and 0.9 <= i16["agreement"] <= 1
 
 
 def _tflite(model: keras.Model) -> bytes:

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 from absl import flags
-from ai_edge_litert.interpreter import Interpreter, OpResolverType
+from ai_edge_litert.interpreter import Interpreter
 
-from tfq import artifacts, cli, convert, data, inspect
+from tfq import artifacts, cli, convert, data, inspect, litert
 from tfq.artifacts import TfqError
 
 _INT_TYPES = {np.dtype(np.int8), np.dtype(np.uint8), np.dtype(np.int16)}
@@ -54,8 +54,9 @@ class Classifier:
         self.label = "model bytes" if isinstance(model, (bytes, bytearray)) else str(model)
         self.flatbuffer = inspect.read(content)
         self.content, self.threads = bytes(content), threads
-        self.resolver = OpResolverType.AUTO if xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-        self.interpreter = self._interpreter()
+        self.xnnpack = xnnpack
+        self.interpreter = litert.batched_interpreter(self.content, batch_size, threads=threads,
+                                                      xnnpack=xnnpack, label=self.label)
         inputs, outputs = self.interpreter.get_input_details(), self.interpreter.get_output_details()
         if len(inputs) != 1 or len(outputs) != 1:
             raise TfqError(f"{self.label} is not an image classifier: it has {len(inputs)} inputs "
@@ -72,34 +73,10 @@ class Classifier:
             raise TfqError(f"{self.label} outputs {int(self.output['shape'][-1])} scores, "
                            f"but the dataset has {num_classes} classes")
         self.image_shape = shape[1:]
-        self.batch_size = self._resize(batch_size)
+        self.batch_size = shape[0]
         # Every uint8 pixel has one scaled-and-quantized value: a 256-entry table makes `prepare`
         # one indexing pass instead of a float round trip over the whole test set.
         self._pixel_table = quantize(data.scale(np.arange(256, dtype=np.uint8)).numpy(), self.input)
-
-    def _interpreter(self) -> Interpreter:
-        try:
-            interpreter = Interpreter(model_content=self.content, num_threads=self.threads,
-                                      experimental_op_resolver_type=self.resolver)
-            interpreter.allocate_tensors()
-        except (ValueError, RuntimeError) as e:
-            raise TfqError(f"{self.label}: LiteRT cannot load it ({str(e).splitlines()[0][:200]})") from None
-        return interpreter
-
-    def _resize(self, batch_size: int) -> int:
-        """Batch the graph if it allows it (dynamic batch dimension); otherwise stay at 1."""
-        signature = self.input.get("shape_signature", self.input["shape"])
-        if batch_size <= 1 or int(signature[0]) != -1:
-            return int(self.input["shape"][0])
-        try:
-            self.interpreter.resize_tensor_input(self.input["index"], [batch_size, *self.image_shape])
-            self.interpreter.allocate_tensors()
-        except (ValueError, RuntimeError):
-            self.interpreter = self._interpreter()
-            return int(self.input["shape"][0])
-        self.input = self.interpreter.get_input_details()[0]
-        self.output = self.interpreter.get_output_details()[0]
-        return batch_size
 
     def prepare(self, images: np.ndarray) -> np.ndarray:
         """uint8 images -> the model's input tensor values (scaled, then quantized if it is integer)."""
@@ -107,20 +84,13 @@ class Classifier:
             raise TfqError(f"expected uint8 images, got {images.dtype}")
         return self._pixel_table[images]
 
-    def invoke_prepared(self, x: np.ndarray) -> np.ndarray:
-        """Raw outputs for already prepared inputs, in batches of `batch_size` (last one padded)."""
-        b, n = self.batch_size, len(x)
-        out = np.empty((n, int(self.output["shape"][-1])), np.dtype(self.output["dtype"]))
-        set_input, invoke = self.interpreter.set_tensor, self.interpreter.invoke
-        get_output, i_in, i_out = self.interpreter.get_tensor, self.input["index"], self.output["index"]
-        for start in range(0, n, b):
-            chunk = x[start:start + b]
-            if len(chunk) < b:
-                chunk = np.concatenate([chunk, np.zeros((b - len(chunk), *chunk.shape[1:]), chunk.dtype)])
-            set_input(i_in, chunk)
-            invoke()
-            out[start:start + b] = get_output(i_out)[: n - start]
-        return out
+    def invoke_prepared(self, x: np.ndarray, processes: int = 1) -> np.ndarray:
+        """Raw outputs for already prepared inputs, in batches of `batch_size` (last one padded);
+        with `processes` > 1, split over that many worker processes (see `tfq.litert`)."""
+        if processes > 1 and len(x) > self.batch_size:
+            return litert.run_in_processes(self.content, x, processes=processes,
+                                           batch_size=self.batch_size, xnnpack=self.xnnpack)
+        return litert.run_batches(self.interpreter, x)
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         """Class scores (dequantized) for uint8 images."""
@@ -150,8 +120,7 @@ class Classifier:
 
     def latency_us(self, image: np.ndarray, *, runs: int = 200, warmup: int = 20) -> dict:
         """Batch-1 latency percentiles of invoke() alone, after warm-up, on a fresh interpreter."""
-        single = Classifier(self.content, threads=self.threads, batch_size=1,
-                            xnnpack=self.resolver == OpResolverType.AUTO)
+        single = Classifier(self.content, threads=self.threads, batch_size=1, xnnpack=self.xnnpack)
         x = single.prepare(image[None, ...])
         it, index = single.interpreter, single.input["index"]
         it.set_tensor(index, x)
@@ -214,6 +183,7 @@ class EvalConfig:
     tflite: str | None = None
     artifacts: str = "artifacts"
     threads: int = 1
+    processes: int = 0  # 0: every core; only for models XNNPACK does not take (see tfq.litert)
     batch_size: int = 256
     latency_runs: int = 200
     max_eval_examples: int = 0
@@ -248,8 +218,8 @@ def _targets(cfg: EvalConfig, run: Path) -> list[tuple[str, Path]]:
 def evaluate(cfg: EvalConfig) -> list[dict]:
     """Evaluate each target on the test split; writes eval_<name>.json beside each file."""
     spec = data.get(cfg.dataset)
-    if cfg.threads < 1 or cfg.batch_size < 1 or cfg.latency_runs < 1:
-        raise TfqError("--threads, --batch_size and --latency_runs must be at least 1")
+    if cfg.threads < 1 or cfg.batch_size < 1 or cfg.latency_runs < 1 or cfg.processes < 0:
+        raise TfqError("--threads, --batch_size and --latency_runs must be at least 1, --processes at least 0")
     run = artifacts.run_dir(cfg.artifacts, cfg.dataset, cfg.model)
     targets = _targets(cfg, run)
     classifiers = {name: Classifier(path, threads=cfg.threads, batch_size=cfg.batch_size,
@@ -264,10 +234,12 @@ def evaluate(cfg: EvalConfig) -> list[dict]:
     results = []
     for name, path in targets:
         clf = classifiers[name]
+        delegation = clf.delegation()
+        processes = 1 if delegation["xnnpack"] else (cfg.processes or litert.cores())
         t0 = time.perf_counter()
         x = clf.prepare(images)
         t1 = time.perf_counter()
-        raw = clf.invoke_prepared(x)
+        raw = clf.invoke_prepared(x, processes)
         t2 = time.perf_counter()
         pred = dequantize(raw, clf.output).argmax(1)
         t3 = time.perf_counter()
@@ -284,12 +256,12 @@ def evaluate(cfg: EvalConfig) -> list[dict]:
             "size_bytes": fb.size_bytes,
             "weight_bytes": fb.weight_bytes,
             "latency_us": clf.latency_us(images[0], runs=cfg.latency_runs),
-            "throughput": {"batch_size": clf.batch_size, "images_per_s": len(labels) / (t3 - t0),
+            "throughput": {"batch_size": clf.batch_size, "processes": processes, "images_per_s": len(labels) / (t3 - t0),
                            "harness_s": t3 - t0, "invoke_s": t2 - t1,
                            "overhead_ratio": (t3 - t0) / max(t2 - t1, 1e-9)},
             "threads": cfg.threads,
             "cpu": cpu_model(),
-            **clf.delegation(),
+            **delegation,
             "activation_dtypes": sorted(fb.dtypes("activations")),
             "data_source": splits.source.to_json(),
         }
@@ -331,6 +303,8 @@ def _define_flags() -> None:
     flags.DEFINE_list("mode", ["int8"], "Modes to evaluate (their <mode>.tflite), or all.")
     flags.DEFINE_string("tflite", None, "Evaluate this .tflite classifier instead of a mode's file.")
     flags.DEFINE_integer("threads", 1, "Interpreter threads.")
+    flags.DEFINE_integer("processes", 0, "Worker processes for the accuracy pass of models XNNPACK does not "
+                         "take, e.g. 16x8 (0: one per core). XNNPACK models use one process.")
     flags.DEFINE_integer("batch_size", 256, "Batch for the accuracy pass (models with a dynamic batch).")
     flags.DEFINE_integer("latency_runs", 200, "Timed batch-1 invokes (after 20 warm-up runs).")
     flags.DEFINE_integer("max_eval_examples", 0, "Use only this many test examples (0: all).")
