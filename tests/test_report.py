@@ -34,6 +34,25 @@ def test_report_derives_deltas_ratios_and_speedups(tmp_path):
     assert float(rows[1]["speedup"]) == pytest.approx(4.0) and float(rows[1]["size_ratio"]) == pytest.approx(0.25)
 
 
+def test_stage_times_total_and_split_off_training(tmp_path):
+    for name, train, qat in (("mnist_cnn", 600, 100), ("mnist_mlp", 100, 20)):
+        run = tmp_path / name
+        run.mkdir()
+        (run / "eval_float32.json").write_text(json.dumps(_eval(0.99, 1000, 400.0, [1.0, 0.98])))
+        stages = {"train": train, "convert": 10, "qat": qat, "evaluate": 40}
+        (run / "pipeline.json").write_text(json.dumps({s: {"seconds": v} for s, v in stages.items()}))
+        (run / "qat_int8.json").write_text(json.dumps({
+            "qat": {"epochs": 1, "time_s": qat * 0.4}, "control": {"time_s": qat * 0.4},
+            "accuracy": {"float_finetuned": 0.99, "ptq_int8_of_finetuned": 0.98, "qat_int8": 0.985},
+            "qat_gain_over_ptq": 0.005, "qat_drop_vs_float": 0.005}))
+    md = report.report(tmp_path, datasets=("mnist",), models=("mlp", "cnn")).read_text()
+    assert "| mnist_cnn | 600 | 10 | 100 | 40 | 80 | 150 |" in md
+    assert "| **all** | **700** | **20** | **120** | **80** | **96** | **220** |" in md
+    # 920 s in all; 220 s outside the train stage (23.9%); 124 s outside any fitting (13.5%)
+    assert "All stages: 920 s (15.3 min). Everything but the train stage: 220 s, 23.9% of it; " \
+           "counting the QAT fine-tuning fits as training too, 124 s, 13.5%." in md
+
+
 def test_report_without_results_says_what_to_run(tmp_path):
     with pytest.raises(TfqError, match="python -m tfq.pipeline"):
         report.report(tmp_path, datasets=("mnist",), models=("cnn",))

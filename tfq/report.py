@@ -215,17 +215,39 @@ def report(artifacts_root: str | Path = "artifacts", out: str | Path | None = No
     md += ["## Latency and per-class change", "", "![latency per mode](latency.png)", ""]
     if "per_class_int8.png" in plots:
         md += ["![per-class accuracy change int8 against float32](per_class_int8.png)", ""]
-    stage_names = ("train", "convert", "qat", "evaluate")
-    md += ["## Stage times", "", "Seconds each stage took when it last ran.", "",
-           "| run | " + " | ".join(stage_names) + " | all but training |", "|---|" + "---:|" * (len(stage_names) + 1)]
-    for n, r in runs.items():
-        secs = [r["stages"].get(s, {}).get("seconds") for s in stage_names]
-        rest = sum(s for s in secs[1:] if s)
-        md.append(f"| {n} | " + " | ".join("-" if s is None else f"{s:,.0f}" for s in secs) + f" | {rest:,.0f} |")
-    md.append("")
+    md += _stage_times(runs)
     with artifacts.atomic_path(out / REPORT_MD) as tmp:
         tmp.write_text("\n".join(md))
     return out / REPORT_MD
+
+
+STAGES = ("train", "convert", "qat", "evaluate")
+
+
+def _stage_times(runs: dict) -> list[str]:
+    """The stage-time table, with totals and the share of everything but training."""
+    md = ["## Stage times", "", "Seconds each stage took when it last ran. The qat stage is mostly training "
+          "too: its fine-tuning fits (QAT and the float control) are shown apart.", "",
+          "| run | " + " | ".join(STAGES) + " | of qat: fine-tuning fits | all but training |",
+          "|---|" + "---:|" * (len(STAGES) + 2)]
+    totals = dict.fromkeys((*STAGES, "fits", "rest"), 0.0)
+    for n, r in runs.items():
+        secs = {s: r["stages"].get(s, {}).get("seconds") for s in STAGES}
+        q = r["qat"] or {}
+        fits = q["qat"]["time_s"] + q["control"]["time_s"] if q else None
+        rest = sum(v for s, v in secs.items() if v and s != "train")
+        for s, v in (*secs.items(), ("fits", fits), ("rest", rest)):
+            totals[s] += v or 0
+        md.append(f"| {n} | " + " | ".join("-" if v is None else f"{v:,.0f}" for v in secs.values())
+                  + f" | {'-' if fits is None else f'{fits:,.0f}'} | {rest:,.0f} |")
+    all_s = sum(totals[s] for s in STAGES)
+    md.append("| **all** | " + " | ".join(f"**{totals[s]:,.0f}**" for s in (*STAGES, "fits", "rest")) + " |")
+    if all_s:
+        md += ["", f"All stages: {all_s:,.0f} s ({all_s / 60:.1f} min). Everything but the train stage: "
+               f"{totals['rest']:,.0f} s, {100 * totals['rest'] / all_s:.1f}% of it; counting the QAT "
+               f"fine-tuning fits as training too, {totals['rest'] - totals['fits']:,.0f} s, "
+               f"{100 * (totals['rest'] - totals['fits']) / all_s:.1f}%."]
+    return [*md, ""]
 
 
 FLAGS = flags.FLAGS
