@@ -17,7 +17,7 @@ from absl import flags
 
 from tfq import artifacts, cli, convert, data, evaluate, inspect
 from tfq.artifacts import TfqError
-from tfq.backend import keras, tf, tfmot, versions
+from tfq.backend import keras, tfmot, versions
 
 QAT_MODEL_FILE = "qat_model.h5"  # tfmot wrappers do not round-trip the .keras format
 # The QAT graph carries its own ranges, so no calibration; the INT8-only ops set would demand a
