@@ -55,8 +55,11 @@ class Classifier:
         self.flatbuffer = inspect.read(content)
         self.content, self.threads = bytes(content), threads
         self.xnnpack = xnnpack
-        self.interpreter = litert.batched_interpreter(self.content, batch_size, threads=threads,
-                                                      xnnpack=xnnpack, label=self.label)
+        try:
+            self.interpreter = litert.batched_interpreter(self.content, batch_size, threads=threads,
+                                                          xnnpack=xnnpack, label=self.label)
+        except litert.LiteRTError as e:
+            raise TfqError(str(e)) from None
         inputs, outputs = self.interpreter.get_input_details(), self.interpreter.get_output_details()
         if len(inputs) != 1 or len(outputs) != 1:
             raise TfqError(f"{self.label} is not an image classifier: it has {len(inputs)} inputs "
@@ -88,8 +91,11 @@ class Classifier:
         """Raw outputs for already prepared inputs, in batches of `batch_size` (last one padded);
         with `processes` > 1, split over that many worker processes (see `tfq.litert`)."""
         if processes > 1 and len(x) > self.batch_size:
-            return litert.run_in_processes(self.content, x, processes=processes,
-                                           batch_size=self.batch_size, xnnpack=self.xnnpack)
+            try:
+                return litert.run_in_processes(self.content, x, processes=processes,
+                                               batch_size=self.batch_size, xnnpack=self.xnnpack)
+            except litert.LiteRTError as e:
+                raise TfqError(f"{self.label}: {e}") from None
         return litert.run_batches(self.interpreter, x)
 
     def predict(self, images: np.ndarray) -> np.ndarray:
