@@ -20,6 +20,8 @@ def test_cli_trains_saves_a_reloadable_model_and_train_json(run_cli, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     run = tmp_path / "mnist_cnn"
     assert sorted(p.name for p in run.iterdir()) == ["model.keras", "train.json"]
+    # not a terminal: one progress line per epoch, no carriage-return progress bar
+    assert proc.stdout.count("Epoch 2/2") == 1 and "\r" not in proc.stdout
     info = json.loads((run / "train.json").read_text())
     assert info["test_accuracy"] > 0.5  # chance is 0.1
     assert info["train_examples"] == 1500 and info["test_examples"] == 300 and info["epochs"] == 2

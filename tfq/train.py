@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import json
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -22,6 +23,12 @@ from tfq.artifacts import TfqError
 from tfq.backend import keras, tf, versions
 
 STRATEGIES = ("default", "mirrored", "multi_worker")
+
+
+def fit_verbosity() -> int:
+    """Keras' live progress bar on a terminal; one line per epoch in a log file, where the bar's
+    carriage-return redraws would pile up as megabytes of one line."""
+    return 1 if sys.stdout.isatty() else 2
 
 
 @dataclasses.dataclass
@@ -122,7 +129,7 @@ def train(cfg: TrainConfig, *, callbacks=()) -> dict:
         validation_data=val_ds,
         epochs=cfg.epochs,
         callbacks=[keras.callbacks.BackupAndRestore(str(backup)), timer, *callbacks],
-        verbose=1,
+        verbose=fit_verbosity(),
     )
     wall = time.time() - started
     test_loss, test_acc = model.evaluate(test_ds, verbose=0)
