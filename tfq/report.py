@@ -228,7 +228,7 @@ def _stage_times(runs: dict) -> list[str]:
     """The stage-time table, with totals and the share of everything but training."""
     md = ["## Stage times", "", "Seconds each stage took when it last ran. The qat stage is mostly training "
           "too: its fine-tuning fits (QAT and the float control) are shown apart.", "",
-          "| run | " + " | ".join(STAGES) + " | of qat: fine-tuning fits | all but training |",
+          "| run | " + " | ".join(STAGES) + " | of qat: fine-tuning fits | all but the train stage |",
           "|---|" + "---:|" * (len(STAGES) + 2)]
     totals = dict.fromkeys((*STAGES, "fits", "rest"), 0.0)
     for n, r in runs.items():
