@@ -86,11 +86,17 @@ def run_in_processes(content: bytes, x: np.ndarray, *, processes: int, batch_siz
                 [sys.executable, "-P", __file__, str(model), str(batch_size), str(int(xnnpack)),
                  str(Path(tmp) / f"in{i}.npy"), str(Path(tmp) / f"out{i}.npy")],
                 stderr=subprocess.PIPE, text=True))
-        for w in workers:
-            _, err = w.communicate()
-            if w.returncode:
-                lines = [line for line in err.splitlines() if line.strip()] or ["no message"]
-                raise LiteRTError(f"a LiteRT worker process failed (exit {w.returncode}): {lines[-1][:200]}")
+        try:
+            for w in workers:
+                _, err = w.communicate()
+                if w.returncode:
+                    lines = [line for line in err.splitlines() if line.strip()] or ["no message"]
+                    raise LiteRTError(f"a LiteRT worker process failed (exit {w.returncode}): {lines[-1][:200]}")
+        finally:  # on failure, no worker outlives the folder it reads from
+            for w in workers:
+                if w.poll() is None:
+                    w.kill()
+                    w.wait()
         return np.concatenate([np.load(Path(tmp) / f"out{i}.npy") for i in range(len(slices))])
 
 
