@@ -233,7 +233,7 @@ def _stage_times(runs: dict) -> list[str]:
     totals = dict.fromkeys((*STAGES, "fits", "rest"), 0.0)
     for n, r in runs.items():
         secs = {s: r["stages"].get(s, {}).get("seconds") for s in STAGES}
-        q = r["qat"] or {}
+        q = r["qat"]
         fits = q["qat"]["time_s"] + q["control"]["time_s"] if q else None
         rest = sum(v for s, v in secs.items() if v and s != "train")
         for s, v in (*secs.items(), ("fits", fits), ("rest", rest)):
