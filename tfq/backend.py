@@ -8,11 +8,14 @@ TensorFlow/Keras pair. Everyone else takes `tf`, `keras` and `tfmot` from here.
 
 import os
 
-os.environ["TF_USE_LEGACY_KERAS"] = "1"
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from tfq import console
 
-import tensorflow as tf  # noqa: E402
-import tf_keras as keras  # noqa: E402
+os.environ["TF_USE_LEGACY_KERAS"] = "1"
+console.configure()
+
+with console.quiet():  # TensorFlow's C++ start-up lines, written before its log level applies
+    import tensorflow as tf  # noqa: E402
+    import tf_keras as keras  # noqa: E402
 
 if not keras.__version__.startswith("2."):  # pragma: no cover - guards a broken install
     raise ImportError(f"tfq needs Keras 2 (tf_keras), got Keras {keras.__version__}")
