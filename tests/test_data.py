@@ -13,6 +13,7 @@ import pytest
 import tensorflow_datasets as tfds
 from PIL import Image
 
+from tests.conftest import error_lines
 from tfq import data
 from tfq.artifacts import TfqError
 from tfq.backend import tf
@@ -139,14 +140,108 @@ def test_unknown_dataset_lists_the_known_ones():
 
 
 @pytest.fixture
-def mock_root(tmp_path):
-    """Empty stand-ins for each dataset's raw files: tfds' mock replaces the build itself."""
-    for spec in data.DATASETS.values():
-        folder = tmp_path / spec.name
-        folder.mkdir()
-        for name in spec.raw_files:
-            (folder / name).touch()
-    return tmp_path
+def mock_root(tmp_path, monkeypatch):
+    """An empty data root on a machine where tfds' servers answer: tfds' mock replaces the download."""
+    monkeypatch.setattr(data, "_unreachable", lambda urls: None)
+    root = tmp_path / "empty-root"
+    root.mkdir()
+    return root
+
+
+def _recording_download(monkeypatch) -> list[dict]:
+    """Replace tfds' download_and_prepare (inside mock_data) with a stand-in that records its call."""
+    calls = []
+
+    def fake(self, *, download_dir=None, download_config=None, **_):
+        calls.append({"dataset": self.name, "download_dir": download_dir,
+                      "manual_dir": download_config.manual_dir if download_config else None})
+
+    monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", fake)
+    return calls
+
+
+def test_local_files_come_first_even_where_tfds_could_download(data_root, tmp_path, monkeypatch):
+    def must_not_ask(urls):
+        raise AssertionError("the network was consulted although the files are local")
+
+    monkeypatch.setattr(data, "_unreachable", must_not_ask)
+    with tfds.testing.mock_data(num_examples=10):
+        calls = _recording_download(monkeypatch)
+        splits = data.load("mnist", root=data_root, cache=tmp_path / "cache")
+    assert splits.source.description.endswith("(official files)")
+    assert calls == [{"dataset": "mnist", "download_dir": str(tmp_path / "cache" / "mnist" / "downloads"),
+                      "manual_dir": str(data_root / "mnist")}]
+
+
+def test_without_local_files_tfds_downloads_into_the_datasets_own_cache(tmp_path, monkeypatch):
+    monkeypatch.delenv(data.DATA_ROOT_ENV, raising=False)
+    asked = []
+    monkeypatch.setattr(data, "_unreachable", lambda urls: asked.extend(urls))  # returns None: reachable
+    with tfds.testing.mock_data(num_examples=10):
+        calls = _recording_download(monkeypatch)
+        splits = data.load("fashion_mnist", root=None, cache=tmp_path / "cache")
+    assert "downloaded by tfds" in splits.source.description
+    assert calls == [{"dataset": "fashion_mnist", "manual_dir": None,
+                      "download_dir": str(tmp_path / "cache" / "fashion_mnist" / "downloads")}]
+    assert asked and all("fashion-mnist" in u for u in asked)  # tfds' own registered URLs
+
+
+def test_offline_without_local_files_fails_within_seconds_for_real(tmp_path, monkeypatch):
+    monkeypatch.delenv(data.DATA_ROOT_ENV, raising=False)
+    if data._unreachable(list(tfds.builder("mnist").url_infos)) is None:
+        pytest.skip("this machine reaches tfds' download server; the offline path cannot be shown here")
+    started = time.time()
+    with pytest.raises(TfqError, match="tfds cannot download it either .*not reachable|did not answer"):
+        data.load("mnist", root=None, cache=tmp_path / "cache")
+    assert time.time() - started < 15  # tfds' own retries take about 200 s to give up
+
+
+def test_an_unanswered_connection_is_given_up_after_the_timeout(monkeypatch):
+    import socket
+
+    def hang(*args, **kwargs):
+        time.sleep(30)
+
+    monkeypatch.setattr(socket, "create_connection", hang)
+    started = time.time()
+    why = data._unreachable(["https://example.invalid/x.gz"], timeout=0.5)
+    assert "did not answer within" in why and time.time() - started < 3
+
+
+def _truncated_copy(data_root, tmp_path, name="train-images-idx3-ubyte.gz", keep=100_000):
+    root = tmp_path / "root"
+    (root / "mnist").mkdir(parents=True)
+    for f in data.get("mnist").raw_files:
+        blob = (data_root / "mnist" / f).read_bytes()
+        (root / "mnist" / f).write_bytes(blob[:keep] if f == name else blob)
+    return root
+
+
+def test_a_damaged_raw_file_is_named_with_its_size_and_what_tfds_expects(data_root, tmp_path):
+    root = _truncated_copy(data_root, tmp_path)
+    with pytest.raises(TfqError) as e:
+        data.load("mnist", root=root, cache=tmp_path / "cache")
+    message = str(e.value)
+    assert str(root / "mnist" / "train-images-idx3-ubyte.gz") in message
+    assert "100,000 bytes" in message and "9,912,422 bytes" in message and "440fcabf73cc546f" in message
+    assert "replace it with the official" in message and "\n" not in message
+    # same size, other bytes: the checksum catches it
+    blob = bytearray((data_root / "mnist" / "train-labels-idx1-ubyte.gz").read_bytes())
+    blob[-1] ^= 0xFF
+    (root / "mnist" / "train-images-idx3-ubyte.gz").write_bytes((data_root / "mnist" / "train-images-idx3-ubyte.gz").read_bytes())
+    (root / "mnist" / "train-labels-idx1-ubyte.gz").write_bytes(bytes(blob))
+    with pytest.raises(TfqError, match=r"train-labels-idx1-ubyte.gz is damaged .* with sha256 "):
+        data.load("mnist", root=root, cache=tmp_path / "cache")
+
+
+def test_a_damaged_raw_file_is_one_line_from_the_cli(run_cli, data_root, tmp_path):
+    root = _truncated_copy(data_root, tmp_path)
+    proc = run_cli("train", f"--data_root={root}", f"--cache_dir={tmp_path / 'c'}", f"--artifacts={tmp_path / 'a'}",
+                   timeout=120)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr and "NonMatchingChecksum" not in proc.stderr
+    assert [line for line in proc.stderr.splitlines() if line.strip()] == error_lines(proc.stderr)
+    assert "train-images-idx3-ubyte.gz is damaged" in error_lines(proc.stderr)[0]
+    assert not (tmp_path / "a" / "mnist_cnn" / "model.keras").exists()
 
 
 @pytest.mark.parametrize("name", list(data.DATASETS))

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tfq import artifacts, console
 from tfq.artifacts import TfqError
 from tfq.backend import tf
 
@@ -140,26 +141,26 @@ class _Loader:
         return None
 
     def source(self) -> Source:
-        """Pick the source: a built tfds dataset, the official files, else the JPEG copy."""
+        """Pick the source, local first: a built tfds dataset, the official files in the data
+        root, the JPEG copy, else tfds' own download when its server answers; offline, one error."""
         import tensorflow_datasets as tfds
 
         self._builder = tfds.builder(self.spec.tfds_name, data_dir=str(self._tfds_dir))
         version = f"tfds {self.spec.tfds_name} {self._builder.version}"
         if self._builder.is_prepared():
             return Source("tfds", f"{version} (official files)")
+        raw = self._raw_dir(self.spec.name)
         if not self._missing_raw():
-            dl = self.cache / self.spec.name / "downloads"
-            self._builder.download_and_prepare(
-                download_dir=str(dl),
-                download_config=tfds.download.DownloadConfig(
-                    manual_dir=str(self._raw_dir(self.spec.name))
-                ),
-            )
+            self._verify_raw(raw)
+            print(f"{self.spec.name}: building the tfds dataset from the files in {raw} (first use only)",
+                  flush=True)
+            self._prepare(manual_dir=raw)
             return Source("tfds", f"{version} (official files)")
         extracted = self.cache / self.spec.name / "jpeg"
         archive = self._jpeg_archive()
         if self.spec.jpeg_folder and (extracted.is_dir() or archive):
             if not extracted.is_dir():
+                print(f"{self.spec.name}: unpacking {archive} (first use only)", flush=True)
                 _extract_atomically(archive, extracted)
             self._image_folder = tfds.folder_dataset.ImageFolder(str(extracted))
             got = tuple(self._image_folder.info.features["label"].names)
@@ -171,14 +172,52 @@ class _Loader:
                 "(lossy re-encoding: accuracies are close to, not equal to, the official data)",
                 lossy=True,
             )
+        local = raw is not None and any((raw / f).is_file() for f in self.spec.raw_files)
+        if not local:
+            urls = list(self._url_infos())
+            unreachable = _unreachable(urls)
+            if unreachable is None:
+                print(f"{self.spec.name}: no local files; tfds downloads it into {self.cache / self.spec.name} "
+                      "(first use only)", flush=True)
+                self._prepare(manual_dir=None)
+                return Source("tfds", f"{version} (downloaded by tfds)")
+            raise TfqError(f"{self._missing_message()}; tfds cannot download it either ({unreachable})")
         raise TfqError(self._missing_message())
+
+    def _url_infos(self) -> dict:
+        """tfds' registered download URLs with their sizes and sha256 checksums."""
+        return dict(type(self._builder).url_infos or {})
+
+    def _verify_raw(self, raw: Path) -> None:
+        """Each raw file against the size and sha256 tfds registers for it, with one clear line
+        instead of tfds' NonMatchingChecksumError traceback (which names a download URL)."""
+        for url, info in self._url_infos().items():
+            name = info.filename or url.rsplit("/", 1)[-1]
+            path = raw / name
+            if name not in self.spec.raw_files or not path.is_file():
+                continue
+            size, want_size = path.stat().st_size, int(info.size)
+            digest = artifacts.sha256(path) if size == want_size else None
+            if size != want_size or digest != info.checksum:
+                got = f"{size:,d} bytes" + (f" with sha256 {digest[:16]}..." if digest else "")
+                raise TfqError(
+                    f"{path} is damaged or not the official file: {got}, but tfds expects {want_size:,d} bytes "
+                    f"with sha256 {info.checksum[:16]}...; replace it with the official {name} ({url})")
+
+    def _prepare(self, manual_dir: Path | None) -> None:
+        import tensorflow_datasets as tfds
+
+        if not console.verbose():
+            tfds.disable_progress_bar()
+        config = tfds.download.DownloadConfig(manual_dir=str(manual_dir) if manual_dir else None)
+        with console.quiet():
+            self._builder.download_and_prepare(download_dir=str(self.cache / self.spec.name / "downloads"),
+                                               download_config=config)
 
     def _missing_message(self) -> str:
         where = self._raw_dir(self.spec.name) or f"<data root>/{self.spec.name}"
-        msg = (
-            f"dataset {self.spec.name!r} is not available offline: put {', '.join(self.spec.raw_files)} "
-            f"in {where}/"
-        )
+        missing = self._missing_raw() if self.root else list(self.spec.raw_files)
+        msg = f"dataset {self.spec.name!r} is not available offline: put {', '.join(missing)} in {where}/"
         if self.spec.jpeg_folder:
             msg += f" (or a JPEG copy *.tar.gz in {self._raw_dir(self.spec.jpeg_folder) or '<data root>/' + self.spec.jpeg_folder}/)"
         if self.root is None:
@@ -197,6 +236,40 @@ class _Loader:
         if self.spec.transpose:
             ds = ds.map(lambda x, y: (tf.transpose(x, [1, 0, 2]), y))
         return ds
+
+
+REACH_TIMEOUT_S = 3.0
+
+
+def _unreachable(urls: list[str], timeout: float = REACH_TIMEOUT_S) -> str | None:
+    """None when a TCP connection to every download host opens within `timeout` seconds, else why
+    not. Checked before tfds tries, whose own retries take minutes to give up offline."""
+    import socket
+    import threading
+    from urllib.parse import urlsplit
+
+    hosts = dict.fromkeys((u.hostname, u.port or (443 if u.scheme == "https" else 80))
+                          for u in map(urlsplit, urls) if u.hostname)
+    if not hosts:
+        return "tfds registers no download URL for it"
+    for host, port in hosts:
+        outcome: list[str] = []
+
+        def connect(host=host, port=port, outcome=outcome):
+            try:
+                socket.create_connection((host, port), timeout=timeout).close()
+                outcome.append("")
+            except OSError as e:
+                outcome.append(f"{host}:{port} is not reachable: {e.strerror or e}")
+
+        worker = threading.Thread(target=connect, daemon=True)  # name lookups ignore the timeout
+        worker.start()
+        worker.join(timeout + 0.5)
+        if not outcome:
+            return f"{host}:{port} did not answer within {timeout:.0f} s"
+        if outcome[0]:
+            return outcome[0]
+    return None
 
 
 def _extract_atomically(archive: Path, dest: Path) -> None:
