@@ -99,10 +99,12 @@ def test_cli_converts_one_mode(run_cli, trained):
         (("--mode=float16", "--io_type=int8"), "--io_type=int8 does not fit --mode=float16"),
         (("--mode=float32", "--noper_channel"), "--per_channel=false does not apply to --mode=float32"),
         (("--dataset=fashion_mnist",), "python -m tfq.train --dataset=fashion_mnist --model=cnn"),
+        (("--num_calibration=0",), "--num_calibration=0: must be at least 1"),
+        (("--artifacts=/proc/nope",), "cannot write to /proc/nope/mnist_cnn"),
     ],
 )
 def test_bad_input_is_one_clear_line(run_cli, tmp_path, args, message):
-    proc = run_cli("convert", *args, f"--artifacts={tmp_path}", timeout=120)
+    proc = run_cli("convert", f"--artifacts={tmp_path}", *args, timeout=120)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert len(error_lines(proc.stderr)) == 1 and message in error_lines(proc.stderr)[0]
     assert not list(tmp_path.rglob("*.tflite")) and not list(tmp_path.rglob("*.json"))

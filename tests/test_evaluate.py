@@ -106,7 +106,14 @@ def test_bad_models_give_a_clear_error_and_non_zero_exit(run_cli, converted, tmp
     proc = run_cli("evaluate", f"--tflite={path}", f"--artifacts={tmp_path}", "--max_eval_examples=10", timeout=120)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert len(error_lines(proc.stderr)) == 1 and message in error_lines(proc.stderr)[0]
+    assert error_lines(proc.stderr)[0].startswith(f"error: {path} ")  # names the file the user gave
     assert not list(tmp_path.glob("eval_*.json"))
+
+
+def test_an_unwritable_run_folder_fails_before_anything_is_read(run_cli):
+    proc = run_cli("evaluate", "--artifacts=/proc/nope", "--mode=all", timeout=120)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert error_lines(proc.stderr) == ["error: cannot write to /proc/nope/mnist_cnn: No such file or directory"]
 
 
 def test_missing_mode_file_names_the_command_that_makes_it(tmp_path):

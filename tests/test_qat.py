@@ -43,3 +43,16 @@ def test_qat_without_a_trained_model_names_the_command(run_cli, tmp_path):
     proc = run_cli("qat", "--dataset=cifar10", "--model=mlp", f"--artifacts={tmp_path}", timeout=120)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert "python -m tfq.train --dataset=cifar10 --model=mlp" in error_lines(proc.stderr)[0]
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--batch_size=0",), "--batch_size=0: must be at least 1"),
+    (("--num_calibration=0",), "--num_calibration=0: must be at least 1"),
+    (("--learning_rate=-1",), "--learning_rate=-1.0: must be above 0"),
+    (("--artifacts=/proc/nope",), "cannot write to /proc/nope/mnist_cnn"),
+])
+def test_every_flag_is_checked_before_fine_tuning(run_cli, trained, args, message):
+    """Against a real trained model: a bad flag used only by the control still stops QAT up front."""
+    proc = run_cli("qat", f"--artifacts={trained}", "--max_train_examples=500", *args, timeout=120)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert message in error_lines(proc.stderr)[0] and "Epoch" not in proc.stdout

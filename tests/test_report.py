@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from tests.conftest import error_lines
 from tfq import report
 from tfq.artifacts import TfqError
 
@@ -56,3 +57,9 @@ def test_stage_times_total_and_split_off_training(tmp_path):
 def test_report_without_results_says_what_to_run(tmp_path):
     with pytest.raises(TfqError, match="python -m tfq.pipeline"):
         report.report(tmp_path, datasets=("mnist",), models=("cnn",))
+
+
+def test_an_unwritable_report_folder_is_one_line(run_cli):
+    proc = run_cli("report", "--artifacts=/proc/nope", timeout=120)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert error_lines(proc.stderr) == ["error: cannot write to /proc/nope/report: No such file or directory"]

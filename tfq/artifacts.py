@@ -46,6 +46,28 @@ def atomic_path(final: str | os.PathLike, suffix: str | None = None):
             os.unlink(tmp)
 
 
+def check_writable(folder: str | os.PathLike) -> Path:
+    """Make `folder` and prove a file can be created in it, before any data is read or model trained."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-check.")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise TfqError(f"cannot write to {folder}: {e.strerror or e}") from None
+    return folder
+
+
+@contextlib.contextmanager
+def atomic_paths(*finals: str | os.PathLike):
+    """Like `atomic_path` for several files that belong together (a model and its manifests):
+    none is renamed into place until every one was written, so a failure leaves none of them."""
+    with contextlib.ExitStack() as stack:
+        yield [stack.enter_context(atomic_path(f)) for f in finals]
+        # leaving the stack renames them, last opened first; a failure above renames none
+
+
 def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)

@@ -11,6 +11,7 @@ import sys
 
 from absl import app, flags, logging
 
+from tfq import console
 from tfq.artifacts import TfqError
 
 
@@ -48,18 +49,29 @@ def config_from_flags(cls, **renames):
         if isinstance(value, list):
             default = getattr(defaults, field.name)
             cast = type(default[0]) if isinstance(default, tuple) and default else str
-            value = tuple(cast(v) for v in value)
+            try:
+                value = tuple(cast(v) for v in value)
+            except ValueError:
+                raise TfqError(f"--{name}={','.join(value)}: expected a comma-separated list of "
+                               f"{cast.__name__} values") from None
         values[field.name] = value
     return cls(**values)
+
+
+def check_at_least(cfg, minimum, *names: str) -> None:
+    """One TfqError naming every field of `cfg` (a flag of the same name) below `minimum`."""
+    bad = [f"--{n}={getattr(cfg, n)}" for n in names if getattr(cfg, n) < minimum]
+    if bad:
+        raise TfqError(f"{', '.join(bad)}: must be at least {minimum}")
 
 
 def run(main) -> None:
     """absl's app.run, with TfqError reported as one line and exit status 1."""
 
     def wrapped(argv):
-        if not flags.FLAGS["verbosity"].present:
-            # tfds and TensorFlow log every file they touch at INFO; --verbosity=0 brings that back.
-            logging.set_verbosity(logging.WARNING)
+        if not console.verbose():
+            # tfds and TensorFlow log every file they touch; --verbosity=0 brings that back.
+            logging.set_verbosity(logging.ERROR)
         if len(argv) > 1:
             raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
         try:

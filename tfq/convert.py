@@ -12,7 +12,7 @@ import time
 
 from absl import flags
 
-from tfq import artifacts, cli, data, inspect
+from tfq import artifacts, cli, console, data, inspect, models
 from tfq.artifacts import TfqError
 from tfq.backend import keras, tf, versions
 
@@ -108,7 +108,8 @@ def converter_for(model: keras.Model, mode: Mode, *, calibration=None, io_type: 
 def convert_model(model: keras.Model, mode: Mode, **kwargs) -> tuple[bytes, dict]:
     conv, settings = converter_for(model, mode, **kwargs)
     try:
-        blob = conv.convert()
+        with console.quiet():  # the converter's C++ progress lines and MLIR dumps
+            blob = conv.convert()
     except Exception as e:  # noqa: BLE001 - the converter raises ConverterError and friends
         first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
         raise TfqError(f"--mode={mode.name}: conversion failed: {first}") from None
@@ -144,6 +145,7 @@ def convert(cfg: ConvertConfig) -> list[dict]:
     from tfq.train import load_model  # the trained model's loader and its "how to make it" error
 
     data.get(cfg.dataset)
+    models.get(cfg.model)
     modes = modes_from(list(cfg.modes))
     # --io_type and --per_channel=false apply to the modes that take them; a single mode must take them.
     variants = []
@@ -153,9 +155,8 @@ def convert(cfg: ConvertConfig) -> list[dict]:
         per_channel = cfg.per_channel if (fits or mode.per_channel_option) else True
         check_variant(mode, io_type, per_channel)
         variants.append((mode, io_type, per_channel))
-    if cfg.num_calibration < 1:
-        raise TfqError("--num_calibration must be at least 1")
-    run = artifacts.run_dir(cfg.artifacts, cfg.dataset, cfg.model)
+    cli.check_at_least(cfg, 1, "num_calibration")
+    run = artifacts.check_writable(artifacts.run_dir(cfg.artifacts, cfg.dataset, cfg.model))
     model = load_model(run)
     source_digest = artifacts.sha256(run / artifacts.MODEL_FILE)
     calibration = None
@@ -181,8 +182,9 @@ def convert(cfg: ConvertConfig) -> list[dict]:
             "source_model": {"path": str(run / artifacts.MODEL_FILE), "sha256": source_digest},
             "versions": versions(),
         }
-        artifacts.write_bytes(run / f"{name}.tflite", blob)
-        artifacts.write_json(run / f"{name}.json", manifest)
+        with artifacts.atomic_paths(run / f"{name}.tflite", run / f"{name}.json") as (blob_tmp, json_tmp):
+            blob_tmp.write_bytes(blob)
+            artifacts.write_json(json_tmp, manifest)
         results.append(manifest)
     return results
 

@@ -18,7 +18,7 @@ import numpy as np
 from absl import flags
 from ai_edge_litert.interpreter import Interpreter
 
-from tfq import artifacts, cli, convert, data, inspect, litert
+from tfq import artifacts, cli, console, convert, data, inspect, litert, models
 from tfq.artifacts import TfqError
 
 _INT_TYPES = {np.dtype(np.int8), np.dtype(np.uint8), np.dtype(np.int16)}
@@ -52,12 +52,13 @@ class Classifier:
                  xnnpack: bool = True):
         content = model if isinstance(model, (bytes, bytearray)) else _read(model)
         self.label = "model bytes" if isinstance(model, (bytes, bytearray)) else str(model)
-        self.flatbuffer = inspect.read(content)
+        self.flatbuffer = inspect.read(content, label=self.label)
         self.content, self.threads = bytes(content), threads
         self.xnnpack = xnnpack
         try:
-            self.interpreter = litert.batched_interpreter(self.content, batch_size, threads=threads,
-                                                          xnnpack=xnnpack, label=self.label)
+            with console.quiet():  # LiteRT's "INFO: Created TensorFlow Lite XNNPACK delegate"
+                self.interpreter = litert.batched_interpreter(self.content, batch_size, threads=threads,
+                                                              xnnpack=xnnpack, label=self.label)
         except litert.LiteRTError as e:
             raise TfqError(str(e)) from None
         inputs, outputs = self.interpreter.get_input_details(), self.interpreter.get_output_details()
@@ -224,10 +225,15 @@ def _targets(cfg: EvalConfig, run: Path) -> list[tuple[str, Path]]:
 def evaluate(cfg: EvalConfig) -> list[dict]:
     """Evaluate each target on the test split; writes eval_<name>.json beside each file."""
     spec = data.get(cfg.dataset)
-    if cfg.threads < 1 or cfg.batch_size < 1 or cfg.latency_runs < 1 or cfg.processes < 0:
-        raise TfqError("--threads, --batch_size and --latency_runs must be at least 1, --processes at least 0")
+    models.get(cfg.model)
+    cli.check_at_least(cfg, 1, "threads", "batch_size", "latency_runs")
+    cli.check_at_least(cfg, 0, "processes", "max_eval_examples")
     run = artifacts.run_dir(cfg.artifacts, cfg.dataset, cfg.model)
+    if not cfg.tflite:
+        artifacts.check_writable(run)
     targets = _targets(cfg, run)
+    for folder in {path.parent for _, path in targets}:
+        artifacts.check_writable(folder)  # eval_<name>.json goes beside each file
     classifiers = {name: Classifier(path, threads=cfg.threads, batch_size=cfg.batch_size,
                                     input_shape=spec.shape, num_classes=spec.num_classes)
                    for name, path in targets}

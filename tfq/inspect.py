@@ -107,11 +107,12 @@ def _names(enum_cls) -> dict[int, str]:
     return {v: k for k, v in vars(enum_cls).items() if not k.startswith("_") and isinstance(v, int)}
 
 
-def read(source: str | os.PathLike | bytes) -> Flatbuffer:
-    """Parse a .tflite file (path or bytes); a clear TfqError if it is not one."""
+def read(source: str | os.PathLike | bytes, label: str | None = None) -> Flatbuffer:
+    """Parse a .tflite file (path or bytes); a clear TfqError, naming `label` (default: the path),
+    if it is not one."""
     from tensorflow.lite.python import schema_py_generated as fb
 
-    label = "model bytes" if isinstance(source, (bytes, bytearray)) else str(source)
+    label = label or ("model bytes" if isinstance(source, (bytes, bytearray)) else str(source))
     if isinstance(source, (bytes, bytearray)):
         buf = bytes(source)
     else:

@@ -15,7 +15,7 @@ import time
 
 from absl import flags
 
-from tfq import artifacts, cli, convert, data, evaluate, inspect
+from tfq import artifacts, cli, convert, data, evaluate, inspect, models
 from tfq.artifacts import TfqError
 from tfq.backend import keras, tfmot, versions
 from tfq.train import fit_verbosity, load_model
@@ -43,6 +43,15 @@ class QatConfig:
     data_root: str | None = None
     cache_dir: str | None = None
 
+    def validate(self) -> None:
+        """Every flag, before the fine-tuning starts (not after it, when the control needs them)."""
+        data.get(self.dataset)
+        models.get(self.model)
+        cli.check_at_least(self, 1, "epochs", "batch_size", "num_calibration")
+        cli.check_at_least(self, 0, "max_train_examples", "max_eval_examples")
+        if not self.learning_rate > 0:
+            raise TfqError(f"--learning_rate={self.learning_rate}: must be above 0")
+
 
 def _fit(model: keras.Model, cfg: QatConfig, train_ds, val_ds, seed: int) -> dict:
     keras.utils.set_random_seed(seed)
@@ -63,10 +72,9 @@ def _tflite_accuracy(blob: bytes, x, y) -> float:
 
 def qat(cfg: QatConfig) -> dict:
     """QAT fine-tune, the equally fine-tuned float control, both int8 flatbuffers; returns qat_int8.json."""
+    cfg.validate()
     spec = data.get(cfg.dataset)
-    if cfg.epochs < 1:
-        raise TfqError("--epochs must be at least 1")
-    run = artifacts.run_dir(cfg.artifacts, cfg.dataset, cfg.model)
+    run = artifacts.check_writable(artifacts.run_dir(cfg.artifacts, cfg.dataset, cfg.model))
     float_model = load_model(run)
     splits = data.load(cfg.dataset, root=cfg.data_root, cache=cfg.cache_dir,
                        max_train=cfg.max_train_examples or None, max_eval=cfg.max_eval_examples or None)
@@ -123,10 +131,11 @@ def qat(cfg: QatConfig) -> dict:
     result["qat_gain_over_ptq"] = acc["qat_int8"] - acc["ptq_int8_of_finetuned"]
     result["qat_drop_vs_float"] = acc["float_finetuned"] - acc["qat_int8"]
 
-    with artifacts.atomic_path(run / QAT_MODEL_FILE) as tmp:
-        qat_model.save(tmp, include_optimizer=False)
-    artifacts.write_bytes(run / result["file"], qat_blob)
-    artifacts.write_json(run / f"{QAT_MODE.name}.json", result)
+    with artifacts.atomic_paths(run / QAT_MODEL_FILE, run / result["file"], run / f"{QAT_MODE.name}.json") as (
+            model_tmp, blob_tmp, json_tmp):
+        qat_model.save(model_tmp, include_optimizer=False)
+        blob_tmp.write_bytes(qat_blob)
+        artifacts.write_json(json_tmp, result)
     return result
 
 

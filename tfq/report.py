@@ -164,7 +164,7 @@ def _plots(rows: list[dict], runs: dict, out: Path) -> list[str]:
 def report(artifacts_root: str | Path = "artifacts", out: str | Path | None = None, *,
            datasets=tuple(data.DATASETS), models=("mlp", "cnn"), command: str | None = None) -> Path:
     """Write the report folder from the run folders' result files; returns report.md's path."""
-    out = Path(out or Path(artifacts_root) / "report")
+    out = artifacts.check_writable(Path(out or Path(artifacts_root) / "report"))
     rows, runs = collect(artifacts_root, datasets, models)
     if not rows:
         raise TfqError(f"no eval_*.json under {artifacts_root}; run python -m tfq.pipeline (or tfq.evaluate) first")
