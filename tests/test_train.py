@@ -81,11 +81,18 @@ def test_mirrored_strategy_trains_on_two_logical_cpus(run_cli, tmp_path):
         (("--dataset=imagenet",), "unknown dataset 'imagenet'"),
         (("--model=resnet",), "unknown model 'resnet'"),
         (("--dataset=emnist_digits",), "needs a machine with internet"),
-        (("--epochs=0",), "--epochs and --batch_size must be at least 1"),
+        (("--epochs=0",), "--epochs=0: must be at least 1"),
+        (("--cnn_widths=a",), "--cnn_widths=a: expected a comma-separated list of int values"),
+        (("--cnn_widths=32,0",), "--cnn_widths=32,0: needs one or more widths of at least 1"),
+        (("--dropout=1",), "--dropout=1.0: must be in [0, 1)"),
+        (("--learning_rate=0",), "--learning_rate=0.0: must be above 0"),
+        (("--artifacts=/proc/nope",), "cannot write to /proc/nope/mnist_cnn"),
+        (("--data_root=/nonexistent", "--artifacts=/proc/nope"), "cannot write to /proc/nope/mnist_cnn"),
     ],
 )
 def test_bad_input_gives_one_line_and_writes_nothing(run_cli, tmp_path, args, message):
-    proc = run_cli("train", *args, f"--artifacts={tmp_path}", timeout=120)
+    """Flags are checked, and the output folder proven writable, before any data is read."""
+    proc = run_cli("train", f"--artifacts={tmp_path}", *args, timeout=120)
     assert proc.returncode == 1
     assert len(error_lines(proc.stderr)) == 1 and message in error_lines(proc.stderr)[0]
     assert "Traceback" not in proc.stderr
@@ -103,3 +110,35 @@ def test_a_foreign_model_file_is_a_clear_error(tmp_path):
     (run / "model.keras").write_bytes(b"not a zip archive")
     with pytest.raises(TfqError, match="is not a tf_keras model file"):
         train.load_model(run)
+
+
+def test_a_short_cnn_run_reestimates_batchnorm_and_learns(run_cli, tmp_path):
+    """24 optimizer steps leave BatchNorm's moving statistics behind the weights (11% before the fix)."""
+    proc = run_cli("train", "--model=cnn", "--epochs=1", "--max_train_examples=3000", "--max_eval_examples=1000",
+                   f"--artifacts={tmp_path}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    info = json.loads((tmp_path / "mnist_cnn" / "train.json").read_text())
+    bn = info["batchnorm_reestimated"]
+    assert bn["batches"] == 24 and bn["val_accuracy_after"] == info["val_accuracy"]
+    assert bn["val_accuracy_after"] > bn["val_accuracy_before"] and info["test_accuracy"] > 0.7
+    assert "BatchNorm statistics re-estimated over 24 training batches" in proc.stdout
+
+
+def test_reestimated_statistics_are_the_plain_mean_over_the_batches():
+    import numpy as np
+
+    inputs = keras.Input((3,))
+    model = keras.Model(inputs, keras.layers.BatchNormalization(momentum=0.9, name="bn")(inputs))
+    batches = [(np.full((4, 3), v, np.float32) + np.arange(4, dtype=np.float32)[:, None], None) for v in (1, 5, 9)]
+    assert train.reestimate_batchnorm(model, batches) == 3
+    bn = model.get_layer("bn")
+    np.testing.assert_allclose(bn.moving_mean.numpy(), [6.5] * 3, rtol=1e-6)  # means 2.5, 6.5, 10.5
+    np.testing.assert_allclose(bn.moving_variance.numpy(), [1.25] * 3, rtol=1e-5)  # each batch's variance
+    assert bn.momentum == 0.9
+
+
+def test_long_runs_keep_their_statistics(data_root, cache, tmp_path, monkeypatch):
+    monkeypatch.setattr(train, "BN_REESTIMATE_BELOW_STEPS", 1)
+    result = train.train(_config(tmp_path, data_root=str(data_root), cache_dir=str(cache), model="cnn",
+                                 epochs=1, max_train_examples=256, cnn_widths=(4, 8, 8)))
+    assert result["batchnorm_reestimated"] is None
