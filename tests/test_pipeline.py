@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 
 import pytest
 from PIL import Image
 
+from tests.conftest import error_lines
 from tfq import convert, pipeline
 
 SMALL = dict(max_train_examples=600, max_eval_examples=200, epochs=1, latency_runs=20, num_calibration=50)
@@ -29,7 +31,7 @@ def study(tmp_path_factory, data_root, cache):
         cwd=REPO, capture_output=True, text=True, timeout=900,
         env={**os.environ, "TFQ_DATA_ROOT": str(data_root), "TFQ_CACHE_DIR": str(cache)})
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return root, proc.stdout
+    return root, proc.stdout, proc.stderr
 
 
 def _config(root, data_root, cache, **kw) -> pipeline.PipelineConfig:
@@ -38,12 +40,12 @@ def _config(root, data_root, cache, **kw) -> pipeline.PipelineConfig:
 
 
 def test_pipeline_writes_every_file(study):
-    root, stdout = study
+    root, stdout, _ = study
     run = root / "mnist_mlp"
     for mode in [*convert.MODES, "qat_int8"]:
         assert (run / f"{mode}.tflite").is_file() and (run / f"eval_{mode}.json").is_file()
     for stage in ("train", "convert", "qat", "evaluate"):
-        assert f"[mnist_mlp] {stage}: done in" in stdout
+        assert re.search(rf"^\[mnist_mlp\] {stage}: done in [0-9.]+ s; .*[0-9]", stdout, re.M), stage
     report = root / "report"
     for name in ("report.md", "results.csv", "results.json", "accuracy_vs_size_mnist.png", "latency.png",
                  "per_class_int8.png"):
@@ -60,8 +62,35 @@ def test_pipeline_writes_every_file(study):
     assert set(state) == {"train", "convert", "qat", "evaluate"} and all(s["seconds"] >= 0 for s in state.values())
 
 
+# What a default run must not print: library start-up logs, progress bars, warnings, tracebacks.
+NOISE = re.compile(r"Traceback|I0000|E0000|W0000|WARNING|Warning|warn\(|cuInit|cuda|Downloading|Dl Completed|"
+                   r"Extraction|Generating|Shuffling|fully_quantize|INFO:|NodeDef|HDF5|absl::")
+
+
+def test_a_default_run_prints_only_tfqs_lines_and_keras_epochs(study):
+    _, stdout, stderr = study
+    assert stderr == ""
+    assert not NOISE.search(stdout), NOISE.search(stdout)
+    for line in stdout.splitlines():
+        assert re.match(r"^(\[\w+\] \w+: |\d+/\d+ - |pipeline finished in|mnist: building the tfds dataset "
+                        r"from the files in|BatchNorm statistics re-estimated)", line), line
+
+
+def test_bad_flags_fail_before_any_stage_runs(run_cli, tmp_path):
+    (tmp_path / "flags").mkdir()
+    (tmp_path / "flags" / "mnist_mlp.cfg").write_text("--epochs=two\n")
+    for args, message in [(("--qat_epochs=0",), "--qat_epochs=0: must be at least 1"),
+                          (("--datasets=mnist,imagenet",), "unknown dataset 'imagenet'"),
+                          ((f"--flags_dir={tmp_path / 'flags'}",), "mnist_mlp.cfg: --epochs=two is not a valid value"),
+                          (("--artifacts=/proc/nope",), "cannot write to /proc/nope")]:
+        proc = run_cli("pipeline", "--models=mlp", f"--artifacts={tmp_path / 'a'}", *args, timeout=120)
+        assert proc.returncode == 1 and error_lines(proc.stderr) and message in error_lines(proc.stderr)[0], proc.stderr
+        assert "Traceback" not in proc.stderr
+        assert not (tmp_path / "a").exists() or not list((tmp_path / "a").rglob("*.*"))
+
+
 def _ran(out: str) -> set[str]:
-    return {line.split("] ")[1].split(":")[0] for line in out.splitlines() if line.endswith(": running")}
+    return {line.split("] ")[1].split(":")[0] for line in out.splitlines() if ": done in " in line}
 
 
 def test_a_rerun_skips_every_finished_stage(study, data_root, cache, capsys):

@@ -58,12 +58,15 @@ def train_config(cfg: PipelineConfig, dataset: str, model: str) -> train.TrainCo
             if key not in fields:
                 raise TfqError(f"{path}: unknown flag --{key}")
             default = getattr(defaults, key)
-            if isinstance(default, tuple):
-                values[key] = tuple(int(v) for v in value.split(","))
-            elif isinstance(default, (int, float)) and not isinstance(default, bool):
-                values[key] = type(default)(value)
-            else:
-                values[key] = value
+            try:
+                if isinstance(default, tuple):
+                    values[key] = tuple(int(v) for v in value.split(","))
+                elif isinstance(default, (int, float)) and not isinstance(default, bool):
+                    values[key] = type(default)(value)
+                else:
+                    values[key] = value
+            except ValueError:
+                raise TfqError(f"{path}: --{key}={value} is not a valid value") from None
     tc = dataclasses.replace(defaults, **values)
     return dataclasses.replace(
         tc, dataset=dataset, model=model, artifacts=cfg.artifacts, data_root=cfg.data_root,
@@ -100,21 +103,22 @@ class Stages:
         if name not in self.state:
             self.state[name] = {"key": key, "seconds": round(seconds, 1), "adopted": True}
 
-    def run(self, name: str, key: str, outputs, fn) -> None:
-        """`outputs` is a callable: the files must exist after `fn`, and still exist to skip."""
+    def run(self, name: str, key: str, outputs, fn, what: str, headline) -> None:
+        """`outputs` is a callable: the files must exist after `fn`, and still exist to skip.
+        Prints what the stage does, then its time and `headline(fn's result)`."""
         label = f"[{self.label}] {name}"
         recorded = self.state.get(name, {})
         if not self.force and recorded.get("key") == key and all(p.exists() for p in outputs()):
             print(f"{label}: current, skipped (took {recorded.get('seconds', 0):.1f} s when it ran)", flush=True)
             return
-        print(f"{label}: running", flush=True)
+        print(f"{label}: {what}", flush=True)
         started = time.time()
-        fn()
+        result = fn()
         seconds = time.time() - started
         self.state[name] = {"key": key, "seconds": round(seconds, 1),
                             "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
         artifacts.write_json(self.state_path, self.state)
-        print(f"{label}: done in {seconds:.1f} s", flush=True)
+        print(f"{label}: done in {seconds:.1f} s; {headline(result)}", flush=True)
 
 
 def run_pair(cfg: PipelineConfig, dataset: str, model: str) -> None:
@@ -127,14 +131,17 @@ def run_pair(cfg: PipelineConfig, dataset: str, model: str) -> None:
             and made.get("model_sha256") == artifacts.sha256(model_file)):
         stages.adopt("train", _key(tc.fingerprint()), made["wall_time_s"])
     stages.run("train", _key(tc.fingerprint()), lambda: [model_file, run / artifacts.TRAIN_JSON],
-               lambda: train.train(tc))
+               lambda: train.train(tc), f"training the float {model} ({_count(tc.epochs, 'epoch')})",
+               lambda r: f"test accuracy {_pct(r['test_accuracy'])}")
 
     model_digest = artifacts.sha256(model_file)
     cc = convert.ConvertConfig(dataset=dataset, model=model, modes=("all",), artifacts=cfg.artifacts,
                                num_calibration=cfg.num_calibration, data_root=cfg.data_root,
                                cache_dir=cfg.cache_dir)
     mode_files = [run / f"{m}.tflite" for m in convert.MODES]
-    stages.run("convert", _key(model_digest, _settings(cc)), lambda: mode_files, lambda: convert.convert(cc))
+    stages.run("convert", _key(model_digest, _settings(cc)), lambda: mode_files, lambda: convert.convert(cc),
+               f"converting to {', '.join(convert.MODES)}",
+               lambda ms: ", ".join(f"{m['file']} {m['size_bytes'] / 1024:,.1f} KB" for m in ms))
 
     qc = qat.QatConfig(dataset=dataset, model=model, epochs=cfg.qat_epochs, batch_size=tc.batch_size,
                        learning_rate=cfg.qat_learning_rate, artifacts=cfg.artifacts,
@@ -142,7 +149,10 @@ def run_pair(cfg: PipelineConfig, dataset: str, model: str) -> None:
                        max_eval_examples=tc.max_eval_examples, data_root=cfg.data_root,
                        cache_dir=cfg.cache_dir)
     qat_file = run / f"{qat.QAT_MODE.name}.tflite"
-    stages.run("qat", _key(model_digest, _settings(qc)), lambda: [qat_file], lambda: qat.qat(qc))
+    stages.run("qat", _key(model_digest, _settings(qc)), lambda: [qat_file], lambda: qat.qat(qc),
+               f"quantization-aware fine-tuning and its float control ({_count(qc.epochs, 'epoch')} each)",
+               lambda r: f"QAT int8 {_pct(r['accuracy']['qat_int8'])}, PTQ int8 of the control "
+                         f"{_pct(r['accuracy']['ptq_int8_of_finetuned'])}")
 
     targets = [*mode_files, qat_file]
     ec = evaluate.EvalConfig(dataset=dataset, model=model, modes=tuple(p.stem for p in targets),
@@ -150,15 +160,40 @@ def run_pair(cfg: PipelineConfig, dataset: str, model: str) -> None:
                              max_eval_examples=tc.max_eval_examples, data_root=cfg.data_root,
                              cache_dir=cfg.cache_dir)
     stages.run("evaluate", _key(_digests(targets), _settings(ec)),
-               lambda: [run / f"eval_{p.stem}.json" for p in targets], lambda: evaluate.evaluate(ec))
+               lambda: [run / f"eval_{p.stem}.json" for p in targets], lambda: evaluate.evaluate(ec),
+               f"measuring {len(targets)} flatbuffers in LiteRT",
+               lambda rs: ", ".join(f"{r['name']} {_pct(r['accuracy'])}" for r in rs))
 
 
-def pipeline(cfg: PipelineConfig) -> Path:
-    """Run every stage for every dataset x model, then the report; returns the report folder."""
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def _pct(v: float) -> str:
+    return f"{100 * v:.2f}%"
+
+
+def validate(cfg: PipelineConfig) -> None:
+    """Every flag and every flagfile the run will read, before any stage starts."""
+    if not cfg.datasets or not cfg.models:
+        raise TfqError("--datasets and --models need at least one name each")
     for d in cfg.datasets:
         data.get(d)
     for m in cfg.models:
         models.get(m)
+    cli.check_at_least(cfg, 0, "epochs", "max_train_examples", "max_eval_examples")
+    cli.check_at_least(cfg, 1, "qat_epochs", "num_calibration", "latency_runs", "threads")
+    if not cfg.qat_learning_rate > 0:
+        raise TfqError(f"--qat_learning_rate={cfg.qat_learning_rate}: must be above 0")
+    for d in cfg.datasets:
+        for m in cfg.models:
+            train_config(cfg, d, m).validate()
+    artifacts.check_writable(cfg.artifacts)
+
+
+def pipeline(cfg: PipelineConfig) -> Path:
+    """Run every stage for every dataset x model, then the report; returns the report folder."""
+    validate(cfg)
     started = time.time()
     for d in cfg.datasets:
         for m in cfg.models:
@@ -168,7 +203,8 @@ def pipeline(cfg: PipelineConfig) -> Path:
                for p in artifacts.run_dir(cfg.artifacts, d, m).glob("*.json")]
     Stages(out, "report", cfg.force).run(
         "report", _key(_digests(results), cfg.datasets, cfg.models), lambda: [out / report.REPORT_MD],
-        lambda: report.report(cfg.artifacts, out, datasets=cfg.datasets, models=cfg.models))
+        lambda: report.report(cfg.artifacts, out, datasets=cfg.datasets, models=cfg.models),
+        "tables and plots from every run's result files", str)
     print(f"pipeline finished in {time.time() - started:.1f} s; report: {out / report.REPORT_MD}")
     return out
 
