@@ -94,7 +94,7 @@ def _ran(out: str) -> set[str]:
 
 
 def test_a_rerun_skips_every_finished_stage(study, data_root, cache, capsys):
-    root, _ = study
+    root, _, _ = study
     pipeline.pipeline(_config(root, data_root, cache))
     out = capsys.readouterr().out
     assert _ran(out) == set()
@@ -102,7 +102,7 @@ def test_a_rerun_skips_every_finished_stage(study, data_root, cache, capsys):
 
 
 def test_changing_one_flag_reruns_only_the_stages_it_affects(study, data_root, cache, capsys):
-    root, _ = study
+    root, _, _ = study
     pipeline.pipeline(_config(root, data_root, cache, latency_runs=30))
     assert _ran(capsys.readouterr().out) == {"evaluate", "report"}
     int8 = root / "mnist_mlp" / "int8.tflite"
