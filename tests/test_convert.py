@@ -8,27 +8,27 @@ import numpy as np
 import pytest
 
 from tests.conftest import error_lines
-from tfq import artifacts, convert, data, evaluate, inspect
+from tfq import artifacts, convert, data, evaluate, flatbuffer, modes
 from tfq.artifacts import TfqError
 from tfq.backend import keras
 
 
 def test_all_modes_write_a_flatbuffer_and_a_manifest(converted):
     run, manifests = converted
-    assert set(manifests) == set(convert.MODES)
+    assert set(manifests) == set(modes.MODES)
     for mode, m in manifests.items():
         blob = (run / f"{mode}.tflite").read_bytes()
         on_disk = json.loads((run / f"{mode}.json").read_text())
         assert on_disk["size_bytes"] == len(blob) and on_disk["mode"] == mode
         assert on_disk["source_model"]["sha256"] == artifacts.sha256(run / "model.keras")
-        assert on_disk["flatbuffer"]["inputs"] == inspect.read(blob).io()["inputs"]
+        assert on_disk["flatbuffer"]["inputs"] == flatbuffer.read(blob).io()["inputs"]
         assert {"converter", "calibration_samples", "versions"} <= on_disk.keys()
     assert manifests["int8"]["calibration_samples"] == 100 and manifests["float32"]["calibration_samples"] == 0
 
 
 def test_int8_is_integer_only_with_per_channel_weights_and_int8_io(converted):
     run, m = converted
-    fb = inspect.read(run / "int8.tflite")
+    fb = flatbuffer.read(run / "int8.tflite")
     assert fb.dtypes("all") <= {"int8", "int32"}
     assert fb.float_ops() == []
     assert fb.tensors[fb.inputs[0]].dtype == "int8" and fb.tensors[fb.outputs[0]].dtype == "int8"
@@ -39,20 +39,20 @@ def test_int8_is_integer_only_with_per_channel_weights_and_int8_io(converted):
 
 
 def test_int16x8_has_int16_activations_and_int8_weights(converted):
-    fb = inspect.read(converted[0] / "int16x8.tflite")
+    fb = flatbuffer.read(converted[0] / "int16x8.tflite")
     assert fb.dtypes("activations") == {"int16"}
     assert "int8" in fb.dtypes("weights") and fb.float_ops() == []
 
 
 def test_float16_stores_fp16_weights(converted):
-    fb = inspect.read(converted[0] / "float16.tflite")
+    fb = flatbuffer.read(converted[0] / "float16.tflite")
     kernels = [t for t in fb.weights if len(t.shape) >= 2]
     assert kernels and {t.dtype for t in kernels} == {"float16"}
     assert fb.dtypes("activations") == {"float32"} and "DEQUANTIZE" in fb.op_counts()
 
 
 def test_dynamic_has_int8_weights_and_float_activations(converted):
-    fb = inspect.read(converted[0] / "dynamic.tflite")
+    fb = flatbuffer.read(converted[0] / "dynamic.tflite")
     # The converter leaves kernels under 1024 values in float (here the first 3x3x1x32 conv).
     kernels = [t for t in fb.weights if len(t.shape) >= 2 and np.prod(t.shape) >= 1024]
     assert kernels and {t.dtype for t in kernels} == {"int8"}
@@ -80,10 +80,10 @@ def test_variants_uint8_io_and_per_tensor_weights(trained, data_root, cache):
     (pt,) = convert.convert(convert.ConvertConfig(modes=("int8",), per_channel=False, **common))
     run = trained / "mnist_mlp"
     assert u8["file"] == "int8_uint8io.tflite" and pt["file"] == "int8_pertensor.tflite"
-    fb = inspect.read(run / u8["file"])
+    fb = flatbuffer.read(run / u8["file"])
     assert fb.tensors[fb.inputs[0]].dtype == "uint8" and fb.tensors[fb.outputs[0]].dtype == "uint8"
-    assert not any(t.per_channel for t in inspect.read(run / pt["file"]).weights)
-    assert any(t.per_channel for t in inspect.read(run / "int8_uint8io.tflite").weights)
+    assert not any(t.per_channel for t in flatbuffer.read(run / pt["file"]).weights)
+    assert any(t.per_channel for t in flatbuffer.read(run / "int8_uint8io.tflite").weights)
 
 
 def test_cli_converts_one_mode(run_cli, trained):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import error_lines
-from tfq import convert, data, evaluate
+from tfq import convert, data, evaluate, modes
 from tfq.artifacts import TfqError
 from tfq.backend import keras
 
@@ -81,7 +81,7 @@ def test_cli_writes_eval_json_with_every_measure(run_cli, converted):
 
 
 def _tflite(model: keras.Model) -> bytes:
-    blob, _ = convert.convert_model(model, convert.MODES["float32"])
+    blob, _ = convert.convert_model(model, modes.MODES["float32"])
     return blob
 
 

@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 
 from tests.conftest import error_lines
-from tfq import convert, pipeline
+from tfq import modes, pipeline
+from tfq.artifacts import TfqError
 
 SMALL = dict(max_train_examples=600, max_eval_examples=200, epochs=1, latency_runs=20, num_calibration=50)
 
@@ -42,7 +43,7 @@ def _config(root, data_root, cache, **kw) -> pipeline.PipelineConfig:
 def test_pipeline_writes_every_file(study):
     root, stdout, _ = study
     run = root / "mnist_mlp"
-    for mode in [*convert.MODES, "qat_int8"]:
+    for mode in [*modes.MODES, "qat_int8"]:
         assert (run / f"{mode}.tflite").is_file() and (run / f"eval_{mode}.json").is_file()
     for stage in ("train", "convert", "qat", "evaluate"):
         assert re.search(rf"^\[mnist_mlp\] {stage}: done in [0-9.]+ s; .*[0-9]", stdout, re.M), stage
@@ -55,7 +56,7 @@ def test_pipeline_writes_every_file(study):
             im.verify()
             assert im.format == "PNG" and im.size[0] > 300 and im.size[1] > 150
     rows = list(csv.DictReader((report / "results.csv").open()))
-    assert {r["mode"] for r in rows} == {*convert.MODES, "qat_int8"}
+    assert {r["mode"] for r in rows} == {*modes.MODES, "qat_int8"}
     text = (report / "report.md").read_text()
     assert "## mnist" in text and "| mlp | int8 |" in text and "## Stage times" in text
     state = json.loads((run / "pipeline.json").read_text())
@@ -81,7 +82,7 @@ def test_bad_flags_fail_before_any_stage_runs(run_cli, tmp_path):
     (tmp_path / "flags" / "mnist_mlp.cfg").write_text("--epochs=two\n")
     for args, message in [(("--qat_epochs=0",), "--qat_epochs=0: must be at least 1"),
                           (("--datasets=mnist,imagenet",), "unknown dataset 'imagenet'"),
-                          ((f"--flags_dir={tmp_path / 'flags'}",), "mnist_mlp.cfg: --epochs=two is not a valid value"),
+                          ((f"--flags_dir={tmp_path / 'flags'}",), "mnist_mlp.cfg: flag --epochs=two: invalid literal"),
                           (("--artifacts=/proc/nope",), "cannot write to /proc/nope")]:
         proc = run_cli("pipeline", "--models=mlp", f"--artifacts={tmp_path / 'a'}", *args, timeout=120)
         assert proc.returncode == 1 and error_lines(proc.stderr) and message in error_lines(proc.stderr)[0], proc.stderr
@@ -118,5 +119,5 @@ def test_flagfiles_feed_training_and_reject_unknown_flags(tmp_path):
     tc = pipeline.train_config(pipeline.PipelineConfig(), "mnist", "cnn")
     assert tc.epochs == 10 and tc.cnn_widths == (32, 64, 128)
     (tmp_path / "mnist_cnn.cfg").write_text("# comment\n--epochs=3\n--bogus=1\n")
-    with pytest.raises(Exception, match="unknown flag --bogus"):
+    with pytest.raises(TfqError, match="mnist_cnn.cfg: Unknown command line flag 'bogus'"):
         pipeline.train_config(pipeline.PipelineConfig(flags_dir=str(tmp_path)), "mnist", "cnn")

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from tests.conftest import error_lines
-from tfq import inspect, qat
+from tfq import flatbuffer, qat
 
 
 @pytest.fixture(scope="module")
@@ -17,7 +17,7 @@ def qat_result(trained, data_root, cache):
 
 def test_qat_int8_is_integer_only_with_the_int8_io_contract(qat_result, trained):
     run = trained / "mnist_cnn"
-    fb = inspect.read(run / "qat_int8.tflite")
+    fb = flatbuffer.read(run / "qat_int8.tflite")
     assert fb.dtypes("all") <= {"int8", "int32"} and fb.float_ops() == []
     inp, out = fb.tensors[fb.inputs[0]], fb.tensors[fb.outputs[0]]
     assert inp.dtype == "int8" and out.dtype == "int8"

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from tests.conftest import error_lines
-from tfq import artifacts, train
+from tfq import artifacts, models, train
 from tfq.artifacts import TfqError
 from tfq.backend import keras
 
@@ -101,7 +101,7 @@ def test_bad_input_gives_one_line_and_writes_nothing(run_cli, tmp_path, args, me
 
 def test_missing_model_names_the_command_that_makes_it(tmp_path):
     with pytest.raises(TfqError, match="python -m tfq.train --dataset=fashion_mnist --model=cnn"):
-        train.load_model(tmp_path / "fashion_mnist_cnn")
+        models.load_trained(tmp_path / "fashion_mnist_cnn")
 
 
 def test_a_foreign_model_file_is_a_clear_error(tmp_path):
@@ -109,7 +109,7 @@ def test_a_foreign_model_file_is_a_clear_error(tmp_path):
     run.mkdir()
     (run / "model.keras").write_bytes(b"not a zip archive")
     with pytest.raises(TfqError, match="is not a tf_keras model file"):
-        train.load_model(run)
+        models.load_trained(run)
 
 
 def test_a_short_cnn_run_reestimates_batchnorm_and_learns(run_cli, tmp_path):

@@ -15,27 +15,28 @@ from tfq import console
 from tfq.artifacts import TfqError
 
 
-def define_common_flags() -> None:
-    """--dataset, --model, --artifacts, --data_root, --cache_dir (once per process)."""
-    if "dataset" in flags.FLAGS:
+def define_common_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
+    """--dataset, --model, --artifacts, --data_root, --cache_dir (once per FlagValues)."""
+    if "dataset" in fv:
         return
-    flags.DEFINE_string("dataset", "mnist", "mnist, fashion_mnist, emnist_digits or cifar10.")
-    flags.DEFINE_string("model", "cnn", "mlp or cnn.")
-    flags.DEFINE_string("artifacts", "artifacts", "Root of the run folders <dataset>_<model>/.")
+    flags.DEFINE_string("dataset", "mnist", "mnist, fashion_mnist, emnist_digits or cifar10.", flag_values=fv)
+    flags.DEFINE_string("model", "cnn", "mlp or cnn.", flag_values=fv)
+    flags.DEFINE_string("artifacts", "artifacts", "Root of the run folders <dataset>_<model>/.", flag_values=fv)
     flags.DEFINE_string(
         "data_root", None, "Folder of raw dataset files, one subfolder per dataset "
-        "(default: $TFQ_DATA_ROOT).")
+        "(default: $TFQ_DATA_ROOT).", flag_values=fv)
     flags.DEFINE_string(
-        "cache_dir", None, "Where tfds builds datasets (default: $TFQ_CACHE_DIR or ~/.cache/tfq).")
+        "cache_dir", None, "Where tfds builds datasets (default: $TFQ_CACHE_DIR or ~/.cache/tfq).", flag_values=fv)
 
 
-def define_slice_flags() -> None:
+def define_slice_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
     """--max_train_examples and --max_eval_examples: quick runs on part of the data."""
-    flags.DEFINE_integer("max_train_examples", 0, "Use only this many training examples (0: all).")
-    flags.DEFINE_integer("max_eval_examples", 0, "Use only this many validation/test examples (0: all).")
+    flags.DEFINE_integer("max_train_examples", 0, "Use only this many training examples (0: all).", flag_values=fv)
+    flags.DEFINE_integer("max_eval_examples", 0, "Use only this many validation/test examples (0: all).",
+                         flag_values=fv)
 
 
-def config_from_flags(cls, **renames):
+def config_from_flags(cls, fv: flags.FlagValues = flags.FLAGS, **renames):
     """A config dataclass filled from the parsed flags of the same names (`field="flag"` renames).
 
     List flags become tuples of the type the field's default holds (`--cnn_widths=32,64` -> (32, 64)).
@@ -43,9 +44,9 @@ def config_from_flags(cls, **renames):
     defaults, values = cls(), {}
     for field in dataclasses.fields(cls):
         name = renames.get(field.name, field.name)
-        if name not in flags.FLAGS:
+        if name not in fv:
             continue
-        value = flags.FLAGS[name].value
+        value = fv[name].value
         if isinstance(value, list):
             default = getattr(defaults, field.name)
             cast = type(default[0]) if isinstance(default, tuple) and default else str

@@ -12,68 +12,10 @@ import time
 
 from absl import flags
 
-from tfq import artifacts, cli, console, data, inspect, models
+from tfq import artifacts, cli, console, data, flatbuffer, models
 from tfq.artifacts import TfqError
+from tfq.modes import DEFAULT_CALIBRATION, MODES, Mode, check_variant, modes_from, output_name, verify
 from tfq.backend import keras, tf, versions
-
-DEFAULT_CALIBRATION = 500  # see README "Calibration samples": int8 accuracy is flat above ~200
-
-
-@dataclasses.dataclass(frozen=True)
-class Mode:
-    """One way to convert: a recipe as data, read by `converter_for`."""
-
-    name: str
-    description: str
-    optimize: bool = False  # tf.lite.Optimize.DEFAULT
-    supported_types: tuple[str, ...] = ()  # target_spec.supported_types
-    ops: str = "TFLITE_BUILTINS"  # tf.lite.OpsSet member
-    calibrate: bool = False  # needs a representative dataset
-    io_type: str = "float32"  # default input/output dtype
-    io_types: tuple[str, ...] = ("float32",)  # what --io_type may choose
-    per_channel_option: bool = False  # --per_channel=false applies
-
-
-MODES: dict[str, Mode] = {
-    m.name: m
-    for m in (
-        Mode("float32", "float32 weights and activations (the reference)"),
-        Mode("float16", "float16 weights, float32 compute", optimize=True, supported_types=("float16",)),
-        Mode("dynamic", "int8 weights, float activations (dynamic-range)", optimize=True,
-             per_channel_option=True),
-        Mode("int8", "full integer: int8 weights (per-channel) and activations, int8 in/out",
-             optimize=True, ops="TFLITE_BUILTINS_INT8", calibrate=True, io_type="int8",
-             io_types=("int8", "uint8", "float32"), per_channel_option=True),
-        Mode("int16x8", "int16 activations, int8 weights, int16 in/out", optimize=True,
-             ops="EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8", calibrate=True,
-             io_type="int16", io_types=("int16", "float32"), per_channel_option=True),
-    )
-}
-
-
-def get_mode(name: str) -> Mode:
-    try:
-        return MODES[name]
-    except KeyError:
-        raise TfqError(f"unknown mode {name!r}; choose one of: {', '.join(MODES)}, all") from None
-
-
-def modes_from(names: str | list[str]) -> list[Mode]:
-    names = [names] if isinstance(names, str) else names
-    if "all" in names:
-        return list(MODES.values())
-    return [get_mode(n) for n in names]
-
-
-def check_variant(mode: Mode, io_type: str | None, per_channel: bool) -> str:
-    """The input/output dtype to use; a TfqError when the flags do not fit the mode."""
-    io_type = io_type or mode.io_type
-    if io_type not in mode.io_types:
-        raise TfqError(f"--io_type={io_type} does not fit --mode={mode.name}; it takes {', '.join(mode.io_types)}")
-    if not per_channel and not mode.per_channel_option:
-        raise TfqError(f"--per_channel=false does not apply to --mode={mode.name} (no int8 weights)")
-    return io_type
-
 
 def converter_for(model: keras.Model, mode: Mode, *, calibration=None, io_type: str | None = None,
                   per_channel: bool = True) -> tuple[tf.lite.TFLiteConverter, dict]:
@@ -130,20 +72,8 @@ class ConvertConfig:
     cache_dir: str | None = None
 
 
-def output_name(mode: Mode, io_type: str | None, per_channel: bool) -> str:
-    """`int8`, or `int8_uint8io` / `int8_pertensor` for the non-default variants."""
-    name = mode.name
-    if io_type and io_type != mode.io_type:
-        name += f"_{io_type}io"
-    if not per_channel:
-        name += "_pertensor"
-    return name
-
-
 def convert(cfg: ConvertConfig) -> list[dict]:
     """Convert the trained model of `artifacts/<dataset>_<model>/` in each mode; returns the manifests."""
-    from tfq.train import load_model  # the trained model's loader and its "how to make it" error
-
     data.get(cfg.dataset)
     models.get(cfg.model)
     modes = modes_from(list(cfg.modes))
@@ -157,7 +87,7 @@ def convert(cfg: ConvertConfig) -> list[dict]:
         variants.append((mode, io_type, per_channel))
     cli.check_at_least(cfg, 1, "num_calibration")
     run = artifacts.check_writable(artifacts.run_dir(cfg.artifacts, cfg.dataset, cfg.model))
-    model = load_model(run)
+    model = models.load_trained(run)
     source_digest = artifacts.sha256(run / artifacts.MODEL_FILE)
     calibration = None
     if any(m.calibrate for m in modes):
@@ -168,8 +98,9 @@ def convert(cfg: ConvertConfig) -> list[dict]:
         started = time.time()
         blob, settings = convert_model(model, mode, calibration=calibration if mode.calibrate else None,
                                        io_type=io_type, per_channel=per_channel)
-        fb = inspect.read(blob)
         name = output_name(mode, io_type, per_channel)
+        fb = flatbuffer.read(blob, label=f"{name}.tflite")
+        verify(mode, fb, f"{name}.tflite")
         manifest = {
             "mode": mode.name,
             "file": f"{name}.tflite",

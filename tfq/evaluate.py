@@ -18,7 +18,7 @@ import numpy as np
 from absl import flags
 from ai_edge_litert.interpreter import Interpreter
 
-from tfq import artifacts, cli, console, convert, data, inspect, litert, models
+from tfq import artifacts, cli, console, data, flatbuffer, litert, models, modes
 from tfq.artifacts import TfqError
 
 _INT_TYPES = {np.dtype(np.int8), np.dtype(np.uint8), np.dtype(np.int16)}
@@ -52,7 +52,7 @@ class Classifier:
                  xnnpack: bool = True):
         content = model if isinstance(model, (bytes, bytearray)) else _read(model)
         self.label = "model bytes" if isinstance(model, (bytes, bytearray)) else str(model)
-        self.flatbuffer = inspect.read(content, label=self.label)
+        self.flatbuffer = flatbuffer.read(content, label=self.label)
         self.content, self.threads = bytes(content), threads
         self.xnnpack = xnnpack
         try:
@@ -213,8 +213,8 @@ def _targets(cfg: EvalConfig, run: Path) -> list[tuple[str, Path]]:
     for name in names:
         path = run / f"{name}.tflite"
         if not path.is_file():
-            if not name.startswith((*convert.MODES, "qat_int8")):
-                raise TfqError(f"unknown mode {name!r}; choose one of: {', '.join(convert.MODES)}, qat_int8, all")
+            if not name.startswith(tuple(modes.KNOWN)):
+                raise TfqError(f"unknown mode {name!r}; choose one of: {', '.join(modes.KNOWN)}, all")
             maker = "qat" if name == "qat_int8" else f"convert --mode={name}"
             raise TfqError(f"no {path}; make it with: python -m tfq.{maker} --dataset={cfg.dataset} "
                            f"--model={cfg.model}")
@@ -294,9 +294,7 @@ def _reference_predictions(run: Path, images, cfg: EvalConfig) -> np.ndarray | N
         return Classifier(run / "float32.tflite", threads=cfg.threads, batch_size=cfg.batch_size).predict(
             images).argmax(1)
     if (run / artifacts.MODEL_FILE).is_file():
-        from tfq.train import load_model
-
-        return load_model(run).predict(data.scale(images).numpy(), verbose=0, batch_size=512).argmax(1)
+        return models.load_trained(run).predict(data.scale(images).numpy(), verbose=0, batch_size=512).argmax(1)
     return None
 
 

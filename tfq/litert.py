@@ -82,7 +82,7 @@ def run_in_processes(content: bytes, x: np.ndarray, *, processes: int, batch_siz
         for i, part in enumerate(slices):
             np.save(Path(tmp) / f"in{i}.npy", part)
             workers.append(subprocess.Popen(
-                # -P: keep this file's folder off sys.path, or tfq/inspect.py would shadow the stdlib's
+                # -P: keep this file's folder off sys.path, so no tfq module can shadow a stdlib one
                 [sys.executable, "-P", __file__, str(model), str(batch_size), str(int(xnnpack)),
                  str(Path(tmp) / f"in{i}.npy"), str(Path(tmp) / f"out{i}.npy")],
                 stderr=subprocess.PIPE, text=True))

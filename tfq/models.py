@@ -9,8 +9,11 @@ average pooling, Dense, Softmax. tf_keras' `Flatten` lowers to one RESHAPE with 
 from __future__ import annotations
 
 import dataclasses
+import os
+from pathlib import Path
 from typing import Callable
 
+from tfq import artifacts
 from tfq.artifacts import TfqError
 from tfq.backend import keras
 
@@ -69,6 +72,20 @@ def get(name: str) -> ModelKind:
 
 def build(name: str, input_shape, num_classes: int, **kwargs) -> keras.Model:
     return get(name).build(tuple(input_shape), num_classes, **kwargs)
+
+
+def load_trained(run: str | os.PathLike) -> keras.Model:
+    """The trained float model of a run folder, with a clear error when it is missing or bad."""
+    path = Path(run) / artifacts.MODEL_FILE
+    if not path.is_file():
+        dataset, _, model = Path(run).name.rpartition("_")
+        raise TfqError(
+            f"no trained model at {path}; make it with: python -m tfq.train --dataset={dataset} --model={model}"
+            f" --artifacts={Path(run).parent}")
+    try:
+        return keras.models.load_model(path)
+    except Exception as e:  # noqa: BLE001 - keras raises many types for a foreign or corrupt file
+        raise TfqError(f"{path} is not a tf_keras model file ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
 
 
 def macs(model: keras.Model) -> int:

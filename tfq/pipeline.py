@@ -18,7 +18,7 @@ from pathlib import Path
 
 from absl import flags
 
-from tfq import artifacts, cli, convert, data, evaluate, models, qat, report, train
+from tfq import artifacts, cli, convert, data, evaluate, models, modes, qat, report, train
 from tfq.artifacts import TfqError
 
 STATE_FILE = "pipeline.json"
@@ -36,7 +36,7 @@ class PipelineConfig:
     max_eval_examples: int = 0
     qat_epochs: int = 1
     qat_learning_rate: float = qat.QatConfig.learning_rate
-    num_calibration: int = convert.DEFAULT_CALIBRATION
+    num_calibration: int = modes.DEFAULT_CALIBRATION
     latency_runs: int = 200
     threads: int = 1
     data_root: str | None = None
@@ -44,32 +44,21 @@ class PipelineConfig:
 
 
 def train_config(cfg: PipelineConfig, dataset: str, model: str) -> train.TrainConfig:
-    """The tuned flagfile `flags/<dataset>_<model>.cfg`, with the pipeline's overrides."""
+    """The tuned flagfile `flags/<dataset>_<model>.cfg`, read by absl exactly as
+    `python -m tfq.train --flagfile=...` reads it, with the pipeline's overrides."""
     path = Path(cfg.flags_dir) / f"{dataset}_{model}.cfg"
-    fields = {f.name: f for f in dataclasses.fields(train.TrainConfig)}
-    defaults = train.TrainConfig()
-    values = {}
-    if path.is_file():
-        for raw in path.read_text().splitlines():
-            line = raw.strip()
-            if not line or line.startswith("#"):
-                continue
-            key, _, value = line.lstrip("-").partition("=")
-            if key not in fields:
-                raise TfqError(f"{path}: unknown flag --{key}")
-            default = getattr(defaults, key)
-            try:
-                if isinstance(default, tuple):
-                    values[key] = tuple(int(v) for v in value.split(","))
-                elif isinstance(default, (int, float)) and not isinstance(default, bool):
-                    values[key] = type(default)(value)
-                else:
-                    values[key] = value
-            except ValueError:
-                raise TfqError(f"{path}: --{key}={value} is not a valid value") from None
-    tc = dataclasses.replace(defaults, **values)
+    fv = flags.FlagValues()
+    train.define_flags(fv)
+    try:
+        fv(["tfq.pipeline", f"--dataset={dataset}", f"--model={model}",
+            *([f"--flagfile={path}"] if path.is_file() else [])])
+    except flags.Error as e:
+        raise TfqError(f"{path}: {str(e).splitlines()[0]}") from None
+    tc = cli.config_from_flags(train.TrainConfig, fv)
+    if (tc.dataset, tc.model) != (dataset, model):
+        raise TfqError(f"{path} trains --dataset={tc.dataset} --model={tc.model}, not {dataset} {model}")
     return dataclasses.replace(
-        tc, dataset=dataset, model=model, artifacts=cfg.artifacts, data_root=cfg.data_root,
+        tc, artifacts=cfg.artifacts, data_root=cfg.data_root,
         cache_dir=cfg.cache_dir, epochs=cfg.epochs or tc.epochs,
         max_train_examples=cfg.max_train_examples or tc.max_train_examples,
         max_eval_examples=cfg.max_eval_examples or tc.max_eval_examples)
@@ -138,9 +127,9 @@ def run_pair(cfg: PipelineConfig, dataset: str, model: str) -> None:
     cc = convert.ConvertConfig(dataset=dataset, model=model, modes=("all",), artifacts=cfg.artifacts,
                                num_calibration=cfg.num_calibration, data_root=cfg.data_root,
                                cache_dir=cfg.cache_dir)
-    mode_files = [run / f"{m}.tflite" for m in convert.MODES]
+    mode_files = [run / f"{m}.tflite" for m in modes.MODES]
     stages.run("convert", _key(model_digest, _settings(cc)), lambda: mode_files, lambda: convert.convert(cc),
-               f"converting to {', '.join(convert.MODES)}",
+               f"converting to {', '.join(modes.MODES)}",
                lambda ms: ", ".join(f"{m['file']} {m['size_bytes'] / 1024:,.1f} KB" for m in ms))
 
     qc = qat.QatConfig(dataset=dataset, model=model, epochs=cfg.qat_epochs, batch_size=tc.batch_size,
@@ -148,7 +137,7 @@ def run_pair(cfg: PipelineConfig, dataset: str, model: str) -> None:
                        num_calibration=cfg.num_calibration, max_train_examples=tc.max_train_examples,
                        max_eval_examples=tc.max_eval_examples, data_root=cfg.data_root,
                        cache_dir=cfg.cache_dir)
-    qat_file = run / f"{qat.QAT_MODE.name}.tflite"
+    qat_file = run / f"{modes.QAT_INT8.name}.tflite"
     stages.run("qat", _key(model_digest, _settings(qc)), lambda: [qat_file], lambda: qat.qat(qc),
                f"quantization-aware fine-tuning and its float control ({_count(qc.epochs, 'epoch')} each)",
                lambda r: f"QAT int8 {_pct(r['accuracy']['qat_int8'])}, PTQ int8 of the control "
@@ -222,7 +211,7 @@ def _define_flags() -> None:
     cli.define_slice_flags()
     flags.DEFINE_integer("qat_epochs", 1, "QAT fine-tuning epochs (the float control gets the same).")
     flags.DEFINE_float("qat_learning_rate", qat.QatConfig.learning_rate, "QAT fine-tuning learning rate.")
-    flags.DEFINE_integer("num_calibration", convert.DEFAULT_CALIBRATION, "Calibration images for int8/int16x8.")
+    flags.DEFINE_integer("num_calibration", modes.DEFAULT_CALIBRATION, "Calibration images for int8/int16x8.")
     flags.DEFINE_integer("latency_runs", 200, "Timed batch-1 invokes per model.")
     flags.DEFINE_integer("threads", 1, "Interpreter threads for evaluation.")
     flags.DEFINE_string("data_root", None, "Raw dataset files (default: $TFQ_DATA_ROOT).")

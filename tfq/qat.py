@@ -15,17 +15,13 @@ import time
 
 from absl import flags
 
-from tfq import artifacts, cli, convert, data, evaluate, inspect, models
+from tfq import artifacts, cli, convert, data, evaluate, flatbuffer, models, modes
 from tfq.artifacts import TfqError
 from tfq.backend import keras, tfmot, versions
-from tfq.train import fit_verbosity, load_model
+from tfq.modes import MODES, QAT_INT8
+from tfq.train import fit_verbosity
 
 QAT_MODEL_FILE = "qat_model.h5"  # tfmot wrappers do not round-trip the .keras format
-# The QAT graph carries its own ranges, so no calibration; the INT8-only ops set would demand a
-# representative dataset, and the int8-only result is checked from the flatbuffer instead.
-QAT_MODE = dataclasses.replace(
-    convert.MODES["int8"], name="qat_int8", calibrate=False, ops="TFLITE_BUILTINS",
-    description="full integer from quantization-aware training: int8 weights and activations, int8 in/out")
 
 
 @dataclasses.dataclass
@@ -36,7 +32,7 @@ class QatConfig:
     batch_size: int = 128
     learning_rate: float = 1e-5  # 1e-4 moved the CIFAR-10 float model itself by -0.35 points in one epoch
     artifacts: str = "artifacts"
-    num_calibration: int = convert.DEFAULT_CALIBRATION  # for the PTQ control
+    num_calibration: int = modes.DEFAULT_CALIBRATION  # for the PTQ control
     max_train_examples: int = 0
     max_eval_examples: int = 0
     seed: int = 0
@@ -75,7 +71,7 @@ def qat(cfg: QatConfig) -> dict:
     cfg.validate()
     spec = data.get(cfg.dataset)
     run = artifacts.check_writable(artifacts.run_dir(cfg.artifacts, cfg.dataset, cfg.model))
-    float_model = load_model(run)
+    float_model = models.load_trained(run)
     splits = data.load(cfg.dataset, root=cfg.data_root, cache=cfg.cache_dir,
                        max_train=cfg.max_train_examples or None, max_eval=cfg.max_eval_examples or None)
     train_ds = data.batches(splits.train, spec, cfg.batch_size, training=True, seed=cfg.seed)
@@ -96,14 +92,17 @@ def qat(cfg: QatConfig) -> dict:
     control_history = _fit(control, cfg, train_ds, val_ds, cfg.seed)
     control_time = time.time() - started
 
-    qat_blob, settings = convert.convert_model(qat_model, QAT_MODE)
+    qat_blob, settings = convert.convert_model(qat_model, QAT_INT8)
+    qat_fb = flatbuffer.read(qat_blob, label=f"{QAT_INT8.name}.tflite")
+    # TFLITE_BUILTINS lets anything tfmot left unquantized fall back to float: fail instead
+    modes.verify(QAT_INT8, qat_fb, str(run / f"{QAT_INT8.name}.tflite"))
     calibration = data.calibration_samples(splits, cfg.num_calibration, seed=cfg.seed)
-    control_blob, _ = convert.convert_model(control, convert.MODES["int8"], calibration=calibration)
+    control_blob, _ = convert.convert_model(control, MODES["int8"], calibration=calibration)
     scaled = data.scale(test_x).numpy()
     result = {
-        "mode": QAT_MODE.name,
-        "file": f"{QAT_MODE.name}.tflite",
-        "description": QAT_MODE.description,
+        "mode": QAT_INT8.name,
+        "file": f"{QAT_INT8.name}.tflite",
+        "description": QAT_INT8.description,
         "size_bytes": len(qat_blob),
         "converter": settings,
         "qat": {"epochs": cfg.epochs, "learning_rate": cfg.learning_rate, "batch_size": cfg.batch_size,
@@ -121,7 +120,7 @@ def qat(cfg: QatConfig) -> dict:
         "control": {"what": "float model fine-tuned with the same epochs, learning rate, data and seed, "
                             "then int8 post-training quantized", "time_s": round(control_time, 1),
                     "history": control_history},
-        "flatbuffer": inspect.read(qat_blob).summary(),
+        "flatbuffer": qat_fb.summary(),
         "source_model": {"path": str(run / artifacts.MODEL_FILE),
                          "sha256": artifacts.sha256(run / artifacts.MODEL_FILE)},
         "data_source": splits.source.to_json(),
@@ -131,7 +130,7 @@ def qat(cfg: QatConfig) -> dict:
     result["qat_gain_over_ptq"] = acc["qat_int8"] - acc["ptq_int8_of_finetuned"]
     result["qat_drop_vs_float"] = acc["float_finetuned"] - acc["qat_int8"]
 
-    with artifacts.atomic_paths(run / QAT_MODEL_FILE, run / result["file"], run / f"{QAT_MODE.name}.json") as (
+    with artifacts.atomic_paths(run / QAT_MODEL_FILE, run / result["file"], run / f"{QAT_INT8.name}.json") as (
             model_tmp, blob_tmp, json_tmp):
         qat_model.save(model_tmp, include_optimizer=False)
         blob_tmp.write_bytes(qat_blob)

@@ -17,9 +17,9 @@ from absl import flags
 
 from tfq import artifacts, cli, data
 from tfq.artifacts import TfqError
+from tfq.modes import ORDER
 
 REPORT_MD = "report.md"
-MODE_ORDER = ("float32", "float16", "dynamic", "int16x8", "int8", "qat_int8")
 COLUMNS = ("dataset", "model", "mode", "accuracy", "delta_pts", "agreement", "size_bytes", "size_ratio",
            "p50_us", "speedup", "ops_outside_delegate", "data_source")
 
@@ -38,7 +38,7 @@ def collect(artifacts_root: str | Path, datasets, models) -> tuple[list[dict], d
                                           "stages": artifacts.read_json(run / "pipeline.json", default={}),
                                           "evals": evals}
             base = evals.get("float32")
-            order = sorted(evals, key=lambda m: (MODE_ORDER.index(m) if m in MODE_ORDER else len(MODE_ORDER), m))
+            order = sorted(evals, key=_mode_rank)
             for mode in order:
                 e = evals[mode]
                 rows.append({
@@ -58,6 +58,10 @@ def collect(artifacts_root: str | Path, datasets, models) -> tuple[list[dict], d
                     "threads": e["threads"], "cpu": e["cpu"],
                 })
     return rows, runs
+
+
+def _mode_rank(mode: str) -> tuple:
+    return (ORDER.index(mode) if mode in ORDER else len(ORDER), mode)
 
 
 def pareto(points: list[tuple[float, float]]) -> list[int]:
@@ -85,7 +89,7 @@ def _plots(rows: list[dict], runs: dict, out: Path) -> list[str]:
     import numpy as np
 
     written = []
-    modes = sorted({r["mode"] for r in rows}, key=lambda m: (MODE_ORDER.index(m) if m in MODE_ORDER else 99, m))
+    modes = sorted({r["mode"] for r in rows}, key=_mode_rank)
     colors = {m: plt.cm.tab10(i) for i, m in enumerate(modes)}
     markers = {"cnn": "o", "mlp": "s"}
 

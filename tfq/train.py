@@ -14,7 +14,6 @@ import json
 import shutil
 import sys
 import time
-from pathlib import Path
 
 from absl import flags
 
@@ -219,38 +218,25 @@ def reestimate_batchnorm(model: keras.Model, batches) -> int:
     return n
 
 
-def load_model(run: Path) -> keras.Model:
-    """The trained float model of a run folder, with a clear error when it is missing or bad."""
-    path = Path(run) / artifacts.MODEL_FILE
-    if not path.is_file():
-        dataset, _, model = Path(run).name.rpartition("_")
-        raise TfqError(
-            f"no trained model at {path}; make it with: python -m tfq.train --dataset={dataset} --model={model}"
-            f" --artifacts={Path(run).parent}")
-    try:
-        return keras.models.load_model(path)
-    except Exception as e:  # noqa: BLE001 - keras raises many types for a foreign or corrupt file
-        raise TfqError(f"{path} is not a tf_keras model file ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
-
-
 FLAGS = flags.FLAGS
 
 
-def _define_flags() -> None:
-    cli.define_common_flags()
+def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
+    """The training flags, on `fv`: the CLI's, and the pipeline's reader of flagfiles."""
+    cli.define_common_flags(fv)
     d = TrainConfig()
-    flags.DEFINE_integer("epochs", d.epochs, "Training epochs.")
-    flags.DEFINE_integer("batch_size", d.batch_size, "Global batch size.")
-    flags.DEFINE_float("learning_rate", d.learning_rate, "Peak learning rate (after warm-up).")
-    flags.DEFINE_float("weight_decay", d.weight_decay, "AdamW weight decay.")
-    flags.DEFINE_float("warmup_epochs", d.warmup_epochs, "Linear warm-up length, in epochs.")
-    flags.DEFINE_float("dropout", d.dropout, "Dropout before the classifier.")
-    flags.DEFINE_list("cnn_widths", [str(w) for w in d.cnn_widths], "CNN channels per stage.")
-    flags.DEFINE_list("mlp_hidden", [str(w) for w in d.mlp_hidden], "MLP hidden layer widths.")
-    flags.DEFINE_integer("seed", d.seed, "Random seed (weights, shuffling, augmentation).")
-    cli.define_slice_flags()
-    flags.DEFINE_enum("strategy", d.strategy, STRATEGIES, "tf.distribute strategy.")
-    flags.DEFINE_integer("cpu_devices", 1, "Split the CPU into this many logical devices (for mirrored).")
+    flags.DEFINE_integer("epochs", d.epochs, "Training epochs.", flag_values=fv)
+    flags.DEFINE_integer("batch_size", d.batch_size, "Global batch size.", flag_values=fv)
+    flags.DEFINE_float("learning_rate", d.learning_rate, "Peak learning rate (after warm-up).", flag_values=fv)
+    flags.DEFINE_float("weight_decay", d.weight_decay, "AdamW weight decay.", flag_values=fv)
+    flags.DEFINE_float("warmup_epochs", d.warmup_epochs, "Linear warm-up length, in epochs.", flag_values=fv)
+    flags.DEFINE_float("dropout", d.dropout, "Dropout before the classifier.", flag_values=fv)
+    flags.DEFINE_list("cnn_widths", [str(w) for w in d.cnn_widths], "CNN channels per stage.", flag_values=fv)
+    flags.DEFINE_list("mlp_hidden", [str(w) for w in d.mlp_hidden], "MLP hidden layer widths.", flag_values=fv)
+    flags.DEFINE_integer("seed", d.seed, "Random seed (weights, shuffling, augmentation).", flag_values=fv)
+    cli.define_slice_flags(fv)
+    flags.DEFINE_enum("strategy", d.strategy, STRATEGIES, "tf.distribute strategy.", flag_values=fv)
+    flags.DEFINE_integer("cpu_devices", 1, "Split the CPU into this many logical devices (for mirrored).", flag_values=fv)
 
 
 def split_cpu(n: int) -> None:
@@ -269,5 +255,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    _define_flags()
+    define_flags()
     cli.run(main)

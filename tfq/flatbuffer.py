@@ -1,7 +1,10 @@
 """Read a .tflite flatbuffer: tensors, dtypes, quantization parameters, ops, weight bytes.
 
 What a quantization mode promises (int8 only, fp16 weights, int16 activations...) is checked
-here from the file itself, never assumed from the converter settings that made it.
+here from the file itself, never assumed from the converter settings that made it. It reads with
+the schema that `ai_edge_litert` ships, so it loads without TensorFlow (and a worker process or
+a device-side tool can use it). Weights may sit inline (`Buffer.data`) or past the flatbuffer at
+`Buffer.offset`/`size`, as files over 2 GB and some quantizers write them; both count.
 """
 
 from __future__ import annotations
@@ -107,10 +110,17 @@ def _names(enum_cls) -> dict[int, str]:
     return {v: k for k, v in vars(enum_cls).items() if not k.startswith("_") and isinstance(v, int)}
 
 
+def _stored_bytes(buffer) -> int:
+    """Bytes a buffer holds, inline or at an offset past the flatbuffer (offset 1 marks 'none')."""
+    if buffer.data is not None and len(buffer.data):
+        return len(buffer.data)
+    return int(buffer.size) if buffer.offset and buffer.offset > 1 else 0
+
+
 def read(source: str | os.PathLike | bytes, label: str | None = None) -> Flatbuffer:
     """Parse a .tflite file (path or bytes); a clear TfqError, naming `label` (default: the path),
     if it is not one."""
-    from tensorflow.lite.python import schema_py_generated as fb
+    from ai_edge_litert import schema_py_generated as fb
 
     label = label or ("model bytes" if isinstance(source, (bytes, bytearray)) else str(source))
     if isinstance(source, (bytes, bytearray)):
@@ -129,7 +139,7 @@ def read(source: str | os.PathLike | bytes, label: str | None = None) -> Flatbuf
         graph = model.subgraphs[0]
         tensors = []
         for t in graph.tensors:
-            data = model.buffers[t.buffer].data if t.buffer < len(model.buffers) else None
+            nbytes = _stored_bytes(model.buffers[t.buffer]) if t.buffer < len(model.buffers) else 0
             q = t.quantization
             scales = tuple(float(s) for s in q.scale) if q is not None and q.scale is not None else ()
             zps = tuple(int(z) for z in q.zeroPoint) if q is not None and q.zeroPoint is not None else ()
@@ -137,8 +147,8 @@ def read(source: str | os.PathLike | bytes, label: str | None = None) -> Flatbuf
                 name=t.name.decode() if isinstance(t.name, bytes) else str(t.name),
                 dtype=dtype_names.get(t.type, str(t.type)),
                 shape=tuple(int(d) for d in (t.shape if t.shape is not None else ())),
-                constant=data is not None and len(data) > 0,
-                nbytes=len(data) if data is not None else 0,
+                constant=nbytes > 0,
+                nbytes=nbytes,
                 scales=scales, zero_points=zps,
                 quantized_dimension=int(q.quantizedDimension) if q is not None else 0,
             ))
