@@ -143,18 +143,26 @@ class Classifier:
                 "warmup": warmup}
 
 
+def naive_input(images: np.ndarray, inp: dict) -> np.ndarray:
+    """The tutorials' input quantization: scale to [0, 1], then round and clip to the input dtype."""
+    x = images.astype(np.float32) / 255.0
+    if inp["dtype"] != np.float32:
+        scale, zero_point = inp["quantization"]
+        info = np.iinfo(inp["dtype"])
+        x = np.clip(np.round(x / scale + zero_point), info.min, info.max)  # round, never truncate
+    return x.astype(inp["dtype"])
+
+
 def naive_predictions(model: str | os.PathLike, images: np.ndarray) -> np.ndarray:
-    """The TensorFlow tutorials' loop: one image at a time, quantizing each by hand. A yardstick."""
-    interpreter = Interpreter(model_path=str(model))
+    """The TensorFlow tutorials' loop: one image at a time, quantizing each by hand (rounded and
+    clipped, as the converter's own quantize op does). A yardstick written apart from `quantize`."""
+    with console.quiet():
+        interpreter = Interpreter(model_path=str(model))
     interpreter.allocate_tensors()
     inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
     preds = []
     for image in images:
-        x = image[None, ...].astype(np.float32) / 255.0
-        if inp["dtype"] != np.float32:
-            scale, zero_point = inp["quantization"]
-            x = x / scale + zero_point
-        interpreter.set_tensor(inp["index"], x.astype(inp["dtype"]))
+        interpreter.set_tensor(inp["index"], naive_input(image[None, ...], inp))
         interpreter.invoke()
         preds.append(int(np.argmax(interpreter.get_tensor(out["index"])[0])))
     return np.array(preds)
