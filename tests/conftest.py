@@ -38,7 +38,7 @@ def run_cli(data_root, cache):
 
     def run(module: str, *args: str, env: dict | None = None, timeout: float = 600):
         full_env = {**os.environ, "TFQ_DATA_ROOT": str(data_root), "TFQ_CACHE_DIR": str(cache),
-                    **(env or {})}
+                    "TFQ_OFFLINE": "1", **(env or {})}
         return subprocess.run([sys.executable, "-m", f"tfq.{module}", *args], cwd=REPO, env=full_env,
                               capture_output=True, text=True, timeout=timeout)
 

@@ -63,5 +63,8 @@ def test_verbose_brings_everything_back(capfd, monkeypatch, env, argv):
     assert capfd.readouterr().err == "library log line\n"
 
 
-def test_quiet_by_default(not_verbose):
+def test_quiet_by_default(not_verbose, monkeypatch):
     assert not console.verbose()
+    for argv in (["pytest", "-v"], ["tfq", "--verbosity=-1"], ["tfq", "-v", "-2"]):  # absl's default is -1
+        monkeypatch.setattr("sys.argv", argv)
+        assert not console.verbose(), argv

@@ -37,7 +37,16 @@ def verbose() -> bool:
     """True when the user asked for the libraries' logs."""
     if os.environ.get(VERBOSE_ENV, "").strip() not in ("", "0"):
         return True
-    return any(a == "-v" or a.startswith(("--verbosity", "-v=", "--v=")) for a in sys.argv[1:])
+    args = sys.argv[1:]
+    for i, a in enumerate(args):  # absl's --verbosity/-v: 0 (INFO) or more asks for the logs, -1 is its default
+        name, eq, value = a.partition("=")
+        if name in ("--verbosity", "-v", "--v"):
+            value = value if eq else (args[i + 1] if i + 1 < len(args) else "")
+            try:
+                return int(value) >= 0
+            except ValueError:
+                return False
+    return False
 
 
 def configure() -> None:
@@ -55,10 +64,15 @@ def quiet():
     if verbose():
         yield
         return
+    try:
+        log = tempfile.TemporaryFile()
+    except OSError:  # no usable temp folder: keep the chatter rather than fail
+        yield
+        return
     sys.stdout.flush()
     sys.stderr.flush()
     saved = (os.dup(1), os.dup(2))
-    with tempfile.TemporaryFile() as log:
+    with log:
         os.dup2(log.fileno(), 1)
         os.dup2(log.fileno(), 2)
         replay = False

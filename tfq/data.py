@@ -18,6 +18,7 @@ import os
 import shutil
 import tarfile
 import tempfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,7 @@ from tfq.backend import tf
 
 DATA_ROOT_ENV = "TFQ_DATA_ROOT"
 CACHE_DIR_ENV = "TFQ_CACHE_DIR"
+OFFLINE_ENV = "TFQ_OFFLINE"  # set: never download, even where tfds' servers answer (the tests set it)
 VALIDATION_FRACTION = 0.1  # carved from the end of the training split; test is for final numbers
 
 _IDX_FILES = (
@@ -248,6 +250,8 @@ def _unreachable(urls: list[str], timeout: float = REACH_TIMEOUT_S) -> str | Non
     import threading
     from urllib.parse import urlsplit
 
+    if os.environ.get(OFFLINE_ENV, "").strip() not in ("", "0"):
+        return f"{OFFLINE_ENV} is set"
     hosts = dict.fromkeys((u.hostname, u.port or (443 if u.scheme == "https" else 80))
                           for u in map(urlsplit, urls) if u.hostname)
     if not hosts:
@@ -281,7 +285,7 @@ def _extract_atomically(archive: Path, dest: Path) -> None:
             members = [m for m in tar.getmembers() if m.isdir() or m.name.lower().endswith(".jpg")]
             tar.extractall(tmp, members=members, filter="data")
         os.replace(tmp, dest)
-    except (tarfile.TarError, OSError) as e:
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as e:  # a truncated .tar.gz raises EOFError
         raise TfqError(f"cannot unpack {archive}: {e}") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

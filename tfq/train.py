@@ -150,8 +150,8 @@ def train(cfg: TrainConfig, *, callbacks=()) -> dict:
     )
     wall = time.time() - started
     reestimated = None
-    if steps * cfg.epochs < BN_REESTIMATE_BELOW_STEPS:
-        before = float(history.history["val_accuracy"][-1]) if history.history else None
+    if steps * cfg.epochs < BN_REESTIMATE_BELOW_STEPS and history.history:  # empty: resumed with no epoch left
+        before = float(history.history["val_accuracy"][-1])
         with strategy.scope():
             n = reestimate_batchnorm(model, data.batches(splits.train, spec, cfg.batch_size)
                                      .take(BN_REESTIMATE_MAX_BATCHES))
