@@ -6,6 +6,7 @@ import pytest
 
 from tests.conftest import error_lines
 from tfq import flatbuffer, qat
+from tfq.artifacts import TfqError
 
 
 @pytest.fixture(scope="module")
@@ -56,3 +57,48 @@ def test_every_flag_is_checked_before_fine_tuning(run_cli, trained, args, messag
     proc = run_cli("qat", f"--artifacts={trained}", "--max_train_examples=500", *args, timeout=120)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert message in error_lines(proc.stderr)[0] and "Epoch" not in proc.stdout
+
+
+def test_both_arms_see_the_same_batches(data_root, cache):
+    """The control trained on another order and other crops when one pipeline served both fits."""
+    import numpy as np
+
+    from tfq import data
+
+    cfg = qat.QatConfig(dataset="cifar10", max_train_examples=256, batch_size=64, data_root=str(data_root),
+                        cache_dir=str(cache))
+    splits = data.load("cifar10", root=data_root, cache=cache, max_train=256, max_eval=64)
+    qat_arm, control_arm = qat.arm_batches(splits, cfg), qat.arm_batches(splits, cfg)
+    for (xq, yq), (xc, yc) in zip(qat_arm, control_arm):  # a whole epoch, batch by batch
+        np.testing.assert_array_equal(xq.numpy(), xc.numpy())
+        np.testing.assert_array_equal(yq.numpy(), yc.numpy())
+    # and what one pipeline fitted twice would have given the second arm differs (flips and crops)
+    one = qat.arm_batches(splits, cfg)
+    first, second = next(iter(one))[0].numpy(), next(iter(one))[0].numpy()
+    assert not np.array_equal(first, second)
+
+
+def test_qat_records_paired_tests_on_the_same_images(qat_result):
+    for key in ("qat_vs_ptq", "qat_vs_float_finetuned"):
+        t = qat_result[key]
+        assert t["images"] == 300 and 0 <= t["p_value"] <= 1 and t["ci95_pts"][0] <= t["delta_pts"] <= t["ci95_pts"][1]
+    acc = qat_result["accuracy"]
+    assert qat_result["qat_vs_ptq"]["delta_pts"] == pytest.approx(100 * (acc["qat_int8"] - acc["ptq_int8_of_finetuned"]))
+
+
+def test_qat_refuses_a_flatbuffer_with_float_ops(qat_result, trained, monkeypatch, data_root, cache):
+    """TFLITE_BUILTINS lets unquantized layers fall back to float; qat() must fail, not record it."""
+    from tfq import convert, models, modes
+
+    real = convert.convert_model
+    float_model = models.load_trained(trained / "mnist_cnn")
+
+    def float_for_qat(model, mode, **kw):  # a converter that left every op in float
+        return real(float_model, modes.MODES["float32"]) if mode.name == "qat_int8" else real(model, mode, **kw)
+
+    monkeypatch.setattr(convert, "convert_model", float_for_qat)
+    before = (trained / "mnist_cnn" / "qat_int8.tflite").read_bytes()
+    with pytest.raises(TfqError, match="qat_int8.tflite: --mode=qat_int8 promises int8 weights, but the file holds float32"):
+        qat.qat(qat.QatConfig(dataset="mnist", model="cnn", epochs=1, max_train_examples=200, max_eval_examples=50,
+                              num_calibration=20, artifacts=str(trained), data_root=str(data_root), cache_dir=str(cache)))
+    assert (trained / "mnist_cnn" / "qat_int8.tflite").read_bytes() == before  # nothing replaced

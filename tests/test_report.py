@@ -8,7 +8,7 @@ import json
 import pytest
 
 from tests.conftest import error_lines
-from tfq import report
+from tfq import artifacts, report
 from tfq.artifacts import TfqError
 
 
@@ -17,19 +17,26 @@ def test_pareto_keeps_points_no_smaller_model_beats():
     assert sorted(report.pareto(points)) == [1, 2, 3]
 
 
-def _eval(accuracy, size, p50, per_class):
-    return {"accuracy": accuracy, "agreement": 1.0, "size_bytes": size, "latency_us": {"p50": p50},
-            "xnnpack": True, "ops_outside_delegate": ["SOFTMAX"], "examples": 100, "threads": 1, "cpu": "test cpu",
-            "per_class_accuracy": per_class, "data_source": {"description": "unit test data"}}
+def _eval(run, name, accuracy, size, p50, per_class, **extra):
+    """An eval file beside a stand-in flatbuffer, with the digest the harness records."""
+    run.mkdir(exist_ok=True)
+    (run / f"{name}.tflite").write_bytes(name.encode() * 3)
+    e = {"name": name, "tflite_sha256": artifacts.sha256(run / f"{name}.tflite"),
+         "accuracy": accuracy, "agreement": 1.0, "size_bytes": size, "latency_us": {"p50": p50},
+         "xnnpack": True, "ops_outside_delegate": ["SOFTMAX"], "examples": 100, "threads": 1, "cpu": "test cpu",
+         "per_class_accuracy": per_class, "data_source": {"description": "unit test data"}, **extra}
+    (run / f"eval_{name}.json").write_text(json.dumps(e))
+    return e
 
 
 def test_report_derives_deltas_ratios_and_speedups(tmp_path):
     run = tmp_path / "mnist_cnn"
-    run.mkdir()
-    (run / "eval_float32.json").write_text(json.dumps(_eval(0.99, 1000, 400.0, [1.0, 0.98])))
-    (run / "eval_int8.json").write_text(json.dumps(_eval(0.985, 250, 100.0, [0.99, 0.98])))
+    _eval(run, "float32", 0.99, 1000, 400.0, [1.0, 0.98])
+    _eval(run, "int8", 0.985, 250, 100.0, [0.99, 0.98],
+          vs_reference={"ci95_pts": [-0.9, -0.1], "p_value": 0.004})
     md = report.report(tmp_path, datasets=("mnist",), models=("cnn",)).read_text()
-    assert "| cnn | int8 | 98.50% | -0.50 | 100.00% | 0.2 KB | 0.250x | 100 µs | 4.00x | SOFTMAX |" in md
+    assert ("| cnn | int8 | 98.50% | -0.50 [-0.90, -0.10] | 0.004 * | 100.00% | 0.2 KB | 0.250x | 100 µs | 4.00x "
+            "| SOFTMAX |") in md
     rows = list(csv.DictReader((tmp_path / "report" / "results.csv").open()))
     assert [r["mode"] for r in rows] == ["float32", "int8"]
     assert float(rows[1]["speedup"]) == pytest.approx(4.0) and float(rows[1]["size_ratio"]) == pytest.approx(0.25)
@@ -38,8 +45,7 @@ def test_report_derives_deltas_ratios_and_speedups(tmp_path):
 def test_stage_times_total_and_split_off_training(tmp_path):
     for name, train, qat in (("mnist_cnn", 600, 100), ("mnist_mlp", 100, 20)):
         run = tmp_path / name
-        run.mkdir()
-        (run / "eval_float32.json").write_text(json.dumps(_eval(0.99, 1000, 400.0, [1.0, 0.98])))
+        _eval(run, "float32", 0.99, 1000, 400.0, [1.0, 0.98])
         stages = {"train": train, "convert": 10, "qat": qat, "evaluate": 40}
         (run / "pipeline.json").write_text(json.dumps({s: {"seconds": v} for s, v in stages.items()}))
         (run / "qat_int8.json").write_text(json.dumps({
@@ -63,3 +69,31 @@ def test_an_unwritable_report_folder_is_one_line(run_cli):
     proc = run_cli("report", "--artifacts=/proc/nope", timeout=120)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert error_lines(proc.stderr) == ["error: cannot write to /proc/nope/report: No such file or directory"]
+
+
+def test_results_that_no_longer_match_their_files_are_left_out_and_named(tmp_path):
+    run = tmp_path / "mnist_cnn"
+    _eval(run, "float32", 0.99, 1000, 400.0, [1.0, 0.98])
+    _eval(run, "int8", 0.985, 250, 100.0, [0.99, 0.98])
+    _eval(run, "float16", 0.99, 500, 400.0, [1.0, 0.98], source_model_sha256="old-model")
+    (run / "train.json").write_text(json.dumps({"model_sha256": "current-model"}))
+    (run / "int8.tflite").write_bytes(b"converted again since")
+    legacy = {k: v for k, v in _eval(run, "dynamic", 0.99, 250, 90.0, [1.0, 0.98]).items() if k != "tflite_sha256"}
+    (run / "eval_dynamic.json").write_text(json.dumps(legacy))
+    md = report.report(tmp_path, datasets=("mnist",), models=("cnn",)).read_text()
+    assert "| cnn | float32 |" in md and "| cnn | int8 |" not in md and "| cnn | float16 |" not in md
+    assert "- mnist_cnn/eval_int8.json: int8.tflite changed after it was measured" in md
+    assert "- mnist_cnn/eval_float16.json: float16.tflite was made from an older trained model" in md
+    assert "- mnist_cnn/eval_dynamic.json: it records no digest of the file it measured" in md
+
+
+def test_speed_carries_the_per_round_range(tmp_path):
+    run = tmp_path / "mnist_cnn"
+    _eval(run, "float32", 0.99, 1000, 400.0, [1.0, 0.98])
+    _eval(run, "int8", 0.99, 250, 100.0, [1.0, 0.98])
+    for name, rounds in (("float32", [400.0, 420.0, 380.0]), ("int8", [100.0, 84.0, 95.0])):
+        e = json.loads((run / f"eval_{name}.json").read_text())
+        e["latency_us"]["round_p50"] = rounds
+        (run / f"eval_{name}.json").write_text(json.dumps(e))
+    md = report.report(tmp_path, datasets=("mnist",), models=("cnn",)).read_text()
+    assert "| 100 µs | 4.00x [4.00-5.00] |" in md  # 400/100, 420/84, 380/95

@@ -49,12 +49,13 @@ def converter_for(model: keras.Model, mode: Mode, *, calibration=None, io_type: 
 
 def convert_model(model: keras.Model, mode: Mode, **kwargs) -> tuple[bytes, dict]:
     conv, settings = converter_for(model, mode, **kwargs)
-    try:
-        with console.quiet():  # the converter's C++ progress lines and MLIR dumps
+    with console.quiet():  # the converter's C++ progress lines and MLIR dumps
+        try:
             blob = conv.convert()
-    except Exception as e:  # noqa: BLE001 - the converter raises ConverterError and friends
-        first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
-        raise TfqError(f"--mode={mode.name}: conversion failed: {first}") from None
+        except Exception as e:  # noqa: BLE001 - the converter raises ConverterError and friends
+            first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+            # raised inside quiet(): a TfqError is the whole story, the captured log is not replayed
+            raise TfqError(f"--mode={mode.name}: conversion failed: {first}") from None
     return bytes(blob), settings
 
 

@@ -18,7 +18,7 @@ import numpy as np
 from absl import flags
 from ai_edge_litert.interpreter import Interpreter
 
-from tfq import artifacts, cli, console, data, flatbuffer, litert, models, modes
+from tfq import artifacts, cli, console, data, flatbuffer, litert, models, modes, stats
 from tfq.artifacts import TfqError
 
 _INT_TYPES = {np.dtype(np.int8), np.dtype(np.uint8), np.dtype(np.int16)}
@@ -49,18 +49,18 @@ class Classifier:
 
     def __init__(self, model: str | os.PathLike | bytes, *, threads: int = 1, batch_size: int = 256,
                  input_shape: tuple[int, ...] | None = None, num_classes: int | None = None,
-                 xnnpack: bool = True):
+                 xnnpack: bool = True, label: str | None = None):
         content = model if isinstance(model, (bytes, bytearray)) else _read(model)
-        self.label = "model bytes" if isinstance(model, (bytes, bytearray)) else str(model)
+        self.label = label or ("model bytes" if isinstance(model, (bytes, bytearray)) else str(model))
         self.flatbuffer = flatbuffer.read(content, label=self.label)
         self.content, self.threads = bytes(content), threads
         self.xnnpack = xnnpack
-        try:
-            with console.quiet():  # LiteRT's "INFO: Created TensorFlow Lite XNNPACK delegate"
+        with console.quiet():  # LiteRT's "INFO: Created TensorFlow Lite XNNPACK delegate"
+            try:
                 self.interpreter = litert.batched_interpreter(self.content, batch_size, threads=threads,
                                                               xnnpack=xnnpack, label=self.label)
-        except litert.LiteRTError as e:
-            raise TfqError(str(e)) from None
+            except litert.LiteRTError as e:
+                raise TfqError(str(e)) from None
         inputs, outputs = self.interpreter.get_input_details(), self.interpreter.get_output_details()
         if len(inputs) != 1 or len(outputs) != 1:
             raise TfqError(f"{self.label} is not an image classifier: it has {len(inputs)} inputs "
@@ -125,22 +125,42 @@ class Classifier:
                 "ops_outside_delegate": sorted(n["op_name"] for n in outside),
                 "fully_delegated": bool(delegates) and not outside}
 
-    def latency_us(self, image: np.ndarray, *, runs: int = 200, warmup: int = 20) -> dict:
-        """Batch-1 latency percentiles of invoke() alone, after warm-up, on a fresh interpreter."""
-        single = Classifier(self.content, threads=self.threads, batch_size=1, xnnpack=self.xnnpack)
-        x = single.prepare(image[None, ...])
-        it, index = single.interpreter, single.input["index"]
-        it.set_tensor(index, x)
+
+def interleaved_latency_us(classifiers: dict[str, Classifier], image: np.ndarray, *, runs: int = 200,
+                           rounds: int = 5, warmup: int = 20) -> dict[str, dict]:
+    """Batch-1 latency of invoke() alone for several models, measured round-robin.
+
+    One p50 per model from one pass is at the mercy of whatever else the machine does in that
+    second (a 27% "slowdown" vanished on a rerun). Here every model gets `runs / rounds` timed
+    invokes per round, the models take turns (in a rotated order each round), and each model's
+    result is the median of its per-round p50s with their spread, so a passing slowdown hits
+    every model alike or shows up as spread. Each model runs on a fresh batch-1 interpreter.
+    """
+    singles = {}
+    for name, clf in classifiers.items():
+        single = Classifier(clf.content, threads=clf.threads, batch_size=1, xnnpack=clf.xnnpack, label=clf.label)
+        single.interpreter.set_tensor(single.input["index"], single.prepare(image[None, ...]))
         for _ in range(warmup):
-            it.invoke()
-        times = np.empty(runs)
-        for i in range(runs):
-            t0 = time.perf_counter_ns()
-            it.invoke()
-            times[i] = (time.perf_counter_ns() - t0) / 1000
-        return {"p50": float(np.percentile(times, 50)), "p90": float(np.percentile(times, 90)),
-                "p99": float(np.percentile(times, 99)), "mean": float(times.mean()), "runs": runs,
-                "warmup": warmup}
+            single.interpreter.invoke()
+        singles[name] = single
+    per_round = max(1, runs // rounds)
+    times = {name: np.empty((rounds, per_round)) for name in singles}
+    names = list(singles)
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            invoke, row = singles[name].interpreter.invoke, times[name][r]
+            for i in range(per_round):
+                t0 = time.perf_counter_ns()
+                invoke()
+                row[i] = (time.perf_counter_ns() - t0) / 1000
+    out = {}
+    for name, t in times.items():
+        round_p50 = np.percentile(t, 50, axis=1)
+        out[name] = {"p50": float(np.median(round_p50)), "round_p50": [float(v) for v in round_p50],
+                     "spread": [float(round_p50.min()), float(round_p50.max())],
+                     "p90": float(np.percentile(t, 90)), "p99": float(np.percentile(t, 99)),
+                     "mean": float(t.mean()), "runs": int(t.size), "rounds": rounds, "warmup": warmup}
+    return out
 
 
 def naive_input(images: np.ndarray, inp: dict) -> np.ndarray:
@@ -196,11 +216,13 @@ class EvalConfig:
     model: str = "cnn"
     modes: tuple[str, ...] = ("int8",)
     tflite: str | None = None
+    reference: str | None = None  # with --tflite: the .tflite whose predictions agreement is against
     artifacts: str = "artifacts"
     threads: int = 1
     processes: int = 0  # 0: every core; only for models XNNPACK does not take (see tfq.litert)
     batch_size: int = 256
     latency_runs: int = 200
+    latency_rounds: int = 5
     max_eval_examples: int = 0
     compare_naive: bool = False
     data_root: str | None = None
@@ -234,7 +256,7 @@ def evaluate(cfg: EvalConfig) -> list[dict]:
     """Evaluate each target on the test split; writes eval_<name>.json beside each file."""
     spec = data.get(cfg.dataset)
     models.get(cfg.model)
-    cli.check_at_least(cfg, 1, "threads", "batch_size", "latency_runs")
+    cli.check_at_least(cfg, 1, "threads", "batch_size", "latency_runs", "latency_rounds")
     cli.check_at_least(cfg, 0, "processes", "max_eval_examples")
     run = artifacts.run_dir(cfg.artifacts, cfg.dataset, cfg.model)
     if not cfg.tflite:
@@ -242,6 +264,8 @@ def evaluate(cfg: EvalConfig) -> list[dict]:
     targets = _targets(cfg, run)
     for folder in {path.parent for _, path in targets}:
         artifacts.check_writable(folder)  # eval_<name>.json goes beside each file
+    if cfg.reference and not cfg.tflite:
+        raise TfqError("--reference goes with --tflite; a run folder's modes are compared with its float32.tflite")
     classifiers = {name: Classifier(path, threads=cfg.threads, batch_size=cfg.batch_size,
                                     input_shape=spec.shape, num_classes=spec.num_classes)
                    for name, path in targets}
@@ -250,7 +274,7 @@ def evaluate(cfg: EvalConfig) -> list[dict]:
     images, labels = data.to_numpy(splits.test)
     # float32 goes first when it is a target: its own pass then serves as the agreement reference.
     targets.sort(key=lambda t: t[0] != "float32")
-    reference = None if "float32" in classifiers else _reference_predictions(run, images, cfg)
+    reference, reference_info = _reference(cfg, run, dict(targets), images)
     results = []
     for name, path in targets:
         clf = classifiers[name]
@@ -263,19 +287,24 @@ def evaluate(cfg: EvalConfig) -> list[dict]:
         t2 = time.perf_counter()
         pred = dequantize(raw, clf.output).argmax(1)
         t3 = time.perf_counter()
-        if name == "float32":
-            reference = pred
+        is_reference = reference_info is not None and reference_info.get("file") == str(path)
+        if reference is None and name == "float32" and not cfg.tflite:
+            reference, reference_info, is_reference = pred, _describe_reference(path, "float32 flatbuffer"), True
         fb = clf.flatbuffer
         result = {
             "name": name,
             "file": str(path),
+            "tflite_sha256": artifacts.sha256(path),
+            "source_model_sha256": _source_model_digest(path),
             "dataset": cfg.dataset,
             "model": cfg.model,
             **metrics(pred, labels, spec.num_classes, reference),
+            "reference": reference_info,
+            "vs_reference": None if reference is None or is_reference else stats.paired(reference == labels,
+                                                                                       pred == labels),
             "examples": int(len(labels)),
             "size_bytes": fb.size_bytes,
             "weight_bytes": fb.weight_bytes,
-            "latency_us": clf.latency_us(images[0], runs=cfg.latency_runs),
             "throughput": {"batch_size": clf.batch_size, "processes": processes, "images_per_s": len(labels) / (t3 - t0),
                            "harness_s": t3 - t0, "invoke_s": t2 - t1,
                            "overhead_ratio": (t3 - t0) / max(t2 - t1, 1e-9)},
@@ -291,19 +320,43 @@ def evaluate(cfg: EvalConfig) -> list[dict]:
             naive_s = time.perf_counter() - t0
             result["naive_loop"] = {"seconds": naive_s, "accuracy": float((naive == labels).mean()),
                                     "speedup": naive_s / result["throughput"]["harness_s"]}
-        artifacts.write_json(path.parent / f"eval_{name}.json", result)
         results.append(result)
+    latency = interleaved_latency_us(classifiers, images[0], runs=cfg.latency_runs, rounds=cfg.latency_rounds)
+    for result in results:
+        result["latency_us"] = latency[result["name"]]
+        result["latency_us"]["measured_with"] = sorted(latency)  # the models that took turns with it
+        artifacts.write_json(Path(result["file"]).parent / f"eval_{result['name']}.json", result)
     return results
 
 
-def _reference_predictions(run: Path, images, cfg: EvalConfig) -> np.ndarray | None:
-    """The float32 model's predictions, for agreement: float32.tflite, else the Keras model."""
+def _describe_reference(path: Path, what: str) -> dict:
+    return {"what": what, "file": str(path), "sha256": artifacts.sha256(path)}
+
+
+def _source_model_digest(path: Path) -> str | None:
+    """The trained model a flatbuffer was made from, as its manifest (`<name>.json`) records it."""
+    manifest = artifacts.read_json(path.with_suffix(".json"), default=None)
+    return (manifest or {}).get("source_model", {}).get("sha256")
+
+
+def _reference(cfg: EvalConfig, run: Path, targets: dict, images) -> tuple:
+    """Predictions agreement is measured against, and what they came from: with --tflite only
+    --reference (else none); otherwise float32 (a target, which then serves itself, or the run
+    folder's float32.tflite, else its Keras model)."""
+    def from_tflite(path: Path, what: str) -> tuple:
+        clf = Classifier(path, threads=cfg.threads, batch_size=cfg.batch_size)
+        return clf.predict(images).argmax(1), _describe_reference(path, what)
+
+    if cfg.tflite:
+        return from_tflite(Path(cfg.reference), "--reference flatbuffer") if cfg.reference else (None, None)
+    if "float32" in targets:
+        return None, None  # its own pass fills these in
     if (run / "float32.tflite").is_file():
-        return Classifier(run / "float32.tflite", threads=cfg.threads, batch_size=cfg.batch_size).predict(
-            images).argmax(1)
+        return from_tflite(run / "float32.tflite", "float32 flatbuffer")
     if (run / artifacts.MODEL_FILE).is_file():
-        return models.load_trained(run).predict(data.scale(images).numpy(), verbose=0, batch_size=512).argmax(1)
-    return None
+        pred = models.load_trained(run).predict(data.scale(images).numpy(), verbose=0, batch_size=512).argmax(1)
+        return pred, _describe_reference(run / artifacts.MODEL_FILE, "Keras float model")
+    return None, None
 
 
 def _read(path: str | os.PathLike) -> bytes:
@@ -320,11 +373,14 @@ def _define_flags() -> None:
     cli.define_common_flags()
     flags.DEFINE_list("mode", ["int8"], "Modes to evaluate (their <mode>.tflite), or all.")
     flags.DEFINE_string("tflite", None, "Evaluate this .tflite classifier instead of a mode's file.")
+    flags.DEFINE_string("reference", None, "With --tflite: measure agreement (and the paired test) against this "
+                        ".tflite's predictions; without it, no agreement is reported.")
     flags.DEFINE_integer("threads", 1, "Interpreter threads.")
     flags.DEFINE_integer("processes", 0, "Worker processes for the accuracy pass of models XNNPACK does not "
                          "take, e.g. 16x8 (0: one per core). XNNPACK models use one process.")
     flags.DEFINE_integer("batch_size", 256, "Batch for the accuracy pass (models with a dynamic batch).")
-    flags.DEFINE_integer("latency_runs", 200, "Timed batch-1 invokes (after 20 warm-up runs).")
+    flags.DEFINE_integer("latency_runs", 200, "Timed batch-1 invokes per model (after 20 warm-up runs).")
+    flags.DEFINE_integer("latency_rounds", 5, "Rounds the models take turns in for latency (runs split evenly).")
     flags.DEFINE_integer("max_eval_examples", 0, "Use only this many test examples (0: all).")
     flags.DEFINE_boolean("compare_naive", False, "Also time the tutorials' image-by-image loop.")
 

@@ -13,11 +13,13 @@ from __future__ import annotations
 import dataclasses
 import time
 
+import numpy as np
+
 from absl import flags
 
-from tfq import artifacts, cli, convert, data, evaluate, flatbuffer, models, modes
+from tfq import artifacts, cli, convert, data, evaluate, flatbuffer, models, modes, stats
 from tfq.artifacts import TfqError
-from tfq.backend import keras, tfmot, versions
+from tfq.backend import keras, tf, tfmot, versions
 from tfq.modes import MODES, QAT_INT8
 from tfq.train import fit_verbosity
 
@@ -49,6 +51,12 @@ class QatConfig:
             raise TfqError(f"--learning_rate={self.learning_rate}: must be above 0")
 
 
+def arm_batches(splits: data.Splits, cfg: QatConfig):
+    """One arm's training batches: a new pipeline per arm, so each starts at the same shuffle and
+    augmentation draw (one pipeline fitted twice reshuffles and re-augments for the second arm)."""
+    return data.batches(splits.train, splits.spec, cfg.batch_size, training=True, seed=cfg.seed)
+
+
 def _fit(model: keras.Model, cfg: QatConfig, train_ds, val_ds, seed: int) -> dict:
     keras.utils.set_random_seed(seed)
     model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate),
@@ -58,12 +66,12 @@ def _fit(model: keras.Model, cfg: QatConfig, train_ds, val_ds, seed: int) -> dic
     return {k: [float(v) for v in vs] for k, vs in history.history.items()}
 
 
-def _keras_accuracy(model: keras.Model, x, y) -> float:
-    return float((model.predict(x, batch_size=512, verbose=0).argmax(1) == y).mean())
+def _keras_correct(model: keras.Model, x, y) -> np.ndarray:
+    return model.predict(x, batch_size=512, verbose=0).argmax(1) == y
 
 
-def _tflite_accuracy(blob: bytes, x, y) -> float:
-    return float((evaluate.Classifier(blob).predict(x).argmax(1) == y).mean())
+def _tflite_correct(blob: bytes, x, y) -> np.ndarray:
+    return evaluate.Classifier(blob).predict(x).argmax(1) == y
 
 
 def qat(cfg: QatConfig) -> dict:
@@ -72,24 +80,29 @@ def qat(cfg: QatConfig) -> dict:
     spec = data.get(cfg.dataset)
     run = artifacts.check_writable(artifacts.run_dir(cfg.artifacts, cfg.dataset, cfg.model))
     float_model = models.load_trained(run)
+    # Seeds and determinism first, whatever ran before in this process (a pipeline's train stage, or
+    # nothing): the stage then gives the same files alone, in a pipeline, or after a skipped train.
+    keras.utils.set_random_seed(cfg.seed)
+    tf.config.experimental.enable_op_determinism()
     splits = data.load(cfg.dataset, root=cfg.data_root, cache=cfg.cache_dir,
                        max_train=cfg.max_train_examples or None, max_eval=cfg.max_eval_examples or None)
-    train_ds = data.batches(splits.train, spec, cfg.batch_size, training=True, seed=cfg.seed)
     val_ds = data.batches(splits.val, spec, cfg.batch_size)
     test_x, test_y = data.to_numpy(splits.test)
 
     started = time.time()
+    keras.utils.set_random_seed(cfg.seed)  # the same layer seeds (dropout) in both arms' clones
     try:
         qat_model = tfmot().quantization.keras.quantize_model(float_model)
     except (ValueError, RuntimeError) as e:
         raise TfqError(f"tfmot cannot quantize {run / artifacts.MODEL_FILE}: {str(e).splitlines()[0][:200]}") from None
-    qat_history = _fit(qat_model, cfg, train_ds, val_ds, cfg.seed)
+    qat_history = _fit(qat_model, cfg, arm_batches(splits, cfg), val_ds, cfg.seed)
     qat_time = time.time() - started
 
+    keras.utils.set_random_seed(cfg.seed)
     control = keras.models.clone_model(float_model)
     control.set_weights(float_model.get_weights())
     started = time.time()
-    control_history = _fit(control, cfg, train_ds, val_ds, cfg.seed)
+    control_history = _fit(control, cfg, arm_batches(splits, cfg), val_ds, cfg.seed)
     control_time = time.time() - started
 
     qat_blob, settings = convert.convert_model(qat_model, QAT_INT8)
@@ -99,6 +112,14 @@ def qat(cfg: QatConfig) -> dict:
     calibration = data.calibration_samples(splits, cfg.num_calibration, seed=cfg.seed)
     control_blob, _ = convert.convert_model(control, MODES["int8"], calibration=calibration)
     scaled = data.scale(test_x).numpy()
+    correct = {
+        # the float models are scored in Keras: the same float math as a float32 flatbuffer,
+        # without converting one just to score it
+        "float_before": _keras_correct(float_model, scaled, test_y),
+        "float_finetuned": _keras_correct(control, scaled, test_y),
+        "ptq_int8_of_finetuned": _tflite_correct(control_blob, test_x, test_y),
+        "qat_int8": _tflite_correct(qat_blob, test_x, test_y),
+    }
     result = {
         "mode": QAT_INT8.name,
         "file": f"{QAT_INT8.name}.tflite",
@@ -109,16 +130,12 @@ def qat(cfg: QatConfig) -> dict:
                 "train_examples": int(splits.train.cardinality()), "time_s": round(qat_time, 1),
                 "history": qat_history},
         "test_examples": len(test_y),
-        "accuracy": {
-            # the float models are scored in Keras: the same float math as a float32 flatbuffer,
-            # without converting one just to score it
-            "float_before": _keras_accuracy(float_model, scaled, test_y),
-            "float_finetuned": _keras_accuracy(control, scaled, test_y),
-            "ptq_int8_of_finetuned": _tflite_accuracy(control_blob, test_x, test_y),
-            "qat_int8": _tflite_accuracy(qat_blob, test_x, test_y),
-        },
-        "control": {"what": "float model fine-tuned with the same epochs, learning rate, data and seed, "
-                            "then int8 post-training quantized", "time_s": round(control_time, 1),
+        "accuracy": {name: float(c.mean()) for name, c in correct.items()},
+        # paired on the same test images: McNemar's test and a 95% interval, in points
+        "qat_vs_ptq": stats.paired(correct["ptq_int8_of_finetuned"], correct["qat_int8"]),
+        "qat_vs_float_finetuned": stats.paired(correct["float_finetuned"], correct["qat_int8"]),
+        "control": {"what": "float model fine-tuned with the same epochs, learning rate, batches (order and "
+                            "augmentation) and seeds, then int8 post-training quantized", "time_s": round(control_time, 1),
                     "history": control_history},
         "flatbuffer": qat_fb.summary(),
         "source_model": {"path": str(run / artifacts.MODEL_FILE),

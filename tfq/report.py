@@ -16,24 +16,33 @@ from pathlib import Path
 from absl import flags
 
 from tfq import artifacts, cli, data
+from tfq import models as models_module
 from tfq.artifacts import TfqError
 from tfq.modes import ORDER
 
 REPORT_MD = "report.md"
-COLUMNS = ("dataset", "model", "mode", "accuracy", "delta_pts", "agreement", "size_bytes", "size_ratio",
-           "p50_us", "speedup", "ops_outside_delegate", "data_source")
+COLUMNS = ("dataset", "model", "mode", "accuracy", "delta_pts", "delta_ci95_pts", "mcnemar_p", "agreement",
+           "size_bytes", "size_ratio", "p50_us", "speedup", "speedup_spread", "ops_outside_delegate", "data_source")
 
 
 def collect(artifacts_root: str | Path, datasets, models) -> tuple[list[dict], dict]:
     """One row per evaluated flatbuffer, plus per-run extras (training, QAT, stage times)."""
-    rows, runs = [], {}
+    rows, runs, stale_results = [], {}, []
     for dataset in datasets:
         for model in models:
             run = artifacts.run_dir(artifacts_root, dataset, model)
-            evals = {p.stem[len("eval_"):]: artifacts.read_json(p) for p in sorted(run.glob("eval_*.json"))}
+            train_info = artifacts.read_json(run / artifacts.TRAIN_JSON, default=None)
+            evals = {}
+            for p in sorted(run.glob("eval_*.json")):
+                e = artifacts.read_json(p)
+                why = stale(e, run, train_info)
+                if why:
+                    stale_results.append({"run": f"{dataset}_{model}", "file": p.name, "why": why})
+                else:
+                    evals[p.stem[len("eval_"):]] = e
             if not evals:
                 continue
-            runs[f"{dataset}_{model}"] = {"train": artifacts.read_json(run / artifacts.TRAIN_JSON, default=None),
+            runs[f"{dataset}_{model}"] = {"train": train_info,
                                           "qat": artifacts.read_json(run / "qat_int8.json", default=None),
                                           "stages": artifacts.read_json(run / "pipeline.json", default={}),
                                           "evals": evals}
@@ -45,11 +54,14 @@ def collect(artifacts_root: str | Path, datasets, models) -> tuple[list[dict], d
                     "dataset": dataset, "model": model, "mode": mode,
                     "accuracy": e["accuracy"],
                     "delta_pts": 100 * (e["accuracy"] - base["accuracy"]) if base else None,
+                    "delta_ci95_pts": (e.get("vs_reference") or {}).get("ci95_pts"),
+                    "mcnemar_p": (e.get("vs_reference") or {}).get("p_value"),
                     "agreement": e["agreement"],
                     "size_bytes": e["size_bytes"],
                     "size_ratio": e["size_bytes"] / base["size_bytes"] if base else None,
                     "p50_us": e["latency_us"]["p50"],
                     "speedup": base["latency_us"]["p50"] / e["latency_us"]["p50"] if base else None,
+                    "speedup_spread": _ratio_spread(base, e) if base else None,
                     "ops_outside_delegate": " ".join(sorted(set(e["ops_outside_delegate"]))) if e["xnnpack"]
                     else "all (no XNNPACK)",
                     "data_source": e["data_source"]["description"],
@@ -57,7 +69,31 @@ def collect(artifacts_root: str | Path, datasets, models) -> tuple[list[dict], d
                     "per_class_accuracy": e["per_class_accuracy"],
                     "threads": e["threads"], "cpu": e["cpu"],
                 })
-    return rows, runs
+    return rows, runs, stale_results
+
+
+def stale(e: dict, run: Path, train_info: dict | None) -> str | None:
+    """Why an eval_*.json no longer describes the files in its run folder, or None if it does."""
+    path = run / f"{e.get('name', '')}.tflite"
+    if not e.get("tflite_sha256"):
+        return "it records no digest of the file it measured"
+    if not path.is_file():
+        return f"{path.name} is gone"
+    if artifacts.sha256(path) != e["tflite_sha256"]:
+        return f"{path.name} changed after it was measured"
+    model = (train_info or {}).get("model_sha256")
+    if model and e.get("source_model_sha256") and e["source_model_sha256"] != model:
+        return f"{path.name} was made from an older trained model"
+    return None
+
+
+def _ratio_spread(base: dict, e: dict) -> list[float] | None:
+    """float32's p50 over the mode's, round by round (the rounds interleaved both): min and max."""
+    a, b = base["latency_us"].get("round_p50"), e["latency_us"].get("round_p50")
+    if not a or not b or len(a) != len(b):
+        return None
+    ratios = [x / y for x, y in zip(a, b)]
+    return [min(ratios), max(ratios)]
 
 
 def _mode_rank(mode: str) -> tuple:
@@ -79,6 +115,24 @@ def _fmt(v, kind: str) -> str:
         return "-"
     return {"pct": f"{100 * v:.2f}%", "pts": f"{v:+.2f}", "kb": f"{v / 1024:,.1f} KB", "x": f"{v:.3f}x",
             "us": f"{v:,.0f} µs", "speed": f"{v:.2f}x"}[kind]
+
+
+def _delta(r: dict) -> str:
+    if r["delta_pts"] is None:
+        return "-"
+    ci = r.get("delta_ci95_pts")
+    return _fmt(r["delta_pts"], "pts") + (f" [{ci[0]:+.2f}, {ci[1]:+.2f}]" if ci else "")
+
+
+def _p(p: float | None) -> str:
+    if p is None:
+        return "-"
+    return (f"{p:.3f}" if p >= 0.001 else "<0.001") + (" *" if p < 0.05 else "")
+
+
+def _speed(r: dict) -> str:
+    spread = r.get("speedup_spread")
+    return _fmt(r["speedup"], "speed") + (f" [{spread[0]:.2f}-{spread[1]:.2f}]" if spread else "")
 
 
 def _plots(rows: list[dict], runs: dict, out: Path) -> list[str]:
@@ -168,8 +222,12 @@ def _plots(rows: list[dict], runs: dict, out: Path) -> list[str]:
 def report(artifacts_root: str | Path = "artifacts", out: str | Path | None = None, *,
            datasets=tuple(data.DATASETS), models=("mlp", "cnn"), command: str | None = None) -> Path:
     """Write the report folder from the run folders' result files; returns report.md's path."""
+    for d in datasets:
+        data.get(d)
+    for m in models:
+        models_module.get(m)
     out = artifacts.check_writable(Path(out or Path(artifacts_root) / "report"))
-    rows, runs = collect(artifacts_root, datasets, models)
+    rows, runs, stale_results = collect(artifacts_root, datasets, models)
     if not rows:
         raise TfqError(f"no eval_*.json under {artifacts_root}; run python -m tfq.pipeline (or tfq.evaluate) first")
     plots = _plots(rows, runs, out)
@@ -181,8 +239,8 @@ def report(artifacts_root: str | Path = "artifacts", out: str | Path | None = No
     writer.writerows(flat)
     with artifacts.atomic_path(out / "results.csv") as tmp:
         tmp.write_text(buf.getvalue())
-    artifacts.write_json(out / "results.json", {"rows": rows, "runs": {
-        n: {"train": r["train"] and {k: r["train"][k] for k in ("test_accuracy", "epochs", "wall_time_s", "params",
+    artifacts.write_json(out / "results.json", {"rows": rows, "stale": stale_results, "runs": {
+        n: {"train": r["train"] and {k: r["train"].get(k) for k in ("test_accuracy", "epochs", "wall_time_s", "params",
                                                                    "macs", "data_source")},
             "qat": r["qat"] and {k: r["qat"][k] for k in ("accuracy", "qat_gain_over_ptq", "qat_drop_vs_float")},
             "stages": r["stages"]} for n, r in runs.items()}})
@@ -191,34 +249,46 @@ def report(artifacts_root: str | Path = "artifacts", out: str | Path | None = No
     md.append(f"Made {time.strftime('%Y-%m-%d')} on {rows[0]['cpu']}, LiteRT with {rows[0]['threads']} thread(s)"
               + (f", by `{command}`" if command else "") + ".")
     md += ["", "Accuracy is on the full test split unless the examples column says otherwise; Δ is in "
-           "percentage points against the float32 flatbuffer; agreement is the share of test images where "
-           "the prediction equals float32's; speed is float32's batch-1 p50 latency divided by the mode's.", ""]
+           "percentage points against the float32 flatbuffer, with a 95% interval for the paired difference on "
+           "the same images; McNemar p is the exact test on the images where the two disagree, and * marks a "
+           "difference distinguishable from zero (p < 0.05); agreement is the share of test images where the "
+           "prediction equals float32's; speed is float32's batch-1 p50 latency divided by the mode's (each the "
+           "median over rounds in which all modes of a run took turns), with the lowest and highest per-round "
+           "ratio in brackets.", ""]
     for dataset in dict.fromkeys(r["dataset"] for r in rows):
         sub = [r for r in rows if r["dataset"] == dataset]
         md += [f"## {dataset}", "", f"Data: {sub[0]['data_source']}; {sub[0]['examples']:,d} test images.", ""]
-        md.append("| model | mode | accuracy | Δ vs float32 | agreement | size | size ratio | p50 latency | speed vs float32 | ops outside XNNPACK |")
-        md.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---|")
+        md.append("| model | mode | accuracy | Δ vs float32 [95% CI] | McNemar p | agreement | size | size ratio | "
+                  "p50 latency | speed vs float32 [round range] | ops outside XNNPACK |")
+        md.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
         for r in sub:
-            md.append(f"| {r['model']} | {r['mode']} | {_fmt(r['accuracy'], 'pct')} | {_fmt(r['delta_pts'], 'pts')} | "
+            md.append(f"| {r['model']} | {r['mode']} | {_fmt(r['accuracy'], 'pct')} | {_delta(r)} | {_p(r['mcnemar_p'])} | "
                       f"{_fmt(r['agreement'], 'pct')} | {_fmt(r['size_bytes'], 'kb')} | {_fmt(r['size_ratio'], 'x')} | "
-                      f"{_fmt(r['p50_us'], 'us')} | {_fmt(r['speedup'], 'speed')} | {r['ops_outside_delegate'] or '-'} |")
+                      f"{_fmt(r['p50_us'], 'us')} | {_speed(r)} | {r['ops_outside_delegate'] or '-'} |")
         md += ["", f"![accuracy against size, {dataset}](accuracy_vs_size_{dataset}.png)", ""]
     qat_rows = [(n, r["qat"]) for n, r in runs.items() if r["qat"]]
     if qat_rows:
         md += ["## QAT against an equally fine-tuned control", "",
                "QAT fine-tuning is extra training; the control fine-tunes the float model for the same epochs "
                "at the same learning rate, then quantizes it post-training.", "",
-               "| run | QAT epochs | float fine-tuned | PTQ int8 of it | QAT int8 | QAT gain over PTQ (points) |",
-               "|---|---:|---:|---:|---:|---:|"]
+               "| run | QAT epochs | float fine-tuned | PTQ int8 of it | QAT int8 | QAT gain over PTQ (points) [95% CI] "
+               "| McNemar p |",
+               "|---|---:|---:|---:|---:|---:|---:|"]
         for n, q in qat_rows:
-            a = q["accuracy"]
+            a, t = q["accuracy"], q.get("qat_vs_ptq") or {}
+            ci = f" [{t['ci95_pts'][0]:+.2f}, {t['ci95_pts'][1]:+.2f}]" if t else ""
             md.append(f"| {n} | {q['qat']['epochs']} | {_fmt(a['float_finetuned'], 'pct')} | "
                       f"{_fmt(a['ptq_int8_of_finetuned'], 'pct')} | {_fmt(a['qat_int8'], 'pct')} | "
-                      f"{100 * q['qat_gain_over_ptq']:+.2f} |")
+                      f"{100 * q['qat_gain_over_ptq']:+.2f}{ci} | {_p(t.get('p_value'))} |")
         md.append("")
     md += ["## Latency and per-class change", "", "![latency per mode](latency.png)", ""]
     if "per_class_int8.png" in plots:
         md += ["![per-class accuracy change int8 against float32](per_class_int8.png)", ""]
+    if stale_results:
+        md += ["## Left out: results that no longer match their files", "",
+               "These eval files describe a flatbuffer or trained model that has since changed or gone; "
+               "rerun `python -m tfq.evaluate` (or the pipeline) to measure the current files.", ""]
+        md += [f"- {s['run']}/{s['file']}: {s['why']}" for s in stale_results] + [""]
     md += _stage_times(runs)
     with artifacts.atomic_path(out / REPORT_MD) as tmp:
         tmp.write_text("\n".join(md))

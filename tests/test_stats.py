@@ -1,0 +1,44 @@
+"""tfq.stats: McNemar's exact test and the paired interval, against values worked by hand."""
+
+import numpy as np
+import pytest
+
+from tfq import stats
+
+
+def test_mcnemar_matches_the_binomial_worked_by_hand():
+    # 1 vs 9 discordant: 2 * P(X <= 1 | n=10, 1/2) = 2 * 11/1024
+    assert stats.mcnemar_p(1, 9) == pytest.approx(22 / 1024)
+    assert stats.mcnemar_p(9, 1) == pytest.approx(22 / 1024)
+    assert stats.mcnemar_p(5, 5) == 1.0 and stats.mcnemar_p(0, 0) == 1.0
+    assert stats.mcnemar_p(0, 6) == pytest.approx(2 / 64)
+
+
+def test_paired_counts_only_the_images_where_the_two_disagree():
+    ref = np.array([1, 1, 1, 0, 0, 1, 1, 1, 1, 1], bool)
+    other = np.array([1, 1, 0, 1, 1, 1, 1, 1, 1, 1], bool)
+    r = stats.paired(ref, other)
+    assert (r["only_reference_right"], r["only_other_right"], r["images"]) == (1, 2, 10)
+    assert r["delta_pts"] == pytest.approx(10.0)
+    lo, hi = r["ci95_pts"]
+    assert lo < 0 < hi and not r["distinguishable"]
+
+
+def test_a_large_consistent_difference_is_distinguishable():
+    rng = np.random.default_rng(0)
+    ref = rng.random(10_000) < 0.84
+    other = ref.copy()
+    other[np.flatnonzero(ref)[:120]] = False  # 120 images lost, none gained: -1.2 points
+    r = stats.paired(ref, other)
+    assert r["delta_pts"] == pytest.approx(-1.2) and r["distinguishable"] and r["ci95_pts"][1] < 0
+
+
+def test_identical_models_show_no_difference():
+    same = np.array([1, 0, 1, 1], bool)
+    r = stats.paired(same, same)
+    assert r["delta_pts"] == 0 and r["ci95_pts"] == [0, 0] and r["p_value"] == 1.0
+
+
+def test_mismatched_vectors_are_refused():
+    with pytest.raises(ValueError):
+        stats.paired(np.ones(3, bool), np.ones(4, bool))
