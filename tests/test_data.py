@@ -55,7 +55,7 @@ def test_splits_carve_validation_from_train_and_keep_test_apart(data_root, cache
 
 def test_batches_scale_pixels_to_unit_range_once(data_root, cache):
     splits = data.load("mnist", root=data_root, cache=cache, max_train=256)
-    x, y = next(iter(data.batches(splits.train, splits.spec, 64, training=True, seed=1)))
+    x, y = next(iter(data.training_epoch(splits.train.cache(), splits.spec, 64, seed=1, epoch=0)))
     assert x.dtype.name == "float32" and x.shape == (64, 28, 28, 1) and y.shape == (64,)
     assert 0.0 <= float(np.min(x)) and float(np.max(x)) == pytest.approx(1.0)
     assert float(data.scale(np.uint8(255))) == 1.0 and float(data.scale(np.uint8(0))) == 0.0
@@ -63,11 +63,17 @@ def test_batches_scale_pixels_to_unit_range_once(data_root, cache):
 
 def test_augmentation_replays_with_the_same_seed(data_root, cache):
     splits = data.load("fashion_mnist", root=data_root, cache=cache, max_train=128)
-    first = [x.numpy() for x, _ in data.batches(splits.train, splits.spec, 128, training=True, seed=3)]
-    again = [x.numpy() for x, _ in data.batches(splits.train, splits.spec, 128, training=True, seed=3)]
-    other = [x.numpy() for x, _ in data.batches(splits.train, splits.spec, 128, training=True, seed=4)]
-    assert np.array_equal(first[0], again[0])
-    assert not np.array_equal(first[0], other[0])
+    cached = splits.train.cache()
+
+    def epoch(seed, e):
+        return np.concatenate([x.numpy() for x, _ in data.training_epoch(cached, splits.spec, 64, seed=seed, epoch=e)])
+
+    first = epoch(3, 0)
+    assert np.array_equal(first, epoch(3, 0))  # a new pipeline for the same (seed, epoch): the same batches
+    assert not np.array_equal(first, epoch(3, 1)) and not np.array_equal(first, epoch(4, 0))
+    pipeline = data.training_epoch(cached, splits.spec, 64, seed=3, epoch=0)
+    twice = [np.concatenate([x.numpy() for x, _ in pipeline]) for _ in range(2)]
+    assert np.array_equal(twice[0], first) and np.array_equal(twice[1], first)  # no reshuffle on reuse
 
 
 def test_calibration_samples_come_scaled_from_train_and_are_seeded(data_root, cache):
@@ -249,7 +255,7 @@ def test_every_dataset_loads_through_tfds_mock_data(name, mock_root, tmp_path):
     spec = data.get(name)
     with tfds.testing.mock_data(num_examples=40):
         splits = data.load(name, root=mock_root, cache=tmp_path / "cache")
-        x, y = next(iter(data.batches(splits.train, spec, 8, training=True)))
+        x, y = next(iter(data.training_epoch(splits.train.cache(), spec, 8, seed=0, epoch=0)))
     assert x.shape == (8, *spec.shape) and y.shape == (8,)
     assert int(splits.train.cardinality()) + int(splits.val.cardinality()) == 40
     assert 0 <= int(np.min(y)) and int(np.max(y)) < spec.num_classes

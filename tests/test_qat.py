@@ -5,7 +5,7 @@ import json
 import pytest
 
 from tests.conftest import error_lines
-from tfq import flatbuffer, qat
+from tfq import data, flatbuffer, qat
 from tfq.artifacts import TfqError
 
 
@@ -59,23 +59,34 @@ def test_every_flag_is_checked_before_fine_tuning(run_cli, trained, args, messag
     assert message in error_lines(proc.stderr)[0] and "Epoch" not in proc.stdout
 
 
-def test_both_arms_see_the_same_batches(data_root, cache):
-    """The control trained on another order and other crops when one pipeline served both fits."""
+def test_both_arms_see_the_same_batches(data_root, cache, monkeypatch, tmp_path):
+    """The control trained on another order and other crops when one pipeline served both fits:
+    record what each arm's fit is handed, batch by batch, and compare."""
     import numpy as np
 
-    from tfq import data
+    from tfq import train
 
-    cfg = qat.QatConfig(dataset="cifar10", max_train_examples=256, batch_size=64, data_root=str(data_root),
-                        cache_dir=str(cache))
-    splits = data.load("cifar10", root=data_root, cache=cache, max_train=256, max_eval=64)
-    qat_arm, control_arm = qat.arm_batches(splits, cfg), qat.arm_batches(splits, cfg)
-    for (xq, yq), (xc, yc) in zip(qat_arm, control_arm):  # a whole epoch, batch by batch
-        np.testing.assert_array_equal(xq.numpy(), xc.numpy())
-        np.testing.assert_array_equal(yq.numpy(), yc.numpy())
-    # and what one pipeline fitted twice would have given the second arm differs (flips and crops)
-    one = qat.arm_batches(splits, cfg)
-    first, second = next(iter(one))[0].numpy(), next(iter(one))[0].numpy()
-    assert not np.array_equal(first, second)
+    seen = []
+    real_fit = train.fit_epochs
+
+    def recording_fit(model, cached_train, spec, **kw):
+        seen.append([b[0].numpy() for e in range(kw["epochs"])
+                     for b in data.training_epoch(cached_train, spec, kw["batch_size"], seed=kw["seed"], epoch=e)])
+        return real_fit(model, cached_train, spec, **kw)
+
+    monkeypatch.setattr(qat, "fit_epochs", recording_fit)
+    root = tmp_path / "a"
+    train.train(train.TrainConfig(dataset="cifar10", model="mlp", mlp_hidden=(16,), epochs=1, max_train_examples=256,
+                                  max_eval_examples=64, artifacts=str(root), data_root=str(data_root),
+                                  cache_dir=str(cache)))
+    qat.qat(qat.QatConfig(dataset="cifar10", model="mlp", epochs=2, batch_size=64, max_train_examples=256,
+                          max_eval_examples=64, num_calibration=16, artifacts=str(root), data_root=str(data_root),
+                          cache_dir=str(cache)))
+    qat_arm, control_arm = seen
+    assert len(qat_arm) == len(control_arm) == 8  # 2 epochs x 4 batches
+    for a, b in zip(qat_arm, control_arm):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(qat_arm[0], qat_arm[4])  # epoch 2 is reshuffled and re-augmented
 
 
 def test_qat_records_paired_tests_on_the_same_images(qat_result):

@@ -53,6 +53,36 @@ class _Interrupt(keras.callbacks.Callback):
             raise KeyboardInterrupt
 
 
+class _InterruptAt(keras.callbacks.Callback):
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("dataset, model", [("fashion_mnist", "mlp"), ("cifar10", "cnn")])
+def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(data_root, cache, tmp_path, dataset, model):
+    """Interrupted at epoch 3 of 3, resumed: shuffles, augmentation (flips; crops on CIFAR-10),
+    dropout masks, optimizer and learning-rate state must all continue where they stopped."""
+    import numpy as np
+
+    kw = dict(dataset=dataset, model=model, data_root=str(data_root), cache_dir=str(cache), epochs=3,
+              max_train_examples=384, cnn_widths=(4, 8, 8), mlp_hidden=(32,), seed=3)
+    whole = train.train(_config(tmp_path / "whole", **kw))
+    with pytest.raises(KeyboardInterrupt):
+        train.train(_config(tmp_path / "resumed", **kw), callbacks=[_InterruptAt(2)])
+    resumed = train.train(_config(tmp_path / "resumed", **kw))
+    assert resumed["resumed_from_epoch"] == 2 and len(resumed["history"]["loss"]) == 1
+    a = models.load_trained(tmp_path / "whole" / f"{dataset}_{model}").get_weights()
+    b = models.load_trained(tmp_path / "resumed" / f"{dataset}_{model}").get_weights()
+    assert len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert resumed["test_accuracy"] == whole["test_accuracy"]
+    assert resumed["history"]["loss"] == whole["history"]["loss"][2:]
+
+
 def test_an_interrupted_run_resumes_from_its_last_finished_epoch(data_root, cache, tmp_path):
     cfg = _config(tmp_path, data_root=str(data_root), cache_dir=str(cache), epochs=3)
     with pytest.raises(KeyboardInterrupt):

@@ -20,6 +20,10 @@ with console.quiet():  # TensorFlow's C++ start-up lines, written before its log
 if not keras.__version__.startswith("2."):  # pragma: no cover - guards a broken install
     raise ImportError(f"tfq needs Keras 2 (tf_keras), got Keras {keras.__version__}")
 
+# Dropout draws from a tf.random.Generator per layer, a variable that checkpoints save and restore
+# (so a resumed run replays the same masks) and that a seed set before the layer is built fixes.
+keras.backend.experimental.enable_tf_random_generator()
+
 
 def tfmot():
     """tensorflow_model_optimization, imported on first use (it is slow to import)."""

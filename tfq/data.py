@@ -14,6 +14,7 @@ with `tfds.folder_dataset.ImageFolder`. Every result made from it says so throug
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import shutil
 import tarfile
@@ -345,23 +346,35 @@ def _augment(spec: Dataset):
     return fn
 
 
-def batches(
-    ds: tf.data.Dataset,
-    spec: Dataset,
-    batch_size: int,
-    *,
-    training: bool = False,
-    seed: int = 0,
-) -> tf.data.Dataset:
-    """cache -> (shuffle, augment) -> scale -> batch -> prefetch."""
-    ds = ds.cache()
-    if training:
-        ds = ds.shuffle(60_000, seed=seed, reshuffle_each_iteration=True)
-        if spec.augment:
-            seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2).batch(2)
-            ds = tf.data.Dataset.zip((ds, seeds)).map(_augment(spec), num_parallel_calls=tf.data.AUTOTUNE)
+def batches(ds: tf.data.Dataset, spec: Dataset, batch_size: int) -> tf.data.Dataset:
+    """Evaluation batches, in file order: cache -> scale -> batch -> prefetch."""
+    return _scaled_batches(ds.cache(), batch_size)
+
+
+def _scaled_batches(ds: tf.data.Dataset, batch_size: int) -> tf.data.Dataset:
     ds = ds.map(lambda x, y: (scale(x), y), num_parallel_calls=tf.data.AUTOTUNE)
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of one epoch's shuffle and augmentation: a function of (seed, epoch) alone."""
+    return int.from_bytes(hashlib.sha256(f"tfq/{seed}/{epoch}".encode()).digest()[:4], "little")
+
+
+def training_epoch(cached: tf.data.Dataset, spec: Dataset, batch_size: int, *, seed: int,
+                   epoch: int) -> tf.data.Dataset:
+    """One epoch of training batches, shuffled and augmented from (seed, epoch) alone.
+
+    `cached` is the training split after `.cache()`, built once per stage and shared by every
+    epoch. Nothing depends on how often a pipeline was iterated before: a run resumed at epoch 2
+    sees epoch 2's order and crops, and QAT and its float control see the same batches.
+    """
+    s = epoch_seed(seed, epoch)
+    ds = cached.shuffle(60_000, seed=s, reshuffle_each_iteration=False)
+    if spec.augment:
+        seeds = tf.data.Dataset.random(seed=s).batch(2).batch(2)
+        ds = tf.data.Dataset.zip((ds, seeds)).map(_augment(spec), num_parallel_calls=tf.data.AUTOTUNE)
+    return _scaled_batches(ds, batch_size)
 
 
 def to_numpy(ds: tf.data.Dataset, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -21,7 +21,7 @@ from tfq import artifacts, cli, convert, data, evaluate, flatbuffer, models, mod
 from tfq.artifacts import TfqError
 from tfq.backend import keras, tf, tfmot, versions
 from tfq.modes import MODES, QAT_INT8
-from tfq.train import fit_verbosity
+from tfq.train import fit_epochs
 
 QAT_MODEL_FILE = "qat_model.h5"  # tfmot wrappers do not round-trip the .keras format
 
@@ -51,19 +51,13 @@ class QatConfig:
             raise TfqError(f"--learning_rate={self.learning_rate}: must be above 0")
 
 
-def arm_batches(splits: data.Splits, cfg: QatConfig):
-    """One arm's training batches: a new pipeline per arm, so each starts at the same shuffle and
-    augmentation draw (one pipeline fitted twice reshuffles and re-augments for the second arm)."""
-    return data.batches(splits.train, splits.spec, cfg.batch_size, training=True, seed=cfg.seed)
-
-
-def _fit(model: keras.Model, cfg: QatConfig, train_ds, val_ds, seed: int) -> dict:
-    keras.utils.set_random_seed(seed)
+def _fit(model: keras.Model, cfg: QatConfig, cached_train, spec, val_ds) -> dict:
+    """One arm's fine-tuning: epoch e's batches are `data.training_epoch(seed, e)` for both arms."""
+    keras.utils.set_random_seed(cfg.seed)
     model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate),
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    history = model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs,
-                        verbose=fit_verbosity())
-    return {k: [float(v) for v in vs] for k, vs in history.history.items()}
+    return fit_epochs(model, cached_train, spec, batch_size=cfg.batch_size, seed=cfg.seed, epochs=cfg.epochs,
+                      val_ds=val_ds)
 
 
 def _keras_correct(model: keras.Model, x, y) -> np.ndarray:
@@ -87,6 +81,7 @@ def qat(cfg: QatConfig) -> dict:
     splits = data.load(cfg.dataset, root=cfg.data_root, cache=cfg.cache_dir,
                        max_train=cfg.max_train_examples or None, max_eval=cfg.max_eval_examples or None)
     val_ds = data.batches(splits.val, spec, cfg.batch_size)
+    cached_train = splits.train.cache()
     test_x, test_y = data.to_numpy(splits.test)
 
     started = time.time()
@@ -95,14 +90,14 @@ def qat(cfg: QatConfig) -> dict:
         qat_model = tfmot().quantization.keras.quantize_model(float_model)
     except (ValueError, RuntimeError) as e:
         raise TfqError(f"tfmot cannot quantize {run / artifacts.MODEL_FILE}: {str(e).splitlines()[0][:200]}") from None
-    qat_history = _fit(qat_model, cfg, arm_batches(splits, cfg), val_ds, cfg.seed)
+    qat_history = _fit(qat_model, cfg, cached_train, spec, val_ds)
     qat_time = time.time() - started
 
     keras.utils.set_random_seed(cfg.seed)
     control = keras.models.clone_model(float_model)
     control.set_weights(float_model.get_weights())
     started = time.time()
-    control_history = _fit(control, cfg, arm_batches(splits, cfg), val_ds, cfg.seed)
+    control_history = _fit(control, cfg, cached_train, spec, val_ds)
     control_time = time.time() - started
 
     qat_blob, settings = convert.convert_model(qat_model, QAT_INT8)

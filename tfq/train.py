@@ -3,7 +3,9 @@
 Writes `artifacts/<dataset>_<model>/model.keras` (reloadable by tf_keras, tfmot and the TFLite
 converter) and `train.json` (test accuracy, history, wall time, flags, versions, data source).
 AdamW with a warm-up then cosine learning rate; an interrupted run resumes from its last finished
-epoch (BackupAndRestore); the same seed gives the same accuracy on a rerun.
+epoch with the same weights an uninterrupted run has there (model, optimizer and dropout generator
+state are checkpointed; each epoch's batches follow from its index); the same seed gives the same
+accuracy on a rerun.
 """
 
 from __future__ import annotations
@@ -95,13 +97,53 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
     raise TfqError(f"unknown strategy {name!r}; choose one of: {', '.join(STRATEGIES)}")
 
 
-class _EpochTimer(keras.callbacks.Callback):
-    def on_train_begin(self, logs=None):
-        self.first_epoch = None
+def fit_epochs(model: keras.Model, cached_train, spec, *, batch_size: int, seed: int, epochs: int,
+               val_ds, start_epoch: int = 0, callbacks=(), after_epoch=None) -> dict:
+    """Fit one epoch at a time, each on `data.training_epoch(seed, epoch)`; returns the history.
 
-    def on_epoch_begin(self, epoch, logs=None):
-        if self.first_epoch is None:
-            self.first_epoch = epoch
+    Each epoch's order and augmentation follow from its index, never from how many times a
+    pipeline was iterated, so a resumed run and an uninterrupted one see the same batches.
+    `after_epoch(epoch)` runs once an epoch is done (the checkpoint).
+    """
+    history: dict[str, list[float]] = {}
+    for epoch in range(start_epoch, epochs):
+        h = model.fit(data.training_epoch(cached_train, spec, batch_size, seed=seed, epoch=epoch),
+                      validation_data=val_ds, initial_epoch=epoch, epochs=epoch + 1,
+                      callbacks=list(callbacks), verbose=fit_verbosity())
+        for k, vs in h.history.items():
+            history.setdefault(k, []).extend(float(v) for v in vs)
+        if after_epoch:
+            after_epoch(epoch)
+    return history
+
+
+class _Backup:
+    """The model (with its optimizer and dropout generators) and the next epoch, saved after every
+    epoch under `.backup-<fingerprint>/`; a rerun with the same settings resumes from it."""
+
+    def __init__(self, model: keras.Model, folder):
+        self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
+        # A layer's tf.random.Generator (dropout) is made on its first call and not tracked by the
+        # model's checkpoint: make it now and save it by name, or a resumed run draws other masks.
+        generators = {}
+        for i, layer in enumerate(model.layers):  # by position: names vary with what else the process built
+            rng = getattr(layer, "_random_generator", None)
+            if rng is not None and hasattr(rng, "_maybe_init"):
+                rng._maybe_init()  # noqa: SLF001 - tf_keras builds the generator lazily
+                if getattr(rng, "_generator", None) is not None:
+                    generators[f"rng_layer{i}"] = rng._generator  # noqa: SLF001
+        self.checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer, epoch=self.epoch,
+                                              **generators)
+        self.manager = tf.train.CheckpointManager(self.checkpoint, str(folder), max_to_keep=1)
+
+    def restore(self) -> int:
+        if self.manager.latest_checkpoint:
+            self.checkpoint.restore(self.manager.latest_checkpoint).assert_existing_objects_matched()
+        return int(self.epoch.numpy())
+
+    def save(self, epoch: int) -> None:
+        self.epoch.assign(epoch + 1)
+        self.manager.save()
 
 
 def train(cfg: TrainConfig, *, callbacks=()) -> dict:
@@ -116,10 +158,10 @@ def train(cfg: TrainConfig, *, callbacks=()) -> dict:
                        max_train=cfg.max_train_examples or None, max_eval=cfg.max_eval_examples or None)
     strategy = make_strategy(cfg.strategy)
 
-    train_ds = data.batches(splits.train, spec, cfg.batch_size, training=True, seed=cfg.seed)
+    cached_train = splits.train.cache()  # shared by every epoch
     val_ds = data.batches(splits.val, spec, cfg.batch_size)
     test_ds = data.batches(splits.test, spec, cfg.batch_size)
-    steps = int(train_ds.cardinality())
+    steps = -(-int(splits.train.cardinality()) // cfg.batch_size)
     if steps < 1:
         raise TfqError(f"{cfg.dataset}: the training split is empty")
 
@@ -139,19 +181,16 @@ def train(cfg: TrainConfig, *, callbacks=()) -> dict:
     for stale in out.glob(".backup-*"):
         if stale != backup:
             shutil.rmtree(stale, ignore_errors=True)
-    timer = _EpochTimer()
+    with strategy.scope():
+        state = _Backup(model, backup)
+        start_epoch = state.restore()
     started = time.time()
-    history = model.fit(
-        train_ds,
-        validation_data=val_ds,
-        epochs=cfg.epochs,
-        callbacks=[keras.callbacks.BackupAndRestore(str(backup)), timer, *callbacks],
-        verbose=fit_verbosity(),
-    )
+    history = fit_epochs(model, cached_train, spec, batch_size=cfg.batch_size, seed=cfg.seed, epochs=cfg.epochs,
+                         val_ds=val_ds, start_epoch=start_epoch, callbacks=callbacks, after_epoch=state.save)
     wall = time.time() - started
     reestimated = None
-    if steps * cfg.epochs < BN_REESTIMATE_BELOW_STEPS and history.history:  # empty: resumed with no epoch left
-        before = float(history.history["val_accuracy"][-1])
+    if steps * cfg.epochs < BN_REESTIMATE_BELOW_STEPS and history:  # empty: resumed with no epoch left
+        before = float(history["val_accuracy"][-1])
         with strategy.scope():
             n = reestimate_batchnorm(model, data.batches(splits.train, spec, cfg.batch_size)
                                      .take(BN_REESTIMATE_MAX_BATCHES))
@@ -171,10 +210,10 @@ def train(cfg: TrainConfig, *, callbacks=()) -> dict:
         "test_accuracy": float(test_acc),
         "test_loss": float(test_loss),
         "val_accuracy": (reestimated["val_accuracy_after"] if reestimated
-                         else float(history.history["val_accuracy"][-1]) if history.history else None),
+                         else float(history["val_accuracy"][-1]) if history else None),
         "batchnorm_reestimated": reestimated,
         "epochs": cfg.epochs,
-        "resumed_from_epoch": timer.first_epoch or 0,
+        "resumed_from_epoch": start_epoch,
         "train_examples": int(splits.train.cardinality()),
         "test_examples": int(splits.test.cardinality()),
         "wall_time_s": round(wall, 1),
@@ -184,7 +223,7 @@ def train(cfg: TrainConfig, *, callbacks=()) -> dict:
         "strategy": cfg.strategy,
         "replicas": strategy.num_replicas_in_sync,
         "data_source": splits.source.to_json(),
-        "history": {k: [float(v) for v in vs] for k, vs in history.history.items()},
+        "history": history,
         "config": dataclasses.asdict(cfg),
         "fingerprint": cfg.fingerprint(),
         "versions": versions(),
