@@ -271,3 +271,10 @@ def test_emnist_images_are_transposed_upright(mock_root, tmp_path):
     assert ours.shape == raw_x.shape == (5, 28, 28, 1)
     assert not np.array_equal(ours, raw_x)
     np.testing.assert_array_equal(ours, np.transpose(raw_x, (0, 2, 1, 3)))
+
+
+def test_the_source_key_says_official_files_or_the_jpeg_copy_without_building(data_root, tmp_path):
+    assert data.source_key("mnist", data_root, tmp_path / "cache") == "official"
+    key = data.source_key("cifar10", data_root, tmp_path / "cache")
+    assert key.startswith("jpeg ") and key.endswith(str(next((data_root / "cifar10_jpeg").glob("*.tar.gz")).stat().st_size))
+    assert not (tmp_path / "cache").exists()  # nothing built or unpacked to answer

@@ -117,6 +117,32 @@ def test_changing_one_flag_reruns_only_the_stages_it_affects(study, data_root, c
     assert _ran(capsys.readouterr().out) == {"train", "convert", "qat", "evaluate", "report"}
 
 
+def test_files_replaced_outside_the_pipeline_are_not_taken_for_its_own(study, data_root, cache, capsys):
+    """A manual `tfq.convert --num_calibration=10` used to pass as the study's calibration."""
+    from tfq import convert
+
+    root, _, _ = study
+    pipeline.pipeline(_config(root, data_root, cache))
+    capsys.readouterr()
+    int8 = root / "mnist_mlp" / "int8.tflite"
+    ours = int8.read_bytes()
+    convert.convert(convert.ConvertConfig(dataset="mnist", model="mlp", modes=("int8",), artifacts=str(root),
+                                          num_calibration=10, data_root=str(data_root), cache_dir=str(cache)))
+    pipeline.pipeline(_config(root, data_root, cache))
+    out = capsys.readouterr().out
+    assert "[mnist_mlp] convert: its files changed since it wrote them" in out
+    assert int8.read_bytes() == ours  # the study's own calibration again (so its measurements still hold)
+    assert _ran(out) == {"convert", "report"}
+
+
+def test_evaluation_only_settings_do_not_retrain(study, data_root, cache, capsys):
+    root, _, _ = study
+    pipeline.pipeline(_config(root, data_root, cache))
+    capsys.readouterr()
+    pipeline.pipeline(_config(root, data_root, cache, max_eval_examples=150))
+    assert "train" not in _ran(capsys.readouterr().out)
+
+
 def test_flagfiles_feed_training_and_reject_unknown_flags(tmp_path):
     tc = pipeline.train_config(pipeline.PipelineConfig(), "mnist", "cnn")
     assert tc.epochs == 10 and tc.cnn_widths == (32, 64, 128)

@@ -292,6 +292,23 @@ def _extract_atomically(archive: Path, dest: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def source_key(name: str, root: str | os.PathLike | None = None, cache: str | os.PathLike | None = None) -> str:
+    """Which source `load` would read, decided the way it decides but without building anything:
+    "official" (tfds-built, local official files or tfds' download: tfds checks their checksums)
+    or the JPEG copy with its archive's name and size. The pipeline keys its stages on it."""
+    spec = get(name)
+    loader = _Loader(spec, data_root(root), cache_dir(cache))
+    built = any(loader._tfds_dir.glob("**/dataset_info.json")) if loader._tfds_dir.is_dir() else False
+    if built or not loader._missing_raw():
+        return "official"
+    archive = loader._jpeg_archive()
+    if spec.jpeg_folder and archive:
+        return f"jpeg {archive.name} {archive.stat().st_size}"
+    if spec.jpeg_folder and (loader.cache / spec.name / "jpeg").is_dir():
+        return "jpeg (unpacked copy)"
+    return "official"
+
+
 @dataclasses.dataclass
 class Splits:
     """Train/validation/test splits of one dataset, uint8 images, plus where they came from."""

@@ -20,6 +20,7 @@ from absl import flags
 
 from tfq import artifacts, cli, convert, data, evaluate, models, modes, qat, report, train
 from tfq.artifacts import TfqError
+from tfq.backend import versions
 
 STATE_FILE = "pipeline.json"
 
@@ -87,25 +88,29 @@ class Stages:
         self.state_path = folder / STATE_FILE
         self.state = artifacts.read_json(self.state_path, default={})
 
-    def adopt(self, name: str, key: str, seconds: float) -> None:
+    def adopt(self, name: str, key: str, seconds: float, outputs) -> None:
         """Count outputs made outside the pipeline (e.g. by `python -m tfq.train`) as current."""
         if name not in self.state:
-            self.state[name] = {"key": key, "seconds": round(seconds, 1), "adopted": True}
+            self.state[name] = {"key": key, "seconds": round(seconds, 1), "adopted": True,
+                                "outputs": _digests(outputs)}
 
     def run(self, name: str, key: str, outputs, fn, what: str, headline) -> None:
         """`outputs` is a callable: the files must exist after `fn`, and still exist to skip.
         Prints what the stage does, then its time and `headline(fn's result)`."""
         label = f"[{self.label}] {name}"
         recorded = self.state.get(name, {})
-        if not self.force and recorded.get("key") == key and all(p.exists() for p in outputs()):
-            print(f"{label}: current, skipped (took {recorded.get('seconds', 0):.1f} s when it ran)", flush=True)
-            return
+        if not self.force and recorded.get("key") == key and all(p.is_file() for p in outputs()):
+            if recorded.get("outputs") == _digests(outputs()):
+                print(f"{label}: current, skipped (took {recorded.get('seconds', 0):.1f} s when it ran)", flush=True)
+                return
+            print(f"{label}: its files changed since it wrote them (made or replaced outside the pipeline); "
+                  "running it again", flush=True)
         print(f"{label}: {what}", flush=True)
         started = time.time()
         result = fn()
         seconds = time.time() - started
         self.state[name] = {"key": key, "seconds": round(seconds, 1),
-                            "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+                            "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "outputs": _digests(outputs())}
         artifacts.write_json(self.state_path, self.state)
         print(f"{label}: done in {seconds:.1f} s; {headline(result)}", flush=True)
 
@@ -115,11 +120,15 @@ def run_pair(cfg: PipelineConfig, dataset: str, model: str) -> None:
     stages = Stages(run, f"{dataset}_{model}", cfg.force)
     tc = train_config(cfg, dataset, model)
     model_file = run / artifacts.MODEL_FILE
+    # every key holds the data source (official files or the JPEG copy) and the library versions
+    source = {"data": data.source_key(dataset, cfg.data_root, cfg.cache_dir), "versions": versions()}
+    train_key = _key(tc.fingerprint(), source)
     made = artifacts.read_json(run / artifacts.TRAIN_JSON, default={})
+    train_outputs = [model_file, run / artifacts.TRAIN_JSON]
     if (made.get("fingerprint") == tc.fingerprint() and model_file.is_file()
             and made.get("model_sha256") == artifacts.sha256(model_file)):
-        stages.adopt("train", _key(tc.fingerprint()), made["wall_time_s"])
-    stages.run("train", _key(tc.fingerprint()), lambda: [model_file, run / artifacts.TRAIN_JSON],
+        stages.adopt("train", train_key, made["wall_time_s"], train_outputs)
+    stages.run("train", train_key, lambda: train_outputs,
                lambda: train.train(tc), f"training the float {model} ({_count(tc.epochs, 'epoch')})",
                lambda r: f"test accuracy {_pct(r['test_accuracy'])}")
 
@@ -128,7 +137,9 @@ def run_pair(cfg: PipelineConfig, dataset: str, model: str) -> None:
                                num_calibration=cfg.num_calibration, data_root=cfg.data_root,
                                cache_dir=cfg.cache_dir)
     mode_files = [run / f"{m}.tflite" for m in modes.MODES]
-    stages.run("convert", _key(model_digest, _settings(cc)), lambda: mode_files, lambda: convert.convert(cc),
+    mode_outputs = [*mode_files, *(p.with_suffix(".json") for p in mode_files)]
+    stages.run("convert", _key(model_digest, _settings(cc), source), lambda: mode_outputs,
+               lambda: convert.convert(cc),
                f"converting to {', '.join(modes.MODES)}",
                lambda ms: ", ".join(f"{m['file']} {m['size_bytes'] / 1024:,.1f} KB" for m in ms))
 
@@ -138,7 +149,8 @@ def run_pair(cfg: PipelineConfig, dataset: str, model: str) -> None:
                        max_eval_examples=tc.max_eval_examples, data_root=cfg.data_root,
                        cache_dir=cfg.cache_dir)
     qat_file = run / f"{modes.QAT_INT8.name}.tflite"
-    stages.run("qat", _key(model_digest, _settings(qc)), lambda: [qat_file], lambda: qat.qat(qc),
+    qat_outputs = [qat_file, qat_file.with_suffix(".json"), run / qat.QAT_MODEL_FILE]
+    stages.run("qat", _key(model_digest, _settings(qc), source), lambda: qat_outputs, lambda: qat.qat(qc),
                f"quantization-aware fine-tuning and its float control ({_count(qc.epochs, 'epoch')} each)",
                lambda r: f"QAT int8 {_pct(r['accuracy']['qat_int8'])}, PTQ int8 of the control "
                          f"{_pct(r['accuracy']['ptq_int8_of_finetuned'])}")
@@ -148,7 +160,7 @@ def run_pair(cfg: PipelineConfig, dataset: str, model: str) -> None:
                              artifacts=cfg.artifacts, threads=cfg.threads, latency_runs=cfg.latency_runs,
                              max_eval_examples=tc.max_eval_examples, data_root=cfg.data_root,
                              cache_dir=cfg.cache_dir)
-    stages.run("evaluate", _key(_digests(targets), _settings(ec)),
+    stages.run("evaluate", _key(_digests(targets), _settings(ec), source),
                lambda: [run / f"eval_{p.stem}.json" for p in targets], lambda: evaluate.evaluate(ec),
                f"measuring {len(targets)} flatbuffers in LiteRT",
                lambda rs: ", ".join(f"{r['name']} {_pct(r['accuracy'])}" for r in rs))

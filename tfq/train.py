@@ -80,7 +80,7 @@ class TrainConfig:
     def fingerprint(self) -> str:
         """Identifies what a checkpoint belongs to: everything but where files go."""
         keyed = {k: v for k, v in dataclasses.asdict(self).items()
-                 if k not in ("artifacts", "data_root", "cache_dir")}
+                 if k not in ("artifacts", "data_root", "cache_dir", "max_eval_examples")}  # not the weights
         return hashlib.sha256(json.dumps(keyed, sort_keys=True, default=list).encode()).hexdigest()[:12]
 
 
