@@ -113,3 +113,24 @@ def test_qat_refuses_a_flatbuffer_with_float_ops(qat_result, trained, monkeypatc
         qat.qat(qat.QatConfig(dataset="mnist", model="cnn", epochs=1, max_train_examples=200, max_eval_examples=50,
                               num_calibration=20, artifacts=str(trained), data_root=str(data_root), cache_dir=str(cache)))
     assert (trained / "mnist_cnn" / "qat_int8.tflite").read_bytes() == before  # nothing replaced
+
+
+def test_the_same_file_alone_or_after_other_work_in_the_process(trained, run_cli, tmp_path, data_root, cache):
+    """Seeds and determinism are set at the start of the stage: what ran before cannot leak in."""
+    import shutil
+
+    from tfq import artifacts, train
+
+    for name in ("after_training", "alone"):
+        (tmp_path / name / "mnist_cnn").mkdir(parents=True)
+        shutil.copy(trained / "mnist_cnn" / "model.keras", tmp_path / name / "mnist_cnn" / "model.keras")
+    small = dict(epochs=1, max_train_examples=400, max_eval_examples=100, num_calibration=20, seed=0)
+    train.train(train.TrainConfig(model="mlp", epochs=1, max_train_examples=300, max_eval_examples=50, seed=11,
+                                  artifacts=str(tmp_path / "other"), data_root=str(data_root), cache_dir=str(cache)))
+    qat.qat(qat.QatConfig(dataset="mnist", model="cnn", artifacts=str(tmp_path / "after_training"),
+                          data_root=str(data_root), cache_dir=str(cache), **small))
+    proc = run_cli("qat", f"--artifacts={tmp_path / 'alone'}", *(f"--{k}={v}" for k, v in small.items()))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    digests = {name: artifacts.sha256(tmp_path / name / "mnist_cnn" / "qat_int8.tflite")
+               for name in ("after_training", "alone")}
+    assert digests["after_training"] == digests["alone"]
