@@ -145,3 +145,30 @@ def test_fewer_images_than_one_batch(converted, mnist_test):
     few = evaluate.Classifier(path, batch_size=256).predict(x[:3])
     assert few.shape == (3, 10)
     np.testing.assert_array_equal(few.argmax(1), evaluate.naive_predictions(path, x[:3]))
+
+
+def test_a_tflite_run_takes_a_reference_or_reports_no_agreement(run_cli, converted, tmp_path):
+    import shutil
+
+    for mode in ("int8", "float32"):
+        shutil.copy(converted[0] / f"{mode}.tflite", tmp_path / f"{mode}.tflite")
+    args = (f"--tflite={tmp_path / 'int8.tflite'}", "--max_eval_examples=200", "--latency_runs=10")
+    proc = run_cli("evaluate", *args, f"--reference={tmp_path / 'float32.tflite'}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    r = json.loads((tmp_path / "eval_int8.json").read_text())
+    assert r["reference"]["file"] == str(tmp_path / "float32.tflite") and 0.9 <= r["agreement"] <= 1
+    assert r["vs_reference"]["images"] == 200 and r["tflite_sha256"]
+    proc = run_cli("evaluate", *args)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    r = json.loads((tmp_path / "eval_int8.json").read_text())
+    assert r["agreement"] is None and r["vs_reference"] is None and r["reference"] is None
+
+
+def test_the_validation_split_is_scored_apart_from_the_test_split(converted, data_root, cache):
+    run = converted[0]
+    test_before = (run / "eval_int8.json").read_bytes() if (run / "eval_int8.json").exists() else None
+    (r,) = evaluate.evaluate(evaluate.EvalConfig(modes=("int8",), split="validation", max_eval_examples=300,
+                                                 latency_runs=5, artifacts=str(run.parent), data_root=str(data_root),
+                                                 cache_dir=str(cache)))
+    assert r["split"] == "validation" and r["examples"] == 300 and (run / "val_int8.json").is_file()
+    assert ((run / "eval_int8.json").read_bytes() if test_before is not None else None) == test_before

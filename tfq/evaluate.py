@@ -210,6 +210,9 @@ def metrics(pred: np.ndarray, labels: np.ndarray, num_classes: int, reference: n
     }
 
 
+SPLIT_PREFIX = {"test": "eval_", "validation": "val_"}  # the report reads eval_*.json: test results only
+
+
 @dataclasses.dataclass
 class EvalConfig:
     dataset: str = "mnist"
@@ -223,6 +226,7 @@ class EvalConfig:
     batch_size: int = 256
     latency_runs: int = 200
     latency_rounds: int = 5
+    split: str = "test"  # "validation": for choosing settings (calibration count, ...), never the test split
     max_eval_examples: int = 0
     compare_naive: bool = False
     data_root: str | None = None
@@ -264,6 +268,8 @@ def evaluate(cfg: EvalConfig) -> list[dict]:
     targets = _targets(cfg, run)
     for folder in {path.parent for _, path in targets}:
         artifacts.check_writable(folder)  # eval_<name>.json goes beside each file
+    if cfg.split not in SPLIT_PREFIX:
+        raise TfqError(f"--split={cfg.split}: choose test or validation")
     if cfg.reference and not cfg.tflite:
         raise TfqError("--reference goes with --tflite; a run folder's modes are compared with its float32.tflite")
     classifiers = {name: Classifier(path, threads=cfg.threads, batch_size=cfg.batch_size,
@@ -271,7 +277,7 @@ def evaluate(cfg: EvalConfig) -> list[dict]:
                    for name, path in targets}
     splits = data.load(cfg.dataset, root=cfg.data_root, cache=cfg.cache_dir,
                        max_eval=cfg.max_eval_examples or None)
-    images, labels = data.to_numpy(splits.test)
+    images, labels = data.to_numpy(splits.test if cfg.split == "test" else splits.val)
     # float32 goes first when it is a target: its own pass then serves as the agreement reference.
     targets.sort(key=lambda t: t[0] != "float32")
     reference, reference_info = _reference(cfg, run, dict(targets), images)
@@ -302,6 +308,7 @@ def evaluate(cfg: EvalConfig) -> list[dict]:
             "reference": reference_info,
             "vs_reference": None if reference is None or is_reference else stats.paired(reference == labels,
                                                                                        pred == labels),
+            "split": cfg.split,
             "examples": int(len(labels)),
             "size_bytes": fb.size_bytes,
             "weight_bytes": fb.weight_bytes,
@@ -325,7 +332,7 @@ def evaluate(cfg: EvalConfig) -> list[dict]:
     for result in results:
         result["latency_us"] = latency[result["name"]]
         result["latency_us"]["measured_with"] = sorted(latency)  # the models that took turns with it
-        artifacts.write_json(Path(result["file"]).parent / f"eval_{result['name']}.json", result)
+        artifacts.write_json(Path(result["file"]).parent / f"{SPLIT_PREFIX[cfg.split]}{result['name']}.json", result)
     return results
 
 
@@ -382,6 +389,8 @@ def _define_flags() -> None:
     flags.DEFINE_integer("latency_runs", 200, "Timed batch-1 invokes per model (after 20 warm-up runs).")
     flags.DEFINE_integer("latency_rounds", 5, "Rounds the models take turns in for latency (runs split evenly).")
     flags.DEFINE_integer("max_eval_examples", 0, "Use only this many test examples (0: all).")
+    flags.DEFINE_enum("split", "test", list(SPLIT_PREFIX), "Score on the test split (eval_<mode>.json) or on the "
+                      "validation split (val_<mode>.json), where settings are chosen.")
     flags.DEFINE_boolean("compare_naive", False, "Also time the tutorials' image-by-image loop.")
 
 
