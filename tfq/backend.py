@@ -25,6 +25,15 @@ if not keras.__version__.startswith("2."):  # pragma: no cover - guards a broken
 keras.backend.experimental.enable_tf_random_generator()
 
 
+def fresh_session(seed: int) -> None:
+    """Start a stage as if the process were new: Keras' name counters (layer and tensor names end
+    up in saved models and flatbuffers, so "quantize_layer_3" instead of "quantize_layer" changes a
+    file's digest), every random seed, and deterministic ops."""
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+
+
 def tfmot():
     """tensorflow_model_optimization, imported on first use (it is slow to import)."""
     import tensorflow_model_optimization

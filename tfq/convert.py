@@ -15,7 +15,7 @@ from absl import flags
 from tfq import artifacts, cli, console, data, flatbuffer, models
 from tfq.artifacts import TfqError
 from tfq.modes import DEFAULT_CALIBRATION, MODES, Mode, check_variant, modes_from, output_name, verify
-from tfq.backend import keras, tf, versions
+from tfq.backend import fresh_session, keras, tf, versions
 
 def converter_for(model: keras.Model, mode: Mode, *, calibration=None, io_type: str | None = None,
                   per_channel: bool = True) -> tuple[tf.lite.TFLiteConverter, dict]:
@@ -88,6 +88,7 @@ def convert(cfg: ConvertConfig) -> list[dict]:
         variants.append((mode, io_type, per_channel))
     cli.check_at_least(cfg, 1, "num_calibration")
     run = artifacts.check_writable(artifacts.run_dir(cfg.artifacts, cfg.dataset, cfg.model))
+    fresh_session(cfg.seed)  # names in the flatbuffer do not depend on what the process built before
     model = models.load_trained(run)
     source_digest = artifacts.sha256(run / artifacts.MODEL_FILE)
     calibration = None

@@ -19,7 +19,7 @@ from absl import flags
 
 from tfq import artifacts, cli, convert, data, evaluate, flatbuffer, models, modes, stats
 from tfq.artifacts import TfqError
-from tfq.backend import keras, tf, tfmot, versions
+from tfq.backend import fresh_session, keras, tfmot, versions
 from tfq.modes import MODES, QAT_INT8
 from tfq.train import fit_epochs
 
@@ -73,11 +73,10 @@ def qat(cfg: QatConfig) -> dict:
     cfg.validate()
     spec = data.get(cfg.dataset)
     run = artifacts.check_writable(artifacts.run_dir(cfg.artifacts, cfg.dataset, cfg.model))
+    # whatever ran before in this process (a pipeline's train stage, or nothing): the stage then
+    # gives the same files alone, in a pipeline, or after a skipped train
+    fresh_session(cfg.seed)
     float_model = models.load_trained(run)
-    # Seeds and determinism first, whatever ran before in this process (a pipeline's train stage, or
-    # nothing): the stage then gives the same files alone, in a pipeline, or after a skipped train.
-    keras.utils.set_random_seed(cfg.seed)
-    tf.config.experimental.enable_op_determinism()
     splits = data.load(cfg.dataset, root=cfg.data_root, cache=cfg.cache_dir,
                        max_train=cfg.max_train_examples or None, max_eval=cfg.max_eval_examples or None)
     val_ds = data.batches(splits.val, spec, cfg.batch_size)

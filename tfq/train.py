@@ -21,7 +21,7 @@ from absl import flags
 
 from tfq import artifacts, cli, data, models
 from tfq.artifacts import TfqError
-from tfq.backend import keras, tf, versions
+from tfq.backend import fresh_session, keras, tf, versions
 
 STRATEGIES = ("default", "mirrored", "multi_worker")
 # Below this many optimizer steps, BatchNorm's moving statistics (momentum 0.9) still trail the
@@ -152,8 +152,7 @@ def train(cfg: TrainConfig, *, callbacks=()) -> dict:
     spec = data.get(cfg.dataset)
     out = artifacts.check_writable(artifacts.run_dir(cfg.artifacts, cfg.dataset, cfg.model))
 
-    keras.utils.set_random_seed(cfg.seed)
-    tf.config.experimental.enable_op_determinism()
+    fresh_session(cfg.seed)
     splits = data.load(cfg.dataset, root=cfg.data_root, cache=cfg.cache_dir,
                        max_train=cfg.max_train_examples or None, max_eval=cfg.max_eval_examples or None)
     strategy = make_strategy(cfg.strategy)
