@@ -75,7 +75,7 @@ def test_a_default_run_prints_only_tfqs_lines_and_keras_epochs(study):
     assert stderr == ""
     assert not NOISE.search(stdout), NOISE.search(stdout)
     for line in stdout.splitlines():
-        assert re.match(r"^(\[\w+\] \w+: |\d+/\d+ - |pipeline finished in|mnist: building the tfds dataset "
+        assert re.match(r"^(\[\w+\] \w+: |\d+/\d+ - |Epoch \d+/\d+$|pipeline finished in|mnist: building the tfds dataset "
                         r"from the files in|BatchNorm statistics re-estimated)", line), line
 
 

@@ -107,14 +107,20 @@ def fit_epochs(model: keras.Model, cached_train, spec, *, batch_size: int, seed:
     """
     history: dict[str, list[float]] = {}
     for epoch in range(start_epoch, epochs):
+        # epochs=<all of them> so Keras prints "Epoch 3/20"; _OneEpoch stops the fit after this one
         h = model.fit(data.training_epoch(cached_train, spec, batch_size, seed=seed, epoch=epoch),
-                      validation_data=val_ds, initial_epoch=epoch, epochs=epoch + 1,
-                      callbacks=list(callbacks), verbose=fit_verbosity())
+                      validation_data=val_ds, initial_epoch=epoch, epochs=epochs,
+                      callbacks=[*callbacks, _OneEpoch()], verbose=fit_verbosity())
         for k, vs in h.history.items():
             history.setdefault(k, []).extend(float(v) for v in vs)
         if after_epoch:
             after_epoch(epoch)
     return history
+
+
+class _OneEpoch(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        self.model.stop_training = True
 
 
 class _Backup:
