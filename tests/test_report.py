@@ -24,22 +24,32 @@ def _eval(run, name, accuracy, size, p50, per_class, **extra):
     e = {"name": name, "tflite_sha256": artifacts.sha256(run / f"{name}.tflite"),
          "accuracy": accuracy, "agreement": 1.0, "size_bytes": size, "latency_us": {"p50": p50},
          "xnnpack": True, "ops_outside_delegate": ["SOFTMAX"], "examples": 100, "threads": 1, "cpu": "test cpu",
-         "per_class_accuracy": per_class, "data_source": {"description": "unit test data"}, **extra}
+         "per_class_accuracy": per_class, "data_source": {"description": "unit test data"}, "split": "test", **extra}
     (run / f"eval_{name}.json").write_text(json.dumps(e))
     return e
 
 
 def test_report_derives_deltas_ratios_and_speedups(tmp_path):
     run = tmp_path / "mnist_cnn"
-    _eval(run, "float32", 0.99, 1000, 400.0, [1.0, 0.98])
-    _eval(run, "int8", 0.985, 250, 100.0, [0.99, 0.98],
-          vs_reference={"ci95_pts": [-0.9, -0.1], "p_value": 0.004})
+    base = _eval(run, "float32", 0.99, 1000, 400.0, [1.0, 0.98])
+    # 100 images: float32 right on 99, int8 on 98.5 would need halves; the counts carry the test
+    counts = {"only_reference_right": 9, "only_other_right": 0, "images": 100}
+    _eval(run, "int8", 0.985, 250, 100.0, [0.99, 0.98], vs_reference=counts,
+          reference={"file": "float32.tflite", "sha256": base["tflite_sha256"]})
+    _eval(run, "float16", 0.99, 500, 400.0, [1.0, 0.98], vs_reference=counts,
+          reference={"file": "model.keras", "sha256": "another reference"})
+    _eval(run, "dynamic", 0.99, 250, 90.0, [1.0, 0.98], examples=50)
     md = report.report(tmp_path, datasets=("mnist",), models=("cnn",)).read_text()
-    assert ("| cnn | int8 | 98.50% | -0.50 [-0.90, -0.10] | 0.004 * | 100.00% | 0.2 KB | 0.250x | 100 µs | 4.00x "
-            "| SOFTMAX |") in md
+    lo, hi = report.stats.interval_pts(9, 0, 100)
+    assert hi < 0 and report.stats.mcnemar_p(9, 0) < 0.004
+    assert (f"| cnn | int8 | 98.50% | -0.50 [{lo:+.2f}, {hi:+.2f}] | 0.004 * | 100.00% | 0.2 KB | 0.250x | 100 µs "
+            "| 4.00x | SOFTMAX |") in md
+    assert "| cnn | float16 | 99.00% | +0.00 | - |" in md  # its test was against another reference: not shown
+    assert "| cnn | dynamic | 99.00% | not on the same images | - |" in md
     rows = list(csv.DictReader((tmp_path / "report" / "results.csv").open()))
-    assert [r["mode"] for r in rows] == ["float32", "int8"]
-    assert float(rows[1]["speedup"]) == pytest.approx(4.0) and float(rows[1]["size_ratio"]) == pytest.approx(0.25)
+    assert [r["mode"] for r in rows] == ["float32", "float16", "dynamic", "int8"]
+    int8 = next(r for r in rows if r["mode"] == "int8")
+    assert float(int8["speedup"]) == pytest.approx(4.0) and float(int8["size_ratio"]) == pytest.approx(0.25)
 
 
 def test_stage_times_total_and_split_off_training(tmp_path):
@@ -93,7 +103,11 @@ def test_speed_carries_the_per_round_range(tmp_path):
     _eval(run, "int8", 0.99, 250, 100.0, [1.0, 0.98])
     for name, rounds in (("float32", [400.0, 420.0, 380.0]), ("int8", [100.0, 84.0, 95.0])):
         e = json.loads((run / f"eval_{name}.json").read_text())
-        e["latency_us"]["round_p50"] = rounds
+        e["latency_us"].update(round_p50=rounds, measured_with=["float32", "int8"])
         (run / f"eval_{name}.json").write_text(json.dumps(e))
     md = report.report(tmp_path, datasets=("mnist",), models=("cnn",)).read_text()
     assert "| 100 µs | 4.00x [4.00-5.00] |" in md  # 400/100, 420/84, 380/95
+    e = json.loads((run / "eval_int8.json").read_text())
+    e["latency_us"]["measured_with"] = ["int8"]  # float32 timed in another pass: no paired range
+    (run / "eval_int8.json").write_text(json.dumps(e))
+    assert "| 100 µs | 4.00x | SOFTMAX |" in report.report(tmp_path, datasets=("mnist",), models=("cnn",)).read_text()

@@ -33,10 +33,27 @@ def test_a_large_consistent_difference_is_distinguishable():
     assert r["delta_pts"] == pytest.approx(-1.2) and r["distinguishable"] and r["ci95_pts"][1] < 0
 
 
-def test_identical_models_show_no_difference():
-    same = np.array([1, 0, 1, 1], bool)
+def test_identical_models_show_no_difference_but_keep_an_honest_interval():
+    same = np.ones(10_000, bool)
     r = stats.paired(same, same)
-    assert r["delta_pts"] == 0 and r["ci95_pts"] == [0, 0] and r["p_value"] == 1.0
+    assert r["delta_pts"] == 0 and r["p_value"] == 1.0
+    lo, hi = r["ci95_pts"]  # no discordant image among 10,000: the rate is below ~3.7 in 10,000
+    assert lo == -hi and 0.03 < hi < 0.04
+
+
+@pytest.mark.parametrize("n", [5, 11, 30, 120])
+def test_the_interval_excludes_zero_exactly_when_mcnemar_says_distinguishable(n):
+    for c in range(n + 1):
+        b = n - c
+        lo, hi = stats.interval_pts(b, c, 10_000)
+        assert lo <= 100 * (c - b) / 10_000 <= hi
+        assert (lo > 0 or hi < 0) == (stats.mcnemar_p(b, c) < 0.05), (b, c)
+
+
+def test_two_against_nine_is_not_distinguishable():
+    """A Wald interval excluded zero here while the exact test (p = 0.065) did not."""
+    lo, hi = stats.interval_pts(2, 9, 10_000)
+    assert lo < 0 < hi and stats.mcnemar_p(2, 9) == pytest.approx(0.0654, abs=1e-4)
 
 
 def test_mismatched_vectors_are_refused():

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from absl import flags
 
-from tfq import artifacts, cli, data
+from tfq import artifacts, cli, data, stats
 from tfq import models as models_module
 from tfq.artifacts import TfqError
 from tfq.modes import ORDER
@@ -42,26 +42,35 @@ def collect(artifacts_root: str | Path, datasets, models) -> tuple[list[dict], d
                     evals[p.stem[len("eval_"):]] = e
             if not evals:
                 continue
+            qat_info = artifacts.read_json(run / "qat_int8.json", default=None)
+            made_from = (qat_info or {}).get("source_model", {}).get("sha256")
+            if qat_info and train_info and made_from != train_info.get("model_sha256"):
+                stale_results.append({"run": f"{dataset}_{model}", "file": "qat_int8.json",
+                                      "why": "it was fine-tuned from an older trained model"})
+                qat_info = None
             runs[f"{dataset}_{model}"] = {"train": train_info,
-                                          "qat": artifacts.read_json(run / "qat_int8.json", default=None),
+                                          "qat": qat_info,
                                           "stages": artifacts.read_json(run / "pipeline.json", default={}),
                                           "evals": evals}
             base = evals.get("float32")
             order = sorted(evals, key=_mode_rank)
             for mode in order:
                 e = evals[mode]
+                same = _comparable(base, e)
+                paired = _paired_with(base, e) if same else None
                 rows.append({
                     "dataset": dataset, "model": model, "mode": mode,
                     "accuracy": e["accuracy"],
-                    "delta_pts": 100 * (e["accuracy"] - base["accuracy"]) if base else None,
-                    "delta_ci95_pts": (e.get("vs_reference") or {}).get("ci95_pts"),
-                    "mcnemar_p": (e.get("vs_reference") or {}).get("p_value"),
+                    "delta_pts": 100 * (e["accuracy"] - base["accuracy"]) if same else None,
+                    "delta_ci95_pts": paired and stats.interval_pts(*paired),
+                    "mcnemar_p": paired and stats.mcnemar_p(*paired[:2]),
                     "agreement": e["agreement"],
                     "size_bytes": e["size_bytes"],
                     "size_ratio": e["size_bytes"] / base["size_bytes"] if base else None,
                     "p50_us": e["latency_us"]["p50"],
                     "speedup": base["latency_us"]["p50"] / e["latency_us"]["p50"] if base else None,
                     "speedup_spread": _ratio_spread(base, e) if base else None,
+                    "comparable": same if base else None,
                     "ops_outside_delegate": " ".join(sorted(set(e["ops_outside_delegate"]))) if e["xnnpack"]
                     else "all (no XNNPACK)",
                     "data_source": e["data_source"]["description"],
@@ -87,10 +96,24 @@ def stale(e: dict, run: Path, train_info: dict | None) -> str | None:
     return None
 
 
+def _comparable(base: dict | None, e: dict) -> bool:
+    """A row's Δ against float32 means something only on the same images from the same data."""
+    return bool(base) and all(e.get(k) == base.get(k) for k in ("examples", "split", "data_source"))
+
+
+def _paired_with(base: dict, e: dict) -> tuple[int, int, int] | None:
+    """(only float32 right, only the mode right, images) when the mode's paired test was run
+    against this very float32 file; the interval and p are recomputed from these counts."""
+    t, ref = e.get("vs_reference"), e.get("reference") or {}
+    if not t or ref.get("sha256") != base.get("tflite_sha256") or t.get("images") != e.get("examples"):
+        return None
+    return t["only_reference_right"], t["only_other_right"], t["images"]
+
+
 def _ratio_spread(base: dict, e: dict) -> list[float] | None:
     """float32's p50 over the mode's, round by round (the rounds interleaved both): min and max."""
     a, b = base["latency_us"].get("round_p50"), e["latency_us"].get("round_p50")
-    if not a or not b or len(a) != len(b):
+    if not a or not b or len(a) != len(b) or "float32" not in e["latency_us"].get("measured_with", []):
         return None
     ratios = [x / y for x, y in zip(a, b)]
     return [min(ratios), max(ratios)]
@@ -117,11 +140,14 @@ def _fmt(v, kind: str) -> str:
             "us": f"{v:,.0f} µs", "speed": f"{v:.2f}x"}[kind]
 
 
+def _ci(ci) -> str:
+    return f" [{ci[0]:+.2f}, {ci[1]:+.2f}]" if ci else ""
+
+
 def _delta(r: dict) -> str:
     if r["delta_pts"] is None:
-        return "-"
-    ci = r.get("delta_ci95_pts")
-    return _fmt(r["delta_pts"], "pts") + (f" [{ci[0]:+.2f}, {ci[1]:+.2f}]" if ci else "")
+        return "-" if r["mode"] == "float32" or r.get("comparable") is None else "not on the same images"
+    return _fmt(r["delta_pts"], "pts") + _ci(r.get("delta_ci95_pts"))
 
 
 def _p(p: float | None) -> str:
@@ -275,11 +301,12 @@ def report(artifacts_root: str | Path = "artifacts", out: str | Path | None = No
                "| McNemar p |",
                "|---|---:|---:|---:|---:|---:|---:|"]
         for n, q in qat_rows:
-            a, t = q["accuracy"], q.get("qat_vs_ptq") or {}
-            ci = f" [{t['ci95_pts'][0]:+.2f}, {t['ci95_pts'][1]:+.2f}]" if t else ""
+            a, t = q["accuracy"], q.get("qat_vs_ptq")
+            counts = t and (t["only_reference_right"], t["only_other_right"], t["images"])
             md.append(f"| {n} | {q['qat']['epochs']} | {_fmt(a['float_finetuned'], 'pct')} | "
                       f"{_fmt(a['ptq_int8_of_finetuned'], 'pct')} | {_fmt(a['qat_int8'], 'pct')} | "
-                      f"{100 * q['qat_gain_over_ptq']:+.2f}{ci} | {_p(t.get('p_value'))} |")
+                      f"{100 * q['qat_gain_over_ptq']:+.2f}{_ci(counts and stats.interval_pts(*counts))} | "
+                      f"{_p(counts and stats.mcnemar_p(*counts[:2]))} |")
         md.append("")
     md += ["## Latency and per-class change", "", "![latency per mode](latency.png)", ""]
     if "per_class_int8.png" in plots:

@@ -3,8 +3,9 @@
 At 84% accuracy on 10,000 images one model's standard error is about 0.37 points, but two models
 scored on the same images share most of that noise: only the images where they disagree carry
 information. `paired` runs McNemar's exact test on those discordant images and gives a 95%
-interval for the accuracy difference, so a report can say which differences are distinguishable
-from zero. Plain numpy and math: no SciPy needed.
+interval for the accuracy difference built from the same exact binomial (so the interval excludes
+zero when, and only when, the test says the difference is distinguishable, up to the equal-tailed
+construction), letting a report say which differences are real. Plain math: no SciPy needed.
 """
 
 from __future__ import annotations
@@ -28,6 +29,47 @@ def mcnemar_p(only_a: int, only_b: int) -> float:
     return min(1.0, 2.0 * tail)
 
 
+def _binom_cdf(k: int, n: int, p: float) -> float:
+    """P(X <= k) for X ~ Binomial(n, p), summed in log space."""
+    if p <= 0.0:
+        return 1.0
+    if p >= 1.0:
+        return 1.0 if k >= n else 0.0
+    lp, lq = math.log(p), math.log1p(-p)
+    return min(1.0, sum(math.exp(math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * lp
+                                 + (n - i) * lq) for i in range(k + 1)))
+
+
+def _lower(k: int, n: int, alpha: float) -> float:
+    lo, hi = 0.0, 1.0  # P(X >= k | p) rises with p: the lowest p where it reaches alpha/2
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if 1.0 - _binom_cdf(k - 1, n, mid) < alpha / 2 else (lo, mid)
+    return (lo + hi) / 2
+
+
+def _upper(k: int, n: int, alpha: float) -> float:
+    lo, hi = 0.0, 1.0  # P(X <= k | p) falls with p: the highest p where it is still alpha/2
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if _binom_cdf(k, n, mid) > alpha / 2 else (lo, mid)
+    return (lo + hi) / 2
+
+
+def interval_pts(only_reference: int, only_other: int, images: int) -> list[float]:
+    """95% interval of `other` minus `reference` accuracy, in points, that agrees with the exact
+    McNemar test: the Clopper-Pearson interval of the share of discordant images `other` gets
+    right, mapped to the difference ((b + c) / n) * (2 share - 1). With no discordant image, the
+    exact upper bound of the discordance rate on both sides (it cannot be shown to be zero)."""
+    d = only_reference + only_other
+    if d == 0:
+        bound = 100 * (1.0 - (ALPHA / 2) ** (1.0 / images))
+        return [-bound, bound]
+    lo, hi = _lower(only_other, d, ALPHA) if only_other else 0.0, _upper(only_other, d, ALPHA) if only_other < d else 1.0
+    scale = 100 * d / images
+    return [scale * (2 * lo - 1), scale * (2 * hi - 1)]
+
+
 def paired(reference_correct: np.ndarray, other_correct: np.ndarray) -> dict:
     """`other` minus `reference` accuracy in points, its 95% interval, and McNemar's test."""
     ref = np.asarray(reference_correct, bool)
@@ -36,10 +78,7 @@ def paired(reference_correct: np.ndarray, other_correct: np.ndarray) -> dict:
         raise ValueError("paired() needs two equally long, non-empty 1-D correctness vectors")
     n = len(ref)
     only_ref, only_other = int((ref & ~other).sum()), int((~ref & other).sum())
-    delta = (only_other - only_ref) / n
-    se = math.sqrt(max(only_ref + only_other - (only_other - only_ref) ** 2 / n, 0.0)) / n
     p = mcnemar_p(only_ref, only_other)
-    return {"delta_pts": 100 * delta,
-            "ci95_pts": [100 * (delta - 1.96 * se), 100 * (delta + 1.96 * se)],
+    return {"delta_pts": 100 * (only_other - only_ref) / n, "ci95_pts": interval_pts(only_ref, only_other, n),
             "only_reference_right": only_ref, "only_other_right": only_other, "images": n,
             "p_value": p, "distinguishable": p < ALPHA}
