@@ -4,10 +4,10 @@
 #   benchmarks/latency_vs_litert_tool.sh [dataset] [model] [modes...]   (after the study)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-dataset="${1:-cifar10}"; model="${2:-cnn}"; shift 2 || true
+dataset="${1:-cifar10}"; model="${2:-cnn}"; shift $(( $# < 2 ? $# : 2 ))
 modes=("${@:-float32 int8 qat_int8}")
 run="artifacts/${dataset}_${model}"
-tool=".venv/lib/python3.11/site-packages/ai_edge_litert/tools/benchmark_litert_model.py"
+tool="$(.venv/bin/python -c 'import ai_edge_litert, os; print(os.path.dirname(ai_edge_litert.__file__))')/tools/benchmark_litert_model.py"
 out="$(mktemp -d)"; trap 'rm -rf "$out"' EXIT
 for mode in ${modes[*]}; do
   .venv/bin/python "$tool" --model="$run/$mode.tflite" --num_threads=1 --warmup_runs=20 --num_runs=1000 \

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Which QAT learning rate? Fine-tunes one trained model with each rate (in a scratch copy, so the
-# study's files stay as they are) and scores the QAT int8 file and the control's PTQ int8 on the
-# VALIDATION split: the rate is a setting chosen from data, so the test split never sees it.
+# study's files stay as they are) and scores the QAT int8 file on the VALIDATION split, beside the
+# equally fine-tuned float control's validation accuracy: the rate is a setting chosen from data,
+# so the test split never sees it.
 #   benchmarks/qat_learning_rate.sh [dataset] [model] [rates...]   (after the model is trained)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-dataset="${1:-cifar10}"; model="${2:-cnn}"; shift 2 || true
+dataset="${1:-cifar10}"; model="${2:-cnn}"; shift $(( $# < 2 ? $# : 2 ))
 rates=("${@:-1e-5 1e-4}")
 scratch="$(mktemp -d)"; trap 'rm -rf "$scratch"' EXIT
 run="$scratch/${dataset}_${model}"

@@ -63,24 +63,40 @@ class _InterruptAt(keras.callbacks.Callback):
             raise KeyboardInterrupt
 
 
-@pytest.mark.parametrize("dataset, model", [("fashion_mnist", "mlp"), ("cifar10", "cnn")])
-def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(data_root, cache, tmp_path, dataset, model):
-    """Interrupted at epoch 3 of 3, resumed: shuffles, augmentation (flips; crops on CIFAR-10),
-    dropout masks, optimizer and learning-rate state must all continue where they stopped."""
+@pytest.mark.parametrize("dataset, model, stop", [
+    ("fashion_mnist", "mlp", 2), ("fashion_mnist", "mlp", 1), ("cifar10", "cnn", 2), ("cifar10", "cnn", "end")])
+def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(data_root, cache, tmp_path, monkeypatch,
+                                                                    dataset, model, stop):
+    """Interrupted before epoch 3 (or 2) of 3, or killed after the last checkpoint but before the
+    model was saved, then resumed: shuffles, augmentation (flips; crops on CIFAR-10), dropout
+    masks, optimizer and learning-rate state, BatchNorm re-estimation and history must all match."""
     import numpy as np
 
     kw = dict(dataset=dataset, model=model, data_root=str(data_root), cache_dir=str(cache), epochs=3,
               max_train_examples=384, cnn_widths=(4, 8, 8), mlp_hidden=(32,), seed=3)
     whole = train.train(_config(tmp_path / "whole", **kw))
-    with pytest.raises(KeyboardInterrupt):
-        train.train(_config(tmp_path / "resumed", **kw), callbacks=[_InterruptAt(2)])
+    if stop == "end":
+        real = train.reestimate_batchnorm
+
+        def killed(*a, **k):
+            monkeypatch.setattr(train, "reestimate_batchnorm", real)
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(train, "reestimate_batchnorm", killed)
+        with pytest.raises(KeyboardInterrupt):
+            train.train(_config(tmp_path / "resumed", **kw))
+    else:
+        with pytest.raises(KeyboardInterrupt):
+            train.train(_config(tmp_path / "resumed", **kw), callbacks=[_InterruptAt(stop)])
     resumed = train.train(_config(tmp_path / "resumed", **kw))
-    assert resumed["resumed_from_epoch"] == 2 and len(resumed["history"]["loss"]) == 1
+    assert resumed["resumed_from_epoch"] == (3 if stop == "end" else stop)
+    assert resumed["epochs_fitted_in_this_run"] == 3 - resumed["resumed_from_epoch"]
     a = models.load_trained(tmp_path / "whole" / f"{dataset}_{model}").get_weights()
     b = models.load_trained(tmp_path / "resumed" / f"{dataset}_{model}").get_weights()
     assert len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b))
     assert resumed["test_accuracy"] == whole["test_accuracy"]
-    assert resumed["history"]["loss"] == whole["history"]["loss"][2:]
+    assert resumed["history"] == whole["history"]
+    assert resumed["batchnorm_reestimated"] == whole["batchnorm_reestimated"]
 
 
 def test_an_interrupted_run_resumes_from_its_last_finished_epoch(data_root, cache, tmp_path):
@@ -91,8 +107,8 @@ def test_an_interrupted_run_resumes_from_its_last_finished_epoch(data_root, cach
     assert not (run / "model.keras").exists() and not (run / "train.json").exists()
     assert list(run.glob(".backup-*"))
     result = train.train(cfg)
-    assert result["resumed_from_epoch"] == 1
-    assert len(result["history"]["loss"]) == 2  # epochs 2 and 3 only
+    assert result["resumed_from_epoch"] == 1 and result["epochs_fitted_in_this_run"] == 2
+    assert len(result["history"]["loss"]) == 3  # epoch 1's from the backup, then 2 and 3
     assert not list(run.glob(".backup-*"))
 
 

@@ -102,7 +102,7 @@ def convert(cfg: ConvertConfig) -> list[dict]:
                                        io_type=io_type, per_channel=per_channel)
         name = output_name(mode, io_type, per_channel)
         fb = flatbuffer.read(blob, label=f"{name}.tflite")
-        verify(mode, fb, f"{name}.tflite")
+        verify(mode, fb, f"{name}.tflite", io_type)
         manifest = {
             "mode": mode.name,
             "file": f"{name}.tflite",

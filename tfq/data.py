@@ -143,42 +143,68 @@ class _Loader:
             return archives[0] if archives else None
         return None
 
-    def source(self) -> Source:
-        """Pick the source, local first: a built tfds dataset, the official files in the data
-        root, the JPEG copy, else tfds' own download when its server answers; offline, one error."""
+    def decide(self) -> str:
+        """Which source `source()` will read, local first, without building or unpacking anything:
+        "prepared" (a built tfds dataset), "official" (the files in the data root), "jpeg" (the
+        JPEG copy, unpacked or not), "download" (no local files: tfds' own download) or "missing"."""
         import tensorflow_datasets as tfds
 
-        self._builder = tfds.builder(self.spec.tfds_name, data_dir=str(self._tfds_dir))
-        version = f"tfds {self.spec.tfds_name} {self._builder.version}"
+        if self._builder is None:
+            self._builder = tfds.builder(self.spec.tfds_name, data_dir=str(self._tfds_dir))
         if self._builder.is_prepared():
-            return Source("tfds", f"{version} (official files)")
-        raw = self._raw_dir(self.spec.name)
+            return "prepared"
         if not self._missing_raw():
+            return "official"
+        if self.spec.jpeg_folder and (self._extracted.is_dir() or self._jpeg_archive()):
+            return "jpeg"
+        raw = self._raw_dir(self.spec.name)
+        return "missing" if raw is not None and any((raw / f).is_file() for f in self.spec.raw_files) else "download"
+
+    @property
+    def _extracted(self) -> Path:
+        return self.cache / self.spec.name / "jpeg"
+
+    def jpeg_identity(self) -> str:
+        """The JPEG archive a copy is (or will be) unpacked from: name and size."""
+        marker = self._extracted / _SOURCE_MARKER
+        if marker.is_file():
+            return marker.read_text().strip()
+        archive = self._jpeg_archive()
+        return f"{archive.name} {archive.stat().st_size} bytes" if archive else "an unpacked copy of unknown origin"
+
+    def source(self) -> Source:
+        """Pick the source (see `decide`) and make it ready: build, unpack or download; offline
+        with nothing local, one error."""
+        import tensorflow_datasets as tfds
+
+        kind = self.decide()
+        version = f"tfds {self.spec.tfds_name} {self._builder.version}"
+        if kind == "prepared":
+            return Source("tfds", f"{version} (official files)")
+        if kind == "official":
+            raw = self._raw_dir(self.spec.name)
             self._verify_raw(raw)
             print(f"{self.spec.name}: building the tfds dataset from the files in {raw} (first use only)",
                   flush=True)
             self._prepare(manual_dir=raw)
             return Source("tfds", f"{version} (official files)")
-        extracted = self.cache / self.spec.name / "jpeg"
-        archive = self._jpeg_archive()
-        if self.spec.jpeg_folder and (extracted.is_dir() or archive):
-            if not extracted.is_dir():
+        if kind == "jpeg":
+            if not self._extracted.is_dir():
+                archive = self._jpeg_archive()
                 print(f"{self.spec.name}: unpacking {archive} (first use only)", flush=True)
-                _extract_atomically(archive, extracted)
-            self._image_folder = tfds.folder_dataset.ImageFolder(str(extracted))
+                _extract_atomically(archive, self._extracted)
+            self._image_folder = tfds.folder_dataset.ImageFolder(str(self._extracted))
             got = tuple(self._image_folder.info.features["label"].names)
             if got != self.spec.labels:
-                raise TfqError(f"{extracted}: class folders {got} are not {self.spec.labels}")
+                raise TfqError(f"{self._extracted}: class folders {got} are not {self.spec.labels}")
             return Source(
                 "jpeg",
-                f"{self.spec.name} JPEG copy {archive.name if archive else extracted} "
+                f"{self.spec.name} JPEG copy {self.jpeg_identity()} "
                 "(lossy re-encoding: accuracies are close to, not equal to, the official data)",
                 lossy=True,
             )
-        local = raw is not None and any((raw / f).is_file() for f in self.spec.raw_files)
-        if not local:
-            urls = list(self._url_infos())
-            unreachable = _unreachable(urls)
+        if kind == "download":
+            unreachable = _unreachable(list(self._url_infos()))
             if unreachable is None:
                 print(f"{self.spec.name}: no local files; tfds downloads it into {self.cache / self.spec.name} "
                       "(first use only)", flush=True)
@@ -277,6 +303,9 @@ def _unreachable(urls: list[str], timeout: float = REACH_TIMEOUT_S) -> str | Non
     return None
 
 
+_SOURCE_MARKER = ".tfq-source"  # in an unpacked JPEG copy: the archive it came from
+
+
 def _extract_atomically(archive: Path, dest: Path) -> None:
     """Unpack the JPEG archive into the cache; a crash leaves no half-filled folder behind."""
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -285,6 +314,7 @@ def _extract_atomically(archive: Path, dest: Path) -> None:
         with tarfile.open(archive) as tar:
             members = [m for m in tar.getmembers() if m.isdir() or m.name.lower().endswith(".jpg")]
             tar.extractall(tmp, members=members, filter="data")
+        (tmp / _SOURCE_MARKER).write_text(f"{archive.name} {archive.stat().st_size} bytes\n")
         os.replace(tmp, dest)
     except (tarfile.TarError, OSError, EOFError, zlib.error) as e:  # a truncated .tar.gz raises EOFError
         raise TfqError(f"cannot unpack {archive}: {e}") from None
@@ -293,20 +323,11 @@ def _extract_atomically(archive: Path, dest: Path) -> None:
 
 
 def source_key(name: str, root: str | os.PathLike | None = None, cache: str | os.PathLike | None = None) -> str:
-    """Which source `load` would read, decided the way it decides but without building anything:
-    "official" (tfds-built, local official files or tfds' download: tfds checks their checksums)
-    or the JPEG copy with its archive's name and size. The pipeline keys its stages on it."""
-    spec = get(name)
-    loader = _Loader(spec, data_root(root), cache_dir(cache))
-    built = any(loader._tfds_dir.glob("**/dataset_info.json")) if loader._tfds_dir.is_dir() else False
-    if built or not loader._missing_raw():
-        return "official"
-    archive = loader._jpeg_archive()
-    if spec.jpeg_folder and archive:
-        return f"jpeg {archive.name} {archive.stat().st_size}"
-    if spec.jpeg_folder and (loader.cache / spec.name / "jpeg").is_dir():
-        return "jpeg (unpacked copy)"
-    return "official"
+    """Which source `load` would read, decided by the loader's own `decide` without building
+    anything: "official" (tfds-built, local official files or tfds' download: tfds checks their
+    checksums) or the JPEG copy with its archive's name and size. The pipeline keys its stages on it."""
+    loader = _Loader(get(name), data_root(root), cache_dir(cache))
+    return f"jpeg {loader.jpeg_identity()}" if loader.decide() == "jpeg" else "official"
 
 
 @dataclasses.dataclass

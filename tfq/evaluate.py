@@ -361,7 +361,7 @@ def _reference(cfg: EvalConfig, run: Path, targets: dict, images) -> tuple:
     if (run / "float32.tflite").is_file():
         return from_tflite(run / "float32.tflite", "float32 flatbuffer")
     if (run / artifacts.MODEL_FILE).is_file():
-        pred = models.load_trained(run).predict(data.scale(images).numpy(), verbose=0, batch_size=512).argmax(1)
+        pred = models.predict_classes(models.load_trained(run), data.scale(images).numpy())
         return pred, _describe_reference(run / artifacts.MODEL_FILE, "Keras float model")
     return None, None
 

@@ -13,6 +13,8 @@ import os
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+
 from tfq import artifacts
 from tfq.artifacts import TfqError
 from tfq.backend import keras
@@ -86,6 +88,11 @@ def load_trained(run: str | os.PathLike) -> keras.Model:
         return keras.models.load_model(path)
     except Exception as e:  # noqa: BLE001 - keras raises many types for a foreign or corrupt file
         raise TfqError(f"{path} is not a tf_keras model file ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+
+
+def predict_classes(model: keras.Model, scaled_images) -> np.ndarray:
+    """The Keras model's class for each (already scaled) image."""
+    return model.predict(scaled_images, batch_size=512, verbose=0).argmax(1)
 
 
 def macs(model: keras.Model) -> int:

@@ -98,8 +98,14 @@ def output_name(mode: Mode, io_type: str | None, per_channel: bool) -> str:
     return name
 
 
-def verify(mode: Mode, fb: Flatbuffer, label: str) -> None:
-    """A TfqError, in one line, when the flatbuffer does not hold what `mode` promises."""
+def verify(mode: Mode, fb: Flatbuffer, label: str, io_type: str | None = None) -> None:
+    """A TfqError, in one line, when the flatbuffer does not hold what `mode` promises: its
+    weights' dtype, its inner activations' dtypes, and `io_type` (default the mode's) in and out."""
+    io_type = io_type or mode.io_type
+    io = {fb.tensors[i].dtype for i in (*fb.inputs, *fb.outputs)}
+    if io != {io_type}:
+        raise TfqError(f"{label}: --mode={mode.name} promises {io_type} input and output, but the file takes "
+                       f"{'/'.join(sorted(io))}")
     if mode.weight_dtype not in fb.dtypes("weights"):
         raise TfqError(f"{label}: --mode={mode.name} promises {mode.weight_dtype} weights, but the file holds "
                        f"{'/'.join(sorted(fb.dtypes('weights'))) or 'none'}")

@@ -69,6 +69,14 @@ def _key(*parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def _code_digest() -> str:
+    """sha256 over tfq's own source files, so results made by other code are not taken as current."""
+    h = hashlib.sha256()
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        h.update(path.name.encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()[:16]
+
+
 def _digests(paths) -> dict:
     return {f"{p.parent.name}/{p.name}": artifacts.sha256(p) for p in sorted(paths)}
 
@@ -120,13 +128,16 @@ def run_pair(cfg: PipelineConfig, dataset: str, model: str) -> None:
     stages = Stages(run, f"{dataset}_{model}", cfg.force)
     tc = train_config(cfg, dataset, model)
     model_file = run / artifacts.MODEL_FILE
-    # every key holds the data source (official files or the JPEG copy) and the library versions
-    source = {"data": data.source_key(dataset, cfg.data_root, cfg.cache_dir), "versions": versions()}
+    # every key holds the data source (official files or the JPEG copy), the library versions and
+    # tfq's own code: a change to any of them makes the stages run again
+    source = {"data": data.source_key(dataset, cfg.data_root, cfg.cache_dir), "versions": versions(),
+              "code": _code_digest()}
     train_key = _key(tc.fingerprint(), source)
     made = artifacts.read_json(run / artifacts.TRAIN_JSON, default={})
     train_outputs = [model_file, run / artifacts.TRAIN_JSON]
     if (made.get("fingerprint") == tc.fingerprint() and model_file.is_file()
-            and made.get("model_sha256") == artifacts.sha256(model_file)):
+            and made.get("model_sha256") == artifacts.sha256(model_file)
+            and made.get("data_source_key") == source["data"] and made.get("versions") == source["versions"]):
         stages.adopt("train", train_key, made["wall_time_s"], train_outputs)
     stages.run("train", train_key, lambda: train_outputs,
                lambda: train.train(tc), f"training the float {model} ({_count(tc.epochs, 'epoch')})",
@@ -203,7 +214,8 @@ def pipeline(cfg: PipelineConfig) -> Path:
     results = [p for d in cfg.datasets for m in cfg.models
                for p in artifacts.run_dir(cfg.artifacts, d, m).glob("*.json")]
     Stages(out, "report", cfg.force).run(
-        "report", _key(_digests(results), cfg.datasets, cfg.models), lambda: [out / report.REPORT_MD],
+        "report", _key(_digests(results), cfg.datasets, cfg.models, _code_digest()),
+        lambda: [out / report.REPORT_MD, out / "results.csv", out / "results.json", *sorted(out.glob("*.png"))],
         lambda: report.report(cfg.artifacts, out, datasets=cfg.datasets, models=cfg.models),
         "tables and plots from every run's result files", str)
     print(f"pipeline finished in {time.time() - started:.1f} s; report: {out / report.REPORT_MD}")

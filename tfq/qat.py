@@ -60,10 +60,6 @@ def _fit(model: keras.Model, cfg: QatConfig, cached_train, spec, val_ds) -> dict
                       val_ds=val_ds)
 
 
-def _keras_correct(model: keras.Model, x, y) -> np.ndarray:
-    return model.predict(x, batch_size=512, verbose=0).argmax(1) == y
-
-
 def _tflite_correct(blob: bytes, x, y) -> np.ndarray:
     return evaluate.Classifier(blob).predict(x).argmax(1) == y
 
@@ -91,26 +87,27 @@ def qat(cfg: QatConfig) -> dict:
         raise TfqError(f"tfmot cannot quantize {run / artifacts.MODEL_FILE}: {str(e).splitlines()[0][:200]}") from None
     qat_history = _fit(qat_model, cfg, cached_train, spec, val_ds)
     qat_time = time.time() - started
+    qat_blob, settings = convert.convert_model(qat_model, QAT_INT8)
+    qat_fb = flatbuffer.read(qat_blob, label=f"{QAT_INT8.name}.tflite")
+    # TFLITE_BUILTINS lets anything tfmot left unquantized fall back to float: fail now, before the
+    # control's fit, rather than record it
+    modes.verify(QAT_INT8, qat_fb, str(run / f"{QAT_INT8.name}.tflite"))
 
-    keras.utils.set_random_seed(cfg.seed)
+    keras.utils.set_random_seed(cfg.seed)  # the clone's dropout seeds, as for the QAT arm (and _fit resets again)
     control = keras.models.clone_model(float_model)
     control.set_weights(float_model.get_weights())
     started = time.time()
     control_history = _fit(control, cfg, cached_train, spec, val_ds)
     control_time = time.time() - started
 
-    qat_blob, settings = convert.convert_model(qat_model, QAT_INT8)
-    qat_fb = flatbuffer.read(qat_blob, label=f"{QAT_INT8.name}.tflite")
-    # TFLITE_BUILTINS lets anything tfmot left unquantized fall back to float: fail instead
-    modes.verify(QAT_INT8, qat_fb, str(run / f"{QAT_INT8.name}.tflite"))
     calibration = data.calibration_samples(splits, cfg.num_calibration, seed=cfg.seed)
     control_blob, _ = convert.convert_model(control, MODES["int8"], calibration=calibration)
     scaled = data.scale(test_x).numpy()
     correct = {
         # the float models are scored in Keras: the same float math as a float32 flatbuffer,
         # without converting one just to score it
-        "float_before": _keras_correct(float_model, scaled, test_y),
-        "float_finetuned": _keras_correct(control, scaled, test_y),
+        "float_before": models.predict_classes(float_model, scaled) == test_y,
+        "float_finetuned": models.predict_classes(control, scaled) == test_y,
         "ptq_int8_of_finetuned": _tflite_correct(control_blob, test_x, test_y),
         "qat_int8": _tflite_correct(qat_blob, test_x, test_y),
     }

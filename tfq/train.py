@@ -15,7 +15,9 @@ import hashlib
 import json
 import shutil
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 from absl import flags
 
@@ -103,9 +105,10 @@ def fit_epochs(model: keras.Model, cached_train, spec, *, batch_size: int, seed:
 
     Each epoch's order and augmentation follow from its index, never from how many times a
     pipeline was iterated, so a resumed run and an uninterrupted one see the same batches.
-    `after_epoch(epoch)` runs once an epoch is done (the checkpoint).
+    `after_epoch(epoch, history, seconds)` runs once an epoch is done (the checkpoint).
     """
     history: dict[str, list[float]] = {}
+    started = time.time()
     for epoch in range(start_epoch, epochs):
         # epochs=<all of them> so Keras prints "Epoch 3/20"; _OneEpoch stops the fit after this one
         h = model.fit(data.training_epoch(cached_train, spec, batch_size, seed=seed, epoch=epoch),
@@ -114,7 +117,7 @@ def fit_epochs(model: keras.Model, cached_train, spec, *, batch_size: int, seed:
         for k, vs in h.history.items():
             history.setdefault(k, []).extend(float(v) for v in vs)
         if after_epoch:
-            after_epoch(epoch)
+            after_epoch(epoch, history, time.time() - started)
     return history
 
 
@@ -124,15 +127,20 @@ class _OneEpoch(keras.callbacks.Callback):
 
 
 class _Backup:
-    """The model (with its optimizer and dropout generators) and the next epoch, saved after every
-    epoch under `.backup-<fingerprint>/`; a rerun with the same settings resumes from it."""
+    """The model (with its optimizer and dropout generators), the next epoch, the history so far
+    and the fitting time, saved after every epoch under `.backup-<fingerprint>/`; a rerun with the
+    same settings resumes from it. Under MultiWorkerMirroredStrategy every worker takes part in a
+    save, but only the chief writes to the folder (the others to a scratch folder), and all restore
+    from it."""
 
-    def __init__(self, model: keras.Model, folder):
-        self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
+    def __init__(self, model: keras.Model, folder: Path, strategy: tf.distribute.Strategy):
+        self.folder, self.epoch = folder, tf.Variable(0, dtype=tf.int64, trainable=False)
         # A layer's tf.random.Generator (dropout) is made on its first call and not tracked by the
-        # model's checkpoint: make it now and save it by name, or a resumed run draws other masks.
+        # model's checkpoint: make it now and save it by position (names vary with what else the
+        # process built), or a resumed run draws other masks.
         generators = {}
-        for i, layer in enumerate(model.layers):  # by position: names vary with what else the process built
+        layers = [m for m in model.submodules if isinstance(m, keras.layers.Layer)]
+        for i, layer in enumerate(layers):
             rng = getattr(layer, "_random_generator", None)
             if rng is not None and hasattr(rng, "_maybe_init"):
                 rng._maybe_init()  # noqa: SLF001 - tf_keras builds the generator lazily
@@ -140,16 +148,41 @@ class _Backup:
                     generators[f"rng_layer{i}"] = rng._generator  # noqa: SLF001
         self.checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer, epoch=self.epoch,
                                               **generators)
-        self.manager = tf.train.CheckpointManager(self.checkpoint, str(folder), max_to_keep=1)
+        self.chief = _is_chief(strategy)
+        self.scratch = None if self.chief else Path(tempfile.mkdtemp(prefix="tfq-backup-"))
+        self.writer = tf.train.CheckpointManager(self.checkpoint, str(self.scratch or folder), max_to_keep=1)
+        self.history: dict[str, list[float]] = {}
+        self.seconds = 0.0
 
     def restore(self) -> int:
-        if self.manager.latest_checkpoint:
-            self.checkpoint.restore(self.manager.latest_checkpoint).assert_existing_objects_matched()
+        """The epoch to start from (0 without a backup); loads the history and time so far."""
+        latest = tf.train.latest_checkpoint(str(self.folder))
+        if latest:
+            self.checkpoint.restore(latest).assert_existing_objects_matched()
+            progress = artifacts.read_json(self.folder / "progress.json", default={})
+            self.history, self.seconds = progress.get("history", {}), progress.get("seconds", 0.0)
         return int(self.epoch.numpy())
 
-    def save(self, epoch: int) -> None:
+    def save(self, epoch: int, history: dict, seconds: float) -> None:
         self.epoch.assign(epoch + 1)
-        self.manager.save()
+        self.writer.save()
+        if self.chief:
+            merged = {k: self.history.get(k, []) + v for k, v in history.items()}
+            artifacts.write_json(self.folder / "progress.json",
+                                 {"history": merged, "seconds": self.seconds + seconds})
+
+    def close(self) -> None:
+        if self.scratch:
+            shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+def _is_chief(strategy: tf.distribute.Strategy) -> bool:
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return True
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    return resolver.task_type == "chief" or (not has_chief and resolver.task_type == "worker"
+                                               and resolver.task_id == 0)
 
 
 def train(cfg: TrainConfig, *, callbacks=()) -> dict:
@@ -159,6 +192,7 @@ def train(cfg: TrainConfig, *, callbacks=()) -> dict:
     out = artifacts.check_writable(artifacts.run_dir(cfg.artifacts, cfg.dataset, cfg.model))
 
     fresh_session(cfg.seed)
+    source_key = data.source_key(cfg.dataset, cfg.data_root, cfg.cache_dir)  # before a first build changes it
     splits = data.load(cfg.dataset, root=cfg.data_root, cache=cfg.cache_dir,
                        max_train=cfg.max_train_examples or None, max_eval=cfg.max_eval_examples or None)
     strategy = make_strategy(cfg.strategy)
@@ -187,15 +221,17 @@ def train(cfg: TrainConfig, *, callbacks=()) -> dict:
         if stale != backup:
             shutil.rmtree(stale, ignore_errors=True)
     with strategy.scope():
-        state = _Backup(model, backup)
+        state = _Backup(model, backup, strategy)
         start_epoch = state.restore()
     started = time.time()
-    history = fit_epochs(model, cached_train, spec, batch_size=cfg.batch_size, seed=cfg.seed, epochs=cfg.epochs,
-                         val_ds=val_ds, start_epoch=start_epoch, callbacks=callbacks, after_epoch=state.save)
-    wall = time.time() - started
+    fitted = fit_epochs(model, cached_train, spec, batch_size=cfg.batch_size, seed=cfg.seed, epochs=cfg.epochs,
+                        val_ds=val_ds, start_epoch=start_epoch, callbacks=callbacks, after_epoch=state.save)
+    wall = state.seconds + time.time() - started  # fitting time of every epoch, across resumes
+    history = {k: state.history.get(k, []) + fitted.get(k, []) for k in {*state.history, *fitted}}
+    state.close()
     reestimated = None
-    if steps * cfg.epochs < BN_REESTIMATE_BELOW_STEPS and history:  # empty: resumed with no epoch left
-        before = float(history["val_accuracy"][-1])
+    if steps * cfg.epochs < BN_REESTIMATE_BELOW_STEPS:  # decided by the run's length alone, resumed or not
+        before = float(model.evaluate(val_ds, verbose=0)[1])
         with strategy.scope():
             n = reestimate_batchnorm(model, data.batches(splits.train, spec, cfg.batch_size)
                                      .take(BN_REESTIMATE_MAX_BATCHES))
@@ -228,7 +264,9 @@ def train(cfg: TrainConfig, *, callbacks=()) -> dict:
         "strategy": cfg.strategy,
         "replicas": strategy.num_replicas_in_sync,
         "data_source": splits.source.to_json(),
+        "data_source_key": source_key,
         "history": history,
+        "epochs_fitted_in_this_run": len(fitted.get("loss", [])),
         "config": dataclasses.asdict(cfg),
         "fingerprint": cfg.fingerprint(),
         "versions": versions(),
