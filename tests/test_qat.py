@@ -120,7 +120,7 @@ def test_qat_refuses_a_flatbuffer_with_float_ops(qat_result, trained, monkeypatc
 
     monkeypatch.setattr(convert, "convert_model", float_for_qat)
     before = (trained / "mnist_cnn" / "qat_int8.tflite").read_bytes()
-    with pytest.raises(TfqError, match="qat_int8.tflite: --mode=qat_int8 promises int8 weights, but the file holds float32"):
+    with pytest.raises(TfqError, match="qat_int8.tflite: --mode=qat_int8 promises int8 input and output, but the file takes float32"):
         qat.qat(qat.QatConfig(dataset="mnist", model="cnn", epochs=1, max_train_examples=200, max_eval_examples=50,
                               num_calibration=20, artifacts=str(trained), data_root=str(data_root), cache_dir=str(cache)))
     assert (trained / "mnist_cnn" / "qat_int8.tflite").read_bytes() == before  # nothing replaced

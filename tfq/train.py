@@ -158,7 +158,9 @@ class _Backup:
         """The epoch to start from (0 without a backup); loads the history and time so far."""
         latest = tf.train.latest_checkpoint(str(self.folder))
         if latest:
-            self.checkpoint.restore(latest).assert_existing_objects_matched()
+            status = self.checkpoint.restore(latest)
+            status.assert_existing_objects_matched()
+            status.expect_partial()  # optimizer slots restore when first built; none if no epoch is left
             progress = artifacts.read_json(self.folder / "progress.json", default={})
             self.history, self.seconds = progress.get("history", {}), progress.get("seconds", 0.0)
         return int(self.epoch.numpy())
