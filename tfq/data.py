@@ -384,7 +384,7 @@ def _augment(spec: Dataset):
     return fn
 
 
-def batches(ds: tf.data.Dataset, spec: Dataset, batch_size: int) -> tf.data.Dataset:
+def batches(ds: tf.data.Dataset, batch_size: int) -> tf.data.Dataset:
     """Evaluation batches, in file order: cache -> scale -> batch -> prefetch."""
     return _scaled_batches(ds.cache(), batch_size)
 

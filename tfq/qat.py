@@ -75,7 +75,7 @@ def qat(cfg: QatConfig) -> dict:
     float_model = models.load_trained(run)
     splits = data.load(cfg.dataset, root=cfg.data_root, cache=cfg.cache_dir,
                        max_train=cfg.max_train_examples or None, max_eval=cfg.max_eval_examples or None)
-    val_ds = data.batches(splits.val, spec, cfg.batch_size)
+    val_ds = data.batches(splits.val, cfg.batch_size)
     cached_train = splits.train.cache()
     test_x, test_y = data.to_numpy(splits.test)
 

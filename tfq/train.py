@@ -200,8 +200,8 @@ def train(cfg: TrainConfig, *, callbacks=()) -> dict:
     strategy = make_strategy(cfg.strategy)
 
     cached_train = splits.train.cache()  # shared by every epoch
-    val_ds = data.batches(splits.val, spec, cfg.batch_size)
-    test_ds = data.batches(splits.test, spec, cfg.batch_size)
+    val_ds = data.batches(splits.val, cfg.batch_size)
+    test_ds = data.batches(splits.test, cfg.batch_size)
     steps = -(-int(splits.train.cardinality()) // cfg.batch_size)
     if steps < 1:
         raise TfqError(f"{cfg.dataset}: the training split is empty")
@@ -235,7 +235,7 @@ def train(cfg: TrainConfig, *, callbacks=()) -> dict:
     if steps * cfg.epochs < BN_REESTIMATE_BELOW_STEPS:  # decided by the run's length alone, resumed or not
         before = float(model.evaluate(val_ds, verbose=0)[1])
         with strategy.scope():
-            n = reestimate_batchnorm(model, data.batches(splits.train, spec, cfg.batch_size)
+            n = reestimate_batchnorm(model, data.batches(splits.train, cfg.batch_size)
                                      .take(BN_REESTIMATE_MAX_BATCHES))
         if n:
             reestimated = {"why": f"{steps * cfg.epochs} optimizer steps (< {BN_REESTIMATE_BELOW_STEPS})",
