@@ -123,15 +123,15 @@ class Stages:
         print(f"{label}: done in {seconds:.1f} s; {headline(result)}", flush=True)
 
 
-def run_pair(cfg: PipelineConfig, dataset: str, model: str) -> None:
+def run_pair(cfg: PipelineConfig, dataset: str, model: str, environment: dict) -> None:
+    """One dataset x model's stages; `environment` is the library versions and tfq's code digest."""
     run = artifacts.run_dir(cfg.artifacts, dataset, model)
     stages = Stages(run, f"{dataset}_{model}", cfg.force)
     tc = train_config(cfg, dataset, model)
     model_file = run / artifacts.MODEL_FILE
     # every key holds the data source (official files or the JPEG copy), the library versions and
     # tfq's own code: a change to any of them makes the stages run again
-    source = {"data": data.source_key(dataset, cfg.data_root, cfg.cache_dir), "versions": versions(),
-              "code": _code_digest()}
+    source = {"data": data.source_key(dataset, cfg.data_root, cfg.cache_dir), **environment}
     train_key = _key(tc.fingerprint(), source)
     made = artifacts.read_json(run / artifacts.TRAIN_JSON, default={})
     train_outputs = [model_file, run / artifacts.TRAIN_JSON]
@@ -207,14 +207,15 @@ def pipeline(cfg: PipelineConfig) -> Path:
     """Run every stage for every dataset x model, then the report; returns the report folder."""
     validate(cfg)
     started = time.time()
+    environment = {"versions": versions(), "code": _code_digest()}  # once: the same for every stage
     for d in cfg.datasets:
         for m in cfg.models:
-            run_pair(cfg, d, m)
+            run_pair(cfg, d, m, environment)
     out = Path(cfg.artifacts) / "report"
     results = [p for d in cfg.datasets for m in cfg.models
                for p in artifacts.run_dir(cfg.artifacts, d, m).glob("*.json")]
     Stages(out, "report", cfg.force).run(
-        "report", _key(_digests(results), cfg.datasets, cfg.models, _code_digest()),
+        "report", _key(_digests(results), cfg.datasets, cfg.models, environment["code"]),
         lambda: [out / report.REPORT_MD, out / "results.csv", out / "results.json", *sorted(out.glob("*.png"))],
         lambda: report.report(cfg.artifacts, out, datasets=cfg.datasets, models=cfg.models),
         "tables and plots from every run's result files", str)
