@@ -53,9 +53,11 @@ def versions() -> dict:
         "tf_keras": keras.__version__,
         "numpy": np.__version__,
     }
-    for mod in ("tensorflow_datasets", "tensorflow_model_optimization", "ai_edge_litert"):
+    from importlib import metadata
+
+    for dist in ("tensorflow-datasets", "tensorflow-model-optimization", "ai-edge-litert", "ai-edge-quantizer"):
         try:
-            out[mod] = __import__(mod).__version__
-        except (ImportError, AttributeError):
+            out[dist.replace("-", "_")] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
             pass
     return out

@@ -1,8 +1,11 @@
 """Post-training conversion: `python -m tfq.convert --dataset=mnist --model=cnn --mode=int8`.
 
-Every mode is one row of `MODES`; one function turns a row into TFLiteConverter settings. Writes
-`<mode>.tflite` and `<mode>.json` (settings, calibration count, input/output dtypes with scale
-and zero point, what the flatbuffer holds, source model digest) beside the trained model.
+Every mode is one row of `MODES`. The converter's rows become TFLiteConverter settings; the
+ai-edge-quantizer rows (`aeq_*`) apply their recipe (`tfq/recipes/*.json`) to the run's
+`float32.tflite`, calibrated on the same training images; `--recipe=FILE` applies a user's recipe
+the same way. Writes `<mode>.tflite` and `<mode>.json` (settings, calibration count, input/output
+dtypes with scale and zero point, what the flatbuffer holds, source model digest) beside the
+trained model, after checking the file against what its row promises.
 """
 
 from __future__ import annotations
@@ -12,9 +15,12 @@ import time
 
 from absl import flags
 
-from tfq import artifacts, cli, console, data, flatbuffer, models
+from pathlib import Path
+
+from tfq import aeq, artifacts, cli, console, data, flatbuffer, models
 from tfq.artifacts import TfqError
-from tfq.modes import DEFAULT_CALIBRATION, MODES, Mode, check_variant, modes_from, output_name, verify
+from tfq.modes import (DEFAULT_CALIBRATION, MODES, Mode, check_variant, modes_from, output_name, recipe_mode,
+                       verify)
 from tfq.backend import fresh_session, keras, tf, versions
 
 def converter_for(model: keras.Model, mode: Mode, *, calibration=None, io_type: str | None = None,
@@ -69,15 +75,39 @@ class ConvertConfig:
     io_type: str | None = None
     per_channel: bool = True
     seed: int = 0
+    recipe: str | None = None  # an ai-edge-quantizer recipe file: convert with it instead of `modes`
     data_root: str | None = None
     cache_dir: str | None = None
+
+
+def _float_flatbuffer(run: Path, source_digest: str, made: dict) -> bytes:
+    """The float32.tflite the recipes start from: made in this call, or the run's own if it was
+    made from the current trained model."""
+    if "float32" in made:
+        return made["float32"]
+    path = run / "float32.tflite"
+    manifest = artifacts.read_json(run / "float32.json", default=None)
+    remake = f"python -m tfq.convert --dataset={run.name.rpartition('_')[0]} --model={run.name.rpartition('_')[2]} " \
+             f"--mode=float32 --artifacts={run.parent}"
+    if not path.is_file():
+        raise TfqError(f"ai-edge-quantizer recipes start from {path}, which does not exist; make it with: {remake}")
+    if (manifest or {}).get("source_model", {}).get("sha256") != source_digest:
+        raise TfqError(f"{path} was not made from the current {artifacts.MODEL_FILE}; remake it with: {remake}")
+    return path.read_bytes()
+
+
+def _modes(cfg: ConvertConfig) -> list[Mode]:
+    if not cfg.recipe:
+        return modes_from(list(cfg.modes))
+    stem = Path(cfg.recipe).stem
+    return [recipe_mode(f"recipe_{stem}", f"ai-edge-quantizer recipe {Path(cfg.recipe).name}", cfg.recipe)]
 
 
 def convert(cfg: ConvertConfig) -> list[dict]:
     """Convert the trained model of `artifacts/<dataset>_<model>/` in each mode; returns the manifests."""
     data.get(cfg.dataset)
     models.get(cfg.model)
-    modes = modes_from(list(cfg.modes))
+    modes = _modes(cfg)
     # --io_type and --per_channel=false apply to the modes that take them; a single mode must take them.
     variants = []
     for mode in modes:
@@ -95,12 +125,20 @@ def convert(cfg: ConvertConfig) -> list[dict]:
     if any(m.calibrate for m in modes):
         splits = data.load(cfg.dataset, root=cfg.data_root, cache=cfg.cache_dir)
         calibration = data.calibration_samples(splits, cfg.num_calibration, seed=cfg.seed)
-    results = []
+    results, made = [], {}
     for mode, io_type, per_channel in variants:
         started = time.time()
-        blob, settings = convert_model(model, mode, calibration=calibration if mode.calibrate else None,
-                                       io_type=io_type, per_channel=per_channel)
+        if mode.family == "aeq":
+            recipe = aeq.load(mode.recipe)
+            blob = aeq.quantize(_float_flatbuffer(run, source_digest, made), recipe,
+                                calibration if mode.calibrate else None, f"--mode={mode.name}")
+            settings = {"tool": "ai-edge-quantizer", "recipe_file": Path(mode.recipe).name, "recipe": recipe,
+                        "from": "float32.tflite"}
+        else:
+            blob, settings = convert_model(model, mode, calibration=calibration if mode.calibrate else None,
+                                           io_type=io_type, per_channel=per_channel)
         name = output_name(mode, io_type, per_channel)
+        made[name] = blob
         fb = flatbuffer.read(blob, label=f"{name}.tflite")
         verify(mode, fb, f"{name}.tflite", io_type)
         manifest = {
@@ -133,13 +171,17 @@ def _define_flags() -> None:
                       "Input/output dtype (default: the mode's own).")
     flags.DEFINE_boolean("per_channel", True, "Per-channel weight scales (false: one scale per tensor).")
     flags.DEFINE_integer("seed", 0, "Seed for picking calibration samples.")
+    flags.DEFINE_string("recipe", None, "Quantize float32.tflite with this ai-edge-quantizer recipe (JSON) "
+                        "instead of --mode; writes recipe_<file name>.tflite.")
 
 
 def main(argv):
     del argv
+    if FLAGS.recipe and FLAGS["mode"].present:
+        raise TfqError("--recipe and --mode do not go together: a recipe is its own mode")
     for m in convert(cli.config_from_flags(ConvertConfig, modes="mode")):
         fb = m["flatbuffer"]
-        print(f"{m['file']:24s} {m['size_bytes']:>9,d} bytes  weights {'/'.join(fb['weight_dtypes'])}  "
+        print(f"{m['file']:26s} {m['size_bytes']:>9,d} bytes  weights {'/'.join(fb['weight_dtypes'])}  "
               f"activations {'/'.join(fb['activation_dtypes'])}  in {fb['inputs'][0]['dtype']}")
 
 

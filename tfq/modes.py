@@ -10,7 +10,9 @@ quieter number in the report.
 from __future__ import annotations
 
 import dataclasses
+import os
 
+from tfq import aeq
 from tfq.artifacts import TfqError
 from tfq.flatbuffer import Flatbuffer
 
@@ -23,9 +25,10 @@ class Mode:
 
     name: str
     description: str
-    weight_dtype: str  # the kernels' dtype: the file must hold weights of it
+    weight_dtype: str  # the kernels' dtype ("int4/int8": both): the file must hold weights of it
     activation_dtypes: tuple[str, ...]  # every activation inside the graph (not its inputs/outputs)
-    family: str = "ptq"  # "ptq": the TFLite converter from the float model; "qat": from tfmot QAT
+    family: str = "ptq"  # "ptq": TFLite converter; "qat": from tfmot QAT; "aeq": ai-edge-quantizer
+    recipe: str | None = None  # family "aeq": the recipe JSON, applied to float32.tflite
     optimize: bool = False  # tf.lite.Optimize.DEFAULT
     supported_types: tuple[str, ...] = ()  # target_spec.supported_types
     ops: str = "TFLITE_BUILTINS"  # tf.lite.OpsSet member
@@ -53,7 +56,38 @@ MODES: dict[str, Mode] = {
              io_type="int16", io_types=("int16", "float32"), per_channel_option=True),
     )
 }
-"""The post-training modes: what `python -m tfq.convert --mode=all` makes."""
+
+
+def recipe_mode(name: str, description: str, recipe: str | os.PathLike | None = None) -> Mode:
+    """A row for an ai-edge-quantizer recipe (default `tfq/recipes/<name>.json`); what its file
+    must hold is read from the recipe itself."""
+    path = recipe or aeq.RECIPES / f"{name}.json"
+    promise = aeq.promise(aeq.load(path))
+    return Mode(name, description, "/".join(promise["weight_dtypes"]), tuple(promise["activation_dtypes"]),
+                family="aeq", recipe=str(path), calibrate=promise["calibrate"], io_type=promise["io_type"],
+                io_types=(promise["io_type"],))
+
+
+_AEQ = "LiteRT Quantizer (ai-edge-quantizer): "
+MODES.update({
+    m.name: m
+    for m in (
+        recipe_mode("aeq_a8w8", _AEQ + "int8 activations (asymmetric), int8 weights (per-channel), min/max"),
+        recipe_mode("aeq_a8w8_sym", _AEQ + "int8 activations (symmetric), int8 weights (per-channel)"),
+        recipe_mode("aeq_a8w8_pertensor", _AEQ + "int8 activations, int8 weights with one scale per tensor"),
+        recipe_mode("aeq_a8w8_mse", _AEQ + "int8 activations, int8 weights clipped by MSE"),
+        recipe_mode("aeq_a8w8_octav", _AEQ + "int8 activations, int8 weights clipped by OCTAV"),
+        recipe_mode("aeq_a16w8", _AEQ + "int16 activations (symmetric), int8 weights"),
+        recipe_mode("aeq_a8w4", _AEQ + "int8 activations, 4-bit weights (per-channel, symmetric), min/max"),
+        recipe_mode("aeq_a8w4_mse", _AEQ + "int8 activations, 4-bit weights clipped by MSE"),
+        recipe_mode("aeq_a8w4_octav", _AEQ + "int8 activations, 4-bit weights clipped by OCTAV"),
+        recipe_mode("aeq_w4", _AEQ + "4-bit weights dequantized to float at load, float compute (weight-only)"),
+        recipe_mode("aeq_dyn_w8", _AEQ + "int8 weights, activations quantized on the fly (dynamic)"),
+        recipe_mode("aeq_dyn_w4", _AEQ + "4-bit weights, activations quantized on the fly (dynamic)"),
+    )
+})
+"""The post-training modes, converter's and ai-edge-quantizer's: what `python -m tfq.convert
+--mode=all` makes."""
 
 # The QAT graph carries its own ranges, so no calibration; the INT8-only ops set would demand a
 # representative dataset, so the int8-only promise is checked from the flatbuffer instead.
@@ -61,7 +95,9 @@ QAT_INT8 = Mode("qat_int8", "full integer from quantization-aware training: int8
                 "int8 in/out", family="qat", **_INT8)
 
 KNOWN: dict[str, Mode] = {**MODES, QAT_INT8.name: QAT_INT8}
-ORDER = ("float32", "float16", "dynamic", "int16x8", "int8", "qat_int8")  # report rows, widest first
+ORDER = ("float32", "float16", "dynamic", "aeq_dyn_w8", "int16x8", "aeq_a16w8", "int8", "aeq_a8w8", "aeq_a8w8_sym",
+         "aeq_a8w8_pertensor", "aeq_a8w8_mse", "aeq_a8w8_octav", "qat_int8", "aeq_w4", "aeq_dyn_w4", "aeq_a8w4",
+         "aeq_a8w4_mse", "aeq_a8w4_octav")  # report rows, widest first
 
 
 def get_mode(name: str) -> Mode:
@@ -106,7 +142,7 @@ def verify(mode: Mode, fb: Flatbuffer, label: str, io_type: str | None = None) -
     if io != {io_type}:
         raise TfqError(f"{label}: --mode={mode.name} promises {io_type} input and output, but the file takes "
                        f"{'/'.join(sorted(io))}")
-    if mode.weight_dtype not in fb.dtypes("weights"):
+    if not set(mode.weight_dtype.split("/")) <= fb.dtypes("weights"):
         raise TfqError(f"{label}: --mode={mode.name} promises {mode.weight_dtype} weights, but the file holds "
                        f"{'/'.join(sorted(fb.dtypes('weights'))) or 'none'}")
     boundary = {*fb.inputs, *fb.outputs}
