@@ -315,7 +315,12 @@ def _extract_atomically(archive: Path, dest: Path) -> None:
             members = [m for m in tar.getmembers() if m.isdir() or m.name.lower().endswith(".jpg")]
             tar.extractall(tmp, members=members, filter="data")
         (tmp / _SOURCE_MARKER).write_text(f"{archive.name} {archive.stat().st_size} bytes\n")
-        os.replace(tmp, dest)
+        try:
+            os.replace(tmp, dest)
+        except OSError:
+            if not (dest / _SOURCE_MARKER).is_file():
+                raise
+            # another process unpacked the same archive first: its complete copy serves
     except (tarfile.TarError, OSError, EOFError, zlib.error) as e:  # a truncated .tar.gz raises EOFError
         raise TfqError(f"cannot unpack {archive}: {e}") from None
     finally:

@@ -1,0 +1,228 @@
+"""The precision sweep: `python -m tfq.sweep --dataset=mnist --model=cnn`.
+
+Expected result (MNIST CNN, README "Precision sweep"): weights alone hold float32's accuracy down
+to 4 bits per channel, activations down to 6 bits; 2-bit anything breaks the model.
+
+The trained Keras model runs with simulated quantization (`tfq.simulate`) along `LINES`: weights
+only, activations only, or both, from 2 to 16 bits, one line per scheme (symmetric or asymmetric,
+per-channel or per-tensor weights, activation ranges by min/max, percentile or MSE). Activation
+ranges come from the converter's own calibration images (same count and seed), and from
+`--calibration_draws` - 1 further draws, so every activation point carries its spread over
+draws. The grid runs on a seeded subset of the test split (`--grid_examples`); the schemes that a
+real file of the run folder also has (`CHECKS`) run on the whole test split against that file:
+accuracy of each and agreement of their predictions. Writes `sweep.json` and `sweep.csv`.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import time
+
+import numpy as np
+from absl import flags
+
+from tfq import artifacts, cli, data, models, modes
+from tfq.artifacts import TfqError
+from tfq.backend import fresh_session, versions
+from tfq.simulate import Scheme, Simulator
+
+BITS = (2, 3, 4, 5, 6, 8, 12, 16)
+
+
+@dataclasses.dataclass(frozen=True)
+class Line:
+    family: str  # "weights", "activations" or "both"
+    label: str
+    weights: dict | None  # Scheme fields for the weights (bits filled in), None: float
+    activations: dict | None
+
+    def scheme(self, bits: int) -> Scheme:
+        fields = {}
+        if self.weights is not None:
+            fields.update(weight_bits=bits, **self.weights)
+        if self.activations is not None:
+            fields.update(activation_bits=bits, **self.activations)
+        return Scheme(**fields)
+
+
+_W_SC = dict(weight_symmetric=True, per_channel=True)
+_W_ST = dict(weight_symmetric=True, per_channel=False)
+_A_MINMAX = dict(activation_symmetric=False, activation_range="minmax")
+
+LINES = (
+    Line("weights", "symmetric, per-channel", _W_SC, None),
+    Line("weights", "symmetric, per-tensor", _W_ST, None),
+    Line("weights", "asymmetric, per-channel", dict(weight_symmetric=False, per_channel=True), None),
+    Line("weights", "asymmetric, per-tensor", dict(weight_symmetric=False, per_channel=False), None),
+    Line("activations", "asymmetric, min/max", None, _A_MINMAX),
+    Line("activations", "symmetric, min/max", None, dict(activation_symmetric=True, activation_range="minmax")),
+    Line("activations", "asymmetric, percentile", None, dict(activation_symmetric=False,
+                                                             activation_range="percentile")),
+    Line("activations", "asymmetric, MSE", None, dict(activation_symmetric=False, activation_range="mse")),
+    Line("activations", "asymmetric, moving-average min/max (ai-edge-quantizer)", None,
+         dict(activation_symmetric=False, activation_range="ema")),
+    Line("both", "TFLite int8 scheme (w sym/channel, a asym min/max)", _W_SC, _A_MINMAX),
+    Line("both", "w per-tensor, a asym min/max", _W_ST, _A_MINMAX),
+    Line("both", "w sym/channel, a symmetric", _W_SC, dict(activation_symmetric=True, activation_range="minmax")),
+    Line("both", "w sym/channel, a asym MSE", _W_SC, dict(activation_symmetric=False, activation_range="mse")),
+)
+
+# Real files and the simulated scheme that should reproduce each: the same grids, and the same
+# range calibration (the converter: min/max; ai-edge-quantizer: its moving average).
+CHECKS = {
+    "int8": Scheme(8, True, True, 8, False, "minmax"),
+    "int16x8": Scheme(8, True, True, 16, True, "minmax"),
+    "aeq_a8w8": Scheme(8, True, True, 8, False, "ema"),
+    "aeq_a8w8_sym": Scheme(8, True, True, 8, True, "ema"),
+    "aeq_a8w8_pertensor": Scheme(8, True, False, 8, False, "ema"),
+    "aeq_a16w8": Scheme(8, True, True, 16, True, "ema"),
+    "aeq_a8w4": Scheme(4, True, True, 8, False, "ema"),
+    "aeq_w4": Scheme(4, True, True, None),
+}
+AGREEMENT_TOLERANCE = {"accuracy_points": 0.15, "min_agreement": 0.995}  # issue 11's promise
+
+
+@dataclasses.dataclass
+class SweepConfig:
+    dataset: str = "mnist"
+    model: str = "cnn"
+    artifacts: str = "artifacts"
+    bits: tuple[int, ...] = BITS
+    grid_examples: int = 2000  # test images per grid point (a seeded subset); 0: all
+    calibration_draws: int = 3  # draw 0 is the converter's own calibration images
+    num_calibration: int = modes.DEFAULT_CALIBRATION
+    seed: int = 0
+    checks: bool = True  # compare with the run's real files on the full test split
+    data_root: str | None = None
+    cache_dir: str | None = None
+
+    def validate(self) -> None:
+        data.get(self.dataset)
+        models.get(self.model)
+        cli.check_at_least(self, 1, "calibration_draws", "num_calibration")
+        cli.check_at_least(self, 0, "grid_examples")
+        bad = [b for b in self.bits if not 2 <= b <= 16]
+        if bad or not self.bits:
+            raise TfqError(f"--bits={','.join(map(str, self.bits))}: each must be 2 to 16")
+
+
+def _grid_subset(n_total: int, n: int, seed: int) -> np.ndarray:
+    if not n or n >= n_total:
+        return np.arange(n_total)
+    return np.sort(np.random.default_rng(seed).choice(n_total, n, replace=False))
+
+
+def sweep(cfg: SweepConfig) -> dict:
+    """Run the grid and the checks; writes sweep.json / sweep.csv in the run folder and returns the result."""
+    cfg.validate()
+    run = artifacts.check_writable(artifacts.run_dir(cfg.artifacts, cfg.dataset, cfg.model))
+    fresh_session(cfg.seed)
+    model = models.load_trained(run)
+    started = time.time()
+    splits = data.load(cfg.dataset, root=cfg.data_root, cache=cfg.cache_dir)
+    images, labels = data.to_numpy(splits.test)
+    scaled = data.scale(images).numpy()
+    subset = _grid_subset(len(labels), cfg.grid_examples, cfg.seed)
+    # Draw 0 is exactly what convert calibrates on (same count and seed); the others add spread.
+    sims = [Simulator(model, data.calibration_samples(splits, cfg.num_calibration, seed=cfg.seed + d), seed=d)
+            for d in range(cfg.calibration_draws)]
+    float_pred = sims[0].predict(scaled[subset], Scheme()).argmax(1)
+    lines = []
+    for line in LINES:
+        points = []
+        for bits in cfg.bits:
+            scheme = line.scheme(bits)
+            draws = sims if scheme.activation_bits else sims[:1]  # weights alone need no calibration
+            preds = [s.predict(scaled[subset], scheme).argmax(1) for s in draws]
+            acc = [float((p == labels[subset]).mean()) for p in preds]
+            points.append({"bits": bits, "scheme": scheme.name, "accuracy": acc, "mean": float(np.mean(acc)),
+                           "spread": [min(acc), max(acc)],
+                           "agreement_with_float": float(np.mean([(p == float_pred).mean() for p in preds]))})
+        lines.append({"family": line.family, "label": line.label, "points": points})
+    result = {
+        "dataset": cfg.dataset, "model": cfg.model,
+        "grid_examples": int(len(subset)), "grid_subset_seed": cfg.seed,
+        "float_accuracy_grid": float((float_pred == labels[subset]).mean()),
+        "calibration_samples": cfg.num_calibration,
+        "calibration_seeds": [cfg.seed + d for d in range(cfg.calibration_draws)],
+        "lines": lines,
+        "checks": _checks(run, sims[0], scaled, images, labels) if cfg.checks else [],
+        "tolerance": AGREEMENT_TOLERANCE,
+        "source_model": {"path": str(run / artifacts.MODEL_FILE), "sha256": artifacts.sha256(run / artifacts.MODEL_FILE)},
+        "time_s": round(time.time() - started, 1),
+        "versions": versions(),
+    }
+    with artifacts.atomic_paths(run / "sweep.json", run / "sweep.csv") as (json_tmp, csv_tmp):
+        artifacts.write_json(json_tmp, result)
+        csv_tmp.write_text(_csv(result))
+    return result
+
+
+def _checks(run, sim: Simulator, scaled, images, labels) -> list[dict]:
+    """Each real file with a simulated twin: both on the full test split, predictions compared."""
+    from tfq import evaluate  # LiteRT; only for the checks
+
+    out = []
+    for name, scheme in CHECKS.items():
+        path = run / f"{name}.tflite"
+        if not path.is_file():
+            continue
+        clf = evaluate.Classifier(path)
+        processes = 1 if clf.delegation()["xnnpack"] else evaluate.litert.cores()
+        real = evaluate.dequantize(clf.invoke_prepared(clf.prepare(images), processes), clf.output).argmax(1)
+        simulated = sim.predict(scaled, scheme).argmax(1)
+        real_acc, sim_acc = float((real == labels).mean()), float((simulated == labels).mean())
+        agreement = float((real == simulated).mean())
+        gap = abs(real_acc - sim_acc) * 100
+        out.append({"file": path.name, "tflite_sha256": artifacts.sha256(path), "scheme": scheme.name,
+                    "examples": int(len(labels)), "real_accuracy": real_acc, "simulated_accuracy": sim_acc,
+                    "gap_points": gap, "agreement": agreement,
+                    "within_tolerance": gap <= AGREEMENT_TOLERANCE["accuracy_points"]
+                    and agreement >= AGREEMENT_TOLERANCE["min_agreement"]})
+    return out
+
+
+def _csv(result: dict) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["family", "line", "bits", "scheme", "calibration_draw", "accuracy", "agreement_with_float"])
+    for line in result["lines"]:
+        for p in line["points"]:
+            for d, acc in enumerate(p["accuracy"]):
+                w.writerow([line["family"], line["label"], p["bits"], p["scheme"], d, f"{acc:.4f}",
+                            f"{p['agreement_with_float']:.4f}"])
+    return buf.getvalue()
+
+
+FLAGS = flags.FLAGS
+
+
+def _define_flags() -> None:
+    cli.define_common_flags()
+    flags.DEFINE_list("bits", [str(b) for b in BITS], "Bit widths to simulate (2 to 16).")
+    flags.DEFINE_integer("grid_examples", 2000, "Test images per grid point (a seeded subset; 0: all).")
+    flags.DEFINE_integer("calibration_draws", 3, "Calibration draws for activation ranges (draw 0 = convert's).")
+    flags.DEFINE_integer("num_calibration", modes.DEFAULT_CALIBRATION, "Calibration images per draw.")
+    flags.DEFINE_integer("seed", 0, "Seed of the grid subset and of calibration draw 0 (convert's --seed).")
+    flags.DEFINE_boolean("checks", True, "Compare with the run's real files on the full test split.")
+
+
+def main(argv):
+    del argv
+    result = sweep(cli.config_from_flags(SweepConfig))
+    print(f"{result['dataset']} {result['model']}: float {100 * result['float_accuracy_grid']:.2f}% on "
+          f"{result['grid_examples']} test images, {result['time_s']} s")
+    for line in result["lines"]:
+        accs = "  ".join(f"{p['bits']}:{100 * p['mean']:5.1f}" for p in line["points"])
+        print(f"  {line['family']:11s} {line['label'][:34]:34s} {accs}")
+    for c in result["checks"]:
+        print(f"  check {c['file']:24s} real {100 * c['real_accuracy']:.2f}  simulated "
+              f"{100 * c['simulated_accuracy']:.2f}  agreement {100 * c['agreement']:.2f}%"
+              f"{'' if c['within_tolerance'] else '  OUTSIDE TOLERANCE'}")
+
+
+if __name__ == "__main__":
+    _define_flags()
+    cli.run(main)
