@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -95,7 +96,9 @@ def test_cli_converts_one_mode(run_cli, trained):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (("--mode=int4",), "unknown mode 'int4'; choose one of: float32, float16, dynamic, int8, int16x8, all"),
+        (("--mode=int4",), "unknown mode 'int4'; choose one of: float32, float16, dynamic, int8, int16x8, aeq_a8w8,"),
+        (("--recipe=/nonexistent.json",), "recipe /nonexistent.json does not exist"),
+        (("--recipe=/nonexistent.json", "--mode=int8"), "--recipe and --mode do not go together"),
         (("--mode=float16", "--io_type=int8"), "--io_type=int8 does not fit --mode=float16"),
         (("--mode=float32", "--noper_channel"), "--per_channel=false does not apply to --mode=float32"),
         (("--dataset=fashion_mnist",), "python -m tfq.train --dataset=fashion_mnist --model=cnn"),
@@ -139,3 +142,60 @@ def test_a_failed_conversion_leaves_no_partial_files(trained, monkeypatch, data_
                                               cache_dir=str(cache)))
     assert (run / "float32.tflite").is_file()  # the mode before the failure is whole
     assert not list(run.glob("dynamic.*")) and not list(run.glob(".*"))
+
+
+def test_ai_edge_quantizer_modes_hold_what_their_recipes_promise(converted):
+    run, m = converted
+    read = {name: flatbuffer.read(run / f"{name}.tflite") for name in m if name.startswith("aeq_")}
+    for name in ("aeq_a8w8", "aeq_a8w8_sym", "aeq_a8w8_pertensor", "aeq_a8w4"):
+        assert read[name].dtypes("activations") == {"int8"} and read[name].float_ops() == [], name
+    assert "int4" in read["aeq_a8w4"].dtypes("weights") and "int8" not in read["aeq_a8w4"].dtypes("weights")
+    assert m["aeq_a8w4"]["size_bytes"] < 0.6 * m["aeq_a8w8"]["size_bytes"]
+    symmetric = [t for t in read["aeq_a8w8_sym"].activations if t.scales]
+    offset = [t for t in symmetric if set(t.zero_points) != {0}]
+    # only int8 SOFTMAX's fixed output (scale 1/256, zero point -128), requantized after it to symmetric
+    assert len(symmetric) > 10 and [(t.scales, t.zero_points) for t in offset] == [((1 / 256,), (-128,))]
+    assert any(set(t.zero_points) != {0} for t in read["aeq_a8w8"].activations if t.scales)
+    assert not any(t.per_channel for t in read["aeq_a8w8_pertensor"].weights)
+    assert any(t.per_channel for t in read["aeq_a8w8"].weights)
+    assert read["aeq_a16w8"].dtypes("activations") == {"int16"}
+    assert read["aeq_w4"].dtypes("activations") == {"float32"} and "DEQUANTIZE" in read["aeq_w4"].op_counts()
+    assert "int4" in read["aeq_dyn_w4"].dtypes("weights") and read["aeq_dyn_w4"].dtypes("activations") == {"float32"}
+    assert m["aeq_a8w8"]["converter"]["recipe"] == json.loads((modes.aeq.RECIPES / "aeq_a8w8.json").read_text())
+    assert m["aeq_a8w8"]["calibration_samples"] == 100 and m["aeq_w4"]["calibration_samples"] == 0
+
+
+def test_a_user_recipe_converts_and_a_silently_ignored_one_fails(run_cli, converted, tmp_path):
+    run, _ = converted
+    recipe = json.loads((modes.aeq.RECIPES / "aeq_a8w4.json").read_text())
+    (tmp_path / "mine.json").write_text(json.dumps(recipe))
+    proc = run_cli("convert", f"--artifacts={run.parent}", f"--recipe={tmp_path / 'mine.json'}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "int4" in flatbuffer.read(run / "recipe_mine.tflite").dtypes("weights")
+    # ai-edge-quantizer 0.10.0 returns float weights for a 2-bit weight-only recipe, without a word
+    two_bit = json.loads((modes.aeq.RECIPES / "aeq_w4.json").read_text())
+    two_bit[0]["op_config"]["weight_tensor_config"]["num_bits"] = 2
+    (tmp_path / "w2.json").write_text(json.dumps(two_bit))
+    proc = run_cli("convert", f"--artifacts={run.parent}", f"--recipe={tmp_path / 'w2.json'}")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "promises int2 weights, but the file holds float32" in error_lines(proc.stderr)[0]
+    assert not (run / "recipe_w2.tflite").exists() and not (run / "recipe_w2.json").exists()
+
+
+def test_recipes_start_from_a_current_float32_file(trained, data_root, cache, tmp_path):
+    import shutil
+
+    run = tmp_path / "mnist_mlp"
+    shutil.copytree(trained / "mnist_mlp", run)
+    for f in run.glob("float32.*"):
+        f.unlink()
+    cfg = convert.ConvertConfig(dataset="mnist", model="mlp", modes=("aeq_dyn_w8",), artifacts=str(tmp_path),
+                                data_root=str(data_root), cache_dir=str(cache))
+    with pytest.raises(TfqError, match="float32.tflite, which does not exist; make it with"):
+        convert.convert(cfg)
+    convert.convert(dataclasses.replace(cfg, modes=("float32",)))
+    manifest = json.loads((run / "float32.json").read_text())
+    manifest["source_model"]["sha256"] = "0" * 64  # as if model.keras was retrained since
+    (run / "float32.json").write_text(json.dumps(manifest))
+    with pytest.raises(TfqError, match="was not made from the current model.keras"):
+        convert.convert(cfg)

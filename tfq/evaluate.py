@@ -281,7 +281,7 @@ def evaluate(cfg: EvalConfig) -> list[dict]:
     # float32 goes first when it is a target: its own pass then serves as the agreement reference.
     targets.sort(key=lambda t: t[0] != "float32")
     reference, reference_info = _reference(cfg, run, dict(targets), images)
-    results = []
+    results, predictions = [], {}
     for name, path in targets:
         clf = classifiers[name]
         delegation = clf.delegation()
@@ -293,6 +293,7 @@ def evaluate(cfg: EvalConfig) -> list[dict]:
         t2 = time.perf_counter()
         pred = dequantize(raw, clf.output).argmax(1)
         t3 = time.perf_counter()
+        predictions[name] = pred.astype(np.int16)
         is_reference = reference_info is not None and reference_info.get("file") == str(path)
         if reference is None and name == "float32" and not cfg.tflite:
             reference, reference_info, is_reference = pred, _describe_reference(path, "float32 flatbuffer"), True
@@ -332,8 +333,25 @@ def evaluate(cfg: EvalConfig) -> list[dict]:
     for result in results:
         result["latency_us"] = latency[result["name"]]
         result["latency_us"]["measured_with"] = sorted(latency)  # the models that took turns with it
-        artifacts.write_json(Path(result["file"]).parent / f"{SPLIT_PREFIX[cfg.split]}{result['name']}.json", result)
+        stem = Path(result["file"]).parent / f"{SPLIT_PREFIX[cfg.split]}{result['name']}"
+        with artifacts.atomic_paths(stem.with_suffix(".json"), stem.with_suffix(".npy")) as (json_tmp, npy_tmp):
+            with open(npy_tmp, "wb") as f:  # np.save on a path would append ".npy" to the temporary name
+                np.save(f, predictions[result["name"]])
+            result["predictions"] = {"file": stem.with_suffix(".npy").name, "sha256": artifacts.sha256(npy_tmp)}
+            artifacts.write_json(json_tmp, result)
     return results
+
+
+def saved_predictions(path: Path, examples: int) -> np.ndarray | None:
+    """The test-split classes `evaluate` saved for the .tflite at `path`, if they are for this very
+    file (digest) and all `examples` test images; None otherwise."""
+    result = artifacts.read_json(path.parent / f"eval_{path.stem}.json", default=None) or {}
+    saved = result.get("predictions") or {}
+    npy = path.parent / saved.get("file", "-")
+    if (result.get("tflite_sha256") != artifacts.sha256(path) or result.get("examples") != examples
+            or not npy.is_file() or artifacts.sha256(npy) != saved.get("sha256")):
+        return None
+    return np.load(npy)
 
 
 def _describe_reference(path: Path, what: str) -> dict:

@@ -1,7 +1,8 @@
 """The study in one command: `python -m tfq.pipeline --datasets=mnist --models=cnn`.
 
-For each dataset x model: train -> convert (every post-training mode) -> qat -> evaluate (every
-flatbuffer), then one report over all runs. Orchestration only: each stage is the plain function
+For each dataset x model: train -> convert (every post-training mode, the converter's and
+ai-edge-quantizer's) -> qat -> evaluate (every flatbuffer) -> sweep (simulated precisions, checked
+against the real files), then one report over all runs. Orchestration only: each stage is the plain function
 of its module. A stage is skipped when its key (its settings plus the digests of the files it
 reads) matches the key recorded when it last finished and its outputs are still there, so a
 rerun does nothing and a changed flag reruns just the stages downstream of it (`--force` redoes
@@ -18,7 +19,7 @@ from pathlib import Path
 
 from absl import flags
 
-from tfq import artifacts, cli, convert, data, evaluate, models, modes, qat, report, train
+from tfq import artifacts, cli, convert, data, evaluate, models, modes, qat, report, sweep, train
 from tfq.artifacts import TfqError
 from tfq.backend import versions
 
@@ -37,9 +38,13 @@ class PipelineConfig:
     max_eval_examples: int = 0
     qat_epochs: int = 1
     qat_learning_rate: float = qat.QatConfig.learning_rate
+    qat_low_bit: tuple[str, ...] = tuple(qat.LOW_BIT)
     num_calibration: int = modes.DEFAULT_CALIBRATION
     latency_runs: int = 200
     threads: int = 1
+    sweep: bool = True
+    sweep_grid_examples: int = sweep.SweepConfig.grid_examples
+    sweep_calibration_draws: int = sweep.SweepConfig.calibration_draws
     data_root: str | None = None
     cache_dir: str | None = None
 
@@ -157,12 +162,14 @@ def run_pair(cfg: PipelineConfig, dataset: str, model: str, environment: dict) -
     qc = qat.QatConfig(dataset=dataset, model=model, epochs=cfg.qat_epochs, batch_size=tc.batch_size,
                        learning_rate=cfg.qat_learning_rate, artifacts=cfg.artifacts,
                        num_calibration=cfg.num_calibration, max_train_examples=tc.max_train_examples,
-                       max_eval_examples=tc.max_eval_examples, data_root=cfg.data_root,
+                       max_eval_examples=tc.max_eval_examples, low_bit=cfg.qat_low_bit, data_root=cfg.data_root,
                        cache_dir=cfg.cache_dir)
     qat_file = run / f"{modes.QAT_INT8.name}.tflite"
-    qat_outputs = [qat_file, qat_file.with_suffix(".json"), run / qat.QAT_MODEL_FILE]
+    qat_outputs = [qat_file, qat_file.with_suffix(".json"), run / qat.QAT_MODEL_FILE,
+                   *([run / qat.LOW_BIT_JSON] if qc.low_bit else [])]
     stages.run("qat", _key(model_digest, _settings(qc), source), lambda: qat_outputs, lambda: qat.qat(qc),
-               f"quantization-aware fine-tuning and its float control ({_count(qc.epochs, 'epoch')} each)",
+               f"quantization-aware fine-tuning (int8{''.join(', ' + s for s in qc.low_bit)}) and its float "
+               f"control ({_count(qc.epochs, 'epoch')} each)",
                lambda r: f"QAT int8 {_pct(r['accuracy']['qat_int8'])}, PTQ int8 of the control "
                          f"{_pct(r['accuracy']['ptq_int8_of_finetuned'])}")
 
@@ -172,9 +179,29 @@ def run_pair(cfg: PipelineConfig, dataset: str, model: str, environment: dict) -
                              max_eval_examples=tc.max_eval_examples, data_root=cfg.data_root,
                              cache_dir=cfg.cache_dir)
     stages.run("evaluate", _key(_digests(targets), _settings(ec), source),
-               lambda: [run / f"eval_{p.stem}.json" for p in targets], lambda: evaluate.evaluate(ec),
+               lambda: [run / f"eval_{p.stem}{ext}" for p in targets for ext in (".json", ".npy")],
+               lambda: evaluate.evaluate(ec),
                f"measuring {len(targets)} flatbuffers in LiteRT",
                lambda rs: ", ".join(f"{r['name']} {_pct(r['accuracy'])}" for r in rs))
+
+    if not cfg.sweep:
+        return
+    sc = sweep.SweepConfig(dataset=dataset, model=model, artifacts=cfg.artifacts,
+                           grid_examples=cfg.sweep_grid_examples, calibration_draws=cfg.sweep_calibration_draws,
+                           num_calibration=cfg.num_calibration, max_eval_examples=tc.max_eval_examples,
+                           data_root=cfg.data_root, cache_dir=cfg.cache_dir)
+    checked = [run / f"{name}.tflite" for name in sweep.CHECKS if (run / f"{name}.tflite").is_file()]
+    stages.run("sweep", _key(model_digest, _digests(checked), _settings(sc), source),
+               lambda: [run / "sweep.json", run / "sweep.csv"], lambda: sweep.sweep(sc),
+               f"simulated precisions, {len(sweep.LINES)} schemes x {len(sc.bits)} widths, checked against "
+               f"{len(checked)} real files", _sweep_headline)
+
+
+def _sweep_headline(result: dict) -> str:
+    checks = result["checks"]
+    worst = min(checks, key=lambda c: c["agreement"]) if checks else None
+    return (f"{sum(c['within_tolerance'] for c in checks)}/{len(checks)} real files reproduced"
+            + (f" (lowest agreement {100 * worst['agreement']:.2f}%, {worst['file']})" if worst else ""))
 
 
 def _count(n: int, noun: str) -> str:
@@ -194,7 +221,11 @@ def validate(cfg: PipelineConfig) -> None:
     for m in cfg.models:
         models.get(m)
     cli.check_at_least(cfg, 0, "epochs", "max_train_examples", "max_eval_examples")
-    cli.check_at_least(cfg, 1, "qat_epochs", "num_calibration", "latency_runs", "threads")
+    cli.check_at_least(cfg, 1, "qat_epochs", "num_calibration", "latency_runs", "threads", "sweep_calibration_draws")
+    cli.check_at_least(cfg, 0, "sweep_grid_examples")
+    unknown = [s for s in cfg.qat_low_bit if s not in qat.LOW_BIT]
+    if unknown:
+        raise TfqError(f"--qat_low_bit={','.join(unknown)}: choose from {', '.join(qat.LOW_BIT)}")
     if not cfg.qat_learning_rate > 0:
         raise TfqError(f"--qat_learning_rate={cfg.qat_learning_rate}: must be above 0")
     for d in cfg.datasets:
@@ -236,9 +267,15 @@ def _define_flags() -> None:
     cli.define_slice_flags()
     flags.DEFINE_integer("qat_epochs", 1, "QAT fine-tuning epochs (the float control gets the same).")
     flags.DEFINE_float("qat_learning_rate", qat.QatConfig.learning_rate, "QAT fine-tuning learning rate.")
+    flags.DEFINE_list("qat_low_bit", list(qat.LOW_BIT), "Low-bit QAT schemes fine-tuned beside int8 (empty: none).")
     flags.DEFINE_integer("num_calibration", modes.DEFAULT_CALIBRATION, "Calibration images for int8/int16x8.")
     flags.DEFINE_integer("latency_runs", 200, "Timed batch-1 invokes per model.")
     flags.DEFINE_integer("threads", 1, "Interpreter threads for evaluation.")
+    flags.DEFINE_boolean("sweep", True, "Run the simulated precision sweep after evaluate.")
+    flags.DEFINE_integer("sweep_grid_examples", sweep.SweepConfig.grid_examples,
+                         "Test images per sweep grid point (0: all).")
+    flags.DEFINE_integer("sweep_calibration_draws", sweep.SweepConfig.calibration_draws,
+                         "Calibration draws per simulated activation range (spread).")
     flags.DEFINE_string("data_root", None, "Raw dataset files (default: $TFQ_DATA_ROOT).")
     flags.DEFINE_string("cache_dir", None, "tfds build folder (default: $TFQ_CACHE_DIR or ~/.cache/tfq).")
 

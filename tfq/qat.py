@@ -24,6 +24,14 @@ from tfq.modes import MODES, QAT_INT8
 from tfq.train import fit_epochs
 
 QAT_MODEL_FILE = "qat_model.h5"  # tfmot wrappers do not round-trip the .keras format
+LOW_BIT_JSON = "qat_lowbit.json"
+
+# Low-bit QAT with tfmot's n-bit scheme (conv weights per channel, Dense weights per tensor, both
+# symmetric; activations asymmetric): name -> (weight bits, activation bits).
+LOW_BIT = {"w4a8": (4, 8), "w4a4": (4, 4)}
+# How a w4a8 QAT model ships: ai-edge-quantizer's a8w4 with the QAT's own weight grids (Dense per
+# tensor, conv per channel), applied to a float32 file of the QAT weights rounded to that grid.
+SHIP_RECIPE = "ship_a8w4_qat.json"
 
 
 @dataclasses.dataclass
@@ -38,6 +46,7 @@ class QatConfig:
     max_train_examples: int = 0
     max_eval_examples: int = 0
     seed: int = 0
+    low_bit: tuple[str, ...] = ()  # LOW_BIT schemes to fine-tune beside int8 (same control)
     data_root: str | None = None
     cache_dir: str | None = None
 
@@ -49,6 +58,9 @@ class QatConfig:
         cli.check_at_least(self, 0, "max_train_examples", "max_eval_examples")
         if not self.learning_rate > 0:
             raise TfqError(f"--learning_rate={self.learning_rate}: must be above 0")
+        unknown = [s for s in self.low_bit if s not in LOW_BIT]
+        if unknown:
+            raise TfqError(f"--low_bit={','.join(unknown)}: choose from {', '.join(LOW_BIT)}")
 
 
 def _fit(model: keras.Model, cfg: QatConfig, cached_train, spec, val_ds) -> dict:
@@ -137,13 +149,107 @@ def qat(cfg: QatConfig) -> dict:
     acc = result["accuracy"]
     result["qat_gain_over_ptq"] = acc["qat_int8"] - acc["ptq_int8_of_finetuned"]
     result["qat_drop_vs_float"] = acc["float_finetuned"] - acc["qat_int8"]
+    low_bit = None
+    if cfg.low_bit:
+        low_bit = _low_bit(cfg, float_model, control, correct["float_finetuned"], calibration,
+                           (cached_train, spec, val_ds), test_x, test_y)
+        low_bit.update(source_model=result["source_model"], data_source=result["data_source"],
+                       versions=result["versions"])
 
-    with artifacts.atomic_paths(run / QAT_MODEL_FILE, run / result["file"], run / f"{QAT_INT8.name}.json") as (
-            model_tmp, blob_tmp, json_tmp):
-        qat_model.save(model_tmp, include_optimizer=False)
-        blob_tmp.write_bytes(qat_blob)
-        artifacts.write_json(json_tmp, result)
+    outputs = [run / QAT_MODEL_FILE, run / result["file"], run / f"{QAT_INT8.name}.json"]
+    with artifacts.atomic_paths(*outputs, *([run / LOW_BIT_JSON] if low_bit else [])) as tmps:
+        qat_model.save(tmps[0], include_optimizer=False)
+        tmps[1].write_bytes(qat_blob)
+        artifacts.write_json(tmps[2], result)
+        if low_bit:
+            artifacts.write_json(tmps[3], low_bit)
     return result
+
+
+def _n_bit_model(float_model: keras.Model, weight_bits: int, activation_bits: int) -> keras.Model:
+    q = tfmot().quantization.keras
+    scheme = q.experimental.default_n_bit.DefaultNBitQuantizeScheme(
+        num_bits_weight=weight_bits, num_bits_activation=activation_bits)
+    try:
+        return q.quantize_apply(q.quantize_annotate_model(float_model), scheme)
+    except (ValueError, RuntimeError) as e:
+        raise TfqError(f"tfmot cannot quantize the model at w{weight_bits}a{activation_bits}: "
+                       f"{str(e).splitlines()[0][:200]}") from None
+
+
+def float_twin(qat_model: keras.Model, float_model: keras.Model, weight_bits: int) -> keras.Model:
+    """The float architecture with the QAT model's weights, kernels rounded to the grids tfmot's
+    n-bit scheme trained them on (conv per output channel, Dense per tensor, symmetric)."""
+    from tfq.simulate import fake_quant_weights
+
+    twin = keras.models.clone_model(float_model)
+    # tfmot's wrappers keep the wrapped layer's variables under their own names ("conv1_1/kernel:0")
+    # beside the quantizers' ("quant_conv1_1/kernel_min:0")
+    trained = {v.name: v.numpy() for v in qat_model.weights}
+    for layer in twin.layers:
+        if not layer.weights:
+            continue
+        weights = [trained[f"{layer.name}/{v.name.split('/')[-1]}"] for v in layer.weights]
+        if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)):
+            weights[0] = fake_quant_weights(weights[0], weight_bits, symmetric=True,
+                                            per_channel=isinstance(layer, keras.layers.Conv2D))
+        layer.set_weights(weights)
+    return twin
+
+
+def _ship_a8w4(model: keras.Model, calibration) -> bytes:
+    from tfq import aeq
+
+    float_blob, _ = convert.convert_model(model, MODES["float32"])
+    return aeq.quantize(float_blob, aeq.load(aeq.RECIPES / SHIP_RECIPE), calibration, "QAT a8w4 shipping")
+
+
+def _low_bit(cfg: QatConfig, float_model, control, control_correct, calibration, training, test_x, test_y) -> dict:
+    """Each LOW_BIT scheme: QAT fine-tuning (the batches and seeds of the int8 arms), its Keras
+    accuracy against post-training quantization of the equally fine-tuned control at the same
+    widths (simulated), and for w4a8 both shipped as real a8w4 files."""
+    from tfq.simulate import Scheme, Simulator
+
+    scaled = data.scale(test_x).numpy()
+    ptq = Simulator(control, calibration)
+    out = {"what": "tfmot n-bit QAT against PTQ of the equally fine-tuned float control",
+           "epochs": cfg.epochs, "learning_rate": cfg.learning_rate, "test_examples": int(len(test_y)),
+           "float_finetuned": float(control_correct.mean()), "schemes": {}}
+    control_file = None
+    for name in cfg.low_bit:
+        w_bits, a_bits = LOW_BIT[name]
+        fresh_session(cfg.seed)
+        qat_model = _n_bit_model(float_model, w_bits, a_bits)
+        started = time.time()
+        history = _fit(qat_model, cfg, *training)
+        fit_s = time.time() - started
+        qat_correct = models.predict_classes(qat_model, scaled) == test_y
+        # PTQ at the same widths: per-channel symmetric weights (a8w4's grid), min/max activation ranges
+        ptq_correct = ptq.predict(scaled, Scheme(w_bits, True, True, a_bits, False, "minmax")).argmax(1) == test_y
+        entry = {"weight_bits": w_bits, "activation_bits": a_bits, "time_s": round(fit_s, 1), "history": history,
+                 "accuracy": {"qat_keras": float(qat_correct.mean()), "ptq_simulated": float(ptq_correct.mean())},
+                 "qat_vs_ptq": stats.paired(ptq_correct, qat_correct),
+                 "qat_vs_float_finetuned": stats.paired(control_correct, qat_correct)}
+        if a_bits == 8 and w_bits == 4:
+            twin = float_twin(qat_model, float_model, w_bits)
+            shipped = _ship_a8w4(twin, calibration)
+            control_file = control_file or _ship_a8w4(control, calibration)
+            shipped_correct = _tflite_correct(shipped, test_x, test_y)
+            control_file_correct = _tflite_correct(control_file, test_x, test_y)
+            entry["accuracy"].update(qat_shipped_a8w4=float(shipped_correct.mean()),
+                                     ptq_a8w4_file=float(control_file_correct.mean()))
+            entry["shipped"] = {"recipe": SHIP_RECIPE, "size_bytes": len(shipped),
+                                "weight_dtypes": sorted(flatbuffer.read(shipped).dtypes("weights")),
+                                "vs_qat_keras": stats.paired(qat_correct, shipped_correct),
+                                "agreement_with_qat_keras": float(np.mean(
+                                    _tflite_pred(shipped, test_x) == models.predict_classes(qat_model, scaled))),
+                                "vs_ptq_file": stats.paired(control_file_correct, shipped_correct)}
+        out["schemes"][name] = entry
+    return out
+
+
+def _tflite_pred(blob: bytes, x) -> np.ndarray:
+    return evaluate.Classifier(blob).predict(x).argmax(1)
 
 
 def load_qat_model(path):
@@ -164,6 +270,8 @@ def _define_flags() -> None:
     flags.DEFINE_integer("num_calibration", d.num_calibration, "Calibration images for the PTQ control.")
     cli.define_slice_flags()
     flags.DEFINE_integer("seed", d.seed, "Random seed.")
+    flags.DEFINE_list("low_bit", [], f"Also fine-tune these n-bit QAT schemes ({', '.join(LOW_BIT)}) against the "
+                      "same control; writes qat_lowbit.json.")
 
 
 def main(argv):

@@ -1,9 +1,11 @@
 """The study's report, made from result files alone: `python -m tfq.report`.
 
-Reads each run folder's `train.json`, `eval_<mode>.json`, `qat_int8.json` and `pipeline.json`, and
-writes `report.md` (one table per dataset, QAT against its control, stage times), `results.csv`,
-`results.json` and plots: accuracy against size with the Pareto front, batch-1 latency per mode,
-and the per-class accuracy change of int8 against float32.
+Reads each run folder's `train.json`, `eval_<mode>.json`, `qat_int8.json`, `sweep.json` and
+`pipeline.json`, and writes `report.md` (one table per dataset, the ai-edge-quantizer modes and
+the kernels that ran them, the precision sweep with its checks against real files and its paired
+scheme comparisons, QAT against its control, stage times), `results.csv`, `results.json` and
+plots: accuracy against size with the Pareto front, batch-1 latency per mode, the per-class
+accuracy change of int8 against float32, and accuracy against bits per run.
 """
 
 from __future__ import annotations
@@ -48,8 +50,14 @@ def collect(artifacts_root: str | Path, datasets, models) -> tuple[list[dict], d
                 stale_results.append({"run": f"{dataset}_{model}", "file": "qat_int8.json",
                                       "why": "it was fine-tuned from an older trained model"})
                 qat_info = None
+            sweep_info = artifacts.read_json(run / "sweep.json", default=None)
+            if sweep_info and train_info and sweep_info["source_model"]["sha256"] != train_info.get("model_sha256"):
+                stale_results.append({"run": f"{dataset}_{model}", "file": "sweep.json",
+                                      "why": "it simulated an older trained model"})
+                sweep_info = None
             runs[f"{dataset}_{model}"] = {"train": train_info,
                                           "qat": qat_info,
+                                          "sweep": sweep_info,
                                           "stages": artifacts.read_json(run / "pipeline.json", default={}),
                                           "evals": evals}
             base = evals.get("float32")
@@ -170,7 +178,7 @@ def _plots(rows: list[dict], runs: dict, out: Path) -> list[str]:
 
     written = []
     modes = sorted({r["mode"] for r in rows}, key=_mode_rank)
-    colors = {m: plt.cm.tab10(i) for i, m in enumerate(modes)}
+    colors = {m: plt.cm.tab20(i % 20) for i, m in enumerate(modes)}
     markers = {"cnn": "o", "mlp": "s"}
 
     def save(fig, name):
@@ -242,6 +250,30 @@ def _plots(rows: list[dict], runs: dict, out: Path) -> list[str]:
         ax.set_title("Per-class accuracy change, int8 minus float32 (points)")
         fig.colorbar(im, ax=ax, label="accuracy change (points)")
         save(fig, "per_class_int8.png")
+
+    for name, run in runs.items():
+        sweep = run.get("sweep")
+        if not sweep:
+            continue
+        families = list(dict.fromkeys(line["family"] for line in sweep["lines"]))
+        fig, axes = plt.subplots(1, len(families), figsize=(5 * len(families), 4.2), sharey=True)
+        for ax, family in zip(np.atleast_1d(axes), families):
+            for line in (ln for ln in sweep["lines"] if ln["family"] == family):
+                bits = [p["bits"] for p in line["points"]]
+                mean = np.array([100 * p["mean"] for p in line["points"]])
+                lo = mean - [100 * p["spread"][0] for p in line["points"]]
+                hi = [100 * p["spread"][1] for p in line["points"]] - mean
+                ax.errorbar(range(len(bits)), mean, yerr=[lo, hi], marker="o", ms=4, capsize=3, label=line["label"])
+            ax.axhline(100 * sweep["float_accuracy_grid"], color="gray", linestyle="--", linewidth=1, label="float32")
+            ax.set_xticks(range(len(bits)), [str(b) for b in bits])
+            ax.set_xlabel("bits")
+            ax.set_title(f"{family} quantized" if family != "both" else "weights and activations")
+            ax.grid(True, alpha=0.3)
+            ax.legend(fontsize=6.5, loc="lower right")
+        np.atleast_1d(axes)[0].set_ylabel(f"accuracy (%), {sweep['grid_examples']:,d} test images")
+        fig.suptitle(f"{name}: simulated precision (bars: range over {len(sweep['calibration_seeds'])} "
+                     "calibration draws)", fontsize=10)
+        save(fig, f"bits_{name}.png")
     return written
 
 
@@ -292,6 +324,8 @@ def report(artifacts_root: str | Path = "artifacts", out: str | Path | None = No
                       f"{_fmt(r['agreement'], 'pct')} | {_fmt(r['size_bytes'], 'kb')} | {_fmt(r['size_ratio'], 'x')} | "
                       f"{_fmt(r['p50_us'], 'us')} | {_speed(r)} | {r['ops_outside_delegate'] or '-'} |")
         md += ["", f"![accuracy against size, {dataset}](accuracy_vs_size_{dataset}.png)", ""]
+    md += _aeq_section(rows)
+    md += _sweep_section(runs)
     qat_rows = [(n, r["qat"]) for n, r in runs.items() if r["qat"]]
     if qat_rows:
         md += ["## QAT against an equally fine-tuned control", "",
@@ -322,7 +356,88 @@ def report(artifacts_root: str | Path = "artifacts", out: str | Path | None = No
     return out / REPORT_MD
 
 
-STAGES = ("train", "convert", "qat", "evaluate")
+def _aeq_section(rows: list[dict]) -> list[str]:
+    """The ai-edge-quantizer modes: what each file holds, whether LiteRT ran it, on which kernels."""
+    aeq_rows = [r for r in rows if r["mode"].startswith("aeq_")]
+    if not aeq_rows:
+        return []
+    from tfq.modes import KNOWN
+
+    md = ["## ai-edge-quantizer (LiteRT Quantizer) modes: did LiteRT run them, on which kernels", "",
+          "Each file was made from the run's float32.tflite by its recipe (`tfq/recipes/`), read back "
+          "(weights and activations as the table says, or the conversion fails) and run on the test split in "
+          "LiteRT. 'XNNPACK' counts the runs whose every op XNNPACK took; ops it left to LiteRT's own kernels "
+          "are named. Speed is against int8 from the TFLite converter in the same run.", "",
+          "| mode | weights / activations | ran in LiteRT | all in XNNPACK | ops outside XNNPACK | "
+          "p50 latency / converter int8's (range over runs) |", "|---|---|---:|---:|---|---:|"]
+    int8 = {(r["dataset"], r["model"]): r for r in rows if r["mode"] == "int8"}
+    for mode in dict.fromkeys(r["mode"] for r in aeq_rows):
+        sub = [r for r in aeq_rows if r["mode"] == mode]
+        row = KNOWN.get(mode)
+        dtypes = f"{row.weight_dtype} / {'/'.join(row.activation_dtypes)}" if row else "-"
+        outside = sorted({op for r in sub for op in r["ops_outside_delegate"].split()} - {"(no", "XNNPACK)"})
+        full = sum(r["ops_outside_delegate"] == "" for r in sub)
+        ratios = [r["p50_us"] / int8[r["dataset"], r["model"]]["p50_us"] for r in sub if (r["dataset"], r["model"]) in int8]
+        none = [r for r in sub if r["ops_outside_delegate"] == "all (no XNNPACK)"]
+        where = "all (no XNNPACK)" if none and len(none) == len(sub) else (", ".join(outside) or "-")
+        md.append(f"| {mode} | {dtypes} | {len(sub)} of {len(sub)} runs | {full} | {where} | "
+                  + (f"{min(ratios):.2f}x-{max(ratios):.2f}x" if ratios else "-") + " |")
+    return [*md, ""]
+
+
+def _sweep_section(runs: dict) -> list[str]:
+    sweeps = {n: r["sweep"] for n, r in runs.items() if r.get("sweep")}
+    if not sweeps:
+        return []
+    md = ["## Precision sweep: simulated quantization from 16 down to 2 bits", "",
+          "The trained Keras model with TensorFlow fake-quant ops where a TFLite integer graph quantizes "
+          "(BatchNorm folded, fused ReLUs), calibrated on the converter's own images plus further draws "
+          "(`python -m tfq.sweep`). Grid points run on a seeded subset of the test split; the checks run on "
+          "every test image.", ""]
+    md += ["### Simulation checked against real files", "",
+           "Each real file beside its simulated twin (same grid, same range calibration), on the full test "
+           "split. Tolerance: accuracy within 0.15 points and at least 99.5% of predictions equal.", "",
+           "| run | file | simulated scheme | real | simulated | gap (points) | agreement | within |",
+           "|---|---|---|---:|---:|---:|---:|---|"]
+    for n, sw in sweeps.items():
+        for c in sw["checks"]:
+            md.append(f"| {n} | {c['file']} | {c['scheme']} | {_fmt(c['real_accuracy'], 'pct')} | "
+                      f"{_fmt(c['simulated_accuracy'], 'pct')} | {c['gap_points']:.2f} | {_fmt(c['agreement'], 'pct')} | "
+                      f"{'yes' if c['within_tolerance'] else '**no**'} |")
+    names = list(sweeps)
+    first = sweeps[names[0]]
+    md += ["", "### Smallest width that stays within 1 point of float32", "",
+           f"Mean over calibration draws on the grid images ({first['grid_examples']:,d} per run); '-': no width "
+           "tried did.", "", "| scheme | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
+    for k, line in enumerate(first["lines"]):
+        cells = []
+        for n in names:
+            sw = sweeps[n]
+            ok = [p["bits"] for p in sw["lines"][k]["points"] if p["mean"] >= sw["float_accuracy_grid"] - 0.01]
+            cells.append(str(min(ok)) if ok else "-")
+        md.append(f"| {line['family']}: {line['label']} | " + " | ".join(cells) + " |")
+    md += ["", "### Paired scheme comparisons", "",
+           "Accuracy of one scheme minus another at the same width, on the same grid images and, for activations, "
+           "the same calibration draw: the mean over draws with the range over draws in brackets; * when every "
+           "draw's McNemar test says p < 0.05.", ""]
+    for k, contrast in enumerate(first["contrasts"]):
+        bits = [p["bits"] for p in contrast["points"]]
+        md += [f"**{contrast['label']}** (points)", "", "| run | " + " | ".join(f"{b} bits" for b in bits) + " |",
+               "|---|" + "---:|" * len(bits)]
+        for n in names:
+            cells = []
+            for p in sweeps[n]["contrasts"][k]["points"]:
+                star = " *" if all(d["p_value"] < 0.05 for d in p["draws"]) else ""
+                lo, hi = p["draw_range_pts"]
+                cells.append(f"{p['delta_pts']:+.2f}" + (f" [{lo:+.2f}, {hi:+.2f}]" if len(p["draws"]) > 1 else "")
+                             + star)
+            md.append(f"| {n} | " + " | ".join(cells) + " |")
+        md.append("")
+    md += [f"![accuracy against bits, {n}](bits_{n}.png)" for n in names] + [""]
+    return md
+
+
+STAGES = ("train", "convert", "qat", "evaluate", "sweep")
 
 
 def _stage_times(runs: dict) -> list[str]:

@@ -28,8 +28,8 @@ from tfq.artifacts import TfqError
 from tfq.backend import keras, tf
 
 PERCENTILE = 99.99  # the "percentile" range keeps this share of calibration values inside
-_MSE_FRACTIONS = np.linspace(0.25, 1.0, 61)  # clip candidates, as fractions of the min/max range
-_MSE_SAMPLE = 200_000  # calibration values per tensor the MSE search scores
+_MSE_FRACTIONS = np.linspace(0.2, 1.0, 41)  # clip candidates, as fractions of the min/max range
+_MSE_SAMPLE = 50_000  # calibration values per tensor the MSE search scores
 EMA_SMOOTHING = 0.95  # ai-edge-quantizer's calibrator: per-image min/max, averaged in calibration order
 RANGE_METHODS = ("minmax", "percentile", "mse", "ema")
 

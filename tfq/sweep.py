@@ -23,12 +23,12 @@ import time
 import numpy as np
 from absl import flags
 
-from tfq import artifacts, cli, data, models, modes
+from tfq import artifacts, cli, data, models, modes, stats
 from tfq.artifacts import TfqError
 from tfq.backend import fresh_session, versions
 from tfq.simulate import Scheme, Simulator
 
-BITS = (2, 3, 4, 5, 6, 8, 12, 16)
+BITS = (2, 3, 4, 5, 6, 8, 16)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,6 +81,17 @@ CHECKS = {
     "aeq_a8w4": Scheme(4, True, True, 8, False, "ema"),
     "aeq_w4": Scheme(4, True, True, None),
 }
+# Paired comparisons between two lines at each width, on the same grid images and (for
+# activations) the same calibration draw: (label, line, minus this line).
+CONTRASTS = (
+    ("activations: symmetric minus asymmetric (min/max)", "symmetric, min/max", "asymmetric, min/max"),
+    ("activations: percentile minus min/max", "asymmetric, percentile", "asymmetric, min/max"),
+    ("activations: MSE minus min/max", "asymmetric, MSE", "asymmetric, min/max"),
+    ("activations: moving average (ai-edge-quantizer) minus min/max",
+     "asymmetric, moving-average min/max (ai-edge-quantizer)", "asymmetric, min/max"),
+    ("weights: per-tensor minus per-channel (symmetric)", "symmetric, per-tensor", "symmetric, per-channel"),
+    ("weights: asymmetric minus symmetric (per-channel)", "asymmetric, per-channel", "symmetric, per-channel"),
+)
 AGREEMENT_TOLERANCE = {"accuracy_points": 0.15, "min_agreement": 0.995}  # issue 11's promise
 
 
@@ -90,11 +101,12 @@ class SweepConfig:
     model: str = "cnn"
     artifacts: str = "artifacts"
     bits: tuple[int, ...] = BITS
-    grid_examples: int = 2000  # test images per grid point (a seeded subset); 0: all
+    grid_examples: int = 1000  # test images per grid point (a seeded subset); 0: all
     calibration_draws: int = 3  # draw 0 is the converter's own calibration images
     num_calibration: int = modes.DEFAULT_CALIBRATION
     seed: int = 0
     checks: bool = True  # compare with the run's real files on the full test split
+    max_eval_examples: int = 0  # quick runs: only this many test images (0: all)
     data_root: str | None = None
     cache_dir: str | None = None
 
@@ -102,7 +114,7 @@ class SweepConfig:
         data.get(self.dataset)
         models.get(self.model)
         cli.check_at_least(self, 1, "calibration_draws", "num_calibration")
-        cli.check_at_least(self, 0, "grid_examples")
+        cli.check_at_least(self, 0, "grid_examples", "max_eval_examples")
         bad = [b for b in self.bits if not 2 <= b <= 16]
         if bad or not self.bits:
             raise TfqError(f"--bits={','.join(map(str, self.bits))}: each must be 2 to 16")
@@ -121,7 +133,7 @@ def sweep(cfg: SweepConfig) -> dict:
     fresh_session(cfg.seed)
     model = models.load_trained(run)
     started = time.time()
-    splits = data.load(cfg.dataset, root=cfg.data_root, cache=cfg.cache_dir)
+    splits = data.load(cfg.dataset, root=cfg.data_root, cache=cfg.cache_dir, max_eval=cfg.max_eval_examples or None)
     images, labels = data.to_numpy(splits.test)
     scaled = data.scale(images).numpy()
     subset = _grid_subset(len(labels), cfg.grid_examples, cfg.seed)
@@ -129,14 +141,15 @@ def sweep(cfg: SweepConfig) -> dict:
     sims = [Simulator(model, data.calibration_samples(splits, cfg.num_calibration, seed=cfg.seed + d), seed=d)
             for d in range(cfg.calibration_draws)]
     float_pred = sims[0].predict(scaled[subset], Scheme()).argmax(1)
-    lines = []
+    lines, correct = [], {}
     for line in LINES:
         points = []
         for bits in cfg.bits:
             scheme = line.scheme(bits)
             draws = sims if scheme.activation_bits else sims[:1]  # weights alone need no calibration
             preds = [s.predict(scaled[subset], scheme).argmax(1) for s in draws]
-            acc = [float((p == labels[subset]).mean()) for p in preds]
+            correct[line.label, bits] = [p == labels[subset] for p in preds]
+            acc = [float(c.mean()) for c in correct[line.label, bits]]
             points.append({"bits": bits, "scheme": scheme.name, "accuracy": acc, "mean": float(np.mean(acc)),
                            "spread": [min(acc), max(acc)],
                            "agreement_with_float": float(np.mean([(p == float_pred).mean() for p in preds]))})
@@ -148,6 +161,7 @@ def sweep(cfg: SweepConfig) -> dict:
         "calibration_samples": cfg.num_calibration,
         "calibration_seeds": [cfg.seed + d for d in range(cfg.calibration_draws)],
         "lines": lines,
+        "contrasts": _contrasts(correct, cfg.bits),
         "checks": _checks(run, sims[0], scaled, images, labels) if cfg.checks else [],
         "tolerance": AGREEMENT_TOLERANCE,
         "source_model": {"path": str(run / artifacts.MODEL_FILE), "sha256": artifacts.sha256(run / artifacts.MODEL_FILE)},
@@ -160,6 +174,20 @@ def sweep(cfg: SweepConfig) -> dict:
     return result
 
 
+def _contrasts(correct: dict, bits: tuple[int, ...]) -> list[dict]:
+    """Each contrast at each width: the paired test per calibration draw (same images, same draw)."""
+    out = []
+    for label, line, baseline in CONTRASTS:
+        points = []
+        for b in bits:
+            draws = [stats.paired(ref, other) for ref, other in zip(correct[baseline, b], correct[line, b])]
+            deltas = [d["delta_pts"] for d in draws]
+            points.append({"bits": b, "delta_pts": float(np.mean(deltas)), "draw_range_pts": [min(deltas), max(deltas)],
+                           "draws": draws})
+        out.append({"label": label, "line": line, "baseline": baseline, "points": points})
+    return out
+
+
 def _checks(run, sim: Simulator, scaled, images, labels) -> list[dict]:
     """Each real file with a simulated twin: both on the full test split, predictions compared."""
     from tfq import evaluate  # LiteRT; only for the checks
@@ -169,9 +197,11 @@ def _checks(run, sim: Simulator, scaled, images, labels) -> list[dict]:
         path = run / f"{name}.tflite"
         if not path.is_file():
             continue
-        clf = evaluate.Classifier(path)
-        processes = 1 if clf.delegation()["xnnpack"] else evaluate.litert.cores()
-        real = evaluate.dequantize(clf.invoke_prepared(clf.prepare(images), processes), clf.output).argmax(1)
+        real = evaluate.saved_predictions(path, len(labels))  # the evaluate stage's own pass, if current
+        if real is None:
+            clf = evaluate.Classifier(path)
+            processes = 1 if clf.delegation()["xnnpack"] else evaluate.litert.cores()
+            real = evaluate.dequantize(clf.invoke_prepared(clf.prepare(images), processes), clf.output).argmax(1)
         simulated = sim.predict(scaled, scheme).argmax(1)
         real_acc, sim_acc = float((real == labels).mean()), float((simulated == labels).mean())
         agreement = float((real == simulated).mean())
@@ -202,11 +232,12 @@ FLAGS = flags.FLAGS
 def _define_flags() -> None:
     cli.define_common_flags()
     flags.DEFINE_list("bits", [str(b) for b in BITS], "Bit widths to simulate (2 to 16).")
-    flags.DEFINE_integer("grid_examples", 2000, "Test images per grid point (a seeded subset; 0: all).")
+    flags.DEFINE_integer("grid_examples", 1000, "Test images per grid point (a seeded subset; 0: all).")
     flags.DEFINE_integer("calibration_draws", 3, "Calibration draws for activation ranges (draw 0 = convert's).")
     flags.DEFINE_integer("num_calibration", modes.DEFAULT_CALIBRATION, "Calibration images per draw.")
     flags.DEFINE_integer("seed", 0, "Seed of the grid subset and of calibration draw 0 (convert's --seed).")
     flags.DEFINE_boolean("checks", True, "Compare with the run's real files on the full test split.")
+    flags.DEFINE_integer("max_eval_examples", 0, "Use only this many test images (0: all).")
 
 
 def main(argv):

@@ -1,0 +1,88 @@
+"""tfq.simulate: folding is exact, the weight grids are TFLite's, and 8-bit simulation reproduces
+real int8 files (the converter's min/max and ai-edge-quantizer's moving-average calibration)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tfq import aeq, data, evaluate, models
+from tfq.artifacts import TfqError
+from tfq.simulate import Scheme, Simulator, fake_quant_weights
+
+
+@pytest.fixture(scope="module")
+def mnist(data_root, cache):
+    splits = data.load("mnist", root=data_root, cache=cache, max_eval=1000)
+    images, labels = data.to_numpy(splits.test)
+    return splits, images, labels
+
+
+@pytest.mark.parametrize("model", ["cnn", "mlp"])
+def test_folded_float_chain_computes_the_keras_model(trained, mnist, model):
+    splits, images, _ = mnist
+    keras_model = models.load_trained(trained / f"mnist_{model}")
+    sim = Simulator(keras_model, data.calibration_samples(splits, 50))
+    x = data.scale(images[:200]).numpy()
+    np.testing.assert_allclose(sim.predict(x, Scheme()), keras_model.predict(x, verbose=0), atol=1e-4)
+
+
+@pytest.mark.parametrize("bits", [2, 4, 8])
+def test_weight_grids(bits):
+    kernel = np.random.default_rng(0).normal(size=(3, 3, 4, 6)).astype(np.float32)
+    sym = fake_quant_weights(kernel, bits, symmetric=True, per_channel=True)
+    for c in range(kernel.shape[-1]):
+        levels = np.unique(sym[..., c])
+        assert len(levels) <= 2 ** bits - 1  # narrow range: -(2^(b-1)-1) .. 2^(b-1)-1
+        step = np.abs(kernel[..., c]).max() / (2 ** (bits - 1) - 1)
+        np.testing.assert_allclose(levels / step, np.round(levels / step), atol=1e-3)
+        assert np.abs(sym[..., c]).max() == pytest.approx(np.abs(kernel[..., c]).max(), rel=1e-5)
+    per_tensor = fake_quant_weights(kernel, bits, symmetric=False, per_channel=False)
+    assert len(np.unique(per_tensor)) <= 2 ** bits
+    assert np.abs(per_tensor - kernel).max() <= (kernel.max() - kernel.min()) / (2 ** bits - 1)
+
+
+def test_bad_schemes_are_clear_errors():
+    with pytest.raises(TfqError, match="simulated bits must be 2 to 16, not 1"):
+        Scheme(weight_bits=1)
+    with pytest.raises(TfqError, match="activation range 'kl'"):
+        Scheme(activation_bits=8, activation_range="kl")
+
+
+def _real(path, images):
+    clf = evaluate.Classifier(path)
+    return clf.predict(images).argmax(1)
+
+
+@pytest.mark.parametrize("name, scheme", [
+    ("int8", Scheme(8, True, True, 8, False, "minmax")),
+    ("aeq_a8w8", Scheme(8, True, True, 8, False, "ema")),
+])
+def test_8bit_simulation_reproduces_the_real_file(converted, mnist, data_root, cache, name, scheme):
+    run, manifests = converted
+    splits, images, labels = mnist
+    calibration = data.calibration_samples(splits, manifests[name]["calibration_samples"])  # convert's seed 0
+    sim = Simulator(models.load_trained(run), calibration)
+    simulated = sim.predict(data.scale(images).numpy(), scheme).argmax(1)
+    real = _real(run / f"{name}.tflite", images)
+    assert np.mean(simulated == real) >= 0.995
+    assert abs(np.mean(simulated == labels) - np.mean(real == labels)) <= 0.003
+
+
+def test_moving_average_ranges_are_ai_edge_quantizers(converted, mnist):
+    """The input tensor's range from ai-edge-quantizer's own calibrator equals the simulation's."""
+    from ai_edge_quantizer import quantizer
+
+    run, _ = converted
+    splits, _, _ = mnist
+    calibration = data.calibration_samples(splits, 40)
+    float_blob = (run / "float32.tflite").read_bytes()
+    qt = quantizer.Quantizer(bytearray(float_blob), aeq.load(aeq.RECIPES / "aeq_a8w8.json"))
+    key, name = aeq._signature(float_blob)  # noqa: SLF001
+    qsvs = qt.calibrate({key: [{name: x[None]} for x in calibration]}, num_threads=1)
+    sim = Simulator(models.load_trained(run), calibration)
+    logits = [k for k in qsvs if "probs" in k and "BiasAdd" in k]
+    assert logits  # the Dense output, before softmax
+    lo, hi = sim.stats[-1]["ema"]
+    assert float(np.min(qsvs[logits[-1]]["min"])) == pytest.approx(lo, rel=1e-4, abs=1e-5)
+    assert float(np.max(qsvs[logits[-1]]["max"])) == pytest.approx(hi, rel=1e-4, abs=1e-5)

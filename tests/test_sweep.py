@@ -1,0 +1,41 @@
+"""tfq.sweep: the grid, its spread over calibration draws, the checks against real files, the CLI."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+from tests.conftest import error_lines
+from tfq import sweep
+
+
+def test_sweep_cli_writes_the_grid_and_the_checks(run_cli, converted):
+    run, _ = converted
+    proc = run_cli("sweep", f"--artifacts={run.parent}", "--bits=2,8", "--calibration_draws=2",
+                   "--grid_examples=200", "--max_eval_examples=500")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads((run / "sweep.json").read_text())
+    assert result["grid_examples"] == 200 and result["calibration_seeds"] == [0, 1]
+    assert [line["label"] for line in result["lines"]] == [line.label for line in sweep.LINES]
+    for line in result["lines"]:
+        assert [p["bits"] for p in line["points"]] == [2, 8]
+        for p in line["points"]:
+            assert len(p["accuracy"]) == (2 if line["family"] != "weights" else 1)
+            assert 0 <= p["spread"][0] <= p["mean"] <= p["spread"][1] <= 1
+    by_line = {line["label"]: line["points"] for line in result["lines"]}
+    int8_line = by_line["TFLite int8 scheme (w sym/channel, a asym min/max)"]
+    assert int8_line[1]["mean"] > int8_line[0]["mean"] + 0.3  # 2 bits break the model, 8 do not
+    checks = {c["file"]: c for c in result["checks"]}
+    assert set(checks) == {f"{n}.tflite" for n in sweep.CHECKS}
+    for c in checks.values():
+        assert c["examples"] == 500 and c["agreement"] >= 0.99, c
+    assert checks["int8.tflite"]["within_tolerance"]
+    rows = list(csv.DictReader((run / "sweep.csv").open()))
+    assert len(rows) == sum(len(p["accuracy"]) for line in result["lines"] for p in line["points"])
+
+
+def test_bad_bits_are_one_clear_line(run_cli, tmp_path):
+    proc = run_cli("sweep", f"--artifacts={tmp_path}", "--bits=1,8", timeout=120)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "--bits=1,8: each must be 2 to 16" in error_lines(proc.stderr)[0]
+    assert not list(tmp_path.rglob("sweep.*"))
