@@ -47,11 +47,13 @@ def test_pipeline_writes_every_file(study):
     run = root / "mnist_mlp"
     for mode in [*modes.MODES, "qat_int8"]:
         assert (run / f"{mode}.tflite").is_file() and (run / f"eval_{mode}.json").is_file()
-    for stage in ("train", "convert", "qat", "evaluate"):
+    for stage in ("train", "convert", "qat", "evaluate", "sweep"):
         assert re.search(rf"^\[mnist_mlp\] {stage}: done in [0-9.]+ s; .*[0-9]", stdout, re.M), stage
     report = root / "report"
+    for name in ("sweep.json", "sweep.csv", "qat_lowbit.json"):
+        assert (run / name).is_file(), name
     for name in ("report.md", "results.csv", "results.json", "accuracy_vs_size_mnist.png", "latency.png",
-                 "per_class_int8.png"):
+                 "per_class_int8.png", "bits_mnist_mlp.png"):
         assert (report / name).is_file(), name
     for png in report.glob("*.png"):
         with Image.open(png) as im:
@@ -61,8 +63,11 @@ def test_pipeline_writes_every_file(study):
     assert {r["mode"] for r in rows} == {*modes.MODES, "qat_int8"}
     text = (report / "report.md").read_text()
     assert "## mnist" in text and "| mlp | int8 |" in text and "## Stage times" in text
+    assert "| mnist_mlp | int8.tflite |" in text and "| aeq_a8w4 | int4 / int8 |" in text
+    assert "## Low-bit QAT" in text and "| mnist_mlp | w4a8 |" in text
     state = json.loads((run / "pipeline.json").read_text())
-    assert set(state) == {"train", "convert", "qat", "evaluate"} and all(s["seconds"] >= 0 for s in state.values())
+    assert set(state) == {"train", "convert", "qat", "evaluate", "sweep"}
+    assert all(s["seconds"] >= 0 for s in state.values())
 
 
 # What a default run must not print: library start-up logs, progress bars, warnings, tracebacks.
@@ -101,7 +106,7 @@ def test_a_rerun_skips_every_finished_stage(study, data_root, cache, capsys):
     pipeline.pipeline(_config(root, data_root, cache))
     out = capsys.readouterr().out
     assert _ran(out) == set()
-    assert out.count("current, skipped") == 5  # four stages and the report
+    assert out.count("current, skipped") == 6  # five stages and the report
 
 
 def test_changing_one_flag_reruns_only_the_stages_it_affects(study, data_root, cache, capsys):
@@ -112,9 +117,9 @@ def test_changing_one_flag_reruns_only_the_stages_it_affects(study, data_root, c
     before = int8.read_bytes()
     pipeline.pipeline(_config(root, data_root, cache, latency_runs=30, num_calibration=2))
     assert int8.read_bytes() != before  # 2 calibration images give other ranges than 50
-    assert _ran(capsys.readouterr().out) == {"convert", "qat", "evaluate", "report"}
+    assert _ran(capsys.readouterr().out) == {"convert", "qat", "evaluate", "sweep", "report"}
     pipeline.pipeline(_config(root, data_root, cache, latency_runs=30, num_calibration=2, force=True))
-    assert _ran(capsys.readouterr().out) == {"train", "convert", "qat", "evaluate", "report"}
+    assert _ran(capsys.readouterr().out) == {"train", "convert", "qat", "evaluate", "sweep", "report"}
 
 
 def test_files_replaced_outside_the_pipeline_are_not_taken_for_its_own(study, data_root, cache, capsys):

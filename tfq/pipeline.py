@@ -42,9 +42,9 @@ class PipelineConfig:
     num_calibration: int = modes.DEFAULT_CALIBRATION
     latency_runs: int = 200
     threads: int = 1
-    sweep: bool = True
     sweep_grid_examples: int = sweep.SweepConfig.grid_examples
     sweep_calibration_draws: int = sweep.SweepConfig.calibration_draws
+    sweep: bool = True  # after the two above: in this class body the name then stops meaning the module
     data_root: str | None = None
     cache_dir: str | None = None
 

@@ -46,7 +46,9 @@ class QatConfig:
     max_train_examples: int = 0
     max_eval_examples: int = 0
     seed: int = 0
-    low_bit: tuple[str, ...] = ()  # LOW_BIT schemes to fine-tune beside int8 (same control)
+    low_bit: tuple[str, ...] = ()  # LOW_BIT schemes to fine-tune beside int8
+    low_bit_epochs: int = 0  # 0: `epochs`; otherwise low-bit QAT gets a control of its own
+    low_bit_learning_rate: float = 0.0  # 0: `learning_rate`
     data_root: str | None = None
     cache_dir: str | None = None
 
@@ -58,6 +60,7 @@ class QatConfig:
         cli.check_at_least(self, 0, "max_train_examples", "max_eval_examples")
         if not self.learning_rate > 0:
             raise TfqError(f"--learning_rate={self.learning_rate}: must be above 0")
+        cli.check_at_least(self, 0, "low_bit_epochs", "low_bit_learning_rate")
         unknown = [s for s in self.low_bit if s not in LOW_BIT]
         if unknown:
             raise TfqError(f"--low_bit={','.join(unknown)}: choose from {', '.join(LOW_BIT)}")
@@ -151,8 +154,20 @@ def qat(cfg: QatConfig) -> dict:
     result["qat_drop_vs_float"] = acc["float_finetuned"] - acc["qat_int8"]
     low_bit = None
     if cfg.low_bit:
-        low_bit = _low_bit(cfg, float_model, control, correct["float_finetuned"], calibration,
+        lcfg = dataclasses.replace(cfg, epochs=cfg.low_bit_epochs or cfg.epochs,
+                                   learning_rate=cfg.low_bit_learning_rate or cfg.learning_rate)
+        low_control, low_correct = control, correct["float_finetuned"]
+        if (lcfg.epochs, lcfg.learning_rate) != (cfg.epochs, cfg.learning_rate):
+            keras.utils.set_random_seed(cfg.seed)  # as for the int8 control
+            low_control = keras.models.clone_model(float_model)
+            low_control.set_weights(float_model.get_weights())
+            low_history = _fit(low_control, lcfg, cached_train, spec, val_ds)
+            low_correct = models.predict_classes(low_control, scaled) == test_y
+        else:
+            low_history = control_history
+        low_bit = _low_bit(lcfg, float_model, low_control, low_correct, calibration,
                            (cached_train, spec, val_ds), test_x, test_y)
+        low_bit["control_history"] = low_history
         low_bit.update(source_model=result["source_model"], data_source=result["data_source"],
                        versions=result["versions"])
 
@@ -270,8 +285,11 @@ def _define_flags() -> None:
     flags.DEFINE_integer("num_calibration", d.num_calibration, "Calibration images for the PTQ control.")
     cli.define_slice_flags()
     flags.DEFINE_integer("seed", d.seed, "Random seed.")
-    flags.DEFINE_list("low_bit", [], f"Also fine-tune these n-bit QAT schemes ({', '.join(LOW_BIT)}) against the "
-                      "same control; writes qat_lowbit.json.")
+    flags.DEFINE_list("low_bit", [], f"Also fine-tune these n-bit QAT schemes ({', '.join(LOW_BIT)}) against an "
+                      "equally fine-tuned control; writes qat_lowbit.json.")
+    flags.DEFINE_integer("low_bit_epochs", d.low_bit_epochs, "Low-bit QAT epochs (0: --epochs).")
+    flags.DEFINE_float("low_bit_learning_rate", d.low_bit_learning_rate, "Low-bit QAT learning rate (0: "
+                       "--learning_rate).")
 
 
 def main(argv):

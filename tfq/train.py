@@ -187,6 +187,16 @@ def _is_chief(strategy: tf.distribute.Strategy) -> bool:
                                                and resolver.task_id == 0)
 
 
+def compile_for_training(model: keras.Model, cfg: TrainConfig, steps_per_epoch: int) -> None:
+    """AdamW with a linear warm-up into a cosine decay over the run, as every float run trains."""
+    warmup = int(steps_per_epoch * cfg.warmup_epochs)
+    schedule = keras.optimizers.schedules.CosineDecay(
+        cfg.learning_rate / 10, decay_steps=max(steps_per_epoch * cfg.epochs - warmup, 1),
+        warmup_target=cfg.learning_rate, warmup_steps=warmup)
+    model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=cfg.weight_decay),
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+
+
 def train(cfg: TrainConfig, *, callbacks=()) -> dict:
     """Fit, test, save the model and train.json; returns train.json's content."""
     cfg.validate()
@@ -208,15 +218,7 @@ def train(cfg: TrainConfig, *, callbacks=()) -> dict:
 
     with strategy.scope():
         model = models.build(cfg.model, spec.shape, spec.num_classes, **cfg.model_kwargs())
-        warmup = int(steps * cfg.warmup_epochs)
-        schedule = keras.optimizers.schedules.CosineDecay(
-            cfg.learning_rate / 10, decay_steps=max(steps * cfg.epochs - warmup, 1),
-            warmup_target=cfg.learning_rate, warmup_steps=warmup)
-        model.compile(
-            optimizer=keras.optimizers.AdamW(schedule, weight_decay=cfg.weight_decay),
-            loss="sparse_categorical_crossentropy",
-            metrics=["accuracy"],
-        )
+        compile_for_training(model, cfg, steps)
 
     backup = out / f".backup-{cfg.fingerprint()}"
     for stale in out.glob(".backup-*"):
