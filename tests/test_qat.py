@@ -145,3 +145,56 @@ def test_the_same_file_alone_or_after_other_work_in_the_process(trained, run_cli
     digests = {name: artifacts.sha256(tmp_path / name / "mnist_cnn" / "qat_int8.tflite")
                for name in ("after_training", "alone")}
     assert digests["after_training"] == digests["alone"]
+
+
+@pytest.fixture(scope="module")
+def low_bit_result(trained, data_root, cache):
+    qat.qat(qat.QatConfig(dataset="mnist", model="cnn", epochs=1, max_train_examples=1000, max_eval_examples=300,
+                          num_calibration=50, low_bit=("w4a8", "w4a4"), low_bit_epochs=2,
+                          artifacts=str(trained), data_root=str(data_root), cache_dir=str(cache)))
+    return json.loads((trained / "mnist_cnn" / qat.LOW_BIT_JSON).read_text())
+
+
+def test_low_bit_qat_against_ptq_at_the_same_widths(low_bit_result):
+    r = low_bit_result
+    assert set(r["schemes"]) == {"w4a8", "w4a4"} and r["epochs"] == 2
+    assert len(r["control_history"]["loss"]) == 2  # its own control: 2 epochs, not the int8 stage's 1
+    for name, e in r["schemes"].items():
+        assert len(e["history"]["loss"]) == 2
+        assert e["qat_vs_ptq"]["images"] == e["qat_vs_float_finetuned"]["images"] == r["test_examples"] == 300
+        assert 0.5 < e["accuracy"]["qat_keras"] <= 1 and 0.1 < e["accuracy"]["ptq_simulated"] <= 1
+    shipped = r["schemes"]["w4a8"]["shipped"]
+    assert shipped["weight_dtypes"] == ["int32", "int4"]
+    # the a8w4 file computes with the QAT model's own 4-bit weights: it keeps its predictions
+    assert shipped["agreement_with_qat_keras"] >= 0.97
+    assert "shipped" not in r["schemes"]["w4a4"]  # no kernel takes 4-bit activations
+
+
+def test_float_twin_holds_the_qat_weights_on_their_own_grids(trained):
+    from tfq import models
+
+    float_model = models.load_trained(trained / "mnist_cnn")
+    q = qat._n_bit_model(float_model, 4, 8)
+    twin = qat.float_twin(q, float_model, 4)
+    for layer in twin.layers:
+        if isinstance(layer, keras.layers.Conv2D):
+            kernel = layer.kernel.numpy().reshape(-1, layer.filters)
+            assert max(len(set(kernel[:, c])) for c in range(layer.filters)) <= 15  # 4 bits, narrow range
+        elif isinstance(layer, keras.layers.Dense):
+            assert len(set(layer.kernel.numpy().ravel())) <= 15  # one grid for the whole tensor
+    bn = [layer.name for layer in twin.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert bn and all((twin.get_layer(n).moving_variance.numpy() == float_model.get_layer(n).moving_variance.numpy())
+                      .all() for n in bn)
+
+
+def test_qat_from_the_first_step(run_cli, trained):
+    proc = run_cli("qat_scratch", "--model=mlp", "--scheme=int8", f"--artifacts={trained}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    r = json.loads((trained / "mnist_mlp" / "qat_scratch_int8.json").read_text())
+    assert r["train_config"]["epochs"] == 2 and r["train_config"]["max_train_examples"] == 3000  # the float run's
+    assert {"float32", "qat_from_scratch_keras", "qat_from_scratch_int8_file"} <= set(r["accuracy"])
+    assert r["accuracy"]["qat_from_scratch_int8_file"] > 0.8
+    assert flatbuffer.read(trained / "mnist_mlp" / "qat_scratch_int8.tflite").float_ops() == []
+    # the CNN's short float run needed its BatchNorm statistics re-estimated: no fair comparison
+    proc = run_cli("qat_scratch", "--model=cnn", f"--artifacts={trained}")
+    assert proc.returncode == 1 and "too short for its BatchNorm statistics" in error_lines(proc.stderr)[0]

@@ -9,6 +9,7 @@ the graph allows it, one image at a time otherwise.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import platform
 import time
@@ -342,13 +343,15 @@ def evaluate(cfg: EvalConfig) -> list[dict]:
     return results
 
 
-def saved_predictions(path: Path, examples: int) -> np.ndarray | None:
+def saved_predictions(path: Path, examples: int, source: dict) -> np.ndarray | None:
     """The test-split classes `evaluate` saved for the .tflite at `path`, if they are for this very
-    file (digest) and all `examples` test images; None otherwise."""
+    file (digest), the same data (`source`: official files or which JPEG copy) and all `examples`
+    test images; None otherwise."""
     result = artifacts.read_json(path.parent / f"eval_{path.stem}.json", default=None) or {}
     saved = result.get("predictions") or {}
     npy = path.parent / saved.get("file", "-")
     if (result.get("tflite_sha256") != artifacts.sha256(path) or result.get("examples") != examples
+            or result.get("split") != "test" or result.get("data_source") != json.loads(json.dumps(source, default=str))
             or not npy.is_file() or artifacts.sha256(npy) != saved.get("sha256")):
         return None
     return np.load(npy)

@@ -39,6 +39,8 @@ class PipelineConfig:
     qat_epochs: int = 1
     qat_learning_rate: float = qat.QatConfig.learning_rate
     qat_low_bit: tuple[str, ...] = tuple(qat.LOW_BIT)
+    qat_low_bit_epochs: int = qat.QatConfig.low_bit_epochs  # 0: --qat_epochs
+    qat_low_bit_learning_rate: float = qat.QatConfig.low_bit_learning_rate  # 0: --qat_learning_rate
     num_calibration: int = modes.DEFAULT_CALIBRATION
     latency_runs: int = 200
     threads: int = 1
@@ -77,8 +79,9 @@ def _key(*parts) -> str:
 def _code_digest() -> str:
     """sha256 over tfq's own source files, so results made by other code are not taken as current."""
     h = hashlib.sha256()
-    for path in sorted(Path(__file__).parent.glob("*.py")):
-        h.update(path.name.encode() + b"\0" + path.read_bytes())
+    here = Path(__file__).parent
+    for path in sorted([*here.glob("*.py"), *here.glob("recipes/*.json")]):  # recipes make files too
+        h.update(str(path.relative_to(here)).encode() + b"\0" + path.read_bytes())
     return h.hexdigest()[:16]
 
 
@@ -162,7 +165,9 @@ def run_pair(cfg: PipelineConfig, dataset: str, model: str, environment: dict) -
     qc = qat.QatConfig(dataset=dataset, model=model, epochs=cfg.qat_epochs, batch_size=tc.batch_size,
                        learning_rate=cfg.qat_learning_rate, artifacts=cfg.artifacts,
                        num_calibration=cfg.num_calibration, max_train_examples=tc.max_train_examples,
-                       max_eval_examples=tc.max_eval_examples, low_bit=cfg.qat_low_bit, data_root=cfg.data_root,
+                       max_eval_examples=tc.max_eval_examples, low_bit=cfg.qat_low_bit,
+                       low_bit_epochs=cfg.qat_low_bit_epochs, low_bit_learning_rate=cfg.qat_low_bit_learning_rate,
+                       data_root=cfg.data_root,
                        cache_dir=cfg.cache_dir)
     qat_file = run / f"{modes.QAT_INT8.name}.tflite"
     qat_outputs = [qat_file, qat_file.with_suffix(".json"), run / qat.QAT_MODEL_FILE,
@@ -222,7 +227,7 @@ def validate(cfg: PipelineConfig) -> None:
         models.get(m)
     cli.check_at_least(cfg, 0, "epochs", "max_train_examples", "max_eval_examples")
     cli.check_at_least(cfg, 1, "qat_epochs", "num_calibration", "latency_runs", "threads", "sweep_calibration_draws")
-    cli.check_at_least(cfg, 0, "sweep_grid_examples")
+    cli.check_at_least(cfg, 0, "sweep_grid_examples", "qat_low_bit_epochs", "qat_low_bit_learning_rate")
     unknown = [s for s in cfg.qat_low_bit if s not in qat.LOW_BIT]
     if unknown:
         raise TfqError(f"--qat_low_bit={','.join(unknown)}: choose from {', '.join(qat.LOW_BIT)}")
@@ -268,6 +273,9 @@ def _define_flags() -> None:
     flags.DEFINE_integer("qat_epochs", 1, "QAT fine-tuning epochs (the float control gets the same).")
     flags.DEFINE_float("qat_learning_rate", qat.QatConfig.learning_rate, "QAT fine-tuning learning rate.")
     flags.DEFINE_list("qat_low_bit", list(qat.LOW_BIT), "Low-bit QAT schemes fine-tuned beside int8 (empty: none).")
+    flags.DEFINE_integer("qat_low_bit_epochs", qat.QatConfig.low_bit_epochs, "Low-bit QAT epochs (0: --qat_epochs).")
+    flags.DEFINE_float("qat_low_bit_learning_rate", qat.QatConfig.low_bit_learning_rate,
+                       "Low-bit QAT learning rate (0: --qat_learning_rate).")
     flags.DEFINE_integer("num_calibration", modes.DEFAULT_CALIBRATION, "Calibration images for int8/int16x8.")
     flags.DEFINE_integer("latency_runs", 200, "Timed batch-1 invokes per model.")
     flags.DEFINE_integer("threads", 1, "Interpreter threads for evaluation.")

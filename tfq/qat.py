@@ -47,8 +47,10 @@ class QatConfig:
     max_eval_examples: int = 0
     seed: int = 0
     low_bit: tuple[str, ...] = ()  # LOW_BIT schemes to fine-tune beside int8
-    low_bit_epochs: int = 0  # 0: `epochs`; otherwise low-bit QAT gets a control of its own
-    low_bit_learning_rate: float = 0.0  # 0: `learning_rate`
+    # benchmarks/low_bit_qat.sh on the CIFAR-10 CNN's validation split: 2 epochs at 1e-4 (README).
+    # They differ from the int8 stage's, so low-bit QAT gets a control of its own (0: the int8 values).
+    low_bit_epochs: int = 2
+    low_bit_learning_rate: float = 1e-4
     data_root: str | None = None
     cache_dir: str | None = None
 
@@ -171,6 +173,8 @@ def qat(cfg: QatConfig) -> dict:
         low_bit.update(source_model=result["source_model"], data_source=result["data_source"],
                        versions=result["versions"])
 
+    if not low_bit:  # an older run's low-bit results would otherwise pass for this one's
+        (run / LOW_BIT_JSON).unlink(missing_ok=True)
     outputs = [run / QAT_MODEL_FILE, run / result["file"], run / f"{QAT_INT8.name}.json"]
     with artifacts.atomic_paths(*outputs, *([run / LOW_BIT_JSON] if low_bit else [])) as tmps:
         qat_model.save(tmps[0], include_optimizer=False)
@@ -193,9 +197,10 @@ def _n_bit_model(float_model: keras.Model, weight_bits: int, activation_bits: in
 
 
 def float_twin(qat_model: keras.Model, float_model: keras.Model, weight_bits: int) -> keras.Model:
-    """The float architecture with the QAT model's weights, kernels rounded to the grids tfmot's
-    n-bit scheme trained them on (conv per output channel, Dense per tensor, symmetric)."""
-    from tfq.simulate import fake_quant_weights
+    """The float architecture with the QAT model's weights, each kernel rounded with the range its
+    quantizer holds (`quant_<layer>/kernel_min`/`kernel_max`: per output channel for conv, per
+    tensor for Dense, symmetric narrow range), i.e. the very weights the QAT model computes with."""
+    from tfq.backend import tf
 
     twin = keras.models.clone_model(float_model)
     # tfmot's wrappers keep the wrapped layer's variables under their own names ("conv1_1/kernel:0")
@@ -206,8 +211,15 @@ def float_twin(qat_model: keras.Model, float_model: keras.Model, weight_bits: in
             continue
         weights = [trained[f"{layer.name}/{v.name.split('/')[-1]}"] for v in layer.weights]
         if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)):
-            weights[0] = fake_quant_weights(weights[0], weight_bits, symmetric=True,
-                                            per_channel=isinstance(layer, keras.layers.Conv2D))
+            lo, hi = trained[f"quant_{layer.name}/kernel_min:0"], trained[f"quant_{layer.name}/kernel_max:0"]
+            kernel = tf.constant(weights[0])
+            if np.ndim(lo):  # per output channel (the last axis)
+                flat = tf.reshape(kernel, (-1, kernel.shape[-1]))
+                weights[0] = tf.reshape(tf.quantization.fake_quant_with_min_max_vars_per_channel(
+                    flat, lo, hi, num_bits=weight_bits, narrow_range=True), kernel.shape).numpy()
+            else:
+                weights[0] = tf.quantization.fake_quant_with_min_max_vars(
+                    kernel, float(lo), float(hi), num_bits=weight_bits, narrow_range=True).numpy()
         layer.set_weights(weights)
     return twin
 
@@ -239,8 +251,10 @@ def _low_bit(cfg: QatConfig, float_model, control, control_correct, calibration,
         history = _fit(qat_model, cfg, *training)
         fit_s = time.time() - started
         qat_correct = models.predict_classes(qat_model, scaled) == test_y
-        # PTQ at the same widths: per-channel symmetric weights (a8w4's grid), min/max activation ranges
-        ptq_correct = ptq.predict(scaled, Scheme(w_bits, True, True, a_bits, False, "minmax")).argmax(1) == test_y
+        # PTQ at the same widths and on QAT's own weight grids (conv per channel, Dense per tensor),
+        # min/max activation ranges
+        ptq_scheme = Scheme(w_bits, True, True, a_bits, False, "minmax", dense_per_channel=False)
+        ptq_correct = ptq.predict(scaled, ptq_scheme).argmax(1) == test_y
         entry = {"weight_bits": w_bits, "activation_bits": a_bits, "time_s": round(fit_s, 1), "history": history,
                  "accuracy": {"qat_keras": float(qat_correct.mean()), "ptq_simulated": float(ptq_correct.mean())},
                  "qat_vs_ptq": stats.paired(ptq_correct, qat_correct),

@@ -2,8 +2,8 @@
 
 The third timing the brief names, beside PTQ (after training) and QAT fine-tuning (`tfq.qat`):
 the freshly built model is wrapped by tfmot (`quantize_model` for int8, the n-bit scheme for
-w4a8/w4a4) before its first step, then trained with the float run's own flagfile
-(`flags/<dataset>_<model>.cfg`: epochs, schedule, batches, seed). It costs a full training run,
+w4a8/w4a4) before its first step, then trained exactly as the run folder's float model was (the
+configuration its `train.json` records: epochs, schedule, batches, seed). It costs a full training run,
 so it is not in the default study; its result (`qat_scratch_<scheme>.json`, and
 `qat_scratch_int8.tflite`) is compared on the same test images with the float model of the run
 folder, its post-training quantization and the fine-tuned QAT.
@@ -20,7 +20,7 @@ from absl import flags
 from tfq import artifacts, cli, convert, data, evaluate, flatbuffer, models, modes, qat, stats
 from tfq.artifacts import TfqError
 from tfq.backend import fresh_session, keras, tfmot, versions
-from tfq.train import compile_for_training, fit_epochs
+from tfq.train import TrainConfig, compile_for_training, fit_epochs
 
 SCHEMES = {"int8": (8, 8), **qat.LOW_BIT}
 
@@ -31,10 +31,6 @@ class ScratchConfig:
     model: str = "mlp"
     scheme: str = "int8"
     artifacts: str = "artifacts"
-    flags_dir: str = "flags"
-    epochs: int = 0  # 0: the flagfile's
-    max_train_examples: int = 0
-    max_eval_examples: int = 0
     data_root: str | None = None
     cache_dir: str | None = None
 
@@ -47,19 +43,21 @@ def _quantized(model: keras.Model, scheme: str) -> keras.Model:
 
 def from_scratch(cfg: ScratchConfig) -> dict:
     """Train a tfmot-wrapped fresh model with the float run's settings; returns the result written."""
-    from tfq import pipeline  # the flagfile reader; pipeline does not import this module
-
     if cfg.scheme not in SCHEMES:
         raise TfqError(f"--scheme={cfg.scheme}: choose one of {', '.join(SCHEMES)}")
-    tc = pipeline.train_config(pipeline.PipelineConfig(flags_dir=cfg.flags_dir, epochs=cfg.epochs,
-                                                       max_train_examples=cfg.max_train_examples,
-                                                       max_eval_examples=cfg.max_eval_examples,
-                                                       artifacts=cfg.artifacts, data_root=cfg.data_root,
-                                                       cache_dir=cfg.cache_dir), cfg.dataset, cfg.model)
-    tc.validate()
-    spec = data.get(cfg.dataset)
+    data.get(cfg.dataset)
+    models.get(cfg.model)
     run = artifacts.check_writable(artifacts.run_dir(cfg.artifacts, cfg.dataset, cfg.model))
     float_model = models.load_trained(run)  # the comparison; fail before training if it is missing
+    made = artifacts.read_json(run / artifacts.TRAIN_JSON)
+    if made.get("batchnorm_reestimated"):
+        raise TfqError(f"{run / artifacts.TRAIN_JSON}: the float run was too short for its BatchNorm statistics "
+                       "(they were re-estimated after it); train it with its flagfile first")
+    saved = {k: tuple(v) if isinstance(v, list) else v for k, v in made["config"].items()}
+    tc = dataclasses.replace(TrainConfig(**saved), artifacts=cfg.artifacts, data_root=cfg.data_root,
+                             cache_dir=cfg.cache_dir)
+    tc.validate()
+    spec = data.get(cfg.dataset)
     fresh_session(tc.seed)
     splits = data.load(cfg.dataset, root=cfg.data_root, cache=cfg.cache_dir,
                        max_train=tc.max_train_examples or None, max_eval=tc.max_eval_examples or None)
@@ -87,9 +85,9 @@ def from_scratch(cfg: ScratchConfig) -> dict:
     # the other timings on the same images, where their files are current
     for name, path in (("ptq_int8_file", run / "int8.tflite"), ("finetuned_qat_int8_file", run / "qat_int8.tflite"),
                        ("ptq_a8w4_file", run / "aeq_a8w4.tflite")):
-        saved = evaluate.saved_predictions(path, len(test_y)) if path.is_file() else None
-        if saved is not None:
-            correct[name] = saved == test_y
+        saved_pred = evaluate.saved_predictions(path, len(test_y), splits.source.to_json()) if path.is_file() else None
+        if saved_pred is not None:
+            correct[name] = saved_pred == test_y
     result["accuracy"] = {k: float(v.mean()) for k, v in correct.items()}
     result["vs_float32"] = {k: stats.paired(correct["float32"], v) for k, v in correct.items() if k != "float32"}
     result.update(source_model={"path": str(run / artifacts.MODEL_FILE),
@@ -110,9 +108,6 @@ FLAGS = flags.FLAGS
 def _define_flags() -> None:
     cli.define_common_flags()
     flags.DEFINE_enum("scheme", "int8", list(SCHEMES), "int8 (tfmot's default scheme) or an n-bit scheme.")
-    flags.DEFINE_string("flags_dir", "flags", "Folder of the <dataset>_<model>.cfg training flagfiles.")
-    flags.DEFINE_integer("epochs", 0, "Override the flagfile's epochs (0: keep them).")
-    cli.define_slice_flags()
 
 
 def main(argv):

@@ -60,6 +60,12 @@ def collect(artifacts_root: str | Path, datasets, models) -> tuple[list[dict], d
                 stale_results.append({"run": f"{dataset}_{model}", "file": "sweep.json",
                                       "why": "it simulated an older trained model"})
                 sweep_info = None
+            for check in (sweep_info or {}).get("checks", [])[:]:
+                path = run / check["file"]
+                if not path.is_file() or artifacts.sha256(path) != check["tflite_sha256"]:
+                    stale_results.append({"run": f"{dataset}_{model}", "file": f"sweep.json check of {check['file']}",
+                                          "why": f"{check['file']} changed or went after the check"})
+                    sweep_info["checks"].remove(check)
             runs[f"{dataset}_{model}"] = {"train": train_info,
                                           "qat": qat_info,
                                           "sweep": sweep_info,
@@ -449,19 +455,21 @@ def _low_bit_section(runs: dict) -> list[str]:
     if not rows:
         return []
     md = ["## Low-bit QAT against post-training quantization at the same widths", "",
-          "tfmot's n-bit QAT scheme fine-tuned with the int8 QAT stage's epochs, learning rate, batches and seeds; "
-          "PTQ quantizes the equally fine-tuned float control (simulated: per-channel symmetric weights, min/max "
-          "activation ranges). QAT is scored in Keras (its fake-quant graph). For w4a8, both also ship as real "
-          "ai-edge-quantizer a8w4 files (QAT weights rounded to their own training grids first), scored in LiteRT. "
-          "Differences are paired on the same test images, with 95% intervals and McNemar p.", "",
-          "| run | scheme | float fine-tuned | PTQ | QAT (Keras) | QAT gain over PTQ [95% CI] | p | "
+          "tfmot's n-bit QAT scheme, fine-tuned on the int8 QAT stage's batches and seeds for the epochs and "
+          "learning rate each row gives; PTQ quantizes the float control fine-tuned alike (simulated on QAT's own "
+          "weight grids: conv per channel, Dense per tensor, symmetric; min/max activation ranges). QAT is scored "
+          "in Keras (its fake-quant graph). For w4a8, both also ship as real ai-edge-quantizer a8w4 files (QAT "
+          "weights rounded with their quantizers' own ranges first; activation ranges from ai-edge-quantizer's "
+          "calibration for both, not QAT's learned ones), scored in LiteRT. Differences are paired on the same "
+          "test images, with 95% intervals and McNemar p.", "",
+          "| run | scheme | epochs, rate | float fine-tuned | PTQ | QAT (Keras) | QAT gain over PTQ [95% CI] | p | "
           "QAT minus float [95% CI] | QAT shipped as a8w4 | PTQ a8w4 file | shipped vs QAT (Keras) agreement |",
-          "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+          "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for n, lb in rows:
         for name, e in lb["schemes"].items():
             a, g, f = e["accuracy"], e["qat_vs_ptq"], e["qat_vs_float_finetuned"]
             shipped = e.get("shipped")
-            md.append(f"| {n} | {name} | {_fmt(lb['float_finetuned'], 'pct')} | {_fmt(a['ptq_simulated'], 'pct')} | "
+            md.append(f"| {n} | {name} | {lb['epochs']}, {lb['learning_rate']:g} | {_fmt(lb['float_finetuned'], 'pct')} | {_fmt(a['ptq_simulated'], 'pct')} | "
                       f"{_fmt(a['qat_keras'], 'pct')} | {g['delta_pts']:+.2f}{_ci(g['ci95_pts'])} | {_p(g['p_value'])} | "
                       f"{f['delta_pts']:+.2f}{_ci(f['ci95_pts'])} | {_fmt(a.get('qat_shipped_a8w4'), 'pct')} | "
                       f"{_fmt(a.get('ptq_a8w4_file'), 'pct')} | "

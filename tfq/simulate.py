@@ -6,7 +6,8 @@ What a real integer flatbuffer does, and what this module copies:
   per-tensor scales), and a ReLU after a convolution or Dense is fused: its output is the tensor.
 - Every tensor between ops is quantized: the input image, each fused conv/Dense output, the
   global-average-pool output, the logits, and the softmax output (fixed range [0, 255/256] for
-  8 bits, as TFLite's int8 softmax). Max pooling, flattening and dropout keep their input's grid,
+  8 bits, as TFLite's int8 softmax; never below 8 bits, since no kernel has a narrower softmax and
+  a coarser output grid would only add argmax ties). Max pooling, flattening and dropout keep their input's grid,
   so they add no quantization step. Biases stay float (TFLite keeps them in int32).
 - Weights per output channel or per tensor; symmetric (narrow range, [-127, 127] at 8 bits: the
   grid of TFLite's and ai-edge-quantizer's int8/int4 kernels) or asymmetric. Activation ranges from
@@ -44,6 +45,7 @@ class Scheme:
     activation_bits: int | None = None
     activation_symmetric: bool = False
     activation_range: str = "minmax"
+    dense_per_channel: bool | None = None  # None: as `per_channel` (False: tfmot n-bit QAT's Dense grid)
 
     def __post_init__(self):
         for bits in (self.weight_bits, self.activation_bits):
@@ -57,7 +59,9 @@ class Scheme:
         parts = []
         if self.weight_bits:
             parts.append(f"w{self.weight_bits}{'s' if self.weight_symmetric else 'a'}"
-                         f"{'c' if self.per_channel else 't'}")
+                         f"{'c' if self.per_channel else 't'}"
+                         + ("" if self.dense_per_channel in (None, self.per_channel)
+                            else f"{'c' if self.dense_per_channel else 't'}dense"))
         if self.activation_bits:
             parts.append(f"a{self.activation_bits}{'s' if self.activation_symmetric else 'a'}"
                          f"_{self.activation_range}")
@@ -218,10 +222,13 @@ class Simulator:
                 continue
             kernel = self.kernels[id(step)]
             if scheme.weight_bits:
-                key = (id(step), scheme.weight_bits, scheme.weight_symmetric, scheme.per_channel)
+                per_channel = scheme.per_channel
+                if isinstance(step.layer, keras.layers.Dense) and scheme.dense_per_channel is not None:
+                    per_channel = scheme.dense_per_channel
+                key = (id(step), scheme.weight_bits, scheme.weight_symmetric, per_channel)
                 if key not in self._weight_cache:
                     self._weight_cache[key] = fake_quant_weights(kernel, scheme.weight_bits,
-                                                                 scheme.weight_symmetric, scheme.per_channel)
+                                                                 scheme.weight_symmetric, per_channel)
                 kernel = self._weight_cache[key]
             step.layer.kernel.assign(kernel)
 
@@ -237,8 +244,9 @@ class Simulator:
                 if bits:
                     x = fake_quant(x, *self._range(k, bits, sym, method), bits, sym)
             elif step.point == "softmax" and bits:
-                top = (2 ** bits - 1) / 2 ** bits  # TFLite: scale 1/256 at 8 bits, zero point at 0
-                x = fake_quant(x, -1.0 if sym else 0.0, 1.0 if sym else top, bits, sym)
+                out_bits = max(bits, 8)
+                top = (2 ** out_bits - 1) / 2 ** out_bits  # TFLite: scale 1/256 at 8 bits, zero point at 0
+                x = fake_quant(x, -1.0 if sym else 0.0, 1.0 if sym else top, out_bits, sym)
         return x
 
     def predict(self, images: np.ndarray, scheme: Scheme, batch_size: int = 1000) -> np.ndarray:

@@ -162,7 +162,7 @@ def sweep(cfg: SweepConfig) -> dict:
         "calibration_seeds": [cfg.seed + d for d in range(cfg.calibration_draws)],
         "lines": lines,
         "contrasts": _contrasts(correct, cfg.bits),
-        "checks": _checks(run, sims[0], scaled, images, labels) if cfg.checks else [],
+        "checks": _checks(run, sims[0], scaled, images, labels, splits.source.to_json()) if cfg.checks else [],
         "tolerance": AGREEMENT_TOLERANCE,
         "source_model": {"path": str(run / artifacts.MODEL_FILE), "sha256": artifacts.sha256(run / artifacts.MODEL_FILE)},
         "time_s": round(time.time() - started, 1),
@@ -188,7 +188,7 @@ def _contrasts(correct: dict, bits: tuple[int, ...]) -> list[dict]:
     return out
 
 
-def _checks(run, sim: Simulator, scaled, images, labels) -> list[dict]:
+def _checks(run, sim: Simulator, scaled, images, labels, source: dict) -> list[dict]:
     """Each real file with a simulated twin: both on the full test split, predictions compared."""
     from tfq import evaluate  # LiteRT; only for the checks
 
@@ -197,7 +197,7 @@ def _checks(run, sim: Simulator, scaled, images, labels) -> list[dict]:
         path = run / f"{name}.tflite"
         if not path.is_file():
             continue
-        real = evaluate.saved_predictions(path, len(labels))  # the evaluate stage's own pass, if current
+        real = evaluate.saved_predictions(path, len(labels), source)  # the evaluate stage's own pass, if current
         if real is None:
             clf = evaluate.Classifier(path)
             processes = 1 if clf.delegation()["xnnpack"] else evaluate.litert.cores()
