@@ -69,23 +69,21 @@ def recipe_mode(name: str, description: str, recipe: str | os.PathLike | None = 
 
 
 _AEQ = "LiteRT Quantizer (ai-edge-quantizer): "
-MODES.update({
-    m.name: m
-    for m in (
-        recipe_mode("aeq_a8w8", _AEQ + "int8 activations (asymmetric), int8 weights (per-channel), min/max"),
-        recipe_mode("aeq_a8w8_sym", _AEQ + "int8 activations (symmetric), int8 weights (per-channel)"),
-        recipe_mode("aeq_a8w8_pertensor", _AEQ + "int8 activations, int8 weights with one scale per tensor"),
-        recipe_mode("aeq_a8w8_mse", _AEQ + "int8 activations, int8 weights clipped by MSE"),
-        recipe_mode("aeq_a8w8_octav", _AEQ + "int8 activations, int8 weights clipped by OCTAV"),
-        recipe_mode("aeq_a16w8", _AEQ + "int16 activations (symmetric), int8 weights"),
-        recipe_mode("aeq_a8w4", _AEQ + "int8 activations, 4-bit weights (per-channel, symmetric), min/max"),
-        recipe_mode("aeq_a8w4_mse", _AEQ + "int8 activations, 4-bit weights clipped by MSE"),
-        recipe_mode("aeq_a8w4_octav", _AEQ + "int8 activations, 4-bit weights clipped by OCTAV"),
-        recipe_mode("aeq_w4", _AEQ + "4-bit weights dequantized to float at load, float compute (weight-only)"),
-        recipe_mode("aeq_dyn_w8", _AEQ + "int8 weights, activations quantized on the fly (dynamic)"),
-        recipe_mode("aeq_dyn_w4", _AEQ + "4-bit weights, activations quantized on the fly (dynamic)"),
-    )
-})
+_AEQ_ROWS = (  # name (its recipe is tfq/recipes/<name>.json), what it is
+    ("aeq_a8w8", "int8 activations (asymmetric), int8 weights (per-channel), min/max"),
+    ("aeq_a8w8_sym", "int8 activations (symmetric), int8 weights (per-channel)"),
+    ("aeq_a8w8_pertensor", "int8 activations, int8 weights with one scale per tensor"),
+    ("aeq_a8w8_mse", "int8 activations, int8 weights clipped by MSE"),
+    ("aeq_a8w8_octav", "int8 activations, int8 weights clipped by OCTAV"),
+    ("aeq_a16w8", "int16 activations (symmetric), int8 weights"),
+    ("aeq_a8w4", "int8 activations, 4-bit weights (per-channel, symmetric), min/max"),
+    ("aeq_a8w4_mse", "int8 activations, 4-bit weights clipped by MSE"),
+    ("aeq_a8w4_octav", "int8 activations, 4-bit weights clipped by OCTAV"),
+    ("aeq_w4", "4-bit weights dequantized to float at load, float compute (weight-only)"),
+    ("aeq_dyn_w8", "int8 weights, activations quantized on the fly (dynamic)"),
+    ("aeq_dyn_w4", "4-bit weights, activations quantized on the fly (dynamic)"),
+)
+MODES.update({name: recipe_mode(name, _AEQ + text) for name, text in _AEQ_ROWS})
 """The post-training modes, converter's and ai-edge-quantizer's: what `python -m tfq.convert
 --mode=all` makes."""
 
