@@ -111,3 +111,26 @@ def test_speed_carries_the_per_round_range(tmp_path):
     e["latency_us"]["measured_with"] = ["int8"]  # float32 timed in another pass: no paired range
     (run / "eval_int8.json").write_text(json.dumps(e))
     assert "| 100 µs | 4.00x | SOFTMAX |" in report.report(tmp_path, datasets=("mnist",), models=("cnn",)).read_text()
+
+
+def test_qat_from_scratch_and_stale_sweep_checks(tmp_path):
+    run = tmp_path / "mnist_mlp"
+    _eval(run, "float32", 0.98, 1000, 20.0, [1.0, 0.96])
+    (run / "train.json").write_text(json.dumps({"model_sha256": "current"}))
+    paired = {"delta_pts": -0.5, "ci95_pts": [-0.9, -0.1], "p_value": 0.01}
+    scratch = {"scheme": "w4a8", "fit_time_s": 61.0, "source_model": {"sha256": "current"},
+               "accuracy": {"float32": 0.98, "qat_from_scratch_keras": 0.975},
+               "vs_float32": {"qat_from_scratch_keras": paired}}
+    (run / "qat_scratch_w4a8.json").write_text(json.dumps(scratch))
+    (run / "qat_scratch_int8.json").write_text(json.dumps({**scratch, "scheme": "int8",
+                                                           "source_model": {"sha256": "older"}}))
+    check = {"file": "float32.tflite", "tflite_sha256": "not this file's", "scheme": "float", "real_accuracy": 0.98,
+             "simulated_accuracy": 0.98, "gap_points": 0.0, "agreement": 1.0, "within_tolerance": True}
+    sweep = {"source_model": {"sha256": "current"}, "checks": [check], "lines": [], "contrasts": [],
+             "grid_examples": 100, "float_accuracy_grid": 0.98, "calibration_seeds": [0]}
+    (run / "sweep.json").write_text(json.dumps(sweep))
+    md = report.report(tmp_path, datasets=("mnist",), models=("mlp",)).read_text()
+    assert "| mnist_mlp | w4a8 | 61 s | 98.00% | 97.50% (-0.50 [-0.90, -0.10] *) | - |" in md
+    assert "mnist_mlp/qat_scratch_int8.json: it is compared with an older trained model" in md
+    assert "mnist_mlp/sweep.json check of float32.tflite: float32.tflite changed or went after the check" in md
+    assert "| mnist_mlp | float32.tflite |" not in md

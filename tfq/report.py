@@ -55,6 +55,14 @@ def collect(artifacts_root: str | Path, datasets, models) -> tuple[list[dict], d
                 stale_results.append({"run": f"{dataset}_{model}", "file": "qat_lowbit.json",
                                       "why": "it was fine-tuned from an older trained model"})
                 low_bit = None
+            scratch = {}
+            for path in sorted(run.glob("qat_scratch_*.json")):
+                info = artifacts.read_json(path)
+                if train_info and info["source_model"]["sha256"] != train_info.get("model_sha256"):
+                    stale_results.append({"run": f"{dataset}_{model}", "file": path.name,
+                                          "why": "it is compared with an older trained model"})
+                else:
+                    scratch[info["scheme"]] = info
             sweep_info = artifacts.read_json(run / "sweep.json", default=None)
             if sweep_info and train_info and sweep_info["source_model"]["sha256"] != train_info.get("model_sha256"):
                 stale_results.append({"run": f"{dataset}_{model}", "file": "sweep.json",
@@ -70,6 +78,7 @@ def collect(artifacts_root: str | Path, datasets, models) -> tuple[list[dict], d
                                           "qat": qat_info,
                                           "sweep": sweep_info,
                                           "low_bit": low_bit,
+                                          "scratch": scratch,
                                           "stages": artifacts.read_json(run / "pipeline.json", default={}),
                                           "evals": evals}
             base = evals.get("float32")
@@ -265,7 +274,7 @@ def _plots(rows: list[dict], runs: dict, out: Path) -> list[str]:
 
     for name, run in runs.items():
         sweep = run.get("sweep")
-        if not sweep:
+        if not sweep or not sweep["lines"]:
             continue
         families = list(dict.fromkeys(line["family"] for line in sweep["lines"]))
         fig, axes = plt.subplots(1, len(families), figsize=(5 * len(families), 4.2), sharey=True)
@@ -355,6 +364,7 @@ def report(artifacts_root: str | Path = "artifacts", out: str | Path | None = No
                       f"{_p(counts and stats.mcnemar_p(*counts[:2]))} |")
         md.append("")
     md += _low_bit_section(runs)
+    md += _scratch_section(runs)
     md += ["## Latency and per-class change", "", "![latency per mode](latency.png)", ""]
     if "per_class_int8.png" in plots:
         md += ["![per-class accuracy change int8 against float32](per_class_int8.png)", ""]
@@ -476,6 +486,37 @@ def _low_bit_section(runs: dict) -> list[str]:
                       f"{_fmt(shipped and shipped['agreement_with_qat_keras'], 'pct')} |")
     return [*md, "", "4-bit activations exist only in simulation here: no LiteRT kernel takes them, so w4a4 "
             "has no file.", ""]
+
+
+_SCRATCH_COLUMNS = (("qat_from_scratch_keras", "QAT from step 1 (Keras)"),
+                    ("qat_from_scratch_int8_file", "its int8 file"), ("ptq_int8_file", "PTQ int8"),
+                    ("finetuned_qat_int8_file", "fine-tuned QAT int8"), ("ptq_a8w4_file", "PTQ a8w4 file"))
+
+
+def _scratch_section(runs: dict) -> list[str]:
+    rows = [(n, scheme, info) for n, r in runs.items() for scheme, info in r.get("scratch", {}).items()]
+    if not rows:
+        return []
+    md = ["## When to quantize: from the first step, fine-tuned, or after training", "",
+          "`python -m tfq.qat_scratch --scheme=<scheme>` wraps the freshly built model with tfmot before its first "
+          "step and trains it exactly as the float model was trained (its train.json configuration). Each cell: "
+          "test accuracy, and in brackets the difference from the float32 model on the same images with its 95% "
+          "interval (* McNemar p < 0.05).", "",
+          "| run | scheme | fit time | float32 | " + " | ".join(label for _, label in _SCRATCH_COLUMNS) + " |",
+          "|---|---|---:|---:|" + "---:|" * len(_SCRATCH_COLUMNS)]
+    for n, scheme, info in rows:
+        acc, vs = info["accuracy"], info["vs_float32"]
+        cells = []
+        for key, _ in _SCRATCH_COLUMNS:
+            if key not in acc:
+                cells.append("-")
+                continue
+            t = vs[key]
+            cells.append(f"{_fmt(acc[key], 'pct')} ({t['delta_pts']:+.2f}{_ci(t['ci95_pts'])}"
+                         f"{' *' if t['p_value'] < 0.05 else ''})")
+        md.append(f"| {n} | {scheme} | {info['fit_time_s']:,.0f} s | {_fmt(acc['float32'], 'pct')} | "
+                  + " | ".join(cells) + " |")
+    return [*md, ""]
 
 
 STAGES = ("train", "convert", "qat", "evaluate", "sweep")
