@@ -173,8 +173,10 @@ def run_pair(cfg: PipelineConfig, dataset: str, model: str, environment: dict) -
     qat_outputs = [qat_file, qat_file.with_suffix(".json"), run / qat.QAT_MODEL_FILE,
                    *([run / qat.LOW_BIT_JSON] if qc.low_bit else [])]
     stages.run("qat", _key(model_digest, _settings(qc), source), lambda: qat_outputs, lambda: qat.qat(qc),
-               f"quantization-aware fine-tuning (int8{''.join(', ' + s for s in qc.low_bit)}) and its float "
-               f"control ({_count(qc.epochs, 'epoch')} each)",
+               f"quantization-aware fine-tuning and equally fine-tuned float controls: int8 "
+               f"({_count(qc.epochs, 'epoch')})" + (f", {', '.join(qc.low_bit)} "
+                                                    f"({_count(qc.low_bit_epochs or qc.epochs, 'epoch')})"
+                                                    if qc.low_bit else ""),
                lambda r: f"QAT int8 {_pct(r['accuracy']['qat_int8'])}, PTQ int8 of the control "
                          f"{_pct(r['accuracy']['ptq_int8_of_finetuned'])}")
 
