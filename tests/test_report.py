@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 
+import numpy as np
 import pytest
 
 from tests.conftest import error_lines
@@ -134,3 +135,17 @@ def test_qat_from_scratch_and_stale_sweep_checks(tmp_path):
     assert "mnist_mlp/qat_scratch_int8.json: it is compared with an older trained model" in md
     assert "mnist_mlp/sweep.json check of float32.tflite: float32.tflite changed or went after the check" in md
     assert "| mnist_mlp | float32.tflite |" not in md
+
+
+def test_bits_plot_takes_draws_that_agree_to_the_last_bit(tmp_path):
+    run = tmp_path / "mnist_cnn"
+    _eval(run, "float32", 0.98, 1000, 20.0, [1.0, 0.96])
+    accuracy = [0.096, 0.096, 0.096]  # numpy's mean is 0.09600000000000002: above max, by float rounding
+    point = {"bits": 4, "scheme": "a4", "accuracy": accuracy, "mean": float(np.mean(accuracy)),
+             "spread": [min(accuracy), max(accuracy)], "agreement_with_float": 1.0}
+    sweep = {"source_model": {"sha256": "any"}, "checks": [], "contrasts": [], "grid_examples": 100,
+             "float_accuracy_grid": 0.98, "calibration_seeds": [0, 1, 2],
+             "lines": [{"family": "activations", "label": "asymmetric, min/max", "points": [point]}]}
+    (run / "sweep.json").write_text(json.dumps(sweep))
+    report.report(tmp_path, datasets=("mnist",), models=("cnn",))
+    assert (tmp_path / "report" / "bits_mnist_cnn.png").stat().st_size > 1000

@@ -282,8 +282,9 @@ def _plots(rows: list[dict], runs: dict, out: Path) -> list[str]:
             for line in (ln for ln in sweep["lines"] if ln["family"] == family):
                 bits = [p["bits"] for p in line["points"]]
                 mean = np.array([100 * p["mean"] for p in line["points"]])
-                lo = mean - [100 * p["spread"][0] for p in line["points"]]
-                hi = [100 * p["spread"][1] for p in line["points"]] - mean
+                # clipped at 0: a point whose draws agree has mean == min == max up to float rounding
+                lo = np.maximum(mean - [100 * p["spread"][0] for p in line["points"]], 0)
+                hi = np.maximum([100 * p["spread"][1] for p in line["points"]] - mean, 0)
                 ax.errorbar(range(len(bits)), mean, yerr=[lo, hi], marker="o", ms=4, capsize=3, label=line["label"])
             ax.axhline(100 * sweep["float_accuracy_grid"], color="gray", linestyle="--", linewidth=1, label="float32")
             ax.set_xticks(range(len(bits)), [str(b) for b in bits])

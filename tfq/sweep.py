@@ -1,7 +1,10 @@
 """The precision sweep: `python -m tfq.sweep --dataset=mnist --model=cnn`.
 
-Expected result (MNIST CNN, README "Precision sweep"): weights alone hold float32's accuracy down
-to 4 bits per channel, activations down to 6 bits; 2-bit anything breaks the model.
+Expected result (MNIST CNN in the study, 1,000 grid images, float32 99.6%): weights alone
+(symmetric, per channel) hold 99.5% at 4 bits and 99.0% at 3; activations alone (asymmetric
+min/max) 99.3% at 4 bits, but at 3 bits 78% on average with a 59-point range over three
+calibration draws; an MSE-chosen clip keeps 99.2% there. At 2 bits the symmetric weight grid
+(-1, 0, +1) breaks the model (12.5%) while an asymmetric per-channel one keeps 97.9%.
 
 The trained Keras model runs with simulated quantization (`tfq.simulate`) along `LINES`: weights
 only, activations only, or both, from 2 to 16 bits, one line per scheme (symmetric or asymmetric,
