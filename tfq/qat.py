@@ -163,13 +163,15 @@ def qat(cfg: QatConfig) -> dict:
             keras.utils.set_random_seed(cfg.seed)  # as for the int8 control
             low_control = keras.models.clone_model(float_model)
             low_control.set_weights(float_model.get_weights())
+            started = time.time()
             low_history = _fit(low_control, lcfg, cached_train, spec, val_ds)
+            low_control_s = round(time.time() - started, 1)
             low_correct = models.predict_classes(low_control, scaled) == test_y
         else:
-            low_history = control_history
+            low_history, low_control_s = control_history, 0.0  # the int8 control serves
         low_bit = _low_bit(lcfg, float_model, low_control, low_correct, calibration,
                            (cached_train, spec, val_ds), test_x, test_y)
-        low_bit["control_history"] = low_history
+        low_bit.update(control_history=low_history, control_time_s=low_control_s)
         low_bit.update(source_model=result["source_model"], data_source=result["data_source"],
                        versions=result["versions"])
 

@@ -526,14 +526,17 @@ STAGES = ("train", "convert", "qat", "evaluate", "sweep")
 def _stage_times(runs: dict) -> list[str]:
     """The stage-time table, with totals and the share of everything but training."""
     md = ["## Stage times", "", "Seconds each stage took when it last ran. The qat stage is mostly training "
-          "too: its fine-tuning fits (QAT and the float control) are shown apart.", "",
+          "too: its fine-tuning fits (int8 QAT and its float control, the low-bit QAT fits and, where recorded, "
+          "their own control's) are shown apart.", "",
           "| run | " + " | ".join(STAGES) + " | of qat: fine-tuning fits | all but the train stage |",
           "|---|" + "---:|" * (len(STAGES) + 2)]
     totals = dict.fromkeys((*STAGES, "fits", "rest"), 0.0)
     for n, r in runs.items():
         secs = {s: r["stages"].get(s, {}).get("seconds") for s in STAGES}
-        q = r["qat"]
+        q, lb = r["qat"], r.get("low_bit")
         fits = q["qat"]["time_s"] + q["control"]["time_s"] if q else None
+        if fits is not None and lb:  # low-bit QAT fits, and their own control's where recorded
+            fits += sum(s["time_s"] for s in lb["schemes"].values()) + lb.get("control_time_s", 0.0)
         rest = sum(v for s, v in secs.items() if v and s != "train")
         for s, v in (*secs.items(), ("fits", fits), ("rest", rest)):
             totals[s] += v or 0
