@@ -65,6 +65,7 @@ def test_pipeline_writes_every_file(study):
     assert "## mnist" in text and "| mlp | int8 |" in text and "## Stage times" in text
     assert "| mnist_mlp | int8.tflite |" in text and "| aeq_a8w4 | int4 / int8 |" in text
     assert "## Low-bit QAT" in text and "| mnist_mlp | w4a8 |" in text
+    assert "## Findings" in text and "- mnist_mlp, low-bit QAT against PTQ at the same widths: w4a8 QAT" in text
     state = json.loads((run / "pipeline.json").read_text())
     assert set(state) == {"train", "convert", "qat", "evaluate", "sweep"}
     assert all(s["seconds"] >= 0 for s in state.values())

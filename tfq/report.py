@@ -346,6 +346,7 @@ def report(artifacts_root: str | Path = "artifacts", out: str | Path | None = No
                       f"{_fmt(r['agreement'], 'pct')} | {_fmt(r['size_bytes'], 'kb')} | {_fmt(r['size_ratio'], 'x')} | "
                       f"{_fmt(r['p50_us'], 'us')} | {_speed(r)} | {r['ops_outside_delegate'] or '-'} |")
         md += ["", f"![accuracy against size, {dataset}](accuracy_vs_size_{dataset}.png)", ""]
+    md += _findings(rows, runs)
     md += _aeq_section(rows)
     md += _sweep_section(runs)
     qat_rows = [(n, r["qat"]) for n, r in runs.items() if r["qat"]]
@@ -378,6 +379,40 @@ def report(artifacts_root: str | Path = "artifacts", out: str | Path | None = No
     with artifacts.atomic_path(out / REPORT_MD) as tmp:
         tmp.write_text("\n".join(md))
     return out / REPORT_MD
+
+
+def _findings(rows: list[dict], runs: dict) -> list[str]:
+    """The precision study's headline numbers, each with its uncertainty, computed from the result
+    files (paired 95% intervals on the same test images; ranges over calibration draws)."""
+    md = []
+    checks = [c for r in runs.values() for c in ((r.get("sweep") or {}).get("checks") or [])]
+    if checks:
+        worst_gap = max(checks, key=lambda c: c["gap_points"])
+        worst_agree = min(checks, key=lambda c: c["agreement"])
+        md.append(f"- Simulation against real files: {sum(c['within_tolerance'] for c in checks)} of {len(checks)} "
+                  f"checks within tolerance; largest accuracy gap {worst_gap['gap_points']:.2f} points "
+                  f"({worst_gap['file']}), lowest agreement {100 * worst_agree['agreement']:.2f}% ({worst_agree['file']}).")
+    for mode, what in (("int8", "int8 (converter)"), ("aeq_a8w4", "4-bit weights (aeq_a8w4)")):
+        cells = [f"{r['dataset']} {r['model']} {_delta(r)}" for r in rows if r["mode"] == mode and r["delta_pts"] is not None]
+        if cells:
+            md.append(f"- {what} minus float32, points [95% CI]: " + "; ".join(cells) + ".")
+    for n, r in runs.items():
+        lb = r.get("low_bit")
+        if lb:
+            parts = [f"{name} QAT {_fmt(e['accuracy']['qat_keras'], 'pct')}, {e['qat_vs_ptq']['delta_pts']:+.2f}"
+                     f"{_ci(e['qat_vs_ptq']['ci95_pts'])} over PTQ" for name, e in lb["schemes"].items()]
+            md.append(f"- {n}, low-bit QAT against PTQ at the same widths: " + "; ".join(parts) + ".")
+    for n, r in runs.items():
+        sweep = r.get("sweep")
+        contrast = next((c for c in (sweep or {}).get("contrasts", []) if "moving average" in c["label"]), None)
+        point = contrast and next((p for p in contrast["points"] if p["bits"] == 8), None)
+        if point:
+            lo, hi = point["draw_range_pts"]
+            md.append(f"- {n}, ai-edge-quantizer's moving-average calibration minus min/max at 8 bits (simulated): "
+                      f"{point['delta_pts']:+.2f} points, range over draws [{lo:+.2f}, {hi:+.2f}].")
+    if not md:
+        return []
+    return ["## Findings", "", "Computed from the result files below; README.md discusses them.", "", *md, ""]
 
 
 def _aeq_section(rows: list[dict]) -> list[str]:
