@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import time
 
-import numpy as np
 from absl import flags
 
 from tfq import artifacts, cli, convert, data, evaluate, flatbuffer, models, modes, qat, stats
