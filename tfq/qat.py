@@ -77,8 +77,12 @@ def _fit(model: keras.Model, cfg: QatConfig, cached_train, spec, val_ds) -> dict
                       val_ds=val_ds)
 
 
+def _tflite_pred(blob: bytes, x) -> np.ndarray:
+    return evaluate.Classifier(blob).predict(x).argmax(1)
+
+
 def _tflite_correct(blob: bytes, x, y) -> np.ndarray:
-    return evaluate.Classifier(blob).predict(x).argmax(1) == y
+    return _tflite_pred(blob, x) == y
 
 
 def qat(cfg: QatConfig) -> dict:
@@ -202,7 +206,7 @@ def float_twin(qat_model: keras.Model, float_model: keras.Model, weight_bits: in
     """The float architecture with the QAT model's weights, each kernel rounded with the range its
     quantizer holds (`quant_<layer>/kernel_min`/`kernel_max`: per output channel for conv, per
     tensor for Dense, symmetric narrow range), i.e. the very weights the QAT model computes with."""
-    from tfq.backend import tf
+    from tfq.simulate import fake_quant_kernel
 
     twin = keras.models.clone_model(float_model)
     # tfmot's wrappers keep the wrapped layer's variables under their own names ("conv1_1/kernel:0")
@@ -214,14 +218,7 @@ def float_twin(qat_model: keras.Model, float_model: keras.Model, weight_bits: in
         weights = [trained[f"{layer.name}/{v.name.split('/')[-1]}"] for v in layer.weights]
         if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)):
             lo, hi = trained[f"quant_{layer.name}/kernel_min:0"], trained[f"quant_{layer.name}/kernel_max:0"]
-            kernel = tf.constant(weights[0])
-            if np.ndim(lo):  # per output channel (the last axis)
-                flat = tf.reshape(kernel, (-1, kernel.shape[-1]))
-                weights[0] = tf.reshape(tf.quantization.fake_quant_with_min_max_vars_per_channel(
-                    flat, lo, hi, num_bits=weight_bits, narrow_range=True), kernel.shape).numpy()
-            else:
-                weights[0] = tf.quantization.fake_quant_with_min_max_vars(
-                    kernel, float(lo), float(hi), num_bits=weight_bits, narrow_range=True).numpy()
+            weights[0] = fake_quant_kernel(weights[0], lo, hi, weight_bits, narrow_range=True)
         layer.set_weights(weights)
     return twin
 
@@ -252,7 +249,8 @@ def _low_bit(cfg: QatConfig, float_model, control, control_correct, calibration,
         started = time.time()
         history = _fit(qat_model, cfg, *training)
         fit_s = time.time() - started
-        qat_correct = models.predict_classes(qat_model, scaled) == test_y
+        qat_pred = models.predict_classes(qat_model, scaled)
+        qat_correct = qat_pred == test_y
         # PTQ at the same widths and on QAT's own weight grids (conv per channel, Dense per tensor),
         # min/max activation ranges
         ptq_scheme = Scheme(w_bits, True, True, a_bits, False, "minmax", dense_per_channel=False)
@@ -265,22 +263,18 @@ def _low_bit(cfg: QatConfig, float_model, control, control_correct, calibration,
             twin = float_twin(qat_model, float_model, w_bits)
             shipped = _ship_a8w4(twin, calibration)
             control_file = control_file or _ship_a8w4(control, calibration)
-            shipped_correct = _tflite_correct(shipped, test_x, test_y)
+            shipped_pred = _tflite_pred(shipped, test_x)
+            shipped_correct = shipped_pred == test_y
             control_file_correct = _tflite_correct(control_file, test_x, test_y)
             entry["accuracy"].update(qat_shipped_a8w4=float(shipped_correct.mean()),
                                      ptq_a8w4_file=float(control_file_correct.mean()))
             entry["shipped"] = {"recipe": SHIP_RECIPE, "size_bytes": len(shipped),
                                 "weight_dtypes": sorted(flatbuffer.read(shipped).dtypes("weights")),
                                 "vs_qat_keras": stats.paired(qat_correct, shipped_correct),
-                                "agreement_with_qat_keras": float(np.mean(
-                                    _tflite_pred(shipped, test_x) == models.predict_classes(qat_model, scaled))),
+                                "agreement_with_qat_keras": float(np.mean(shipped_pred == qat_pred)),
                                 "vs_ptq_file": stats.paired(control_file_correct, shipped_correct)}
         out["schemes"][name] = entry
     return out
-
-
-def _tflite_pred(blob: bytes, x) -> np.ndarray:
-    return evaluate.Classifier(blob).predict(x).argmax(1)
 
 
 def load_qat_model(path):

@@ -23,6 +23,7 @@ from tfq.artifacts import TfqError
 from tfq.modes import ORDER
 
 REPORT_MD = "report.md"
+NO_XNNPACK = "all (no XNNPACK)"  # a row's ops_outside_delegate when XNNPACK took nothing
 COLUMNS = ("dataset", "model", "mode", "accuracy", "delta_pts", "delta_ci95_pts", "mcnemar_p", "agreement",
            "size_bytes", "size_ratio", "p50_us", "speedup", "speedup_spread", "ops_outside_delegate", "data_source")
 
@@ -101,7 +102,7 @@ def collect(artifacts_root: str | Path, datasets, models) -> tuple[list[dict], d
                     "speedup_spread": _ratio_spread(base, e) if base else None,
                     "comparable": same if base else None,
                     "ops_outside_delegate": " ".join(sorted(set(e["ops_outside_delegate"]))) if e["xnnpack"]
-                    else "all (no XNNPACK)",
+                    else NO_XNNPACK,
                     "data_source": e["data_source"]["description"],
                     "examples": e["examples"],
                     "per_class_accuracy": e["per_class_accuracy"],
@@ -434,11 +435,11 @@ def _aeq_section(rows: list[dict]) -> list[str]:
         sub = [r for r in aeq_rows if r["mode"] == mode]
         row = KNOWN.get(mode)
         dtypes = f"{row.weight_dtype} / {'/'.join(row.activation_dtypes)}" if row else "-"
-        outside = sorted({op for r in sub for op in r["ops_outside_delegate"].split()} - {"(no", "XNNPACK)"})
+        delegated = [r for r in sub if r["ops_outside_delegate"] != NO_XNNPACK]
+        outside = sorted({op for r in delegated for op in r["ops_outside_delegate"].split()})
         full = sum(r["ops_outside_delegate"] == "" for r in sub)
         ratios = [r["p50_us"] / int8[r["dataset"], r["model"]]["p50_us"] for r in sub if (r["dataset"], r["model"]) in int8]
-        none = [r for r in sub if r["ops_outside_delegate"] == "all (no XNNPACK)"]
-        where = "all (no XNNPACK)" if none and len(none) == len(sub) else (", ".join(outside) or "-")
+        where = NO_XNNPACK if not delegated else (", ".join(outside) or "-")
         md.append(f"| {mode} | {dtypes} | {len(sub)} of {len(sub)} runs | {full} | {where} | "
                   + (f"{min(ratios):.2f}x-{max(ratios):.2f}x" if ratios else "-") + " |")
     return [*md, ""]

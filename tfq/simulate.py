@@ -71,23 +71,30 @@ class Scheme:
         return dataclasses.asdict(self)
 
 
-def fake_quant_weights(kernel: np.ndarray, bits: int, symmetric: bool, per_channel: bool) -> np.ndarray:
-    """`kernel` rounded to the `bits`-bit grid (output channels on the last axis)."""
+def fake_quant_kernel(kernel: np.ndarray, lo, hi, bits: int, narrow_range: bool) -> np.ndarray:
+    """`kernel` rounded to the `bits`-bit grid of [lo, hi]: one range per output channel (the last
+    axis) when `lo`/`hi` are vectors, one for the whole tensor when they are scalars."""
     flat = tf.reshape(tf.constant(kernel, tf.float32), (-1, kernel.shape[-1]))
+    if np.ndim(lo):
+        out = tf.quantization.fake_quant_with_min_max_vars_per_channel(
+            flat, np.asarray(lo, np.float32), np.asarray(hi, np.float32), num_bits=bits, narrow_range=narrow_range)
+    else:
+        out = tf.quantization.fake_quant_with_min_max_vars(flat, float(lo), float(hi), num_bits=bits,
+                                                           narrow_range=narrow_range)
+    return out.numpy().reshape(kernel.shape)
+
+
+def fake_quant_weights(kernel: np.ndarray, bits: int, symmetric: bool, per_channel: bool) -> np.ndarray:
+    """`kernel` rounded to the `bits`-bit grid of its own range (output channels on the last axis)."""
+    flat = kernel.reshape(-1, kernel.shape[-1])
     axis = 0 if per_channel else None
     if symmetric:
-        hi = np.maximum(np.abs(kernel).reshape(-1, kernel.shape[-1]).max(axis=axis), 1e-12)
+        hi = np.maximum(np.abs(flat).max(axis=axis), 1e-12)
         lo = -hi
     else:
-        lo = np.minimum(kernel.reshape(-1, kernel.shape[-1]).min(axis=axis), 0.0)
-        hi = np.maximum(kernel.reshape(-1, kernel.shape[-1]).max(axis=axis), lo + 1e-12)
-    if per_channel:
-        out = tf.quantization.fake_quant_with_min_max_vars_per_channel(
-            flat, lo.astype(np.float32), hi.astype(np.float32), num_bits=bits, narrow_range=symmetric)
-    else:
-        out = tf.quantization.fake_quant_with_min_max_vars(
-            flat, float(lo), float(hi), num_bits=bits, narrow_range=symmetric)
-    return out.numpy().reshape(kernel.shape)
+        lo = np.minimum(flat.min(axis=axis), 0.0)
+        hi = np.maximum(flat.max(axis=axis), lo + 1e-12)
+    return fake_quant_kernel(kernel, lo, hi, bits, narrow_range=symmetric)
 
 
 def fake_quant(x, lo: float, hi: float, bits: int, symmetric: bool):
@@ -255,10 +262,3 @@ class Simulator:
         out = [self._forward(tf.constant(images[i:i + batch_size]), scheme).numpy()
                for i in range(0, len(images), batch_size)]
         return np.concatenate(out)
-
-    def ranges(self, scheme: Scheme) -> list[tuple[float, float]]:
-        """The activation ranges `scheme` uses, input first (for manifests and tests)."""
-        if not scheme.activation_bits:
-            return []
-        return [self._range(k, scheme.activation_bits, scheme.activation_symmetric, scheme.activation_range)
-                for k in range(len(self.stats))]
