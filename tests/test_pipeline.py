@@ -13,6 +13,7 @@ from tests.conftest import error_lines
 from tfq import modes, pipeline
 from tfq.artifacts import TfqError
 
+STAGES = ("train", "convert", "qat", "evaluate", "sweep", "sensitivity", "mixed")
 SMALL = dict(max_train_examples=600, max_eval_examples=200, epochs=1, latency_runs=20, num_calibration=50)
 
 
@@ -26,7 +27,7 @@ def study(tmp_path_factory, data_root, cache):
     from tests.conftest import REPO
 
     root = tmp_path_factory.mktemp("study")
-    args = [f"--{k}={v}" for k, v in SMALL.items()]
+    args = [f"--{k}={v}" for k, v in SMALL.items()] + ["--mixed_budgets=1.0"]
     proc = subprocess.run(
         [sys.executable, "-m", "tfq.pipeline", "--datasets=mnist", "--models=mlp", f"--artifacts={root}", *args],
         cwd=REPO, capture_output=True, text=True, timeout=900,
@@ -38,7 +39,7 @@ def study(tmp_path_factory, data_root, cache):
 
 
 def _config(root, data_root, cache, **kw) -> pipeline.PipelineConfig:
-    return pipeline.PipelineConfig(datasets=("mnist",), models=("mlp",), artifacts=str(root),
+    return pipeline.PipelineConfig(datasets=("mnist",), models=("mlp",), artifacts=str(root), mixed_budgets=(1.0,),
                                    data_root=str(data_root), cache_dir=str(cache), **{**SMALL, **kw})
 
 
@@ -47,13 +48,14 @@ def test_pipeline_writes_every_file(study):
     run = root / "mnist_mlp"
     for mode in [*modes.MODES, "qat_int8"]:
         assert (run / f"{mode}.tflite").is_file() and (run / f"eval_{mode}.json").is_file()
-    for stage in ("train", "convert", "qat", "evaluate", "sweep"):
+    for stage in STAGES:
         assert re.search(rf"^\[mnist_mlp\] {stage}: done in [0-9.]+ s; .*[0-9]", stdout, re.M), stage
     report = root / "report"
-    for name in ("sweep.json", "sweep.csv", "qat_lowbit.json"):
+    for name in ("sweep.json", "sweep.csv", "qat_lowbit.json", "sensitivity.json", "mixed_size_1.tflite",
+                 "mixed_size_1.json", "mixed_size_1.recipe.json"):
         assert (run / name).is_file(), name
     for name in ("report.md", "results.csv", "results.json", "accuracy_vs_size_mnist.png", "latency.png",
-                 "per_class_int8.png", "bits_mnist_mlp.png"):
+                 "per_class_int8.png", "bits_mnist_mlp.png", "sensitivity_mnist_mlp.png", "mixed_mnist_mlp.png"):
         assert (report / name).is_file(), name
     for png in report.glob("*.png"):
         with Image.open(png) as im:
@@ -66,8 +68,10 @@ def test_pipeline_writes_every_file(study):
     assert "| mnist_mlp | int8.tflite |" in text and "| aeq_a8w4 | int4 / int8 |" in text
     assert "## Low-bit QAT" in text and "| mnist_mlp | w4a8 |" in text
     assert "## Findings" in text and "- mnist_mlp, low-bit QAT against PTQ at the same widths: w4a8 QAT" in text
+    assert "## Layer by layer: sensitivity" in text and "| dense0 | 401,408 |" in text
+    assert "## Mixed precision under an accuracy budget" in text and "| mnist_mlp | size | 1 |" in text
     state = json.loads((run / "pipeline.json").read_text())
-    assert set(state) == {"train", "convert", "qat", "evaluate", "sweep"}
+    assert set(state) == set(STAGES)
     assert all(s["seconds"] >= 0 for s in state.values())
 
 
@@ -91,7 +95,8 @@ def test_bad_flags_fail_before_any_stage_runs(run_cli, tmp_path):
     for args, message in [(("--qat_epochs=0",), "--qat_epochs=0: must be at least 1"),
                           (("--datasets=mnist,imagenet",), "unknown dataset 'imagenet'"),
                           ((f"--flags_dir={tmp_path / 'flags'}",), "mnist_mlp.cfg: flag --epochs=two: invalid literal"),
-                          (("--artifacts=/proc/nope",), "cannot write to /proc/nope")]:
+                          (("--artifacts=/proc/nope",), "cannot write to /proc/nope"),
+                          (("--mixed_budgets=0.3", "--mixed_objectives=speed"), "--mixed_objectives=speed")]:
         proc = run_cli("pipeline", "--models=mlp", f"--artifacts={tmp_path / 'a'}", *args, timeout=120)
         assert proc.returncode == 1 and error_lines(proc.stderr) and message in error_lines(proc.stderr)[0], proc.stderr
         assert "Traceback" not in proc.stderr
@@ -107,7 +112,7 @@ def test_a_rerun_skips_every_finished_stage(study, data_root, cache, capsys):
     pipeline.pipeline(_config(root, data_root, cache))
     out = capsys.readouterr().out
     assert _ran(out) == set()
-    assert out.count("current, skipped") == 6  # five stages and the report
+    assert out.count("current, skipped") == len(STAGES) + 1  # and the report
 
 
 def test_changing_one_flag_reruns_only_the_stages_it_affects(study, data_root, cache, capsys):
@@ -118,9 +123,9 @@ def test_changing_one_flag_reruns_only_the_stages_it_affects(study, data_root, c
     before = int8.read_bytes()
     pipeline.pipeline(_config(root, data_root, cache, latency_runs=30, num_calibration=2))
     assert int8.read_bytes() != before  # 2 calibration images give other ranges than 50
-    assert _ran(capsys.readouterr().out) == {"convert", "qat", "evaluate", "sweep", "report"}
+    assert _ran(capsys.readouterr().out) == {*STAGES, "report"} - {"train"}
     pipeline.pipeline(_config(root, data_root, cache, latency_runs=30, num_calibration=2, force=True))
-    assert _ran(capsys.readouterr().out) == {"train", "convert", "qat", "evaluate", "sweep", "report"}
+    assert _ran(capsys.readouterr().out) == {*STAGES, "report"}
 
 
 def test_files_replaced_outside_the_pipeline_are_not_taken_for_its_own(study, data_root, cache, capsys):

@@ -64,8 +64,9 @@ def test_stage_times_total_and_split_off_training(tmp_path):
             "accuracy": {"float_finetuned": 0.99, "ptq_int8_of_finetuned": 0.98, "qat_int8": 0.985},
             "qat_gain_over_ptq": 0.005, "qat_drop_vs_float": 0.005}))
     md = report.report(tmp_path, datasets=("mnist",), models=("mlp", "cnn")).read_text()
-    assert "| mnist_cnn | 600 | 10 | 100 | 40 | - | 80 | 150 |" in md  # no sweep stage in this run
-    assert "| **all** | **700** | **20** | **120** | **80** | **0** | **96** | **220** |" in md
+    # no sweep, sensitivity or mixed stage in this run
+    assert "| mnist_cnn | 600 | 10 | 100 | 40 | - | - | - | 80 | 150 |" in md
+    assert "| **all** | **700** | **20** | **120** | **80** | **0** | **0** | **0** | **96** | **220** |" in md
     # 920 s in all; 220 s outside the train stage (23.9%); 124 s outside any fitting (13.5%)
     assert "All stages: 920 s (15.3 min). Everything but the train stage: 220 s, 23.9% of it; " \
            "counting the QAT fine-tuning fits as training too, 124 s, 13.5%." in md

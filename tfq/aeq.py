@@ -6,6 +6,12 @@ a user (`python -m tfq.convert --recipe=FILE`). This module knows what a recipe 
 flatbuffer that comes back is checked against it: ai-edge-quantizer 0.10.0 returns the float model
 unchanged, silently, for a rule it cannot honour (2-bit weights, for one).
 
+Calibration: the quantizer's own rule ("quantizer") is, for min/max recipes, a moving average
+(0.95) of per-image min/max, which clips rare large activations (the study measured what that
+costs); `calibration_rule="minmax"`
+keeps the running min/max instead, as the TFLite converter does. A calibration result (`calibrate`)
+can be reused for many recipes over the same float model: it is a min/max per tensor.
+
 ai_edge_quantizer is imported lazily: it is not needed to read the mode table.
 """
 
@@ -21,6 +27,8 @@ from tfq import console
 from tfq.artifacts import TfqError
 
 RECIPES = Path(__file__).parent / "recipes"
+NO_QUANTIZE = "no_quantize"  # a rule's algorithm_key that leaves what it matches in float
+CALIBRATION_RULES = ("quantizer", "minmax")
 
 
 def load(path: str | os.PathLike) -> list[dict]:
@@ -36,6 +44,8 @@ def load(path: str | os.PathLike) -> list[dict]:
         raise TfqError(f"recipe {path} must be a non-empty JSON list of rules")
     for i, rule in enumerate(recipe):
         cfg = rule.get("op_config") if isinstance(rule, dict) else None
+        if isinstance(rule, dict) and rule.get("algorithm_key") == NO_QUANTIZE and cfg is None:
+            cfg = {}
         if not isinstance(cfg, dict) or "regex" not in rule or "operation" not in rule:
             raise TfqError(f"recipe {path}, rule {i}: needs regex, operation and op_config")
         for key in ("weight_tensor_config", "activation_tensor_config"):
@@ -55,11 +65,14 @@ def int_dtype(bits: int) -> str:
 
 def promise(recipe: list[dict]) -> dict:
     """What a file made from `recipe` must show: weight dtypes, activation dtypes, input/output
-    dtype (the activations' integer type when every op is static, else float32), calibration."""
+    dtype (the activations' type when all ops share one; None for a per-layer mix), calibration."""
     weights, activations, calibrate = set(), set(), False
     covers_all = any(r.get("regex", ".*") == ".*" and r.get("operation", "*") == "*" for r in recipe)
     for rule in recipe:
-        cfg = rule["op_config"]
+        cfg = rule.get("op_config") or {}
+        if rule.get("algorithm_key") == NO_QUANTIZE:
+            activations.add("float32")
+            continue
         if cfg.get("weight_tensor_config"):
             weights.add(int_dtype(cfg["weight_tensor_config"]["num_bits"]))
         act = cfg.get("activation_tensor_config")
@@ -70,7 +83,8 @@ def promise(recipe: list[dict]) -> dict:
             activations.add("float32")  # weight-only and dynamic: float activations
     if not covers_all:
         activations.add("float32")  # what no rule covers stays float
-    io = next(iter(activations)) if len(activations) == 1 else "float32"
+    # one activation type: the file takes and gives it; a mix: whatever the first and last ops hold
+    io = next(iter(activations)) if len(activations) == 1 else None
     return {"weight_dtypes": sorted(weights), "activation_dtypes": sorted(activations), "io_type": io,
             "calibrate": calibrate}
 
@@ -89,25 +103,62 @@ def _signature(float_blob: bytes) -> tuple[str, str]:
     return key, io["inputs"][0]
 
 
-def quantize(float_blob: bytes, recipe: list[dict], calibration: np.ndarray | None, label: str) -> bytes:
-    """The flatbuffer ai-edge-quantizer makes from `float_blob` with `recipe`, calibrated on
-    `calibration` (scaled float images, the converter's own representative samples) if it asks."""
+def _samples(float_blob: bytes, images: np.ndarray) -> dict:
+    key, name = _signature(float_blob)
+    return {key: [{name: x[None, ...].astype(np.float32)} for x in images]}
+
+
+def _quantizer(float_blob: bytes, recipe: list[dict], label: str):
     from ai_edge_quantizer import quantizer as aeq_quantizer
 
+    try:
+        return aeq_quantizer.Quantizer(bytearray(float_blob), recipe)
+    except Exception as e:  # noqa: BLE001
+        raise TfqError(f"{label}: ai-edge-quantizer refused the recipe: {_first_line(e)}") from None
+
+
+def _first_line(e: Exception) -> str:
+    return str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+
+
+def calibrate(float_blob: bytes, recipe: list[dict], calibration: np.ndarray, label: str,
+              rule: str = "quantizer") -> dict:
+    """Per-tensor min/max of `float_blob` over `calibration` (scaled float images) for the tensors
+    `recipe` quantizes statically, merged across images by `rule` (see the module docstring)."""
+    from ai_edge_quantizer import calibrator
+    from ai_edge_quantizer.utils import qsv_utils
+
+    if rule not in CALIBRATION_RULES:
+        raise TfqError(f"{label}: unknown calibration rule {rule!r}; choose one of: {', '.join(CALIBRATION_RULES)}")
+    qt = _quantizer(float_blob, recipe, label)
+    custom = {"qsv_update_func": qsv_utils.min_max_update} if rule == "minmax" else {}
+    with console.quiet():
+        try:
+            calib = calibrator.Calibrator(float_blob, num_threads=1, **custom)
+            # the quantizer's own calibrate() does exactly this with its private recipe manager
+            calib.calibrate(_samples(float_blob, calibration), qt._recipe_manager)  # noqa: SLF001
+            return calib.get_model_qsvs()
+        except Exception as e:  # noqa: BLE001 - the calibrator raises ValueError, RuntimeError...
+            raise TfqError(f"{label}: ai-edge-quantizer calibration failed: {_first_line(e)}") from None
+
+
+def quantize(float_blob: bytes, recipe: list[dict], calibration: np.ndarray | None, label: str, *,
+             calibration_rule: str = "quantizer", calibration_result: dict | None = None) -> bytes:
+    """The flatbuffer ai-edge-quantizer makes from `float_blob` with `recipe`, calibrated on
+    `calibration` (scaled float images, the converter's own representative samples) if it asks,
+    or with a `calibration_result` from `calibrate` over the same float model."""
+    qt = _quantizer(float_blob, recipe, label)
+    qsv = None
+    if qt.need_calibration:
+        if calibration_result is not None:
+            qsv = calibration_result
+        elif calibration is None:
+            raise TfqError(f"{label}: the recipe has static activations and needs calibration samples")
+        else:
+            qsv = calibrate(float_blob, recipe, calibration, label, calibration_rule)
     with console.quiet():  # its progress report and absl lines
         try:
-            qt = aeq_quantizer.Quantizer(bytearray(float_blob), recipe)
-            qsv = None
-            if qt.need_calibration:
-                if calibration is None:
-                    raise TfqError(f"{label}: the recipe has static activations and needs calibration samples")
-                key, name = _signature(float_blob)
-                samples = {key: [{name: x[None, ...].astype(np.float32)} for x in calibration]}
-                qsv = qt.calibrate(samples, num_threads=1)
             result = qt.quantize(qsv, enable_progress_report=False)
-        except TfqError:
-            raise
         except Exception as e:  # noqa: BLE001 - the quantizer raises ValueError, KeyError, RuntimeError...
-            first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
-            raise TfqError(f"{label}: ai-edge-quantizer failed: {first}") from None
+            raise TfqError(f"{label}: ai-edge-quantizer failed: {_first_line(e)}") from None
     return bytes(result.quantized_model)

@@ -7,6 +7,7 @@ user can fix) into one line on stderr and exit status 1, instead of a traceback.
 from __future__ import annotations
 
 import dataclasses
+import re
 import sys
 
 from absl import app, flags, logging
@@ -49,7 +50,9 @@ def config_from_flags(cls, fv: flags.FlagValues = flags.FLAGS, **renames):
         value = fv[name].value
         if isinstance(value, list):
             default = getattr(defaults, field.name)
-            cast = type(default[0]) if isinstance(default, tuple) and default else str
+            declared = re.match(r"tuple\[(int|float|str)\b", str(field.type))  # for an empty default
+            cast = (type(default[0]) if isinstance(default, tuple) and default
+                    else {"int": int, "float": float}.get(declared.group(1), str) if declared else str)
             try:
                 value = tuple(cast(v) for v in value)
             except ValueError:

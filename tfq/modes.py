@@ -58,14 +58,17 @@ MODES: dict[str, Mode] = {
 }
 
 
+ANY_IO = "any"  # a per-layer mix of precisions: its input/output types follow its first and last layers
+
+
 def recipe_mode(name: str, description: str, recipe: str | os.PathLike | None = None) -> Mode:
     """A row for an ai-edge-quantizer recipe (default `tfq/recipes/<name>.json`); what its file
     must hold is read from the recipe itself."""
     path = recipe or aeq.RECIPES / f"{name}.json"
     promise = aeq.promise(aeq.load(path))
+    io = promise["io_type"] or ANY_IO
     return Mode(name, description, "/".join(promise["weight_dtypes"]), tuple(promise["activation_dtypes"]),
-                family="aeq", recipe=str(path), calibrate=promise["calibrate"], io_type=promise["io_type"],
-                io_types=(promise["io_type"],))
+                family="aeq", recipe=str(path), calibrate=promise["calibrate"], io_type=io, io_types=(io,))
 
 
 _AEQ = "LiteRT Quantizer (ai-edge-quantizer): "
@@ -137,7 +140,7 @@ def verify(mode: Mode, fb: Flatbuffer, label: str, io_type: str | None = None) -
     weights' dtype, its inner activations' dtypes, and `io_type` (default the mode's) in and out."""
     io_type = io_type or mode.io_type
     io = {fb.tensors[i].dtype for i in (*fb.inputs, *fb.outputs)}
-    if io != {io_type}:
+    if io_type != ANY_IO and io != {io_type}:
         raise TfqError(f"{label}: --mode={mode.name} promises {io_type} input and output, but the file takes "
                        f"{'/'.join(sorted(io))}")
     if not set(mode.weight_dtype.split("/")) <= fb.dtypes("weights"):

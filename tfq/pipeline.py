@@ -2,7 +2,8 @@
 
 For each dataset x model: train -> convert (every post-training mode, the converter's and
 ai-edge-quantizer's) -> qat -> evaluate (every flatbuffer) -> sweep (simulated precisions, checked
-against the real files), then one report over all runs. Orchestration only: each stage is the plain function
+against the real files) -> sensitivity (per layer) -> mixed (per-layer precisions within each
+accuracy budget), then one report over all runs. Orchestration only: each stage is the plain function
 of its module. A stage is skipped when its key (its settings plus the digests of the files it
 reads) matches the key recorded when it last finished and its outputs are still there, so a
 rerun does nothing and a changed flag reruns just the stages downstream of it (`--force` redoes
@@ -19,7 +20,7 @@ from pathlib import Path
 
 from absl import flags
 
-from tfq import artifacts, cli, convert, data, evaluate, models, modes, qat, report, sweep, train
+from tfq import artifacts, cli, convert, data, evaluate, mixed, models, modes, qat, report, sensitivity, sweep, train
 from tfq.artifacts import TfqError
 from tfq.backend import versions
 
@@ -47,6 +48,9 @@ class PipelineConfig:
     sweep_grid_examples: int = sweep.SweepConfig.grid_examples
     sweep_calibration_draws: int = sweep.SweepConfig.calibration_draws
     sweep: bool = True  # after the two above: in this class body the name then stops meaning the module
+    mixed_budgets: tuple[float, ...] = ()  # validation drops (points) for --mode=mixed; empty: no mixed stage
+    mixed_objectives: tuple[str, ...] = ("size",)
+    sensitivity: bool = True  # last, for the same reason as `sweep`
     data_root: str | None = None
     cache_dir: str | None = None
 
@@ -191,17 +195,44 @@ def run_pair(cfg: PipelineConfig, dataset: str, model: str, environment: dict) -
                f"measuring {len(targets)} flatbuffers in LiteRT",
                lambda rs: ", ".join(f"{r['name']} {_pct(r['accuracy'])}" for r in rs))
 
-    if not cfg.sweep:
-        return
-    sc = sweep.SweepConfig(dataset=dataset, model=model, artifacts=cfg.artifacts,
-                           grid_examples=cfg.sweep_grid_examples, calibration_draws=cfg.sweep_calibration_draws,
-                           num_calibration=cfg.num_calibration, max_eval_examples=tc.max_eval_examples,
-                           data_root=cfg.data_root, cache_dir=cfg.cache_dir)
-    checked = [run / f"{name}.tflite" for name in sweep.CHECKS if (run / f"{name}.tflite").is_file()]
-    stages.run("sweep", _key(model_digest, _digests(checked), _settings(sc), source),
-               lambda: [run / "sweep.json", run / "sweep.csv"], lambda: sweep.sweep(sc),
-               f"simulated precisions, {len(sweep.LINES)} schemes x {len(sc.bits)} widths, checked against "
-               f"{len(checked)} real files", _sweep_headline)
+    if cfg.sweep:
+        sc = sweep.SweepConfig(dataset=dataset, model=model, artifacts=cfg.artifacts,
+                               grid_examples=cfg.sweep_grid_examples, calibration_draws=cfg.sweep_calibration_draws,
+                               num_calibration=cfg.num_calibration, max_eval_examples=tc.max_eval_examples,
+                               data_root=cfg.data_root, cache_dir=cfg.cache_dir)
+        checked = [run / f"{name}.tflite" for name in sweep.CHECKS if (run / f"{name}.tflite").is_file()]
+        stages.run("sweep", _key(model_digest, _digests(checked), _settings(sc), source),
+                   lambda: [run / "sweep.json", run / "sweep.csv"], lambda: sweep.sweep(sc),
+                   f"simulated precisions, {len(sweep.LINES)} schemes x {len(sc.bits)} widths, checked against "
+                   f"{len(checked)} real files", _sweep_headline)
+
+    float_file, sensitivity_file = run / "float32.tflite", run / sensitivity.SENSITIVITY_JSON
+    if cfg.sensitivity:
+        nc = sensitivity.SensitivityConfig(dataset=dataset, model=model, artifacts=cfg.artifacts,
+                                           num_calibration=cfg.num_calibration,
+                                           max_eval_examples=tc.max_eval_examples, data_root=cfg.data_root,
+                                           cache_dir=cfg.cache_dir)
+        stages.run("sensitivity", _key(_digests([float_file]), _settings(nc), source), lambda: [sensitivity_file],
+                   lambda: sensitivity.sensitivity(nc),
+                   f"per-layer sensitivity on the validation split ({', '.join(nc.schemes)})", _sensitivity_headline)
+    if cfg.mixed_budgets:
+        mc = convert.ConvertConfig(dataset=dataset, model=model, modes=("mixed",), artifacts=cfg.artifacts,
+                                   num_calibration=cfg.num_calibration, max_accuracy_drop=cfg.mixed_budgets,
+                                   objective=cfg.mixed_objectives, output="", max_eval_examples=tc.max_eval_examples,
+                                   data_root=cfg.data_root, cache_dir=cfg.cache_dir)
+        names = convert.mixed_names(mc)
+        read = [float_file, *([sensitivity_file] if cfg.sensitivity else [])]
+        stages.run("mixed", _key(_digests(read), _settings(mc), source),
+                   lambda: [run / f"{stem}{ext}" for _, _, stem in names for ext in (".tflite", ".recipe.json", ".json")],
+                   lambda: convert.convert(mc),
+                   f"mixed precision within {', '.join(f'{b:g}' for b in cfg.mixed_budgets)} points "
+                   f"({', '.join(cfg.mixed_objectives)})",
+                   lambda ms: ", ".join(f"{m['file']} {m['size_bytes'] / 1024:,.1f} KB" for m in ms))
+
+
+def _sensitivity_headline(result: dict) -> str:
+    first = result["schemes"][-1]
+    return f"most sensitive at {first}: {', '.join(result['most_sensitive'][first][:2])}"
 
 
 def _sweep_headline(result: dict) -> str:
@@ -230,6 +261,11 @@ def validate(cfg: PipelineConfig) -> None:
     cli.check_at_least(cfg, 0, "epochs", "max_train_examples", "max_eval_examples")
     cli.check_at_least(cfg, 1, "qat_epochs", "num_calibration", "latency_runs", "threads", "sweep_calibration_draws")
     cli.check_at_least(cfg, 0, "sweep_grid_examples", "qat_low_bit_epochs", "qat_low_bit_learning_rate")
+    bad = [o for o in cfg.mixed_objectives if o not in mixed.OBJECTIVES]
+    if bad or any(not 0 <= b <= 100 for b in cfg.mixed_budgets):
+        raise TfqError(f"--mixed_budgets={','.join(map(str, cfg.mixed_budgets))} --mixed_objectives="
+                       f"{','.join(cfg.mixed_objectives)}: budgets are points from 0 to 100, objectives "
+                       f"{', '.join(mixed.OBJECTIVES)}")
     unknown = [s for s in cfg.qat_low_bit if s not in qat.LOW_BIT]
     if unknown:
         raise TfqError(f"--qat_low_bit={','.join(unknown)}: choose from {', '.join(qat.LOW_BIT)}")
@@ -286,6 +322,10 @@ def _define_flags() -> None:
                          "Test images per sweep grid point (0: all).")
     flags.DEFINE_integer("sweep_calibration_draws", sweep.SweepConfig.calibration_draws,
                          "Calibration draws per simulated activation range (spread).")
+    flags.DEFINE_boolean("sensitivity", True, "Measure per-layer sensitivity (tfq.sensitivity).")
+    flags.DEFINE_list("mixed_budgets", [], "Validation-accuracy budgets (points) for mixed-precision files "
+                      "(tfq.convert --mode=mixed); empty: none.")
+    flags.DEFINE_list("mixed_objectives", ["size"], f"Mixed-precision objectives: {', '.join(mixed.OBJECTIVES)}.")
     flags.DEFINE_string("data_root", None, "Raw dataset files (default: $TFQ_DATA_ROOT).")
     flags.DEFINE_string("cache_dir", None, "tfds build folder (default: $TFQ_CACHE_DIR or ~/.cache/tfq).")
 

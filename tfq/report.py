@@ -75,7 +75,27 @@ def collect(artifacts_root: str | Path, datasets, models) -> tuple[list[dict], d
                     stale_results.append({"run": f"{dataset}_{model}", "file": f"sweep.json check of {check['file']}",
                                           "why": f"{check['file']} changed or went after the check"})
                     sweep_info["checks"].remove(check)
+            sensitivity_info = artifacts.read_json(run / "sensitivity.json", default=None)
+            float_file = run / "float32.tflite"
+            if sensitivity_info and (not float_file.is_file()
+                                     or sensitivity_info["key"]["float32_sha256"] != artifacts.sha256(float_file)):
+                stale_results.append({"run": f"{dataset}_{model}", "file": "sensitivity.json",
+                                      "why": "it measured another float32.tflite"})
+                sensitivity_info = None
+            mixed_info = []
+            for path in sorted(run.glob("mixed*.json")):
+                if path.name.endswith(".recipe.json"):
+                    continue
+                info = artifacts.read_json(path)
+                made = run / info["file"]
+                if (train_info and info["source_model"]["sha256"] != train_info.get("model_sha256")) or not made.is_file():
+                    stale_results.append({"run": f"{dataset}_{model}", "file": path.name,
+                                          "why": "it was searched for an older trained model, or its file is gone"})
+                else:
+                    mixed_info.append(info)
             runs[f"{dataset}_{model}"] = {"train": train_info,
+                                          "sensitivity": sensitivity_info,
+                                          "mixed": mixed_info,
                                           "qat": qat_info,
                                           "sweep": sweep_info,
                                           "low_bit": low_bit,
@@ -297,6 +317,61 @@ def _plots(rows: list[dict], runs: dict, out: Path) -> list[str]:
         fig.suptitle(f"{name}: simulated precision (bars: range over {len(sweep['calibration_seeds'])} "
                      "calibration draws)", fontsize=10)
         save(fig, f"bits_{name}.png")
+
+    for name, run in runs.items():
+        sens = run.get("sensitivity")
+        if sens:
+            fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+            layer_names = [layer["name"] for layer in sens["layers"]]
+            x = np.arange(len(layer_names))
+            width = 0.8 / len(sens["schemes"])
+            for ax, (key, what) in zip(axes, (("only_quantized", "drop when only this layer is quantized"),
+                                              ("only_float", "recovery when only this layer stays float"))):
+                for j, scheme in enumerate(sens["schemes"]):
+                    vals = [layer["schemes"][scheme] for layer in sens["layers"]]
+                    ys = np.array([v[f"{key}_drop_pts" if key == "only_quantized" else f"{key}_recovery_pts"]
+                                   for v in vals])
+                    lo = np.array([v[f"{key}_ci95_pts"][0] for v in vals])
+                    hi = np.array([v[f"{key}_ci95_pts"][1] for v in vals])
+                    ax.bar(x + (j - (len(sens["schemes"]) - 1) / 2) * width, ys, width, label=scheme,
+                           yerr=[np.maximum(ys - lo, 0), np.maximum(hi - ys, 0)], capsize=2)
+                ax.axhline(0, color="black", linewidth=0.6)
+                ax.set_xticks(x, layer_names, rotation=30, fontsize=8)
+                ax.set_ylabel("validation accuracy (points)")
+                ax.set_title(what, fontsize=9)
+                ax.grid(True, axis="y", alpha=0.3)
+                ax.legend(fontsize=7)
+            fig.suptitle(f"{name}: per-layer sensitivity (bars: paired 95% intervals, "
+                         f"{sens['val_examples']:,d} validation images)", fontsize=10)
+            save(fig, f"sensitivity_{name}.png")
+        if run.get("mixed"):
+            fig, ax = plt.subplots(figsize=(7.5, 4.8))
+            for r in (r for r in rows if f"{r['dataset']}_{r['model']}" == name):
+                ax.scatter(r["size_bytes"] / 1024, 100 * r["accuracy"], color=colors[r["mode"]], s=40,
+                           edgecolor="black", linewidth=0.4, zorder=3)
+                ax.annotate(r["mode"], (r["size_bytes"] / 1024, 100 * r["accuracy"]), fontsize=6,
+                            textcoords="offset points", xytext=(4, 3), color="dimgray")
+            for objective, marker in (("size", "*"), ("latency", "P")):
+                ms = sorted((m for m in run["mixed"] if m["objective"] == objective), key=lambda m: m["budget_pts"])
+                if not ms:
+                    continue
+                xs = [m["size_bytes"] / 1024 for m in ms]
+                ys = [100 * m["test"]["accuracy"] for m in ms]
+                ax.plot(xs, ys, marker=marker, markersize=12 if marker == "*" else 8, color="crimson",
+                        linestyle=":", linewidth=0.8, label=f"mixed, objective {objective}", zorder=4)
+                for m, xv, yv in zip(ms, xs, ys):
+                    ax.annotate(f"{m['budget_pts']:g}", (xv, yv), fontsize=7, color="crimson",
+                                textcoords="offset points", xytext=(-6, 8 if marker == "*" else -14))
+            ax.axhline(100 * run["mixed"][0]["test"]["float32_accuracy"], color="gray", linestyle="--",
+                       linewidth=0.8, label="float32")
+            ax.set_xscale("log")
+            ax.set_xlabel("flatbuffer size (KB, log scale)")
+            ax.set_ylabel("test accuracy (%)")
+            ax.set_title(f"{name}: mixed precision per budget (points of validation drop) beside the uniform modes",
+                         fontsize=9)
+            ax.legend(fontsize=7, loc="lower right")
+            ax.grid(True, alpha=0.3)
+            save(fig, f"mixed_{name}.png")
     return written
 
 
@@ -368,6 +443,8 @@ def report(artifacts_root: str | Path = "artifacts", out: str | Path | None = No
         md.append("")
     md += _low_bit_section(runs)
     md += _scratch_section(runs)
+    md += _sensitivity_section(runs)
+    md += _mixed_section(runs)
     md += ["## Latency and per-class change", "", "![latency per mode](latency.png)", ""]
     if "per_class_int8.png" in plots:
         md += ["![per-class accuracy change int8 against float32](per_class_int8.png)", ""]
@@ -411,6 +488,22 @@ def _findings(rows: list[dict], runs: dict) -> list[str]:
             lo, hi = point["draw_range_pts"]
             md.append(f"- {n}, ai-edge-quantizer's moving-average calibration minus min/max at 8 bits (simulated): "
                       f"{point['delta_pts']:+.2f} points, range over draws [{lo:+.2f}, {hi:+.2f}].")
+    for n, r in runs.items():
+        sens = r.get("sensitivity")
+        for m in sorted((m for m in r.get("mixed", []) if m["objective"] == "size"), key=lambda m: m["budget_pts"]):
+            if not sens:
+                break
+            b, w4, int8 = m["budget_pts"], sens["rungs"]["w4"]["val_drop_pts"], sens["rungs"]["int8"]["val_drop_pts"]
+            if not w4 > b >= int8:
+                continue
+            t = m["test"]["vs_float32"]
+            int8_bytes = m["test"]["uniform"]["int8"]["size_bytes"]
+            md.append(f"- {n}, a {b:g}-point budget on the validation split: every layer at 4 bits drops {w4:.2f} "
+                      f"(breaks it), every layer at int8 {int8:.2f} (meets it); the mixed file "
+                      f"({_assignment(m['assignment'])}) drops {-m['validation']['vs_float32']['delta_pts']:.2f} "
+                      f"with {100 * m['size_bytes'] / int8_bytes:.0f}% of all-int8's bytes "
+                      f"({_fmt(m['size_bytes'], 'kb')}), and on the test split {-t['delta_pts']:.2f} points "
+                      f"{_ci([-t['ci95_pts'][1], -t['ci95_pts'][0]])}.")
     if not md:
         return []
     return ["## Findings", "", "Computed from the result files below; README.md discusses them.", "", *md, ""]
@@ -556,7 +649,85 @@ def _scratch_section(runs: dict) -> list[str]:
     return [*md, ""]
 
 
-STAGES = ("train", "convert", "qat", "evaluate", "sweep")
+def _sensitivity_section(runs: dict) -> list[str]:
+    found = {n: r["sensitivity"] for n, r in runs.items() if r.get("sensitivity")}
+    if not found:
+        return []
+    md = ["## Layer by layer: sensitivity (validation split)", "",
+          "`python -m tfq.sensitivity`: each weight layer of float32.tflite quantized alone (the rest float), and "
+          "left alone in float (the rest quantized), by ai-edge-quantizer recipes calibrated with min/max on the "
+          "converter's images; accuracy on the validation split, differences paired on the same images with "
+          "95% intervals. SNR: ai-edge-quantizer's own comparison of the layer's output in the fully quantized "
+          "model against float, in dB, on the first validation images.", ""]
+    for n, sens in found.items():
+        schemes = sens["schemes"]
+        md += [f"### {n}", "",
+               f"float32 validation accuracy {_fmt(sens['float_val_accuracy'], 'pct')} on "
+               f"{sens['val_examples']:,d} images. Every layer on one rung:", "",
+               "| rung | validation drop [95% CI] | size | p50 latency |", "|---|---:|---:|---:|"]
+        for rung, v in sens["rungs"].items():
+            md.append(f"| {rung} ({v['description']}) | {v['val_drop_pts']:+.2f}{_ci(v['val_drop_ci95_pts'])} | "
+                      f"{_fmt(v['size_bytes'], 'kb')} | {_fmt(v['latency_us'], 'us')} |")
+        md += ["", "| layer | params | " + " | ".join(
+            f"{s}: drop, only it quantized | {s}: recovery, only it float | {s}: SNR" for s in schemes) + " |",
+            "|---|---:|" + "---:|---:|---:|" * len(schemes)]
+        for layer in sens["layers"]:
+            cells = []
+            for s in schemes:
+                v = layer["schemes"][s]
+                cells += [f"{v['only_quantized_drop_pts']:+.2f}{_ci(v['only_quantized_ci95_pts'])}",
+                          f"{v['only_float_recovery_pts']:+.2f}{_ci(v['only_float_ci95_pts'])}",
+                          "-" if v["snr_db"] is None else f"{v['snr_db']:.1f} dB"]
+            md.append(f"| {layer['name']} | {layer['params']:,d} | " + " | ".join(cells) + " |")
+        for s in schemes:
+            clear = [layer["name"] for layer in sens["layers"]
+                     if layer["schemes"][s]["only_quantized_ci95_pts"][0] > 0]
+            md.append("")
+            md.append(f"Most sensitive at {s}: " + (", ".join(clear) if clear else "no layer") +
+                      " (quantizing it alone costs accuracy with the 95% interval above zero); ranked by recovery "
+                      f"when left float: {', '.join(sens['most_sensitive'][s][:3])}.")
+        md += ["", f"![per-layer sensitivity, {n}](sensitivity_{n}.png)", ""]
+    return md
+
+
+def _mixed_section(runs: dict) -> list[str]:
+    found = {n: r["mixed"] for n, r in runs.items() if r.get("mixed")}
+    if not found:
+        return []
+    md = ["## Mixed precision under an accuracy budget", "",
+          "`python -m tfq.convert --mode=mixed --max_accuracy_drop=B [--objective=size|latency]`: one precision per "
+          "layer, searched on the validation split (see `tfq/mixed.py`), written as one ai-edge-quantizer file "
+          "whose every layer's precision was read back. Drops are float32 minus the file, in points, paired "
+          "on the same images with 95% intervals; the test split was not used to choose anything.", "",
+          "| run | objective | budget | layers | validation drop [95% CI] | test drop [95% CI] | size | "
+          "of all-int8 | p50 latency | int8 / float32 latency | files scored |",
+          "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for n, ms in found.items():
+        for m in sorted(ms, key=lambda m: (m["objective"], m["budget_pts"])):
+            v, t = m["validation"]["vs_float32"], m["test"]["vs_float32"]
+            int8 = m["test"]["uniform"]["int8"]
+            md.append(f"| {n} | {m['objective']} | {m['budget_pts']:g} | {_assignment(m['assignment'])} | "
+                      f"{-v['delta_pts']:+.2f}{_ci([-v['ci95_pts'][1], -v['ci95_pts'][0]])} | "
+                      f"{-t['delta_pts']:+.2f}{_ci([-t['ci95_pts'][1], -t['ci95_pts'][0]])} | "
+                      f"{_fmt(m['size_bytes'], 'kb')} | {100 * m['size_bytes'] / int8['size_bytes']:.0f}% | "
+                      f"{_fmt(m['latency_us']['mixed'], 'us')} | {_fmt(m['latency_us']['int8'], 'us')} / "
+                      f"{_fmt(m['latency_us']['float32'], 'us')} | {m['files_scored']} |")
+    md += ["", "Layers: the rung most layers take, then the exceptions. 'files scored' counts every distinct file "
+           "the run's searches scored on the validation split (they share one cache).", ""]
+    md += [f"![mixed precision, {n}](mixed_{n}.png)" for n in found] + [""]
+    return md
+
+
+def _assignment(assignment: dict[str, str]) -> str:
+    counts = {}
+    for rung in assignment.values():
+        counts[rung] = counts.get(rung, 0) + 1
+    common = max(counts, key=counts.get)
+    others = [f"{name} {rung}" for name, rung in assignment.items() if rung != common]
+    return f"{common}" + (f" except {', '.join(others)}" if others else " everywhere")
+
+
+STAGES = ("train", "convert", "qat", "evaluate", "sweep", "sensitivity", "mixed")
 
 
 def _stage_times(runs: dict) -> list[str]:

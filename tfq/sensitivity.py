@@ -1,0 +1,203 @@
+"""Per-layer sensitivity: `python -m tfq.sensitivity --dataset=cifar10 --model=cnn`.
+
+For each weight layer (convolution, dense) of `float32.tflite` and each scheme (default: int8 and
+4-bit weights, rungs of `tfq.mixed.RUNGS`), on the validation split:
+- only quantized: the accuracy drop against float32 when only that layer is quantized;
+- only float: the accuracy given back when only that layer is left in float in a model quantized
+  everywhere else (what keeping it in float buys, in context);
+- the quantizer's own error of the layer's output in the fully quantized model (ai-edge-quantizer's
+  validation: SNR in dB and MSE against the float model, on `error_examples` images).
+Each drop comes with its paired 95% interval. Also measured: the uniform model of every rung
+(validation accuracy, bytes, batch-1 latency), which is what the mixed-precision ladder is made
+of. Writes `sensitivity.json`; the mixed-precision search (`tfq.mixed`) reads it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import numpy as np
+from absl import flags
+
+from tfq import aeq, artifacts, cli, console, data, mixed, models
+from tfq.artifacts import TfqError
+from tfq.modes import DEFAULT_CALIBRATION
+
+SENSITIVITY_JSON = "sensitivity.json"
+
+
+@dataclasses.dataclass
+class SensitivityConfig:
+    dataset: str = "mnist"
+    model: str = "cnn"
+    schemes: tuple[str, ...] = ("int8", "w4")
+    artifacts: str = "artifacts"
+    num_calibration: int = DEFAULT_CALIBRATION
+    seed: int = 0  # calibration draw
+    error_examples: int = 64  # validation images for the quantizer's per-tensor SNR/MSE
+    latency_runs: int = 100
+    max_eval_examples: int = 0
+    data_root: str | None = None
+    cache_dir: str | None = None
+
+    def validate(self) -> None:
+        data.get(self.dataset)
+        models.get(self.model)
+        unknown = [s for s in self.schemes if s not in mixed.RUNG or s == "float"]
+        if unknown or not self.schemes:
+            raise TfqError(f"--schemes={','.join(self.schemes)}: choose from "
+                           f"{', '.join(r for r in mixed.RUNG if r != 'float')}")
+        cli.check_at_least(self, 1, "num_calibration", "error_examples", "latency_runs")
+        cli.check_at_least(self, 0, "max_eval_examples")
+
+    def key(self, float_sha256: str) -> dict:
+        """What a sensitivity.json must match to be reused for a scorer built from this config."""
+        return {"float32_sha256": float_sha256, "num_calibration": self.num_calibration, "seed": self.seed,
+                "calibration_rule": mixed.CALIBRATION_RULE, "max_eval_examples": self.max_eval_examples}
+
+
+def float_flatbuffer(run) -> tuple[bytes, str]:
+    """The run's float32.tflite and its digest, refused when it was not made from the current model."""
+    path, model = run / "float32.tflite", run / artifacts.MODEL_FILE
+    remake = (f"python -m tfq.convert --dataset={run.name.rpartition('_')[0]} "
+              f"--model={run.name.rpartition('_')[2]} --mode=float32 --artifacts={run.parent}")
+    if not path.is_file() or not model.is_file():
+        raise TfqError(f"{path} does not exist (or its trained model is missing); make it with: {remake}")
+    manifest = artifacts.read_json(run / "float32.json", default=None)
+    if (manifest or {}).get("source_model", {}).get("sha256") != artifacts.sha256(model):
+        raise TfqError(f"{path} was not made from the current {artifacts.MODEL_FILE}; remake it with: {remake}")
+    return path.read_bytes(), artifacts.sha256(path)
+
+
+def scorer_for(cfg, run) -> tuple[mixed.Scorer, str, data.Splits]:
+    """The validation scorer of a run: its float model, min/max calibration on `num_calibration`
+    training images drawn by `seed`, and the validation split."""
+    float_blob, digest = float_flatbuffer(run)
+    splits = data.load(cfg.dataset, root=cfg.data_root, cache=cfg.cache_dir, max_eval=cfg.max_eval_examples or None)
+    calibration = data.calibration_samples(splits, cfg.num_calibration, seed=cfg.seed)
+    images, labels = data.to_numpy(splits.val)
+    return mixed.Scorer(float_blob, mixed.layers(float_blob), calibration, images, labels), digest, splits
+
+
+def _interval(reference: np.ndarray, other: np.ndarray) -> list[float]:
+    """95% interval of `other` minus `reference`, in points."""
+    return mixed.paired_vs(reference, other)["ci95_pts"]
+
+
+def _drop_interval(reference: np.ndarray, other: np.ndarray) -> list[float]:
+    """95% interval of `reference` minus `other` (a drop), in points."""
+    lo, hi = _interval(reference, other)
+    return [-hi, -lo]
+
+
+def _layer_errors(scorer: mixed.Scorer, blob: bytes, count: int) -> dict[str, dict]:
+    """ai-edge-quantizer's own per-tensor comparison (SNR, MSE) of each layer's output."""
+    from ai_edge_quantizer import model_validator
+    from ai_edge_quantizer.utils import validation_utils
+
+    key, name = aeq._signature(scorer.float_blob)  # noqa: SLF001 - the same signature lookup
+    test = {key: [{name: x[None, ...]} for x in data.scale(scorer.images[:count]).numpy()]}
+    metrics = [validation_utils.ValidationErrorMetric.SNR, validation_utils.ValidationErrorMetric.MSE]
+    with console.quiet():
+        result = model_validator.compare_model(scorer.float_blob, blob, test, metrics, use_xnnpack=True,
+                                               num_threads=1).get_all_tensor_results()
+    out = {}
+    for layer in scorer.layers:
+        values = result.get(layer.output) or {}
+        snr = _finite(values.get("snr"))  # a power ratio
+        out[layer.name] = {"snr_db": None if snr is None or snr <= 0 else 10 * float(np.log10(snr)),
+                           "mse": _finite(values.get("mse"))}
+    return out
+
+
+def _finite(v) -> float | None:
+    return None if v is None or not np.isfinite(float(v)) else float(v)
+
+
+def measure(scorer: mixed.Scorer, schemes: tuple[str, ...], *, error_examples: int, latency_runs: int) -> dict:
+    """Every rung's uniform model, then each layer alone quantized and alone left float per scheme."""
+    from tfq.evaluate import Classifier, interleaved_latency_us
+
+    float_correct = scorer.float_correct
+    names = [layer.name for layer in scorer.layers]
+    uniform = {r.name: scorer.build(dict.fromkeys(names, r.name)) for r in mixed.RUNGS}
+    latency = interleaved_latency_us({r: Classifier(b, label=f"uniform {r}") for r, b in uniform.items()},
+                                     scorer.images[0], runs=latency_runs)
+    rungs = {}
+    for r, blob in uniform.items():
+        correct = scorer.correct(blob)
+        rungs[r] = {"val_accuracy": float(correct.mean()), "val_drop_pts": mixed.drop_pts(float_correct, correct),
+                    "val_drop_ci95_pts": _drop_interval(float_correct, correct), "size_bytes": len(blob),
+                    "latency_us": latency[r]["p50"], "latency_spread_us": latency[r]["spread"],
+                    "description": mixed.RUNG[r].description}
+    rows = [{"name": layer.name, "op": layer.op, "params": layer.params, "macs": layer.macs, "schemes": {}}
+            for layer in scorer.layers]
+    for scheme in schemes:
+        errors = _layer_errors(scorer, uniform[scheme], error_examples)
+        everywhere = scorer.correct(uniform[scheme])
+        for row in rows:
+            alone = scorer.correct(scorer.build({**dict.fromkeys(names, "float"), row["name"]: scheme}, "float"))
+            spared = scorer.correct(scorer.build({**dict.fromkeys(names, scheme), row["name"]: "float"}, scheme))
+            row["schemes"][scheme] = {
+                "only_quantized_drop_pts": mixed.drop_pts(float_correct, alone),
+                "only_quantized_ci95_pts": _drop_interval(float_correct, alone),
+                "only_float_recovery_pts": mixed.drop_pts(spared, everywhere),
+                "only_float_ci95_pts": _interval(everywhere, spared),
+                **errors[row["name"]],
+            }
+    ranking = {s: [r["name"] for r in sorted(rows, key=lambda r: -r["schemes"][s]["only_float_recovery_pts"])]
+               for s in schemes}
+    return {"float_val_accuracy": float(float_correct.mean()), "val_examples": int(len(float_correct)),
+            "rungs": rungs, "schemes": list(schemes), "layers": rows, "most_sensitive": ranking}
+
+
+def sensitivity(cfg: SensitivityConfig) -> dict:
+    """Measure a run's per-layer sensitivity; writes and returns `sensitivity.json`."""
+    cfg.validate()
+    run = artifacts.check_writable(artifacts.run_dir(cfg.artifacts, cfg.dataset, cfg.model))
+    started = time.time()
+    scorer, digest, splits = scorer_for(cfg, run)
+    result = {"dataset": cfg.dataset, "model": cfg.model, "split": "validation", "key": cfg.key(digest),
+              "calibration": {"images": cfg.num_calibration, "seed": cfg.seed, "rule": mixed.CALIBRATION_RULE},
+              "error_examples": cfg.error_examples, "data_source": splits.source.to_json(),
+              **measure(scorer, cfg.schemes, error_examples=cfg.error_examples, latency_runs=cfg.latency_runs)}
+    result["evaluations"] = scorer.evaluations
+    result["seconds"] = round(time.time() - started, 1)
+    artifacts.write_json(run / SENSITIVITY_JSON, result)
+    return result
+
+
+FLAGS = flags.FLAGS
+
+
+def _define_flags() -> None:
+    cli.define_common_flags()
+    cli.define_slice_flags()
+    flags.DEFINE_list("schemes", list(SensitivityConfig.schemes), "Rungs to measure each layer at.")
+    flags.DEFINE_integer("num_calibration", DEFAULT_CALIBRATION, "Training images for the min/max calibration.")
+    flags.DEFINE_integer("seed", 0, "Seed of the calibration draw.")
+    flags.DEFINE_integer("error_examples", SensitivityConfig.error_examples,
+                         "Validation images for the quantizer's per-tensor SNR/MSE.")
+    flags.DEFINE_integer("latency_runs", SensitivityConfig.latency_runs, "Timed invokes per uniform model.")
+
+
+def main(argv):
+    del argv
+    result = sensitivity(cli.config_from_flags(SensitivityConfig))
+    print(f"float32 validation accuracy {100 * result['float_val_accuracy']:.2f}% on {result['val_examples']} images")
+    for r, v in result["rungs"].items():
+        print(f"  every layer {r:6s} drop {v['val_drop_pts']:+.2f} pts  {v['size_bytes']:>9,d} bytes  "
+              f"{v['latency_us']:8.0f} us")
+    for s in result["schemes"]:
+        print(f"{s}: only-quantized drop / only-float recovery (pts), SNR (dB)")
+        for row in result["layers"]:
+            v = row["schemes"][s]
+            snr = f"{v['snr_db']:.1f}" if v["snr_db"] is not None else "-"
+            print(f"  {row['name']:12s} {v['only_quantized_drop_pts']:+6.2f}  {v['only_float_recovery_pts']:+6.2f}  {snr}")
+    print(f"wrote {artifacts.run_dir(FLAGS.artifacts, FLAGS.dataset, FLAGS.model) / SENSITIVITY_JSON}")
+
+
+if __name__ == "__main__":
+    _define_flags()
+    cli.run(main)
