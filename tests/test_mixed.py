@@ -3,6 +3,7 @@ back, the ladder per objective, and the bounded greedy search (on real files and
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import numpy as np
@@ -63,8 +64,12 @@ def test_every_layer_holds_its_rung_in_a_real_mixed_file(float_cnn, data_root, c
     before = scorer.evaluations
     scorer.build(dict(assignment)), scorer.correct(scorer.build(dict(assignment)))
     assert scorer.evaluations == before  # made and scored once
-    with pytest.raises(TfqError, match="weight layers in the file, 6 in the float model"):
-        mixed.read_back(blob, found[:-1], "mixed.tflite")
+    with pytest.raises(TfqError, match="mixed.tflite: no CONV_2D writes conv1_1's output"):
+        mixed.read_back(blob, [dataclasses.replace(found[0], output="another model's tensor")], "mixed.tflite")
+    # a rule the quantizer skipped shows up as a layer that does not hold its rung
+    with pytest.raises(TfqError, match="did not apply the recipe: conv1_1 holds float32 weights / float32 "
+                                       "activations, not int8"):
+        mixed.check(blob, {**assignment, "conv1_1": "int8"}, found, "mixed.tflite")
 
 
 def test_the_ladder_keeps_only_rungs_that_buy_accuracy_with_cost():
@@ -111,11 +116,11 @@ def test_the_search_meets_the_budget_with_the_fewest_bytes_it_can_find_and_a_bou
     assert found["path"][0]["action"] == "start: every layer w4" and not found["path"][0]["within_budget"]
     assert model.drop_pts(found["assignment"])[0] <= 1.0
     bound = 2 * len(layers) * (len(mixed.RUNGS) - 1) + len(layers) + 1
-    assert found["evaluations"] <= bound
+    assert len(found["path"]) <= bound and found["files_scored"] == model.evaluations
     # a budget of zero with these drops leaves every layer in float, the one assignment that meets it
     zero = mixed.search(_Model(layers, drops, {layer.name: layer.params for layer in layers}), sens, 0.0, "size")
     assert zero["assignment"] == dict.fromkeys("abc", "float")
-    assert zero["evaluations"] <= bound
+    assert len(zero["path"]) <= bound
     # a budget the uniform 4-bit model meets: nothing to raise
     loose = mixed.search(_Model(layers, drops, {layer.name: layer.params for layer in layers}), sens, 4.0, "size")
     assert loose["assignment"] == dict.fromkeys("abc", "w4") and len(loose["path"]) == 1

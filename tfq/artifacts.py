@@ -28,22 +28,31 @@ def run_dir(artifacts: str | os.PathLike, dataset: str, model: str) -> Path:
     return Path(artifacts) / f"{dataset}_{model}"
 
 
-@contextlib.contextmanager
-def atomic_path(final: str | os.PathLike, suffix: str | None = None):
-    """Yield a temporary path beside `final`; rename it into place only if the block succeeds."""
-    final = Path(final)
+def _temp_beside(final: Path, suffix: str | None = None) -> Path:
     final.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=suffix or final.suffix)
     os.close(fd)
     os.unlink(tmp)  # writers such as keras' save() want to create the file themselves
+    return Path(tmp)
+
+
+def _discard(tmp: Path) -> None:
+    if tmp.is_dir():
+        shutil.rmtree(tmp, ignore_errors=True)
+    elif tmp.exists():
+        tmp.unlink()
+
+
+@contextlib.contextmanager
+def atomic_path(final: str | os.PathLike, suffix: str | None = None):
+    """Yield a temporary path beside `final`; rename it into place only if the block succeeds."""
+    final = Path(final)
+    tmp = _temp_beside(final, suffix)
     try:
-        yield Path(tmp)
+        yield tmp
         os.replace(tmp, final)
     finally:
-        if os.path.isdir(tmp):
-            shutil.rmtree(tmp, ignore_errors=True)
-        elif os.path.exists(tmp):
-            os.unlink(tmp)
+        _discard(tmp)
 
 
 def check_writable(folder: str | os.PathLike) -> Path:
@@ -62,10 +71,19 @@ def check_writable(folder: str | os.PathLike) -> Path:
 @contextlib.contextmanager
 def atomic_paths(*finals: str | os.PathLike):
     """Like `atomic_path` for several files that belong together (a model and its manifests):
-    none is renamed into place until every one was written, so a failure leaves none of them."""
-    with contextlib.ExitStack() as stack:
-        yield [stack.enter_context(atomic_path(f)) for f in finals]
-        # leaving the stack renames them, last opened first; a failure above renames none
+    none is renamed into place until every one was written, so a failure leaves none of them;
+    then they are renamed in the order given, so a manifest listed last never lands before its file."""
+    finals = [Path(f) for f in finals]
+    tmps: list[Path] = []
+    try:
+        for final in finals:
+            tmps.append(_temp_beside(final))
+        yield tmps
+        for tmp, final in zip(tmps, finals):
+            os.replace(tmp, final)
+    finally:
+        for tmp in tmps:
+            _discard(tmp)
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
@@ -94,6 +112,15 @@ def read_json(path: str | os.PathLike, default=_REQUIRED) -> dict:
         raise TfqError(f"{path} does not exist") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise TfqError(f"{path} is not valid JSON ({e})") from None
+
+
+def code_digest() -> str:
+    """sha256 over tfq's own source files and recipes, so results made by other code are not taken as current."""
+    h = hashlib.sha256()
+    here = Path(__file__).parent
+    for path in sorted([*here.glob("*.py"), *here.glob("recipes/*.json")]):  # recipes make files too
+        h.update(str(path.relative_to(here)).encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()[:16]
 
 
 def sha256(path: str | os.PathLike) -> str:

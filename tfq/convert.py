@@ -176,7 +176,7 @@ def convert(cfg: ConvertConfig, log=None) -> list[dict]:
 
 def mixed_names(cfg: ConvertConfig) -> list[tuple[float, str, str]]:
     """(budget, objective, file stem) of each mixed model a config asks for."""
-    pairs = [(b, o) for o in cfg.objective for b in cfg.max_accuracy_drop]
+    pairs = [(b, o) for o in dict.fromkeys(cfg.objective) for b in dict.fromkeys(map(float, cfg.max_accuracy_drop))]
     if len(pairs) == 1 and cfg.output:
         return [(*pairs[0], cfg.output)]
     return [(b, o, f"mixed_{o}_{b:g}") for b, o in pairs]
@@ -237,10 +237,7 @@ def convert_mixed(cfg: ConvertConfig, log=None) -> list[dict]:
         found = mixed.search(scorer, sens, budget, objective, log=log)
         rules = mixed.recipe(found["assignment"], scorer.layers)
         blob = scorer.build(found["assignment"])
-        held = mixed.read_back(blob, scorer.layers, f"{stem}.tflite")
-        wrong = {n: v["rung"] for n, v in held.items() if v["rung"] != found["assignment"][n]}
-        if wrong:
-            raise TfqError(f"{stem}.tflite does not hold the chosen precisions: {wrong}")
+        held = mixed.check(blob, found["assignment"], scorer.layers, f"{stem}.tflite")
         val, val_float = scorer.correct(blob), scorer.float_correct
         test, test_float = on_test(blob), on_test(uniform["float"])
         manifest = {
@@ -249,7 +246,8 @@ def convert_mixed(cfg: ConvertConfig, log=None) -> list[dict]:
             "assignment": found["assignment"],
             "layers": [{"name": layer.name, "params": layer.params, "macs": layer.macs, **held[layer.name]}
                        for layer in scorer.layers],
-            "path": found["path"], "files_scored": found["evaluations"],
+            "path": found["path"], "candidates": len(found["path"]),
+            "files_scored": found["files_scored"],  # candidates not already scored (cache shared by budgets)
             "search_seconds": round(time.time() - started, 1),
             "validation": {"examples": int(len(val)), "float32_accuracy": float(val_float.mean()),
                            "accuracy": float(val.mean()), "vs_float32": mixed.paired_vs(val_float, val)},
@@ -258,7 +256,7 @@ def convert_mixed(cfg: ConvertConfig, log=None) -> list[dict]:
                      "uniform": {r: {"accuracy": float(on_test(b).mean()), "size_bytes": len(b),
                                      "mixed_minus_uniform": mixed.paired_vs(on_test(b), test)}
                                  for r, b in uniform.items()}},
-            "size_bytes": len(blob),
+            "size_bytes": len(blob), "tflite_sha256": hashlib.sha256(blob).hexdigest(),
             "calibration": sens["calibration"], "sensitivity": sensitivity.SENSITIVITY_JSON,
             "remake": f"python -m tfq.convert --dataset={cfg.dataset} --model={cfg.model} --recipe={stem}.recipe.json "
                       f"--calibration_rule={mixed.CALIBRATION_RULE} --num_calibration={cfg.num_calibration} "
@@ -320,7 +318,7 @@ def main(argv):
                   f"{-v['vs_float32']['delta_pts']:.2f} pts (budget {m['budget_pts']:g}), test drop "
                   f"{-t['vs_float32']['delta_pts']:.2f} pts [95% CI {-t['vs_float32']['ci95_pts'][1]:.2f}, "
                   f"{-t['vs_float32']['ci95_pts'][0]:.2f}]; "
-                  f"{m['files_scored']} files scored")
+                  f"{m['candidates']} candidates, {m['files_scored']} of them scored anew")
             continue
         print(f"{m['file']:26s} {m['size_bytes']:>9,d} bytes  weights {'/'.join(fb['weight_dtypes'])}  "
               f"activations {'/'.join(fb['activation_dtypes'])}  in {fb['inputs'][0]['dtype']}")

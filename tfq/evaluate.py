@@ -335,7 +335,7 @@ def evaluate(cfg: EvalConfig) -> list[dict]:
         result["latency_us"] = latency[result["name"]]
         result["latency_us"]["measured_with"] = sorted(latency)  # the models that took turns with it
         stem = Path(result["file"]).parent / f"{SPLIT_PREFIX[cfg.split]}{result['name']}"
-        with artifacts.atomic_paths(stem.with_suffix(".json"), stem.with_suffix(".npy")) as (json_tmp, npy_tmp):
+        with artifacts.atomic_paths(stem.with_suffix(".npy"), stem.with_suffix(".json")) as (npy_tmp, json_tmp):
             with open(npy_tmp, "wb") as f:  # np.save on a path would append ".npy" to the temporary name
                 np.save(f, predictions[result["name"]])
             result["predictions"] = {"file": stem.with_suffix(".npy").name, "sha256": artifacts.sha256(npy_tmp)}

@@ -142,18 +142,32 @@ def recipe(assignment: dict[str, str], model_layers: list[Layer], default: str |
 
 
 def read_back(blob: bytes, model_layers: list[Layer], label: str) -> dict[str, dict]:
-    """Each layer's precision as the flatbuffer holds it: weight and input/output activation dtypes
-    of its op (weight ops keep their order through ai-edge-quantizer), and the rung they make."""
+    """Each layer's precision as the flatbuffer holds it: the weight and input/output activation
+    dtypes of the op that writes the layer's output tensor (ai-edge-quantizer keeps its name), and
+    the rung they make (None: no rung of the ladder)."""
     fb = flatbuffer.read(blob, label=label)
-    ops = [op for op in fb.ops if op.name in WEIGHT_OPS and len(op.inputs) > 1 and fb.tensors[op.inputs[1]].constant]
-    if len(ops) != len(model_layers):
-        raise TfqError(f"{label}: {len(ops)} weight layers in the file, {len(model_layers)} in the float model")
+    writer = {fb.tensors[op.outputs[0]].name: op for op in fb.ops if op.outputs}
     out = {}
-    for layer, op in zip(model_layers, ops):
+    for layer in model_layers:
+        op = writer.get(layer.output)
+        if op is None or op.name != layer.op or len(op.inputs) < 2:
+            raise TfqError(f"{label}: no {layer.op} writes {layer.name}'s output; the file is not a quantized "
+                           "copy of this float model")
         weights, x, y = (fb.tensors[i].dtype for i in (op.inputs[1], op.inputs[0], op.outputs[0]))
         rung = next((r.name for r in RUNGS if r.weight_dtype == weights and r.activation_dtype == x == y), None)
         out[layer.name] = {"op": op.name, "weights": weights, "input": x, "output": y, "rung": rung}
     return out
+
+
+def check(blob: bytes, assignment: dict[str, str], model_layers: list[Layer], label: str) -> dict[str, dict]:
+    """`read_back`, and a TfqError naming each layer that does not hold its assigned rung (the
+    quantizer skips, without a word, a rule it cannot apply to an op)."""
+    held = read_back(blob, model_layers, label)
+    wrong = [f"{n} holds {v['weights']} weights / {v['input']} activations, not {assignment[n]}"
+             for n, v in held.items() if v["rung"] != assignment[n]]
+    if wrong:
+        raise TfqError(f"{label}: ai-edge-quantizer did not apply the recipe: {'; '.join(wrong)}")
+    return held
 
 
 class Scorer:
@@ -163,8 +177,13 @@ class Scorer:
     def __init__(self, float_blob: bytes, model_layers: list[Layer], calibration: np.ndarray,
                  images: np.ndarray, labels: np.ndarray):
         self.float_blob, self.layers, self.images, self.labels = float_blob, model_layers, images, labels
-        uniform = recipe({layer.name: "a16w8" for layer in model_layers}, model_layers)
-        self.calibration = aeq.calibrate(float_blob, uniform, calibration, "mixed precision", CALIBRATION_RULE)
+        # min/max over the same images is one number per tensor whatever the recipe; the int8 and the
+        # int16 recipes may not reach the same ops, so both are calibrated and merged
+        self.calibration = {}
+        for rung in ("a16w8", "int8"):
+            uniform = recipe(dict.fromkeys((layer.name for layer in model_layers), rung), model_layers)
+            self.calibration.update(aeq.calibrate(float_blob, uniform, calibration, "mixed precision",
+                                                  CALIBRATION_RULE))
         self._blobs: dict[str, bytes] = {}  # recipe -> file
         self._correct: dict[str, np.ndarray] = {}  # file digest -> right or wrong per image
         self.float_correct = self.correct(float_blob)
@@ -179,8 +198,9 @@ class Scorer:
             return self.float_blob
         key = json.dumps(rules, sort_keys=True)
         if key not in self._blobs:
-            self._blobs[key] = aeq.quantize(self.float_blob, rules, None, "mixed precision",
-                                            calibration_result=self.calibration)
+            blob = aeq.quantize(self.float_blob, rules, None, "mixed precision", calibration_result=self.calibration)
+            check(blob, assignment, self.layers, "mixed precision candidate")
+            self._blobs[key] = blob
         return self._blobs[key]
 
     def correct(self, blob: bytes) -> np.ndarray:
@@ -229,6 +249,8 @@ def search(scorer: Scorer, sensitivity: dict, budget_pts: float, objective: str,
     given, gets one line per step."""
     if objective not in OBJECTIVES:
         raise TfqError(f"--objective={objective}: choose one of {', '.join(OBJECTIVES)}")
+    if not budget_pts >= 0:
+        raise TfqError(f"an accuracy budget of {budget_pts} points: it must be 0 or more")
     uniform_cost = {r: sensitivity["rungs"][r]["size_bytes" if objective == "size" else "latency_us"]
                     for r in RUNG}
     steps = ladder(uniform_cost)
@@ -250,6 +272,7 @@ def search(scorer: Scorer, sensitivity: dict, budget_pts: float, objective: str,
 
     assignment = {layer.name: steps[0] for layer in scorer.layers}
     path = []
+    scored_before = scorer.evaluations
 
     def record(action: str) -> float:
         drop, blob = scorer.drop_pts(assignment)
@@ -287,7 +310,7 @@ def search(scorer: Scorer, sensitivity: dict, budget_pts: float, objective: str,
                 break
             assignment = trial
     return {"assignment": assignment, "ladder": steps, "uniform_cost": uniform_cost, "path": path,
-            "evaluations": scorer.evaluations}
+            "files_scored": scorer.evaluations - scored_before}
 
 
 def drop_pts(reference: np.ndarray, other: np.ndarray) -> float:

@@ -80,15 +80,6 @@ def _key(*parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _code_digest() -> str:
-    """sha256 over tfq's own source files, so results made by other code are not taken as current."""
-    h = hashlib.sha256()
-    here = Path(__file__).parent
-    for path in sorted([*here.glob("*.py"), *here.glob("recipes/*.json")]):  # recipes make files too
-        h.update(str(path.relative_to(here)).encode() + b"\0" + path.read_bytes())
-    return h.hexdigest()[:16]
-
-
 def _digests(paths) -> dict:
     return {f"{p.parent.name}/{p.name}": artifacts.sha256(p) for p in sorted(paths)}
 
@@ -221,7 +212,13 @@ def run_pair(cfg: PipelineConfig, dataset: str, model: str, environment: dict) -
                                    objective=cfg.mixed_objectives, output="", max_eval_examples=tc.max_eval_examples,
                                    data_root=cfg.data_root, cache_dir=cfg.cache_dir)
         names = convert.mixed_names(mc)
-        read = [float_file, *([sensitivity_file] if cfg.sensitivity else [])]
+        stems = {stem for _, _, stem in names}
+        for old in run.glob("mixed_*_*.json"):  # this stage's files for budgets no longer asked for
+            stem = old.name.removesuffix(".recipe.json").removesuffix(".json")
+            if stem not in stems:
+                for ext in (".tflite", ".recipe.json", ".json"):
+                    (run / f"{stem}{ext}").unlink(missing_ok=True)
+        read = [float_file, *([sensitivity_file] if sensitivity_file.is_file() else [])]
         stages.run("mixed", _key(_digests(read), _settings(mc), source),
                    lambda: [run / f"{stem}{ext}" for _, _, stem in names for ext in (".tflite", ".recipe.json", ".json")],
                    lambda: convert.convert(mc),
@@ -281,7 +278,7 @@ def pipeline(cfg: PipelineConfig) -> Path:
     """Run every stage for every dataset x model, then the report; returns the report folder."""
     validate(cfg)
     started = time.time()
-    environment = {"versions": versions(), "code": _code_digest()}  # once: the same for every stage
+    environment = {"versions": versions(), "code": artifacts.code_digest()}  # once: the same for every stage
     for d in cfg.datasets:
         for m in cfg.models:
             run_pair(cfg, d, m, environment)

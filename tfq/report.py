@@ -87,10 +87,9 @@ def collect(artifacts_root: str | Path, datasets, models) -> tuple[list[dict], d
                 if path.name.endswith(".recipe.json"):
                     continue
                 info = artifacts.read_json(path)
-                made = run / info["file"]
-                if (train_info and info["source_model"]["sha256"] != train_info.get("model_sha256")) or not made.is_file():
-                    stale_results.append({"run": f"{dataset}_{model}", "file": path.name,
-                                          "why": "it was searched for an older trained model, or its file is gone"})
+                why = _mixed_stale(info, run, train_info)
+                if why:
+                    stale_results.append({"run": f"{dataset}_{model}", "file": path.name, "why": why})
                 else:
                     mixed_info.append(info)
             runs[f"{dataset}_{model}"] = {"train": train_info,
@@ -143,6 +142,19 @@ def stale(e: dict, run: Path, train_info: dict | None) -> str | None:
     model = (train_info or {}).get("model_sha256")
     if model and e.get("source_model_sha256") and e["source_model_sha256"] != model:
         return f"{path.name} was made from an older trained model"
+    return None
+
+
+def _mixed_stale(info: dict, run: Path, train_info: dict | None) -> str | None:
+    """Why a mixed-precision manifest no longer describes the run's files, or None."""
+    made, float_file = run / info["file"], run / "float32.tflite"
+    if train_info and info["source_model"]["sha256"] != train_info.get("model_sha256"):
+        return "it was searched for an older trained model"
+    if not float_file.is_file() or artifacts.sha256(float_file) != info["float32_sha256"]:
+        return "it was searched from another float32.tflite"
+    if not made.is_file() or made.stat().st_size != info["size_bytes"] or (
+            "tflite_sha256" in info and artifacts.sha256(made) != info["tflite_sha256"]):
+        return f"{info['file']} changed or went after it was written"
     return None
 
 
@@ -700,7 +712,7 @@ def _mixed_section(runs: dict) -> list[str]:
           "whose every layer's precision was read back. Drops are float32 minus the file, in points, paired "
           "on the same images with 95% intervals; the test split was not used to choose anything.", "",
           "| run | objective | budget | layers | validation drop [95% CI] | test drop [95% CI] | size | "
-          "of all-int8 | p50 latency | int8 / float32 latency | files scored |",
+          "of all-int8 | p50 latency | int8 / float32 latency | candidates |",
           "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
     for n, ms in found.items():
         for m in sorted(ms, key=lambda m: (m["objective"], m["budget_pts"])):
@@ -711,9 +723,9 @@ def _mixed_section(runs: dict) -> list[str]:
                       f"{-t['delta_pts']:+.2f}{_ci([-t['ci95_pts'][1], -t['ci95_pts'][0]])} | "
                       f"{_fmt(m['size_bytes'], 'kb')} | {100 * m['size_bytes'] / int8['size_bytes']:.0f}% | "
                       f"{_fmt(m['latency_us']['mixed'], 'us')} | {_fmt(m['latency_us']['int8'], 'us')} / "
-                      f"{_fmt(m['latency_us']['float32'], 'us')} | {m['files_scored']} |")
-    md += ["", "Layers: the rung most layers take, then the exceptions. 'files scored' counts every distinct file "
-           "the run's searches scored on the validation split (they share one cache).", ""]
+                      f"{_fmt(m['latency_us']['float32'], 'us')} | {len(m['path'])} |")
+    md += ["", "Layers: the rung most layers take, then the exceptions. Candidates: the files the search scored on "
+           "the validation split, each a real flatbuffer (at most 2L(R-1) + L + 1 for L layers and R rungs).", ""]
     md += [f"![mixed precision, {n}](mixed_{n}.png)" for n in found] + [""]
     return md
 

@@ -52,9 +52,13 @@ class SensitivityConfig:
         cli.check_at_least(self, 0, "max_eval_examples")
 
     def key(self, float_sha256: str) -> dict:
-        """What a sensitivity.json must match to be reused for a scorer built from this config."""
+        """What a sensitivity.json must match to be reused for a scorer built from this config: the
+        float file, the calibration, the validation images (their source and slice), the schemes,
+        and tfq's own code."""
         return {"float32_sha256": float_sha256, "num_calibration": self.num_calibration, "seed": self.seed,
-                "calibration_rule": mixed.CALIBRATION_RULE, "max_eval_examples": self.max_eval_examples}
+                "calibration_rule": mixed.CALIBRATION_RULE, "max_eval_examples": self.max_eval_examples,
+                "data": data.source_key(self.dataset, self.data_root, self.cache_dir), "schemes": list(self.schemes),
+                "code": artifacts.code_digest()}
 
 
 def float_flatbuffer(run) -> tuple[bytes, str]:
