@@ -8,7 +8,7 @@ Formats (`FORMATS`):
 - android: `<run>/export/<mode>_android/`: the `.tflite`, `labels.txt` (one label per line, in
   output order) and `model.json` (input shape, dtype, scale, zero point and the pixel scaling;
   output dtype, scale, zero point). TFLite metadata is not embedded: its writer
-  (`tflite-support`) is unmaintained and does not install beside TensorFlow 2.21 here.
+  (`tflite-support` 0.4.4, the last) needs protobuf<4 and does not resolve beside TensorFlow 2.21.
 
 An app turns a pixel p (0..255) into the model's input as `q = round(p * pixel_scale / scale) +
 zero_point` for an integer input, or `p * pixel_scale` for a float one; scores come back as
