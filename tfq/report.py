@@ -514,7 +514,7 @@ def _findings(rows: list[dict], runs: dict) -> list[str]:
                       f"(breaks it), every layer at int8 {int8:.2f} (meets it); the mixed file "
                       f"({_assignment(m['assignment'])}) drops {-m['validation']['vs_float32']['delta_pts']:.2f} "
                       f"with {100 * m['size_bytes'] / int8_bytes:.0f}% of all-int8's bytes "
-                      f"({_fmt(m['size_bytes'], 'kb')}), and on the test split {-t['delta_pts']:.2f} points "
+                      f"({_fmt(m['size_bytes'], 'kb')}), and on the test split {-t['delta_pts']:.2f} points"
                       f"{_ci([-t['ci95_pts'][1], -t['ci95_pts'][0]])}.")
     if not md:
         return []
