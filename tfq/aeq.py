@@ -125,12 +125,15 @@ def calibrate(float_blob: bytes, recipe: list[dict], calibration: np.ndarray, la
               rule: str = "quantizer") -> dict:
     """Per-tensor min/max of `float_blob` over `calibration` (scaled float images) for the tensors
     `recipe` quantizes statically, merged across images by `rule` (see the module docstring)."""
+    return _calibrate(_quantizer(float_blob, recipe, label), float_blob, calibration, label, rule)
+
+
+def _calibrate(qt, float_blob: bytes, calibration: np.ndarray, label: str, rule: str) -> dict:
     from ai_edge_quantizer import calibrator
     from ai_edge_quantizer.utils import qsv_utils
 
     if rule not in CALIBRATION_RULES:
         raise TfqError(f"{label}: unknown calibration rule {rule!r}; choose one of: {', '.join(CALIBRATION_RULES)}")
-    qt = _quantizer(float_blob, recipe, label)
     custom = {"qsv_update_func": qsv_utils.min_max_update} if rule == "minmax" else {}
     with console.quiet():
         try:
@@ -155,7 +158,7 @@ def quantize(float_blob: bytes, recipe: list[dict], calibration: np.ndarray | No
         elif calibration is None:
             raise TfqError(f"{label}: the recipe has static activations and needs calibration samples")
         else:
-            qsv = calibrate(float_blob, recipe, calibration, label, calibration_rule)
+            qsv = _calibrate(qt, float_blob, calibration, label, calibration_rule)
     with console.quiet():  # its progress report and absl lines
         try:
             result = qt.quantize(qsv, enable_progress_report=False)

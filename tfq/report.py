@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import time
+from collections import Counter
 from pathlib import Path
 
 from absl import flags
@@ -731,10 +732,7 @@ def _mixed_section(runs: dict) -> list[str]:
 
 
 def _assignment(assignment: dict[str, str]) -> str:
-    counts = {}
-    for rung in assignment.values():
-        counts[rung] = counts.get(rung, 0) + 1
-    common = max(counts, key=counts.get)
+    common = Counter(assignment.values()).most_common(1)[0][0]
     others = [f"{name} {rung}" for name, rung in assignment.items() if rung != common]
     return f"{common}" + (f" except {', '.join(others)}" if others else " everywhere")
 
