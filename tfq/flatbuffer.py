@@ -51,6 +51,7 @@ class Flatbuffer:
     ops: tuple[Op, ...]
     inputs: tuple[int, ...]
     outputs: tuple[int, ...]
+    offset_buffers: int = 0  # buffers stored past the flatbuffer (Buffer.offset) rather than inline
 
     @property
     def weight_bytes(self) -> int:
@@ -110,11 +111,50 @@ def _names(enum_cls) -> dict[int, str]:
     return {v: k for k, v in vars(enum_cls).items() if not k.startswith("_") and isinstance(v, int)}
 
 
+def _at_offset(buffer) -> bool:
+    return bool(buffer.offset and buffer.offset > 1)  # offset 1 marks 'none'
+
+
 def _stored_bytes(buffer) -> int:
-    """Bytes a buffer holds, inline or at an offset past the flatbuffer (offset 1 marks 'none')."""
+    """Bytes a buffer holds, inline or at an offset past the flatbuffer."""
     if buffer.data is not None and len(buffer.data):
         return len(buffer.data)
-    return int(buffer.size) if buffer.offset and buffer.offset > 1 else 0
+    return int(buffer.size) if _at_offset(buffer) else 0
+
+
+ALIGN = 16  # the schema's force_align for Buffer.data: kernels read weights in place
+
+
+def inline_buffers(blob: bytes) -> bytes:
+    """The same model with every `Buffer.offset` weight moved inline into `Buffer.data`, each
+    16-byte aligned as the schema asks: the layout TFLite Micro reads correctly (it misreads
+    ai-edge-quantizer's offset buffers; see tfq.micro). Tensors and their bytes are unchanged."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as fb
+
+    class Aligned(flatbuffers.Builder):
+        def CreateNumpyVector(self, x):  # noqa: N802 - flatbuffers' name
+            if x.dtype != np.uint8:
+                return super().CreateNumpyVector(x)
+            self.StartVector(1, x.size, ALIGN)
+            self.head -= x.size
+            self.Bytes[self.head:self.head + x.size] = x.tobytes()
+            self.vectorNumElems = x.size
+            return self.EndVector()
+
+    model = fb.ModelT.InitFromObj(fb.Model.GetRootAsModel(blob, 0))
+    for b in model.buffers:
+        if _at_offset(b):
+            b.data, b.offset, b.size = np.frombuffer(blob[b.offset:b.offset + b.size], np.uint8), 0, 0
+    builder = Aligned(len(blob) + 1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    out = bytes(builder.Output())
+    packed = fb.Model.GetRootAsModel(out, 0)
+    for i in range(packed.BuffersLength()):
+        data = packed.Buffers(i)
+        if data.DataLength() and data._tab.Vector(data._tab.Offset(4)) % ALIGN:  # noqa: SLF001
+            raise TfqError(f"buffer {i} is not {ALIGN}-byte aligned after inlining")  # pragma: no cover
+    return out
 
 
 def read(source: str | os.PathLike | bytes, label: str | None = None) -> Flatbuffer:
@@ -161,7 +201,8 @@ def read(source: str | os.PathLike | bytes, label: str | None = None) -> Flatbuf
                 name = f"CUSTOM:{code.customCode.decode()}"
             ops.append(Op(name, tuple(int(i) for i in op.inputs), tuple(int(i) for i in op.outputs)))
         return Flatbuffer(len(buf), tuple(tensors), tuple(ops),
-                          tuple(int(i) for i in graph.inputs), tuple(int(i) for i in graph.outputs))
+                          tuple(int(i) for i in graph.inputs), tuple(int(i) for i in graph.outputs),
+                          sum(1 for b in model.buffers if _at_offset(b)))
     except TfqError:
         raise
     except Exception as e:  # noqa: BLE001 - a truncated flatbuffer fails anywhere inside the parser

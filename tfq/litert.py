@@ -74,24 +74,32 @@ def run_batches(interpreter: Interpreter, x: np.ndarray) -> np.ndarray:
 def run_in_processes(content: bytes, x: np.ndarray, *, processes: int, batch_size: int,
                      xnnpack: bool = True) -> np.ndarray:
     """`run_batches` over `processes` fresh interpreters in worker processes, one slice each."""
+    return split_over_processes(__file__, content, x, processes, [str(batch_size), str(int(xnnpack))],
+                                "LiteRT", LiteRTError)
+
+
+def split_over_processes(script: str, content: bytes, x: np.ndarray, processes: int, args: list[str],
+                         what: str, error: type[Exception]) -> np.ndarray:
+    """Run `python -P script model *args in.npy out.npy` on `processes` contiguous slices of `x` at
+    once and join the outputs in order; `error` (naming `what`) if a worker fails."""
     slices = [s for s in np.array_split(x, processes) if len(s)]
-    with tempfile.TemporaryDirectory(prefix="tfq-litert-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="tfq-workers-") as tmp:
         model = Path(tmp) / "model.tflite"
         model.write_bytes(content)
         workers = []
         for i, part in enumerate(slices):
             np.save(Path(tmp) / f"in{i}.npy", part)
             workers.append(subprocess.Popen(
-                # -P: keep this file's folder off sys.path, so no tfq module can shadow a stdlib one
-                [sys.executable, "-P", __file__, str(model), str(batch_size), str(int(xnnpack)),
+                # -P: keep the script's folder off sys.path, so no tfq module can shadow a stdlib one
+                [sys.executable, "-P", script, str(model), *args,
                  str(Path(tmp) / f"in{i}.npy"), str(Path(tmp) / f"out{i}.npy")],
-                stderr=subprocess.PIPE, text=True))
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
         try:
             for w in workers:
                 _, err = w.communicate()
                 if w.returncode:
                     lines = [line for line in err.splitlines() if line.strip()] or ["no message"]
-                    raise LiteRTError(f"a LiteRT worker process failed (exit {w.returncode}): {lines[-1][:200]}")
+                    raise error(f"a {what} worker process failed (exit {w.returncode}): {lines[-1][:200]}")
         finally:  # on failure, no worker outlives the folder it reads from
             for w in workers:
                 if w.poll() is None:

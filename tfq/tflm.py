@@ -1,0 +1,179 @@
+"""TFLite Micro from Python (PyPI `tflite-micro`): load a flatbuffer into an arena, find the smallest
+arena that works, run images, and name what it cannot run.
+
+The Python package wraps the real `tflite::MicroInterpreter` with the reference kernels (no CMSIS-NN
+or other optimized ones) and a recording allocator; it is the C++ an app links, minus the board.
+It runs one image per `invoke` (batch 1, as on a microcontroller). TFLite Micro reports a failure on
+its own log (file descriptors 1/2), not in the exception, so `build` captures that text and turns it
+into one line: which op, at which index, and TFLite Micro's own check that failed.
+
+Like `tfq.litert`, this module imports only numpy and `tflite_micro`, so a worker process is this
+file run by path and starts in a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+
+ALIGN = 16  # TFLite Micro aligns every arena allocation to 16 bytes
+GENEROUS_ARENA = 16 << 20  # more than any model here needs: a load that fails in it is not about arena
+
+
+class MicroError(RuntimeError):
+    """TFLite Micro cannot load or run a model. `kind`: "arena" (too small), "unsupported" (an op
+    or type it lacks: `op` names it, `index` is its place in the graph) or "other"."""
+
+    def __init__(self, message: str, kind: str = "other", op: str | None = None, index: int | None = None):
+        super().__init__(message)
+        self.kind, self.op, self.index = kind, op, index
+
+
+@contextlib.contextmanager
+def captured(log: list[str]):
+    """Append what the block writes to file descriptors 1 and 2 (TFLite Micro's log) to `log`."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = (os.dup(1), os.dup(2))
+    with tempfile.TemporaryFile() as f:
+        os.dup2(f.fileno(), 1)
+        os.dup2(f.fileno(), 2)
+        try:
+            yield log
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+            f.seek(0)
+            log.append(f.read().decode(errors="replace"))
+
+
+_NODE = re.compile(r"Node (\w+) \(number (\d+)\) failed to (prepare|invoke)")
+_MISSING = re.compile(r"Didn't find op for builtin opcode '(\w+)'|Failed to get registration from op code (\w+)")
+_ARENA = re.compile(r"Failed to allocate|Failed to resize buffer|Arena size is too small|"
+                    r"Failed starting model allocation")
+
+
+def reason(log: str) -> MicroError:
+    """TFLite Micro's log of a failed load -> a MicroError that says why in one line."""
+    lines = [line.strip() for line in log.splitlines() if line.strip()]
+    node = next((m for m in map(_NODE.search, lines) if m), None)
+    if node:
+        at = next(i for i, line in enumerate(lines) if _NODE.search(line))
+        check = lines[at - 1] if at else ""
+        check = re.sub(r"^\S+\.cc(:\d+)? ", "", check)  # drop the source path, keep the check
+        return MicroError(f"TFLite Micro's {node[1]} kernel (op {node[2]}) fails to {node[3]}: {check}".rstrip(": "),
+                          "unsupported", node[1], int(node[2]))
+    missing = next((m for m in map(_MISSING.search, lines) if m), None)
+    if missing:
+        op = missing[1] or missing[2]
+        return MicroError(f"TFLite Micro has no {op} kernel", "unsupported", op)
+    if any(_ARENA.search(line) for line in lines):
+        return MicroError("the tensor arena is too small", "arena")
+    return MicroError(f"TFLite Micro cannot load it ({lines[-1][:200] if lines else 'no message'})", "other")
+
+
+def build(blob: bytes, arena_size: int):
+    """A `tflite_micro` interpreter with tensors allocated in an arena of `arena_size` bytes."""
+    from tflite_micro.python.tflite_micro import runtime
+
+    log: list[str] = []
+    try:
+        with captured(log):
+            return runtime.Interpreter.from_bytes(blob, arena_size=int(arena_size))
+    except (RuntimeError, ValueError):
+        raise reason(log[0] if log else "") from None
+
+
+def generous_arena(blob: bytes) -> int:
+    return max(GENEROUS_ARENA, 4 * len(blob))
+
+
+def smallest_arena(blob: bytes) -> int:
+    """The fewest bytes (to 16) of tensor arena in which the model allocates; a MicroError if it
+    cannot load even in a generous arena (an op or type TFLite Micro lacks).
+
+    The recording allocator's total after a generous load is the first guess; real loads decide,
+    searching up from it (it can fall a few bytes short) or down, until one size loads and 16 bytes
+    less does not. Each trial load runs in a child process: short of arena, some kernels crash the
+    process rather than return an error (FULLY_CONNECTED segfaults at 5,000 bytes for the MNIST MLP)."""
+    generous = generous_arena(blob)
+    guess = -(-recorded(build(blob, generous))["total"] // ALIGN) * ALIGN
+    lo, hi, step = 0, generous, ALIGN  # lo fails (or is 0), hi loads
+    probe = guess
+    while probe < hi:  # up from the guess, doubling the step, to the first size that loads
+        if loads_in_child(blob, probe):
+            hi = probe
+            break
+        lo, probe, step = probe, probe + step, step * 2
+    if lo == 0 and hi - ALIGN > 0 and not loads_in_child(blob, hi - ALIGN):
+        return hi  # the guess itself, and 16 bytes less fails: the usual case, two loads
+    while hi - lo > ALIGN:
+        mid = (lo + hi) // 2 // ALIGN * ALIGN
+        lo, hi = (lo, mid) if loads_in_child(blob, mid) else (mid, hi)
+    return hi
+
+
+def loads_in_child(blob: bytes, arena_size: int) -> bool:
+    """Whether the model allocates in `arena_size` bytes, tried in a child process (which may crash)."""
+    with tempfile.TemporaryDirectory(prefix="tfq-tflm-") as tmp:
+        model = os.path.join(tmp, "model.tflite")
+        with open(model, "wb") as f:
+            f.write(blob)
+        done = subprocess.run([sys.executable, "-P", __file__, "load", model, str(arena_size)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+    return done.returncode == 0
+
+
+_RECORDED = re.compile(r"Arena allocation (total|head|tail) (\d+) bytes")
+
+
+def recorded(interpreter) -> dict:
+    """The recording allocator's account of the arena: total, head (tensors, reused between
+    ops) and tail (persistent: op data, node and tensor structs), in bytes."""
+    log: list[str] = []
+    with captured(log):
+        interpreter.print_allocations()
+    return {part: int(n) for part, n in _RECORDED.findall(log[0])}
+
+
+def run(interpreter, x: np.ndarray) -> np.ndarray:
+    """Raw outputs for prepared inputs (already in the model's input dtype), one invoke each."""
+    detail = interpreter.get_output_details(0)
+    out = np.empty((len(x), int(np.prod(detail["shape"][1:]))), detail["dtype"])
+    set_input, invoke, get_output = interpreter.set_input, interpreter.invoke, interpreter.get_output
+    for i in range(len(x)):
+        set_input(x[i:i + 1], 0)
+        invoke()
+        out[i] = get_output(0).reshape(-1)
+    return out
+
+
+def run_in_processes(blob: bytes, arena_size: int, x: np.ndarray, processes: int) -> np.ndarray:
+    """`run` over `processes` interpreters (each with `arena_size` bytes) in worker processes; a
+    crash there (see `smallest_arena`) is a MicroError, not the end of the caller."""
+    from tfq import litert
+
+    return litert.split_over_processes(__file__, blob, x, processes, [str(arena_size)], "TFLite Micro", MicroError)
+
+
+def _worker_main(model: str, arena_size: str, inputs: str, outputs: str) -> None:
+    with open(model, "rb") as f:
+        interpreter = build(f.read(), int(arena_size))
+    np.save(outputs, run(interpreter, np.load(inputs)))
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "load":
+        build(open(sys.argv[2], "rb").read(), int(sys.argv[3]))  # noqa: SIM115 - exits right after
+    else:
+        _worker_main(*sys.argv[1:])
