@@ -99,3 +99,16 @@ def test_bad_input_is_one_line_and_writes_nothing(run_cli, tmp_path, args, messa
     proc = run_cli("export", f"--artifacts={tmp_path}", *args, timeout=120)
     assert proc.returncode == 1 and message in error_lines(proc.stderr)[0], proc.stderr[-2000:]
     assert not list(tmp_path.rglob("*.*"))
+
+
+def test_the_c_array_of_offset_weights_holds_them_inline_for_tflite_micro(converted):
+    import hashlib
+
+    run, _ = converted
+    blob = (run / "aeq_a8w8.tflite").read_bytes()
+    m = export.export(export.ExportConfig(dataset="mnist", model="cnn", mode="aeq_a8w8", format="c",
+                                          artifacts=str(run.parent)))
+    inline = flatbuffer.inline_buffers(blob)
+    assert m["buffers_inlined"] == flatbuffer.read(blob).offset_buffers > 0
+    assert m["array_sha256"] == hashlib.sha256(inline).hexdigest() and m["array_bytes"] == len(inline)
+    assert f"tfq_aeq_a8w8_model_len = {len(inline)};" in (run / "export" / "aeq_a8w8_c" / "aeq_a8w8.c").read_text()

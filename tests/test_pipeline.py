@@ -13,7 +13,7 @@ from tests.conftest import error_lines
 from tfq import modes, pipeline
 from tfq.artifacts import TfqError
 
-STAGES = ("train", "convert", "qat", "evaluate", "sweep", "sensitivity", "mixed")
+STAGES = ("train", "convert", "qat", "evaluate", "sweep", "sensitivity", "mixed", "micro")
 SMALL = dict(max_train_examples=600, max_eval_examples=200, epochs=1, latency_runs=20, num_calibration=50)
 
 
@@ -27,7 +27,7 @@ def study(tmp_path_factory, data_root, cache):
     from tests.conftest import REPO
 
     root = tmp_path_factory.mktemp("study")
-    args = [f"--{k}={v}" for k, v in SMALL.items()] + ["--mixed_budgets=1.0"]
+    args = [f"--{k}={v}" for k, v in SMALL.items()] + ["--mixed_budgets=1.0", "--export_modes=int8"]
     proc = subprocess.run(
         [sys.executable, "-m", "tfq.pipeline", "--datasets=mnist", "--models=mlp", f"--artifacts={root}", *args],
         cwd=REPO, capture_output=True, text=True, timeout=900,
@@ -52,7 +52,8 @@ def test_pipeline_writes_every_file(study):
         assert re.search(rf"^\[mnist_mlp\] {stage}: done in [0-9.]+ s; .*[0-9]", stdout, re.M), stage
     report = root / "report"
     for name in ("sweep.json", "sweep.csv", "qat_lowbit.json", "sensitivity.json", "mixed_size_1.tflite",
-                 "mixed_size_1.json", "mixed_size_1.recipe.json"):
+                 "mixed_size_1.json", "mixed_size_1.recipe.json", "micro.json", "export/int8_c/int8.h",
+                 "export/int8_c/int8.c", "export/int8_android/labels.txt", "export/int8_android/int8.tflite"):
         assert (run / name).is_file(), name
     for name in ("report.md", "results.csv", "results.json", "accuracy_vs_size_mnist.png", "latency.png",
                  "per_class_int8.png", "bits_mnist_mlp.png", "sensitivity_mnist_mlp.png", "mixed_mnist_mlp.png"):
@@ -70,8 +71,12 @@ def test_pipeline_writes_every_file(study):
     assert "## Findings" in text and "- mnist_mlp, low-bit QAT against PTQ at the same widths: w4a8 QAT" in text
     assert "## Layer by layer: sensitivity" in text and "| dense0 | 401,408 |" in text
     assert "## Mixed precision under an accuracy budget" in text and "| mnist_mlp | size | 1 |" in text
+    assert "## On a microcontroller: TFLite Micro" in text and re.search(r"^\| int8 \| [0-9,]+ B \| [0-9,]+ B \| ", text, re.M)
+    micro = {v["name"]: v for v in json.loads((run / "micro.json").read_text())["variants"]}
+    assert set(micro) == {*modes.MODES, "qat_int8", "mixed_size_1"} and micro["int8"]["runs"]
+    assert not micro["float16"]["runs"] and micro["float16"]["unsupported_op"] == "DEQUANTIZE"
     state = json.loads((run / "pipeline.json").read_text())
-    assert set(state) == set(STAGES)
+    assert set(state) == {*STAGES, "export int8 c", "export int8 android"}
     assert all(s["seconds"] >= 0 for s in state.values())
 
 
@@ -85,7 +90,7 @@ def test_a_default_run_prints_only_tfqs_lines_and_keras_epochs(study):
     assert stderr == ""
     assert not NOISE.search(stdout), NOISE.search(stdout)
     for line in stdout.splitlines():
-        assert re.match(r"^(\[\w+\] \w+: |\d+/\d+ - |Epoch \d+/\d+$|pipeline finished in|mnist: building the tfds dataset "
+        assert re.match(r"^(\[\w+\] [\w. ]+: |\d+/\d+ - |Epoch \d+/\d+$|pipeline finished in|mnist: building the tfds dataset "
                         r"from the files in|BatchNorm statistics re-estimated)", line), line
 
 
@@ -96,7 +101,9 @@ def test_bad_flags_fail_before_any_stage_runs(run_cli, tmp_path):
                           (("--datasets=mnist,imagenet",), "unknown dataset 'imagenet'"),
                           ((f"--flags_dir={tmp_path / 'flags'}",), "mnist_mlp.cfg: flag --epochs=two: invalid literal"),
                           (("--artifacts=/proc/nope",), "cannot write to /proc/nope"),
-                          (("--mixed_budgets=0.3", "--mixed_objectives=speed"), "--mixed_objectives=speed")]:
+                          (("--mixed_budgets=0.3", "--mixed_objectives=speed"), "--mixed_objectives=speed"),
+                          (("--export_modes=int3",), "--export_modes=int3: choose from"),
+                          (("--micro_examples=-5",), "--micro_examples=-5")]:
         proc = run_cli("pipeline", "--models=mlp", f"--artifacts={tmp_path / 'a'}", *args, timeout=120)
         assert proc.returncode == 1 and error_lines(proc.stderr) and message in error_lines(proc.stderr)[0], proc.stderr
         assert "Traceback" not in proc.stderr

@@ -234,7 +234,7 @@ class EvalConfig:
     cache_dir: str | None = None
 
 
-def _targets(cfg: EvalConfig, run: Path) -> list[tuple[str, Path]]:
+def target_files(cfg: EvalConfig, run: Path) -> list[tuple[str, Path]]:
     """(name, .tflite path) pairs to evaluate: the modes' files, or one --tflite file."""
     if cfg.tflite:
         return [(Path(cfg.tflite).stem, Path(cfg.tflite))]
@@ -266,7 +266,7 @@ def evaluate(cfg: EvalConfig) -> list[dict]:
     run = artifacts.run_dir(cfg.artifacts, cfg.dataset, cfg.model)
     if not cfg.tflite:
         artifacts.check_writable(run)
-    targets = _targets(cfg, run)
+    targets = target_files(cfg, run)
     for folder in {path.parent for _, path in targets}:
         artifacts.check_writable(folder)  # eval_<name>.json goes beside each file
     if cfg.split not in SPLIT_PREFIX:

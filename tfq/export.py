@@ -5,6 +5,8 @@ Formats (`FORMATS`):
   byte array and its length, the input and output shapes with their scale and zero point, the
   label names and the pixel scaling, ready to compile into a TFLite Micro app
   (`tflite::GetModel(tfq_<stem>_model)`). C11, so it builds with `cc` and with a C++ compiler.
+  A file with weights at `Buffer.offset` (ai-edge-quantizer's) gets them moved inline first
+  (`flatbuffer.inline_buffers`): TFLite Micro loads the offset layout but computes wrong classes.
 - android: `<run>/export/<mode>_android/`: the `.tflite`, `labels.txt` (one label per line, in
   output order) and `model.json` (input shape, dtype, scale, zero point and the pixel scaling;
   output dtype, scale, zero point). TFLite metadata is not embedded: its writer
@@ -18,6 +20,7 @@ zero_point` for an integer input, or `p * pixel_scale` for a float one; scores c
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import re
 import shutil
@@ -141,6 +144,11 @@ def export(cfg: ExportConfig) -> dict:
     staging.mkdir(parents=True)
     try:
         if cfg.format == "c":
+            if fb.offset_buffers:  # TFLite Micro misreads weights stored past the flatbuffer (tfq.micro)
+                blob = flatbuffer.inline_buffers(blob)
+                manifest["buffers_inlined"] = fb.offset_buffers
+            manifest["array_sha256"] = hashlib.sha256(blob).hexdigest()
+            manifest["array_bytes"] = len(blob)
             header, source = c_sources(blob, info, cfg.mode)
             (staging / f"{cfg.mode}.h").write_text(header)
             (staging / f"{cfg.mode}.c").write_text(source)

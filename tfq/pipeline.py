@@ -3,7 +3,8 @@
 For each dataset x model: train -> convert (every post-training mode, the converter's and
 ai-edge-quantizer's) -> qat -> evaluate (every flatbuffer) -> sweep (simulated precisions, checked
 against the real files) -> sensitivity (per layer) -> mixed (per-layer precisions within each
-accuracy budget), then one report over all runs. Orchestration only: each stage is the plain function
+accuracy budget) -> micro (every file under TFLite Micro) -> export (`--export_modes`: C arrays and
+Android bundles), then one report over all runs. Orchestration only: each stage is the plain function
 of its module. A stage is skipped when its key (its settings plus the digests of the files it
 reads) matches the key recorded when it last finished and its outputs are still there, so a
 rerun does nothing and a changed flag reruns just the stages downstream of it (`--force` redoes
@@ -20,7 +21,8 @@ from pathlib import Path
 
 from absl import flags
 
-from tfq import artifacts, cli, convert, data, evaluate, mixed, models, modes, qat, report, sensitivity, sweep, train
+from tfq import (artifacts, cli, convert, data, evaluate, export, micro, mixed, models, modes, qat, report, sensitivity,
+                 sweep, train)
 from tfq.artifacts import TfqError
 from tfq.backend import versions
 
@@ -51,6 +53,9 @@ class PipelineConfig:
     mixed_budgets: tuple[float, ...] = ()  # validation drops (points) for --mode=mixed; empty: no mixed stage
     mixed_objectives: tuple[str, ...] = ("size",)
     sensitivity: bool = True  # last, for the same reason as `sweep`
+    micro_examples: int = 0  # test images per file under TFLite Micro (0: --max_eval_examples, else all)
+    micro: bool = True  # after micro_examples, for the same reason as `sweep`
+    export_modes: tuple[str, ...] = ()  # files to export for apps, in every tfq.export format
     data_root: str | None = None
     cache_dir: str | None = None
 
@@ -226,6 +231,32 @@ def run_pair(cfg: PipelineConfig, dataset: str, model: str, environment: dict) -
                    f"({', '.join(cfg.mixed_objectives)})",
                    lambda ms: ", ".join(f"{m['file']} {m['size_bytes'] / 1024:,.1f} KB" for m in ms))
 
+    made = [*targets, *sorted(run.glob("mixed_*.tflite"))]
+    if cfg.micro:
+        uc = micro.MicroConfig(dataset=dataset, model=model, modes=tuple(p.stem for p in made),
+                               max_examples=cfg.micro_examples or tc.max_eval_examples, artifacts=cfg.artifacts, data_root=cfg.data_root,
+                               cache_dir=cfg.cache_dir)
+        stages.run("micro", _key(_digests(made), _settings(uc), source), lambda: [run / micro.MICRO_JSON],
+                   lambda: micro.micro(uc, report_unsupported=True),
+                   f"{len(made)} flatbuffers under TFLite Micro", _micro_headline)
+    for mode in cfg.export_modes:
+        for fmt in export.FORMATS:
+            xc = export.ExportConfig(dataset=dataset, model=model, mode=mode, format=fmt, artifacts=cfg.artifacts)
+            folder = run / "export" / f"{mode}_{fmt}"
+            stages.run(f"export {mode} {fmt}", _key(_digests([run / f"{mode}.tflite"]), _settings(xc),
+                                                    environment["code"]),
+                       lambda folder=folder: [folder / "export.json"], lambda xc=xc: export.export(xc),
+                       f"{mode}.tflite for {'a TFLite Micro app (C)' if fmt == 'c' else 'an Android app'}",
+                       lambda m: f"{m['folder']}: {', '.join(m['files'])}")
+
+
+def _micro_headline(result: dict) -> str:
+    runs = [v for v in result["variants"] if v["runs"]]
+    int8 = next((v for v in runs if v["name"] == "int8"), None)
+    return (f"{len(runs)}/{len(result['variants'])} run" + (
+        f"; int8: {int8['arena_bytes']:,d}-byte arena, {100 * int8['agreement_with_litert']:.2f}% agreement "
+        f"with LiteRT on {int8['examples']:,d} images" if int8 else ""))
+
 
 def _sensitivity_headline(result: dict) -> str:
     first = result["schemes"][-1]
@@ -263,6 +294,10 @@ def validate(cfg: PipelineConfig) -> None:
         raise TfqError(f"--mixed_budgets={','.join(map(str, cfg.mixed_budgets))} --mixed_objectives="
                        f"{','.join(cfg.mixed_objectives)}: budgets are points from 0 to 100, objectives "
                        f"{', '.join(mixed.OBJECTIVES)}")
+    cli.check_at_least(cfg, 0, "micro_examples")
+    odd = [m for m in cfg.export_modes if m not in modes.KNOWN and not m.startswith("mixed_")]
+    if odd:
+        raise TfqError(f"--export_modes={','.join(odd)}: choose from {', '.join(modes.KNOWN)} or a mixed_* file")
     unknown = [s for s in cfg.qat_low_bit if s not in qat.LOW_BIT]
     if unknown:
         raise TfqError(f"--qat_low_bit={','.join(unknown)}: choose from {', '.join(qat.LOW_BIT)}")
@@ -323,6 +358,11 @@ def _define_flags() -> None:
     flags.DEFINE_list("mixed_budgets", [], "Validation-accuracy budgets (points) for mixed-precision files "
                       "(tfq.convert --mode=mixed); empty: none.")
     flags.DEFINE_list("mixed_objectives", ["size"], f"Mixed-precision objectives: {', '.join(mixed.OBJECTIVES)}.")
+    flags.DEFINE_boolean("micro", True, "Run every flatbuffer under TFLite Micro (tfq.micro): arena, accuracy, "
+                         "agreement with LiteRT.")
+    flags.DEFINE_integer("micro_examples", 0, "Test images per file under TFLite Micro (0: --max_eval_examples, else all).")
+    flags.DEFINE_list("export_modes", [], "Files (e.g. int8,qat_int8) to export as C arrays and Android bundles "
+                      "(tfq.export); empty: none.")
     flags.DEFINE_string("data_root", None, "Raw dataset files (default: $TFQ_DATA_ROOT).")
     flags.DEFINE_string("cache_dir", None, "tfds build folder (default: $TFQ_CACHE_DIR or ~/.cache/tfq).")
 

@@ -93,7 +93,15 @@ def collect(artifacts_root: str | Path, datasets, models) -> tuple[list[dict], d
                     stale_results.append({"run": f"{dataset}_{model}", "file": path.name, "why": why})
                 else:
                     mixed_info.append(info)
+            micro_info = artifacts.read_json(run / "micro.json", default=None)
+            for v in (micro_info or {}).get("variants", [])[:]:
+                path = Path(v["file"])
+                if not path.is_file() or artifacts.sha256(path) != v["tflite_sha256"]:
+                    stale_results.append({"run": f"{dataset}_{model}", "file": f"micro.json entry {v['name']}",
+                                          "why": f"{path.name} changed or went after TFLite Micro ran it"})
+                    micro_info["variants"].remove(v)
             runs[f"{dataset}_{model}"] = {"train": train_info,
+                                          "micro": micro_info,
                                           "sensitivity": sensitivity_info,
                                           "mixed": mixed_info,
                                           "qat": qat_info,
@@ -385,6 +393,33 @@ def _plots(rows: list[dict], runs: dict, out: Path) -> list[str]:
             ax.legend(fontsize=7, loc="lower right")
             ax.grid(True, alpha=0.3)
             save(fig, f"mixed_{name}.png")
+
+    micro_runs = {n: r["micro"] for n, r in runs.items() if r.get("micro") and any(v["runs"] for v in r["micro"]["variants"])}
+    if micro_runs:  # flash against RAM, with the parts' limits: which files fit where
+        fig, ax = plt.subplots(figsize=(8, 5))
+        for i, (name, m) in enumerate(micro_runs.items()):
+            ok = [v for v in m["variants"] if v["runs"]]
+            ax.scatter([v["flash_bytes"] / 1024 for v in ok], [v["arena_bytes"] / 1024 for v in ok],
+                       color=plt.cm.tab10(i), marker=markers.get(name.rsplit("_", 1)[1], "^"), s=45,
+                       edgecolor="black", linewidth=0.5, label=name, zorder=3)
+            for v in ok:
+                if v["name"] in ("int8", "float32"):
+                    ax.annotate(v["name"], (v["flash_bytes"] / 1024, v["arena_bytes"] / 1024), fontsize=7,
+                                xytext=(4, 3), textcoords="offset points")
+        for part in next(iter(micro_runs.values()))["parts"]:
+            line = ax.axvline if part["memory"] == "flash" else ax.axhline
+            line(part["bytes"] / 1024, color="grey", linestyle="--", linewidth=0.8)
+            where = dict(x=part["bytes"] / 1024, y=1.5) if part["memory"] == "flash" else dict(x=1.5, y=part["bytes"] / 1024)
+            ax.text(where["x"], where["y"], part["name"], fontsize=7, color="grey",
+                    rotation=90 if part["memory"] == "flash" else 0, va="bottom", ha="right")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("flash: flatbuffer KB (log)")
+        ax.set_ylabel("RAM: tensor arena KB (log)")
+        ax.set_title("Files TFLite Micro runs: flash and RAM against common parts")
+        ax.legend(fontsize=7, loc="lower right")
+        ax.grid(True, alpha=0.3, which="both")
+        save(fig, "micro.png")
     return written
 
 
@@ -458,6 +493,7 @@ def report(artifacts_root: str | Path = "artifacts", out: str | Path | None = No
     md += _scratch_section(runs)
     md += _sensitivity_section(runs)
     md += _mixed_section(runs)
+    md += _micro_section(runs)
     md += ["## Latency and per-class change", "", "![latency per mode](latency.png)", ""]
     if "per_class_int8.png" in plots:
         md += ["![per-class accuracy change int8 against float32](per_class_int8.png)", ""]
@@ -731,13 +767,70 @@ def _mixed_section(runs: dict) -> list[str]:
     return md
 
 
+def _micro_section(runs: dict) -> list[str]:
+    found = {n: r["micro"] for n, r in runs.items() if r.get("micro") and r["micro"]["variants"]}
+    if not found:
+        return []
+    parts = next(iter(found.values()))["parts"]
+    md = ["## On a microcontroller: TFLite Micro", "",
+          "`python -m tfq.micro`: each file run image by image (batch 1) under the TFLite Micro interpreter "
+          "(PyPI `tflite-micro`, reference kernels) with the smallest tensor arena it allocates in, found by real "
+          "loads. Flash: the flatbuffer's bytes; RAM: its arena (an app adds its own stack and buffers). "
+          "Agreement: the share of images on which TFLite Micro and LiteRT, running the same file, give the "
+          "same class; the accuracy difference is paired on those images. A file with weights stored past the "
+          "flatbuffer (`Buffer.offset`, as ai-edge-quantizer writes them) is measured with them moved inline "
+          "(marked *): TFLite Micro loads the file as written but gets the classes wrong (its agreement on the "
+          "first images is in the last column). Host ms/image is this CPU running the reference kernels, not a "
+          "microcontroller.", ""]
+    for n, m in found.items():
+        md += [f"### {n}", "", f"{m['examples']:,d} of {m['test_examples']:,d} test images, {m['runtime']}.", "",
+               "| file | flash | arena (RAM) | " + " | ".join(p["name"] for p in parts)
+               + " | TFLite Micro accuracy | LiteRT accuracy | difference [95% CI] | agreement | host ms/image "
+               "| as written: agreement |",
+               "|---|---:|---:|" + ":-:|" * len(parts) + "---:|---:|---:|---:|---:|---:|"]
+        runs_ok = sorted((v for v in m["variants"] if v["runs"]), key=lambda v: _mode_rank(v["name"]))
+        for v in runs_ok:
+            t, written = v["vs_litert"], v.get("as_written")
+            md.append(f"| {v['name']}{' *' if v.get('buffers_inlined') else ''} | {v['flash_bytes']:,d} B | "
+                      f"{v['arena_bytes']:,d} B | " + " | ".join("yes" if v["fits"][p["name"]] else "no" for p in parts)
+                      + f" | {_fmt(v['accuracy'], 'pct')} | {_fmt(v['litert_accuracy'], 'pct')} | "
+                      f"{t['delta_pts']:+.2f}{_ci(t['ci95_pts'])} | {100 * v['agreement_with_litert']:.2f}% | "
+                      f"{v['host_ms_per_image']:.2f} | "
+                      + ("-" if not written else f"{100 * written['agreement_with_litert']:.1f}% of "
+                         f"{written['examples']:,d}" if written.get("runs") else "does not load") + " |")
+        lacking: dict[str, list[str]] = {}
+        for v in m["variants"]:
+            if not v["runs"]:
+                lacking.setdefault(v["error"], []).append(v["name"])
+        if lacking:
+            md += ["", "Does not run under TFLite Micro:"]
+            md += [f"- {', '.join(sorted(names, key=_mode_rank))}: {why}" for why, names in lacking.items()]
+        small = {mem: min(p["bytes"] for p in parts if p["memory"] == mem) for mem in ("flash", "ram")}
+        both = [v for v in runs_ok if v["flash_bytes"] <= small["flash"] and v["arena_bytes"] <= small["ram"]]
+        md += ["", (f"Fits the smallest part ({small['flash'] // 1024} KB flash, {small['ram'] // 1024} KB RAM): "
+                    + ", ".join(f"{v['name']} ({_fmt(v['accuracy'], 'pct')})" for v in both) if both else
+                    f"No file fits the smallest part ({small['flash'] // 1024} KB flash, {small['ram'] // 1024} KB "
+                    "RAM)."), ""]
+    if any(v["runs"] for m in found.values() for v in m["variants"]):
+        md += ["![flash and RAM of every file TFLite Micro runs](micro.png)", ""]
+    return md
+
+
 def _assignment(assignment: dict[str, str]) -> str:
     common = Counter(assignment.values()).most_common(1)[0][0]
     others = [f"{name} {rung}" for name, rung in assignment.items() if rung != common]
     return f"{common}" + (f" except {', '.join(others)}" if others else " everywhere")
 
 
-STAGES = ("train", "convert", "qat", "evaluate", "sweep", "sensitivity", "mixed")
+STAGES = ("train", "convert", "qat", "evaluate", "sweep", "sensitivity", "mixed", "micro", "export")
+
+
+def _seconds(state: dict, stage: str) -> float | None:
+    """A stage's seconds from pipeline.json; "export" adds up its per-file entries ("export int8 c", ...)."""
+    if stage == "export":
+        found = [v["seconds"] for k, v in state.items() if k.startswith("export ")]
+        return sum(found) if found else None
+    return state.get(stage, {}).get("seconds")
 
 
 def _stage_times(runs: dict) -> list[str]:
@@ -749,7 +842,7 @@ def _stage_times(runs: dict) -> list[str]:
           "|---|" + "---:|" * (len(STAGES) + 2)]
     totals = dict.fromkeys((*STAGES, "fits", "rest"), 0.0)
     for n, r in runs.items():
-        secs = {s: r["stages"].get(s, {}).get("seconds") for s in STAGES}
+        secs = {s: _seconds(r["stages"], s) for s in STAGES}
         q, lb = r["qat"], r.get("low_bit")
         fits = q["qat"]["time_s"] + q["control"]["time_s"] if q else None
         if fits is not None and lb:  # low-bit QAT fits, and their own control's where recorded
