@@ -152,3 +152,41 @@ def test_bits_plot_takes_draws_that_agree_to_the_last_bit(tmp_path):
     (run / "sweep.json").write_text(json.dumps(sweep))
     report.report(tmp_path, datasets=("mnist",), models=("cnn",))
     assert (tmp_path / "report" / "bits_mnist_cnn.png").stat().st_size > 1000
+
+
+def _micro(run, name, variants):
+    (run / name).write_text(json.dumps({
+        "dataset": "mnist", "model": "cnn", "examples": 100, "test_examples": 100, "runtime": "tflite-micro test",
+        "parts": [{"name": "256 KB flash", "memory": "flash", "bytes": 262144},
+                  {"name": "64 KB RAM", "memory": "ram", "bytes": 65536}], "variants": variants}))
+
+
+def _micro_entry(run, stem, agreement, arena=50_000, **extra):
+    paired = {"delta_pts": 0.0, "ci95_pts": [-1.0, 1.0]}
+    return {"name": stem, "file": f"somewhere/else/{stem}.tflite", "tflite_sha256": artifacts.sha256(run / f"{stem}.tflite"),
+            "runs": True, "flash_bytes": 200_000, "arena_bytes": arena, "accuracy": 0.99, "litert_accuracy": 0.99,
+            "agreement_with_litert": agreement, "disagreements": round((1 - agreement) * 100), "vs_litert": paired,
+            "host_ms_per_image": 1.0, "fits": {"256 KB flash": True, "64 KB RAM": arena <= 65536}, **extra}
+
+
+def test_the_microcontroller_section_keeps_current_entries_and_flags_low_agreement(tmp_path):
+    run = tmp_path / "mnist_cnn"
+    _eval(run, "float32", 0.99, 1000, 400.0, [1.0, 0.98])
+    _eval(run, "int8", 0.99, 250, 100.0, [1.0, 0.98])
+    _eval(run, "int16x8", 0.99, 500, 900.0, [1.0, 0.98])
+    ok, low = _micro_entry(run, "int8", 1.0), _micro_entry(run, "int16x8", 0.98, arena=100_000)
+    gone = {**_micro_entry(run, "float32", 1.0), "tflite_sha256": "an older file"}
+    missing = {"name": "float16", "file": "float16.tflite", "tflite_sha256": "x", "runs": False, "error": "e"}
+    _micro(run, "micro.json", [ok, low, gone, missing])
+    _micro(run, "micro_full.json", [ok])
+    md = report.report(tmp_path, datasets=("mnist",), models=("cnn",)).read_text()
+    section = md.split("## On a microcontroller: TFLite Micro")[1].split("\n## ")[0]
+    assert "| int8 | 200,000 B | 50,000 B | yes | yes |" in section
+    assert "| int16x8 | 200,000 B | 100,000 B | yes | no |" in section
+    assert "| float32 |" not in section  # its file changed since: left out, and said so
+    assert "- mnist_cnn/micro.json entry float32: float32.tflite changed or went after TFLite Micro ran it" in md
+    assert "- mnist_cnn/micro.json entry float16" in md  # no float16.tflite at all
+    assert "Below 99.9% agreement with LiteRT: int16x8 (98.00%)." in section
+    assert "Fits the smallest part (256 KB flash, 64 KB RAM): int8 (99.00%)" in section
+    assert "The whole test split (100 images" in section and "| int8 | 99.00% | 99.00% | +0.00 [-1.00, +1.00] | " \
+                                                             "100.00% | 0 |" in section

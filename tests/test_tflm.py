@@ -12,10 +12,9 @@ from tfq import evaluate, tflm
 def test_the_smallest_arena_loads_and_sixteen_bytes_less_does_not(converted):
     run, _ = converted
     blob = (run / "int8.tflite").read_bytes()
-    arena = tflm.smallest_arena(blob)
+    arena, recorded = tflm.smallest_arena(blob)
     assert arena % tflm.ALIGN == 0 and 4_000 < arena < 1_000_000
     assert tflm.loads_in_child(blob, arena) and not tflm.loads_in_child(blob, arena - tflm.ALIGN)
-    recorded = tflm.recorded(tflm.build(blob, tflm.generous_arena(blob)))
     assert recorded["total"] == recorded["head"] + recorded["tail"] and abs(recorded["total"] - arena) < 4096
 
 
@@ -37,15 +36,23 @@ def test_worker_processes_give_the_outputs_of_one_interpreter(converted, data_ro
     images, _ = data.to_numpy(data.load("mnist", root=data_root, cache=cache, max_eval=30).test)
     x = evaluate.Classifier(blob).prepare(images)
     one = tflm.run(tflm.build(blob, tflm.generous_arena(blob)), x)
-    split = tflm.run_in_processes(blob, tflm.smallest_arena(blob), x, processes=3)
+    split = tflm.run_in_processes(blob, tflm.smallest_arena(blob, x[:1])[0], x, processes=3)
     assert one.dtype == np.int8 and one.shape == (30, 10) and np.array_equal(one, split)
 
 
-def test_a_crashing_or_failing_worker_is_a_micro_error(converted):
+def test_a_failing_worker_is_a_micro_error_with_tflite_micros_reason(converted):
     run, _ = converted
     blob = (run / "int8.tflite").read_bytes()
-    with pytest.raises(tflm.MicroError, match="TFLite Micro worker process failed"):
+    with pytest.raises(tflm.MicroError, match="TFLite Micro worker process failed .*: the tensor arena is too small"):
         tflm.run_in_processes(blob, 1_000, np.zeros((4, 28, 28, 1), np.int8), processes=2)
+
+
+def test_a_load_that_fails_or_crashes_in_the_child_is_one_line(converted, tmp_path):
+    run, _ = converted
+    with pytest.raises(tflm.MicroError) as e:
+        tflm.check(b"TFL3" * 16, tflm.GENEROUS_ARENA)  # not a model: TFLite Micro rejects or crashes
+    assert e.value.kind == "other" and "\n" not in str(e.value)
+    assert not tflm.loads_in_child((run / "int8.tflite").read_bytes(), 64)
 
 
 @pytest.mark.parametrize("log, kind, op, index", [

@@ -55,7 +55,8 @@ def versions() -> dict:
     }
     from importlib import metadata
 
-    for dist in ("tensorflow-datasets", "tensorflow-model-optimization", "ai-edge-litert", "ai-edge-quantizer"):
+    for dist in ("tensorflow-datasets", "tensorflow-model-optimization", "ai-edge-litert", "ai-edge-quantizer",
+                 "tflite-micro"):
         try:
             out[dist.replace("-", "_")] = metadata.version(dist)
         except metadata.PackageNotFoundError:

@@ -125,7 +125,7 @@ def _stored_bytes(buffer) -> int:
 ALIGN = 16  # the schema's force_align for Buffer.data: kernels read weights in place
 
 
-def inline_buffers(blob: bytes) -> bytes:
+def inline_buffers(blob: bytes, label: str = "model bytes") -> bytes:
     """The same model with every `Buffer.offset` weight moved inline into `Buffer.data`, each
     16-byte aligned as the schema asks: the layout TFLite Micro reads correctly (it misreads
     ai-edge-quantizer's offset buffers; see tfq.micro). Tensors and their bytes are unchanged."""
@@ -145,6 +145,8 @@ def inline_buffers(blob: bytes) -> bytes:
     model = fb.ModelT.InitFromObj(fb.Model.GetRootAsModel(blob, 0))
     for b in model.buffers:
         if _at_offset(b):
+            if b.offset + b.size > len(blob):
+                raise TfqError(f"{label} is a damaged TFLite flatbuffer (a buffer runs past its end)")
             b.data, b.offset, b.size = np.frombuffer(blob[b.offset:b.offset + b.size], np.uint8), 0, 0
     builder = Aligned(len(blob) + 1024)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")

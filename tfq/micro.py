@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import re
 import time
 from pathlib import Path
 
@@ -51,6 +52,7 @@ class MicroConfig:
     model: str = "cnn"
     modes: tuple[str, ...] = ("all",)  # file stems of the run folder; all: every .tflite in it
     max_examples: int = 0  # the first N test images (0: all of them)
+    output: str = MICRO_JSON  # in the run folder
     processes: int = 0  # 0: one per core
     artifacts: str = "artifacts"
     data_root: str | None = None
@@ -72,69 +74,81 @@ def tensor_types(fb: flatbuffer.Flatbuffer, index: int) -> str:
     return ", ".join([*([f"{'/'.join(acts)} input"] if acts else []), *([f"{'/'.join(consts)} weights"] if consts else [])])
 
 
-def probe(blob: bytes, fb: flatbuffer.Flatbuffer) -> dict:
-    """Whether TFLite Micro loads the file, and if so its smallest arena; if not, the op and why."""
+def probe(blob: bytes, fb: flatbuffer.Flatbuffer, example: np.ndarray | None = None) -> dict:
+    """Whether TFLite Micro loads the file (and, given one prepared image, runs it), and if so its
+    smallest arena; if not, the op and why."""
     try:
-        arena = tflm.smallest_arena(blob)
+        arena, account = tflm.smallest_arena(blob, example)
     except tflm.MicroError as e:
-        where = f" ({tensor_types(fb, e.index)})" if e.index is not None and e.index < len(fb.ops) else ""
-        return {"runs": False, "unsupported_op": e.op, "error": f"{e}{where}"}
-    return {"runs": True, "arena_bytes": arena,
-            "recorded_arena": tflm.recorded(tflm.build(blob, tflm.generous_arena(blob)))}
+        return _cannot(e, fb)
+    return {"runs": True, "arena_bytes": arena, "recorded_arena": account}
+
+
+def _cannot(e: tflm.MicroError, fb: flatbuffer.Flatbuffer) -> dict:
+    op = e.op or (re.search(r"TFLite Micro's (\w+) kernel", str(e)) or [None, None])[1]
+    where = f" ({tensor_types(fb, e.index)})" if e.index is not None and e.index < len(fb.ops) else ""
+    return {"runs": False, "unsupported_op": op, "error": f"{e}{where}"}
 
 
 def run_images(blob: bytes, fb: flatbuffer.Flatbuffer, images: np.ndarray, labels: np.ndarray, processes: int,
-               litert_predictions: np.ndarray | None) -> dict:
-    """Probe the bytes, then (if they load) the images through TFLite Micro with the smallest
-    arena: accuracy, and agreement with LiteRT's classes (LiteRT runs here if none are given)."""
-    found = probe(blob, fb)
-    if not found["runs"]:
-        return found
+               litert_predictions: np.ndarray | None) -> tuple[dict, np.ndarray | None]:
+    """Probe the bytes, then (if they run) the images through TFLite Micro with the smallest arena:
+    accuracy, and agreement with LiteRT's classes (`litert_predictions`, or LiteRT run here on
+    these very bytes). Returns the result and LiteRT's classes."""
     clf = evaluate.Classifier(blob, label="model bytes")
     x = clf.prepare(images)
+    found = probe(blob, fb, x[:1])
+    if not found["runs"]:
+        return found, litert_predictions
     started = time.perf_counter()
     try:
         raw = tflm.run_in_processes(blob, found["arena_bytes"], x, processes)
     except tflm.MicroError as e:
-        raise TfqError(f"TFLite Micro failed while running it: {e}") from None
+        return _cannot(e, fb), litert_predictions
     seconds = time.perf_counter() - started
     pred = raw.argmax(1)  # a positive output scale keeps the order of the scores
+    reference = "saved by evaluate for this file (eval_<name>.npy)"
     if litert_predictions is None:
         delegation = clf.delegation()
         litert_predictions = evaluate.dequantize(
             clf.invoke_prepared(x, 1 if delegation["xnnpack"] else litert.cores()), clf.output).argmax(1)
+        reference = f"LiteRT run here on the same bytes (sha256 {hashlib.sha256(blob).hexdigest()[:16]})"
     return {**found,
             "examples": int(len(labels)),
             "accuracy": float((pred == labels).mean()),
             "litert_accuracy": float((litert_predictions == labels).mean()),
+            "litert_reference": reference,
             "agreement_with_litert": float((pred == litert_predictions).mean()),
             "disagreements": int((pred != litert_predictions).sum()),
             "vs_litert": stats.paired(litert_predictions == labels, pred == labels),
-            "host_ms_per_image": 1000 * seconds * processes / len(labels)}
+            "host_ms_per_image": 1000 * seconds * processes / len(labels)}, litert_predictions
 
 
 def measure(name: str, path: Path, images: np.ndarray, labels: np.ndarray, processes: int,
             litert_predictions: np.ndarray | None) -> dict:
     """One file under TFLite Micro. A file with weights at `Buffer.offset` (ai-edge-quantizer's)
     is first run as written on `AS_WRITTEN_EXAMPLES` images, then measured with its buffers moved
-    inline (`flatbuffer.inline_buffers`): the bytes an app would flash."""
+    inline (`flatbuffer.inline_buffers`), the bytes an app would flash, against LiteRT run on those
+    same inlined bytes (which must give the saved classes of the file as written, if there are any)."""
     blob = path.read_bytes()
     fb = flatbuffer.read(blob, label=str(path))
     entry = {"name": name, "file": str(path), "tflite_sha256": artifacts.sha256(path), "size_bytes": fb.size_bytes,
              "ops": fb.op_counts(), "activation_dtypes": sorted(fb.dtypes("activations")),
              "weight_dtypes": sorted(fb.dtypes("weights"))}
-    try:
-        if fb.offset_buffers:
-            k = min(AS_WRITTEN_EXAMPLES, len(labels))
-            entry["as_written"] = run_images(blob, fb, images[:k], labels[:k], processes,
-                                             None if litert_predictions is None else litert_predictions[:k])
-            blob = flatbuffer.inline_buffers(blob)
-            fb = flatbuffer.read(blob, label=f"{path}, buffers inlined")
-            entry["buffers_inlined"] = {"offset_buffers": flatbuffer.read(path).offset_buffers,
-                                        "sha256": hashlib.sha256(blob).hexdigest()}
-        entry.update(run_images(blob, fb, images, labels, processes, litert_predictions))
-    except TfqError as e:
-        raise TfqError(f"{path}: {e}") from None
+    if fb.offset_buffers:
+        k = min(AS_WRITTEN_EXAMPLES, len(labels))
+        entry["as_written"], _ = run_images(blob, fb, images[:k], labels[:k], processes,
+                                            None if litert_predictions is None else litert_predictions[:k])
+        saved, moved = litert_predictions, fb.offset_buffers
+        blob = flatbuffer.inline_buffers(blob, label=str(path))
+        fb = flatbuffer.read(blob, label=f"{path}, buffers inlined")
+        entry["buffers_inlined"] = {"offset_buffers": moved, "sha256": hashlib.sha256(blob).hexdigest()}
+        result, inlined = run_images(blob, fb, images, labels, processes, None)
+        entry["buffers_inlined"]["litert_same_classes_as_saved"] = (
+            None if saved is None or inlined is None else bool(np.array_equal(saved, inlined)))
+    else:
+        result, _ = run_images(blob, fb, images, labels, processes, litert_predictions)
+    entry.update(result)
     entry["flash_bytes"] = len(blob)
     entry["fits"] = fits(len(blob), entry.get("arena_bytes"))
     return entry
@@ -154,10 +168,13 @@ def micro(cfg: MicroConfig, report_unsupported: bool = False) -> dict:
     spec = data.get(cfg.dataset)
     models.get(cfg.model)
     cli.check_at_least(cfg, 0, "max_examples", "processes")
+    if Path(cfg.output).name != cfg.output or not cfg.output.endswith(".json"):
+        raise TfqError(f"--output={cfg.output}: a .json file name (it goes in the run folder)")
     run = artifacts.run_dir(cfg.artifacts, cfg.dataset, cfg.model)
     artifacts.check_writable(run)
     targets = evaluate.target_files(evaluate.EvalConfig(dataset=cfg.dataset, model=cfg.model, modes=cfg.modes), run)
-    if "all" not in cfg.modes and not report_unsupported:
+    named = "all" not in cfg.modes and not report_unsupported
+    if named:  # before reading any data: what fails to load (what fails to run is caught below)
         for name, path in targets:
             blob = path.read_bytes()
             found = probe(blob, flatbuffer.read(blob, label=str(path)))
@@ -184,7 +201,11 @@ def micro(cfg: MicroConfig, report_unsupported: bool = False) -> dict:
               "num_classes": spec.num_classes, "processes": processes, "data_source": source,
               "parts": [dataclasses.asdict(p) for p in PARTS], "runtime": _runtime_version(),
               "cpu": evaluate.cpu_model(), "variants": variants}
-    artifacts.write_json(run / MICRO_JSON, result)
+    if named:
+        failed = [v for v in variants if not v["runs"]]
+        if failed:
+            raise TfqError(f"{failed[0]['file']}: TFLite Micro cannot run it: {failed[0]['error']}")
+    artifacts.write_json(run / cfg.output, result)
     return result
 
 
@@ -202,6 +223,8 @@ def _define_flags() -> None:
     flags.DEFINE_list("mode", ["all"], "File stems of the run folder to run (int8, qat_int8, ...), or all.")
     flags.DEFINE_integer("max_examples", 0, "Run only the first N test images (0: the whole test split).")
     flags.DEFINE_integer("processes", 0, "Worker processes, each with its own interpreter (0: one per core).")
+    flags.DEFINE_string("output", MICRO_JSON, "Result file name in the run folder (benchmarks/micro_full.sh: "
+                        "micro_full.json).")
 
 
 def _mark(ok) -> str:

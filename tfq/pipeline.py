@@ -231,20 +231,21 @@ def run_pair(cfg: PipelineConfig, dataset: str, model: str, environment: dict) -
                    f"({', '.join(cfg.mixed_objectives)})",
                    lambda ms: ", ".join(f"{m['file']} {m['size_bytes'] / 1024:,.1f} KB" for m in ms))
 
-    made = [*targets, *sorted(run.glob("mixed_*.tflite"))]
+    flatbuffers = [*targets, *([run / f"{stem}.tflite" for _, _, stem in names] if cfg.mixed_budgets else [])]
     if cfg.micro:
-        uc = micro.MicroConfig(dataset=dataset, model=model, modes=tuple(p.stem for p in made),
-                               max_examples=cfg.micro_examples or tc.max_eval_examples, artifacts=cfg.artifacts, data_root=cfg.data_root,
-                               cache_dir=cfg.cache_dir)
-        stages.run("micro", _key(_digests(made), _settings(uc), source), lambda: [run / micro.MICRO_JSON],
+        uc = micro.MicroConfig(dataset=dataset, model=model, modes=tuple(p.stem for p in flatbuffers),
+                               max_examples=cfg.micro_examples or tc.max_eval_examples, artifacts=cfg.artifacts,
+                               data_root=cfg.data_root, cache_dir=cfg.cache_dir)
+        stages.run("micro", _key(_digests(flatbuffers), _settings(uc), source), lambda: [run / micro.MICRO_JSON],
                    lambda: micro.micro(uc, report_unsupported=True),
-                   f"{len(made)} flatbuffers under TFLite Micro", _micro_headline)
+                   f"{len(flatbuffers)} flatbuffers under TFLite Micro", _micro_headline)
     for mode in cfg.export_modes:
+        if not (run / f"{mode}.tflite").is_file():
+            raise TfqError(f"--export_modes={mode}: no {run / f'{mode}.tflite'} (the stages above did not make it)")
         for fmt in export.FORMATS:
             xc = export.ExportConfig(dataset=dataset, model=model, mode=mode, format=fmt, artifacts=cfg.artifacts)
             folder = run / "export" / f"{mode}_{fmt}"
-            stages.run(f"export {mode} {fmt}", _key(_digests([run / f"{mode}.tflite"]), _settings(xc),
-                                                    environment["code"]),
+            stages.run(f"export {mode} {fmt}", _key(_digests([run / f"{mode}.tflite"]), _settings(xc), environment),
                        lambda folder=folder: [folder / "export.json"], lambda xc=xc: export.export(xc),
                        f"{mode}.tflite for {'a TFLite Micro app (C)' if fmt == 'c' else 'an Android app'}",
                        lambda m: f"{m['folder']}: {', '.join(m['files'])}")

@@ -93,15 +93,11 @@ def collect(artifacts_root: str | Path, datasets, models) -> tuple[list[dict], d
                     stale_results.append({"run": f"{dataset}_{model}", "file": path.name, "why": why})
                 else:
                     mixed_info.append(info)
-            micro_info = artifacts.read_json(run / "micro.json", default=None)
-            for v in (micro_info or {}).get("variants", [])[:]:
-                path = Path(v["file"])
-                if not path.is_file() or artifacts.sha256(path) != v["tflite_sha256"]:
-                    stale_results.append({"run": f"{dataset}_{model}", "file": f"micro.json entry {v['name']}",
-                                          "why": f"{path.name} changed or went after TFLite Micro ran it"})
-                    micro_info["variants"].remove(v)
+            micro_info = _micro_current(run, "micro.json", stale_results, f"{dataset}_{model}")
+            micro_full = _micro_current(run, "micro_full.json", stale_results, f"{dataset}_{model}")
             runs[f"{dataset}_{model}"] = {"train": train_info,
                                           "micro": micro_info,
+                                          "micro_full": micro_full,
                                           "sensitivity": sensitivity_info,
                                           "mixed": mixed_info,
                                           "qat": qat_info,
@@ -152,6 +148,18 @@ def stale(e: dict, run: Path, train_info: dict | None) -> str | None:
     if model and e.get("source_model_sha256") and e["source_model_sha256"] != model:
         return f"{path.name} was made from an older trained model"
     return None
+
+
+def _micro_current(run: Path, name: str, stale_results: list, label: str) -> dict | None:
+    """A run's micro result file without the entries whose .tflite changed or went since."""
+    info = artifacts.read_json(run / name, default=None)
+    for v in (info or {}).get("variants", [])[:]:
+        path = run / Path(v["file"]).name
+        if not path.is_file() or artifacts.sha256(path) != v["tflite_sha256"]:
+            stale_results.append({"run": label, "file": f"{name} entry {v['name']}",
+                                  "why": f"{path.name} changed or went after TFLite Micro ran it"})
+            info["variants"].remove(v)
+    return info
 
 
 def _mixed_stale(info: dict, run: Path, train_info: dict | None) -> str | None:
@@ -767,6 +775,9 @@ def _mixed_section(runs: dict) -> list[str]:
     return md
 
 
+AGREEMENT_BAR = 0.999  # TFLite Micro against LiteRT on the same file: what an integer file should reach
+
+
 def _micro_section(runs: dict) -> list[str]:
     found = {n: r["micro"] for n, r in runs.items() if r.get("micro") and r["micro"]["variants"]}
     if not found:
@@ -776,10 +787,11 @@ def _micro_section(runs: dict) -> list[str]:
           "`python -m tfq.micro`: each file run image by image (batch 1) under the TFLite Micro interpreter "
           "(PyPI `tflite-micro`, reference kernels) with the smallest tensor arena it allocates in, found by real "
           "loads. Flash: the flatbuffer's bytes; RAM: its arena (an app adds its own stack and buffers). "
-          "Agreement: the share of images on which TFLite Micro and LiteRT, running the same file, give the "
+          "Agreement: the share of images on which TFLite Micro and LiteRT, running the same bytes, give the "
           "same class; the accuracy difference is paired on those images. A file with weights stored past the "
           "flatbuffer (`Buffer.offset`, as ai-edge-quantizer writes them) is measured with them moved inline "
-          "(marked *): TFLite Micro loads the file as written but gets the classes wrong (its agreement on the "
+          "(marked *; LiteRT then runs the inlined bytes, and must give the classes it gives the file as "
+          "written): TFLite Micro loads the file as written but gets the classes wrong (its agreement on the "
           "first images is in the last column). Host ms/image is this CPU running the reference kernels, not a "
           "microcontroller.", ""]
     for n, m in found.items():
@@ -798,6 +810,22 @@ def _micro_section(runs: dict) -> list[str]:
                       f"{v['host_ms_per_image']:.2f} | "
                       + ("-" if not written else f"{100 * written['agreement_with_litert']:.1f}% of "
                          f"{written['examples']:,d}" if written.get("runs") else "does not load") + " |")
+        low = [v for v in runs_ok if v["agreement_with_litert"] < AGREEMENT_BAR]
+        md += ["", ("Below 99.9% agreement with LiteRT: " + ", ".join(
+            f"{v['name']} ({100 * v['agreement_with_litert']:.2f}%)" for v in low) + ".") if low else
+            "Every file that runs agrees with LiteRT on at least 99.9% of the images."]
+        full = runs[n].get("micro_full")
+        full_ok = [v for v in (full or {}).get("variants", []) if v["runs"]]
+        if full_ok:
+            md += ["", f"The whole test split ({full['examples']:,d} images; `benchmarks/micro_full.sh "
+                   f"{m['dataset']} {m['model']}`):", "",
+                   "| file | TFLite Micro accuracy | LiteRT accuracy | difference [95% CI] | agreement | images "
+                   "that differ |", "|---|---:|---:|---:|---:|---:|"]
+            for v in sorted(full_ok, key=lambda v: _mode_rank(v["name"])):
+                t = v["vs_litert"]
+                md.append(f"| {v['name']}{' *' if v.get('buffers_inlined') else ''} | {_fmt(v['accuracy'], 'pct')} | "
+                          f"{_fmt(v['litert_accuracy'], 'pct')} | {t['delta_pts']:+.2f}{_ci(t['ci95_pts'])} | "
+                          f"{100 * v['agreement_with_litert']:.2f}% | {v['disagreements']:,d} |")
         lacking: dict[str, list[str]] = {}
         for v in m["variants"]:
             if not v["runs"]:

@@ -95,19 +95,38 @@ def build(blob: bytes, arena_size: int):
 
 
 def generous_arena(blob: bytes) -> int:
-    return max(GENEROUS_ARENA, 4 * len(blob))
+    return -(-max(GENEROUS_ARENA, 4 * len(blob)) // ALIGN) * ALIGN
 
 
-def smallest_arena(blob: bytes) -> int:
-    """The fewest bytes (to 16) of tensor arena in which the model allocates; a MicroError if it
-    cannot load even in a generous arena (an op or type TFLite Micro lacks).
+def check(blob: bytes, arena_size: int, example: np.ndarray | None = None) -> dict:
+    """Load the model in `arena_size` bytes in a child process and, given a prepared `example`
+    (one image), invoke it once: kernels check some types only when they run. Returns the
+    recording allocator's account of the arena; a MicroError (its reason read from TFLite
+    Micro's log) if the load or the invoke fails or the child crashes."""
+    code, log = _child(blob, arena_size, example)
+    if code:
+        e = reason(log)
+        if e.kind == "other" and code < 0:
+            raise MicroError(f"TFLite Micro crashed loading it (signal {-code})", "other")
+        raise e
+    return {part: int(n) for part, n in _RECORDED.findall(log)}
 
-    The recording allocator's total after a generous load is the first guess; real loads decide,
-    searching up from it (it can fall a few bytes short) or down, until one size loads and 16 bytes
-    less does not. Each trial load runs in a child process: short of arena, some kernels crash the
-    process rather than return an error (FULLY_CONNECTED segfaults at 5,000 bytes for the MNIST MLP)."""
+
+def smallest_arena(blob: bytes, example: np.ndarray | None = None) -> tuple[int, dict]:
+    """The fewest bytes (to 16) of tensor arena in which the model loads, and the recording
+    allocator's account of a generous load; a MicroError if it cannot run even in a generous arena
+    (an op or type TFLite Micro lacks; with `example`, one invoke is part of the check).
+
+    The recording allocator's total is the first guess; real loads decide, searching up from it (it
+    can fall short: 9,616 recorded, 10,336 needed for the MNIST MLP) or down, until one size loads
+    and 16 bytes less does not. Every load runs in a child process: short of arena, some kernels
+    crash the process rather than return an error (FULLY_CONNECTED segfaults at 5,000 bytes for the
+    MNIST MLP). Below the generous size any failure counts as too small."""
     generous = generous_arena(blob)
-    guess = -(-recorded(build(blob, generous))["total"] // ALIGN) * ALIGN
+    account = check(blob, generous, example)
+    if "total" not in account:
+        raise MicroError("TFLite Micro's recording allocator reported no arena total", "other")
+    guess = min(-(-account["total"] // ALIGN) * ALIGN, generous)
     lo, hi, step = 0, generous, ALIGN  # lo fails (or is 0), hi loads
     probe = guess
     while probe < hi:  # up from the guess, doubling the step, to the first size that loads
@@ -115,35 +134,36 @@ def smallest_arena(blob: bytes) -> int:
             hi = probe
             break
         lo, probe, step = probe, probe + step, step * 2
-    if lo == 0 and hi - ALIGN > 0 and not loads_in_child(blob, hi - ALIGN):
-        return hi  # the guess itself, and 16 bytes less fails: the usual case, two loads
+    if lo == 0 and hi > ALIGN:
+        if not loads_in_child(blob, hi - ALIGN):
+            return hi, account  # the usual case: the guess loads and 16 bytes less does not
+        hi -= ALIGN
     while hi - lo > ALIGN:
         mid = (lo + hi) // 2 // ALIGN * ALIGN
         lo, hi = (lo, mid) if loads_in_child(blob, mid) else (mid, hi)
-    return hi
+    return hi, account
 
 
 def loads_in_child(blob: bytes, arena_size: int) -> bool:
     """Whether the model allocates in `arena_size` bytes, tried in a child process (which may crash)."""
+    return _child(blob, arena_size)[0] == 0
+
+
+def _child(blob: bytes, arena_size: int, example: np.ndarray | None = None) -> tuple[int, str]:
+    """(exit code, TFLite Micro's log) of `python -P tflm.py load model arena [example.npy]`."""
     with tempfile.TemporaryDirectory(prefix="tfq-tflm-") as tmp:
         model = os.path.join(tmp, "model.tflite")
         with open(model, "wb") as f:
             f.write(blob)
-        done = subprocess.run([sys.executable, "-P", __file__, "load", model, str(arena_size)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
-    return done.returncode == 0
+        args = [sys.executable, "-P", __file__, "load", model, str(arena_size)]
+        if example is not None:
+            np.save(os.path.join(tmp, "example.npy"), example)
+            args.append(os.path.join(tmp, "example.npy"))
+        done = subprocess.run(args, capture_output=True, text=True, errors="replace", check=False)
+    return done.returncode, done.stdout + done.stderr
 
 
 _RECORDED = re.compile(r"Arena allocation (total|head|tail) (\d+) bytes")
-
-
-def recorded(interpreter) -> dict:
-    """The recording allocator's account of the arena: total, head (tensors, reused between
-    ops) and tail (persistent: op data, node and tensor structs), in bytes."""
-    log: list[str] = []
-    with captured(log):
-        interpreter.print_allocations()
-    return {part: int(n) for part, n in _RECORDED.findall(log[0])}
 
 
 def run(interpreter, x: np.ndarray) -> np.ndarray:
@@ -160,20 +180,42 @@ def run(interpreter, x: np.ndarray) -> np.ndarray:
 
 def run_in_processes(blob: bytes, arena_size: int, x: np.ndarray, processes: int) -> np.ndarray:
     """`run` over `processes` interpreters (each with `arena_size` bytes) in worker processes; a
-    crash there (see `smallest_arena`) is a MicroError, not the end of the caller."""
+    failure or crash there is a MicroError with TFLite Micro's reason, not the end of the caller."""
     from tfq import litert
 
     return litert.split_over_processes(__file__, blob, x, processes, [str(arena_size)], "TFLite Micro", MicroError)
 
 
 def _worker_main(model: str, arena_size: str, inputs: str, outputs: str) -> None:
+    log: list[str] = []
+    try:
+        with open(model, "rb") as f:
+            interpreter = build(f.read(), int(arena_size))
+        with captured(log):
+            out = run(interpreter, np.load(inputs))
+    except (MicroError, RuntimeError) as e:
+        print(e if isinstance(e, MicroError) else reason(log[0] if log else str(e)), file=sys.stderr)
+        sys.exit(1)
+    np.save(outputs, out)
+
+
+def _load_main(model: str, arena_size: str, example: str | None = None) -> None:
+    """Load the model (and run `example`) with TFLite Micro's log left on this process's output
+    for the parent to read; print the recording allocator's account."""
+    from tflite_micro.python.tflite_micro import runtime
+
     with open(model, "rb") as f:
-        interpreter = build(f.read(), int(arena_size))
-    np.save(outputs, run(interpreter, np.load(inputs)))
+        interpreter = runtime.Interpreter.from_bytes(f.read(), arena_size=int(arena_size))
+    if example is not None:
+        run(interpreter, np.load(example))
+    interpreter.print_allocations()
 
 
 if __name__ == "__main__":
     if sys.argv[1] == "load":
-        build(open(sys.argv[2], "rb").read(), int(sys.argv[3]))  # noqa: SIM115 - exits right after
+        try:
+            _load_main(*sys.argv[2:])
+        except (RuntimeError, ValueError):
+            sys.exit(1)  # the reason is in TFLite Micro's log, above
     else:
         _worker_main(*sys.argv[1:])
