@@ -279,3 +279,61 @@ def test_the_source_key_says_official_files_or_the_jpeg_copy_without_building(da
     archive = next((data_root / "cifar10_jpeg").glob("*.tar.gz"))
     assert key == f"jpeg {archive.name} {archive.stat().st_size} bytes"
     assert not (tmp_path / "cache").exists()  # nothing built or unpacked to answer
+
+
+USPS_TEST_COUNTS = [359, 264, 198, 166, 200, 160, 170, 147, 166, 177]  # the book's table
+
+
+def _ink_box(image: np.ndarray, level: int = 13) -> tuple[int, int]:
+    rows, cols = np.nonzero(image[..., 0] > level)
+    return rows.max() - rows.min() + 1, cols.max() - cols.min() + 1
+
+
+def _centre(image: np.ndarray) -> tuple[float, float]:
+    m = image[..., 0].astype(np.float64)
+    rows, cols = np.indices(m.shape)
+    return (rows * m).sum() / m.sum(), (cols * m).sum() / m.sum()
+
+
+def test_usps_comes_in_mnists_frame_and_plainly_resized(data_root, cache):
+    framed, y = data.to_numpy(data.load("usps", root=data_root, cache=cache).test)
+    resized, y2 = data.to_numpy(data.load("usps_resized", root=data_root, cache=cache).test)
+    assert framed.shape == resized.shape == (2007, 28, 28, 1) and framed.dtype == np.uint8
+    np.testing.assert_array_equal(y, y2)
+    assert np.bincount(y).tolist() == USPS_TEST_COUNTS
+    boxes = np.array([_ink_box(im) for im in framed])
+    centres = np.array([_centre(im) for im in framed])
+    # MNIST's frame: the longer side of the ink about 20 pixels, the centre of mass at the centre
+    assert np.all(boxes.max(axis=1) <= 22) and np.median(boxes.max(axis=1)) >= 19
+    assert np.all(np.abs(centres - 14) < 1.5) and np.abs(centres.mean(axis=0) - 14).max() < 0.1
+    # the plain resize fills the frame: no 4-pixel margin
+    assert np.median(np.array([_ink_box(im) for im in resized]).max(axis=1)) >= 26
+
+
+def test_usps_text_lines_become_framed_digits(tmp_path):
+    from tfq import usps
+
+    glyph = -np.ones((16, 16))
+    glyph[2:14, 6:9] = 1.0  # a tall "1", off to the left of centre
+    path = tmp_path / "zip.test.gz"
+    with gzip.open(path, "wt") as f:
+        f.write("1 " + " ".join(f"{v:g}" for v in glyph.ravel()) + "\n")
+    images, labels = usps.parse(path)
+    assert labels.tolist() == [1] and images.min() == 0 and images.max() == 1
+    framed = usps.mnist_frame(images[0])
+    assert framed.shape == (28, 28, 1) and framed.max() == 255
+    assert _ink_box(framed)[0] == 20  # the longer side scaled to 20 pixels
+    assert np.allclose(_centre(framed), 14, atol=0.6)
+    assert usps.resized(images[0]).shape == (28, 28, 1)
+    with gzip.open(path, "wt") as f:
+        f.write("1 0.5 0.5\n")
+    with pytest.raises(ValueError, match="3 values a line, not 257"):
+        usps.parse(path)
+
+
+def test_usps_missing_offline_names_its_files_and_folder(tmp_path):
+    for name in ("usps", "usps_resized"):
+        with pytest.raises(TfqError, match=r"put zip.train.gz, zip.test.gz in .*/usps/"):
+            data.load(name, root=tmp_path, cache=tmp_path / "cache")
+    with pytest.raises(TfqError, match="'usps' is not available offline"):
+        data.check_available("usps", tmp_path, tmp_path / "cache")

@@ -9,6 +9,12 @@ download folder silently serves the first dataset's images for the second.
 
 CIFAR-10 has a second source: a JPEG copy (`<root>/cifar10_jpeg/*.tar.gz`, quality 75, lossy) read
 with `tfds.folder_dataset.ImageFolder`. Every result made from it says so through `Source`.
+
+USPS (`<root>/usps/zip.{train,test}.gz`, 16x16 postal digits) comes through tfq's own small tfds
+builder in two framings, both 28x28 so the MNIST models take them: `usps` is brought to MNIST's
+frame (the digit's ink box scaled to fit 20x20 keeping its aspect, placed so its centre of mass
+sits at the centre of 28x28, as MNIST was made) and `usps_resized` is the plain 16->28 resize, the
+digit filling the whole frame: another shift on top of the change of writers.
 """
 
 from __future__ import annotations
@@ -40,6 +46,8 @@ _IDX_FILES = (
     "t10k-labels-idx1-ubyte.gz",
 )
 
+_USPS_FILES = ("zip.train.gz", "zip.test.gz")
+
 
 @dataclasses.dataclass(frozen=True)
 class Dataset:
@@ -54,6 +62,7 @@ class Dataset:
     augment: tuple[str, ...] = ()  # training-time augmentation: "flip", "crop"
     jpeg_folder: str | None = None  # <root>/<jpeg_folder>/*.tar.gz: a lossy JPEG copy
     online_only: bool = False  # no offline copy exists here
+    raw_folder: str | None = None  # <root>/<raw_folder>/ holds raw_files (default: the name)
 
     @property
     def num_classes(self) -> int:
@@ -77,6 +86,9 @@ DATASETS: dict[str, Dataset] = {
             "emnist_digits", "emnist/digits", (28, 28, 1), tuple("0123456789"), ("gzip.zip",),
             transpose=True, online_only=True,
         ),
+        Dataset("usps", "tfq_usps/mnist_frame", (28, 28, 1), tuple("0123456789"), _USPS_FILES),
+        Dataset("usps_resized", "tfq_usps/resized", (28, 28, 1), tuple("0123456789"), _USPS_FILES,
+                raw_folder="usps"),
         Dataset(
             "cifar10",
             "cifar10",
@@ -133,7 +145,7 @@ class _Loader:
         return self.root / folder if self.root else None
 
     def _missing_raw(self) -> list[str]:
-        raw = self._raw_dir(self.spec.name)
+        raw = self._raw_dir(self.spec.raw_folder or self.spec.name)
         return [f for f in self.spec.raw_files if raw is None or not (raw / f).is_file()]
 
     def _jpeg_archive(self) -> Path | None:
@@ -149,6 +161,8 @@ class _Loader:
         JPEG copy, unpacked or not), "download" (no local files: tfds' own download) or "missing"."""
         import tensorflow_datasets as tfds
 
+        from tfq import usps  # noqa: F401  (registers tfq's USPS builder with tfds)
+
         if self._builder is None:
             self._builder = tfds.builder(self.spec.tfds_name, data_dir=str(self._tfds_dir))
         if self._builder.is_prepared():
@@ -157,7 +171,7 @@ class _Loader:
             return "official"
         if self.spec.jpeg_folder and (self._extracted.is_dir() or self._jpeg_archive()):
             return "jpeg"
-        raw = self._raw_dir(self.spec.name)
+        raw = self._raw_dir(self.spec.raw_folder or self.spec.name)
         return "missing" if raw is not None and any((raw / f).is_file() for f in self.spec.raw_files) else "download"
 
     @property
@@ -182,7 +196,7 @@ class _Loader:
         if kind == "prepared":
             return Source("tfds", f"{version} (official files)")
         if kind == "official":
-            raw = self._raw_dir(self.spec.name)
+            raw = self._raw_dir(self.spec.raw_folder or self.spec.name)
             self._verify_raw(raw)
             print(f"{self.spec.name}: building the tfds dataset from the files in {raw} (first use only)",
                   flush=True)
@@ -244,7 +258,8 @@ class _Loader:
                                                download_config=config)
 
     def _missing_message(self) -> str:
-        where = self._raw_dir(self.spec.name) or f"<data root>/{self.spec.name}"
+        folder = self.spec.raw_folder or self.spec.name
+        where = self._raw_dir(folder) or f"<data root>/{folder}"
         missing = self._missing_raw() if self.root else list(self.spec.raw_files)
         msg = f"dataset {self.spec.name!r} is not available offline: put {', '.join(missing)} in {where}/"
         if self.spec.jpeg_folder:
@@ -333,6 +348,18 @@ def source_key(name: str, root: str | os.PathLike | None = None, cache: str | os
     checksums) or the JPEG copy with its archive's name and size. The pipeline keys its stages on it."""
     loader = _Loader(get(name), data_root(root), cache_dir(cache))
     return f"jpeg {loader.jpeg_identity()}" if loader.decide() == "jpeg" else "official"
+
+
+def check_available(name: str, root: str | os.PathLike | None = None, cache: str | os.PathLike | None = None) -> None:
+    """Fail now, in one line, if `load(name)` would fail for want of data (offline, no local copy)."""
+    loader = _Loader(get(name), data_root(root), cache_dir(cache))
+    kind = loader.decide()
+    if kind == "missing":
+        raise TfqError(loader._missing_message())
+    if kind == "download":
+        unreachable = _unreachable(list(loader._url_infos()))
+        if unreachable is not None:
+            raise TfqError(f"{loader._missing_message()}; tfds cannot download it either ({unreachable})")
 
 
 @dataclasses.dataclass
