@@ -174,3 +174,51 @@ def test_the_validation_split_is_scored_apart_from_the_test_split(converted, dat
                                                  cache_dir=str(cache)))
     assert r["split"] == "validation" and r["examples"] == 300 and (run / "val_int8.json").is_file()
     assert (run / "eval_int8.json").read_bytes() == test_before
+
+
+def test_eval_dataset_scores_another_datasets_test_split_beside_the_run(converted, data_root, cache):
+    run, _ = converted
+    ec = evaluate.EvalConfig(dataset="mnist", model="cnn", modes=("int8", "float32"), artifacts=str(run.parent),
+                             eval_dataset="usps", max_eval_examples=150, data_root=str(data_root), cache_dir=str(cache))
+    own = {p: p.stat().st_mtime_ns for p in run.glob("eval_*")}
+    results = {r["name"]: r for r in evaluate.evaluate(ec)}
+    x, y = data.to_numpy(data.load("usps", root=data_root, cache=cache).test, limit=150)
+    for name in ("int8", "float32"):
+        saved = json.loads((run / f"xeval_usps_{name}.json").read_text())
+        assert saved["eval_dataset"] == "usps" and saved["dataset"] == "mnist" and saved["examples"] == 150
+        assert "latency_us" not in saved
+        pred = np.load(run / f"xeval_usps_{name}.npy")
+        direct = evaluate.Classifier(run / f"{name}.tflite").predict(x).argmax(1)
+        np.testing.assert_array_equal(pred, direct)
+        assert saved["accuracy"] == pytest.approx((direct == y).mean())
+    assert results["float32"]["agreement"] == 1.0 and results["int8"]["vs_reference"]["images"] == 150
+    assert {p: p.stat().st_mtime_ns for p in run.glob("eval_*")} == own  # the run's own test results untouched
+
+
+def test_eval_dataset_through_emnist_digits_on_tfds_mock_data(converted, tmp_path, monkeypatch):
+    """EMNIST cannot be reached here: the whole path runs on tfds' mock data instead."""
+    import tensorflow_datasets as tfds
+
+    run, _ = converted
+    monkeypatch.setattr(data, "_unreachable", lambda urls: None)  # as on a machine with internet
+    (tmp_path / "root").mkdir()
+    with tfds.testing.mock_data(num_examples=60):
+        results = evaluate.evaluate(evaluate.EvalConfig(
+            dataset="mnist", model="cnn", modes=("float32", "int8"), artifacts=str(run.parent),
+            eval_dataset="emnist_digits", data_root=str(tmp_path / "root"), cache_dir=str(tmp_path / "cache")))
+    saved = json.loads((run / "xeval_emnist_digits_int8.json").read_text())
+    assert saved["examples"] == 60 and saved["eval_dataset"] == "emnist_digits"
+    assert saved["data_source"]["description"].startswith("tfds emnist/digits")
+    assert {r["name"] for r in results} == {"float32", "int8"}
+
+
+def test_eval_dataset_must_share_classes_and_shape(converted, tmp_path):
+    run, _ = converted
+    for other, message in (("cifar10", "a mnist model cannot be scored on it"),
+                           ("fashion_mnist", "classes or image shape"), ("kmnist", "unknown dataset 'kmnist'")):
+        with pytest.raises(TfqError, match=message):
+            evaluate.evaluate(evaluate.EvalConfig(dataset="mnist", model="cnn", modes=("int8",),
+                                                  artifacts=str(run.parent), eval_dataset=other))
+    with pytest.raises(TfqError, match="--split=validation does not go with it"):
+        evaluate.evaluate(evaluate.EvalConfig(dataset="mnist", model="cnn", modes=("int8",), artifacts=str(run.parent),
+                                              eval_dataset="usps", split="validation"))

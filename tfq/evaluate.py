@@ -212,6 +212,13 @@ def metrics(pred: np.ndarray, labels: np.ndarray, num_classes: int, reference: n
 
 
 SPLIT_PREFIX = {"test": "eval_", "validation": "val_"}  # the report reads eval_*.json: test results only
+CROSS_PREFIX = "xeval_"  # xeval_<other dataset>_<name>.json: a run's files on another dataset's test split
+
+
+def result_stem(run_file: Path, name: str, split: str = "test", eval_dataset: str | None = None) -> Path:
+    """Where a file's result goes (add .json / .npy): eval_<name>, val_<name> or xeval_<other>_<name>."""
+    prefix = f"{CROSS_PREFIX}{eval_dataset}_" if eval_dataset else SPLIT_PREFIX[split]
+    return run_file.parent / f"{prefix}{name}"
 
 
 @dataclasses.dataclass
@@ -230,6 +237,7 @@ class EvalConfig:
     split: str = "test"  # "validation": for choosing settings (calibration count, ...), never the test split
     max_eval_examples: int = 0
     compare_naive: bool = False
+    eval_dataset: str | None = None  # score on this dataset's test split (same classes and image shape)
     data_root: str | None = None
     cache_dir: str | None = None
 
@@ -273,10 +281,13 @@ def evaluate(cfg: EvalConfig) -> list[dict]:
         raise TfqError(f"--split={cfg.split}: choose test or validation")
     if cfg.reference and not cfg.tflite:
         raise TfqError("--reference goes with --tflite; a run folder's modes are compared with its float32.tflite")
+    cross = cross_dataset(cfg)
+    if cross and cfg.split != "test":
+        raise TfqError(f"--eval_dataset={cross} scores its test split; --split={cfg.split} does not go with it")
     classifiers = {name: Classifier(path, threads=cfg.threads, batch_size=cfg.batch_size,
                                     input_shape=spec.shape, num_classes=spec.num_classes)
                    for name, path in targets}
-    splits = data.load(cfg.dataset, root=cfg.data_root, cache=cfg.cache_dir,
+    splits = data.load(cross or cfg.dataset, root=cfg.data_root, cache=cfg.cache_dir,
                        max_eval=cfg.max_eval_examples or None)
     images, labels = data.to_numpy(splits.test if cfg.split == "test" else splits.val)
     # float32 goes first when it is a target: its own pass then serves as the agreement reference.
@@ -306,6 +317,7 @@ def evaluate(cfg: EvalConfig) -> list[dict]:
             "source_model_sha256": _source_model_digest(path),
             "dataset": cfg.dataset,
             "model": cfg.model,
+            "eval_dataset": cross or cfg.dataset,
             **metrics(pred, labels, spec.num_classes, reference),
             "reference": reference_info,
             "vs_reference": None if reference is None or is_reference else stats.paired(reference == labels,
@@ -330,11 +342,14 @@ def evaluate(cfg: EvalConfig) -> list[dict]:
             result["naive_loop"] = {"seconds": naive_s, "accuracy": float((naive == labels).mean()),
                                     "speedup": naive_s / result["throughput"]["harness_s"]}
         results.append(result)
-    latency = interleaved_latency_us(classifiers, images[0], runs=cfg.latency_runs, rounds=cfg.latency_rounds)
+    # latency does not depend on the images: measured with the run's own test split, not again here
+    latency = None if cross else interleaved_latency_us(classifiers, images[0], runs=cfg.latency_runs,
+                                                        rounds=cfg.latency_rounds)
     for result in results:
-        result["latency_us"] = latency[result["name"]]
-        result["latency_us"]["measured_with"] = sorted(latency)  # the models that took turns with it
-        stem = Path(result["file"]).parent / f"{SPLIT_PREFIX[cfg.split]}{result['name']}"
+        if latency:
+            result["latency_us"] = latency[result["name"]]
+            result["latency_us"]["measured_with"] = sorted(latency)  # the models that took turns with it
+        stem = result_stem(Path(result["file"]), result["name"], cfg.split, cross)
         with artifacts.atomic_paths(stem.with_suffix(".npy"), stem.with_suffix(".json")) as (npy_tmp, json_tmp):
             with open(npy_tmp, "wb") as f:  # np.save on a path would append ".npy" to the temporary name
                 np.save(f, predictions[result["name"]])
@@ -355,6 +370,17 @@ def saved_predictions(path: Path, examples: int, source: dict) -> np.ndarray | N
             or not npy.is_file() or artifacts.sha256(npy) != saved.get("sha256")):
         return None
     return np.load(npy)
+
+
+def cross_dataset(cfg: EvalConfig) -> str | None:
+    """The other dataset of --eval_dataset, checked to share the run's classes and image shape."""
+    if not cfg.eval_dataset or cfg.eval_dataset == cfg.dataset:
+        return None
+    own, other = data.get(cfg.dataset), data.get(cfg.eval_dataset)
+    if (own.labels, own.shape) != (other.labels, other.shape):
+        raise TfqError(f"--eval_dataset={other.name}: its classes or image shape ({other.shape}) are not "
+                       f"{own.name}'s ({own.shape}); a {own.name} model cannot be scored on it")
+    return other.name
 
 
 def _describe_reference(path: Path, what: str) -> dict:
@@ -413,6 +439,9 @@ def _define_flags() -> None:
     flags.DEFINE_enum("split", "test", list(SPLIT_PREFIX), "Score on the test split (eval_<mode>.json) or on the "
                       "validation split (val_<mode>.json), where settings are chosen.")
     flags.DEFINE_boolean("compare_naive", False, "Also time the tutorials' image-by-image loop.")
+    flags.DEFINE_string("eval_dataset", None, "Score on this dataset's test split instead (same classes and "
+                        "image shape, e.g. emnist_digits or usps for an MNIST run): xeval_<dataset>_<mode>.json; "
+                        "no latency.")
 
 
 def main(argv):
@@ -420,8 +449,9 @@ def main(argv):
     results = evaluate(cli.config_from_flags(EvalConfig, modes="mode"))
     for r in results:
         agree = f"{r['agreement']:.4f}" if r["agreement"] is not None else "-"
+        p50 = f"p50 {r['latency_us']['p50']:8.1f} us  " if "latency_us" in r else ""
         line = (f"{r['name']:18s} acc {r['accuracy']:.4f}  agree {agree}  {r['size_bytes']:>9,d} B  "
-                f"p50 {r['latency_us']['p50']:8.1f} us  {r['examples']} images in "
+                f"{p50}{r['examples']} images of {r['eval_dataset']} in "
                 f"{r['throughput']['harness_s']:.3f} s")
         if "naive_loop" in r:
             line += f"  (image-by-image loop {r['naive_loop']['seconds']:.2f} s)"
