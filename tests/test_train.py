@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
+import numpy as np
 import pytest
 
 from tests.conftest import error_lines
@@ -188,3 +189,69 @@ def test_long_runs_keep_their_statistics(data_root, cache, tmp_path, monkeypatch
     result = train.train(_config(tmp_path, data_root=str(data_root), cache_dir=str(cache), model="cnn",
                                  epochs=1, max_train_examples=256, cnn_widths=(4, 8, 8)))
     assert result["batchnorm_reestimated"] is None
+
+
+# Overfits within a few epochs: 300 images, no dropout or weight decay, a high learning rate.
+_OVERFIT = dict(epochs=20, max_train_examples=300, learning_rate=0.01, dropout=0.0, weight_decay=0.0,
+                mlp_hidden=(64,), early_stopping_patience=2)
+
+
+def _val_loss(run, data_root, cache) -> float:
+    from tfq import data
+
+    splits = data.load("mnist", root=data_root, cache=cache, max_train=300, max_eval=200)
+    model = models.load_trained(run)
+    return float(model.evaluate(data.batches(splits.val, 64), verbose=0)[0])
+
+
+def test_early_stopping_stops_after_patience_and_keeps_the_best_validation_epoch(data_root, cache, tmp_path):
+    result = train.train(_config(tmp_path, data_root=str(data_root), cache_dir=str(cache), **_OVERFIT))
+    early, losses = result["early_stopping"], result["history"]["val_loss"]
+    best = losses.index(min(losses))
+    assert early["stopped_early"] and early["epochs_run"] == len(losses) < 20
+    assert early["best_epoch"] == best + 1 and early["epochs_run"] - early["best_epoch"] == 2
+    assert early["restored_best"] and result["val_accuracy"] == result["history"]["val_accuracy"][best]
+    # the saved model is the best epoch's, not the last one's
+    assert _val_loss(tmp_path / "mnist_mlp", data_root, cache) == pytest.approx(losses[best], abs=1e-5)
+    assert losses[-1] > losses[best] + 1e-3
+    assert not list((tmp_path / "mnist_mlp").glob(".backup-*"))
+
+
+def test_an_early_stopped_run_resumed_stops_and_restores_as_an_uninterrupted_one(data_root, cache, tmp_path):
+    kw = dict(data_root=str(data_root), cache_dir=str(cache), **_OVERFIT)
+    whole = train.train(_config(tmp_path / "whole", **kw))
+    stop_at = whole["early_stopping"]["epochs_run"] - 1  # interrupted after the best epoch, before the stop
+    with pytest.raises(KeyboardInterrupt):
+        train.train(_config(tmp_path / "resumed", **kw), callbacks=[_InterruptAt(stop_at)])
+    resumed = train.train(_config(tmp_path / "resumed", **kw))
+    assert resumed["resumed_from_epoch"] == stop_at
+    assert resumed["early_stopping"] == whole["early_stopping"] and resumed["history"] == whole["history"]
+    a = models.load_trained(tmp_path / "whole" / "mnist_mlp").get_weights()
+    b = models.load_trained(tmp_path / "resumed" / "mnist_mlp").get_weights()
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+
+
+def test_early_stopping_off_keeps_the_training_key_and_the_last_epoch(data_root, cache, tmp_path):
+    base = _config(tmp_path)
+    assert dataclasses.replace(base, early_stopping_monitor="val_accuracy", tensorboard=True).fingerprint() \
+        == base.fingerprint()  # off: runs trained before the option existed stay current
+    assert dataclasses.replace(base, early_stopping_patience=3).fingerprint() != base.fingerprint()
+    result = train.train(dataclasses.replace(base, data_root=str(data_root), cache_dir=str(cache)))
+    assert result["early_stopping"] is None and result["val_accuracy"] == result["history"]["val_accuracy"][-1]
+
+
+def test_tensorboard_logs_every_epochs_loss_and_accuracy(run_cli, tmp_path):
+    import tensorflow as tf
+
+    proc = run_cli("train", "--dataset=mnist", "--model=mlp", "--max_train_examples=300", "--max_eval_examples=100",
+                   "--epochs=3", "--tensorboard", f"--artifacts={tmp_path}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    logs = tmp_path / "mnist_mlp" / "tensorboard"
+    for part in ("train", "validation"):
+        steps: dict[str, set] = {}
+        for events in (logs / part).glob("events.out.tfevents.*"):
+            for record in tf.data.TFRecordDataset(str(events)):
+                event = tf.compat.v1.Event.FromString(record.numpy())
+                for value in event.summary.value:
+                    steps.setdefault(value.tag, set()).add(event.step)
+        assert steps["epoch_loss"] == steps["epoch_accuracy"] == {0, 1, 2}, (part, steps)

@@ -5,7 +5,9 @@ converter) and `train.json` (test accuracy, history, wall time, flags, versions,
 AdamW with a warm-up then cosine learning rate; an interrupted run resumes from its last finished
 epoch with the same weights an uninterrupted run has there (model, optimizer and dropout generator
 state are checkpointed; each epoch's batches follow from its index); the same seed gives the same
-accuracy on a rerun.
+accuracy on a rerun. `--early_stopping_patience=N` stops once the validation loss has not improved
+for N epochs and restores the best validation epoch's weights (kept beside the checkpoint, so a
+resumed run restores the same ones); `--tensorboard` writes TensorBoard logs to `<run>/tensorboard/`.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 from absl import flags
 
 from tfq import artifacts, cli, data, models
@@ -26,6 +29,8 @@ from tfq.artifacts import TfqError
 from tfq.backend import fresh_session, keras, tf, versions
 
 STRATEGIES = ("default", "mirrored", "multi_worker")
+MONITORS = {"val_loss": min, "val_accuracy": max}  # what early stopping watches, and which way is better
+TENSORBOARD_DIR = "tensorboard"
 # Below this many optimizer steps, BatchNorm's moving statistics (momentum 0.9) still trail the
 # fast-changing weights when training stops: a 24-step CNN run tested at 11%. Such runs re-estimate
 # them afterwards; the tuned flagfiles' runs (4,000+ steps) are untouched.
@@ -56,6 +61,9 @@ class TrainConfig:
     max_train_examples: int = 0
     max_eval_examples: int = 0
     strategy: str = "default"
+    early_stopping_patience: int = 0  # 0: train every epoch and keep the last one's weights
+    early_stopping_monitor: str = "val_loss"
+    tensorboard: bool = False
     data_root: str | None = None
     cache_dir: str | None = None
 
@@ -66,7 +74,11 @@ class TrainConfig:
         if self.strategy not in STRATEGIES:
             raise TfqError(f"unknown strategy {self.strategy!r}; choose one of: {', '.join(STRATEGIES)}")
         cli.check_at_least(self, 1, "epochs", "batch_size")
-        cli.check_at_least(self, 0, "weight_decay", "warmup_epochs", "max_train_examples", "max_eval_examples")
+        cli.check_at_least(self, 0, "weight_decay", "warmup_epochs", "max_train_examples", "max_eval_examples",
+                           "early_stopping_patience")
+        if self.early_stopping_monitor not in MONITORS:
+            raise TfqError(f"--early_stopping_monitor={self.early_stopping_monitor}: choose one of: "
+                           f"{', '.join(MONITORS)}")
         if not self.learning_rate > 0:
             raise TfqError(f"--learning_rate={self.learning_rate}: must be above 0")
         if not 0 <= self.dropout < 1:
@@ -82,7 +94,9 @@ class TrainConfig:
     def fingerprint(self) -> str:
         """Identifies what a checkpoint belongs to: everything but where files go."""
         keyed = {k: v for k, v in dataclasses.asdict(self).items()
-                 if k not in ("artifacts", "data_root", "cache_dir", "max_eval_examples")}  # not the weights
+                 if k not in ("artifacts", "data_root", "cache_dir", "max_eval_examples", "tensorboard")}  # not the weights
+        if not self.early_stopping_patience:  # off: the same key as before the option existed
+            keyed.pop("early_stopping_patience"), keyed.pop("early_stopping_monitor")
         return hashlib.sha256(json.dumps(keyed, sort_keys=True, default=list).encode()).hexdigest()[:12]
 
 
@@ -100,12 +114,13 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
 
 
 def fit_epochs(model: keras.Model, cached_train, spec, *, batch_size: int, seed: int, epochs: int,
-               val_ds, start_epoch: int = 0, callbacks=(), after_epoch=None) -> dict:
+               val_ds, start_epoch: int = 0, callbacks=(), after_epoch=None, stop=None) -> dict:
     """Fit one epoch at a time, each on `data.training_epoch(seed, epoch)`; returns the history.
 
     Each epoch's order and augmentation follow from its index, never from how many times a
     pipeline was iterated, so a resumed run and an uninterrupted one see the same batches.
-    `after_epoch(epoch, history, seconds)` runs once an epoch is done (the checkpoint).
+    `after_epoch(epoch, history, seconds)` runs once an epoch is done (the checkpoint); then
+    `stop(epoch)` true ends the fit (early stopping).
     """
     history: dict[str, list[float]] = {}
     started = time.time()
@@ -118,7 +133,44 @@ def fit_epochs(model: keras.Model, cached_train, spec, *, batch_size: int, seed:
             history.setdefault(k, []).extend(float(v) for v in vs)
         if after_epoch:
             after_epoch(epoch, history, time.time() - started)
+        if stop and stop(epoch):
+            break
     return history
+
+
+class EarlyStopping:
+    """Keras' EarlyStopping(restore_best_weights=True) rule, decided from the run's whole history
+    (resumes included) so an interrupted run stops where an uninterrupted one does: stop once
+    `patience` epochs pass without improving `monitor`; the best epoch's weights are saved (by the
+    chief) to `<backup>/best.npz` and restored at the end."""
+
+    def __init__(self, model: keras.Model, monitor: str, patience: int, folder: Path, chief: bool):
+        self.model, self.monitor, self.patience = model, monitor, patience
+        self.path, self.chief, self.better = folder / "best.npz", chief, MONITORS[monitor]
+
+    def best_epoch(self, history: dict) -> int:
+        values = history.get(self.monitor, [])
+        if not values:
+            raise TfqError(f"early stopping watches {self.monitor}, but training recorded no such value")
+        return values.index(self.better(values))  # the first of equals, like Keras' strict improvement
+
+    def after_epoch(self, epoch: int, history: dict) -> bool:
+        """Save the weights if `epoch` is the best so far; true when training should stop."""
+        best = self.best_epoch(history)
+        if best == epoch and self.chief:
+            with artifacts.atomic_path(self.path) as tmp:
+                with open(tmp, "wb") as f:
+                    np.savez(f, *self.model.get_weights())
+        return epoch - best >= self.patience
+
+    def restore(self, history: dict) -> dict:
+        best, last = self.best_epoch(history), len(history[self.monitor]) - 1
+        if best != last:
+            with np.load(self.path) as z:
+                self.model.set_weights([z[f"arr_{i}"] for i in range(len(z.files))])
+        return {"monitor": self.monitor, "patience": self.patience, "best_epoch": best + 1,
+                "epochs_run": last + 1, "stopped_early": None, "restored_best": best != last,
+                f"best_{self.monitor}": history[self.monitor][best]}
 
 
 class _OneEpoch(keras.callbacks.Callback):
@@ -227,12 +279,33 @@ def train(cfg: TrainConfig, *, callbacks=()) -> dict:
     with strategy.scope():
         state = _Backup(model, backup, strategy)
         start_epoch = state.restore()
+    callbacks = list(callbacks)
+    if cfg.tensorboard:
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(out / TENSORBOARD_DIR)))
+    stopper = (EarlyStopping(model, cfg.early_stopping_monitor, cfg.early_stopping_patience, backup, state.chief)
+               if cfg.early_stopping_patience else None)
+    so_far: dict[str, list[float]] = {}
+
+    def after_epoch(epoch, history, seconds):
+        state.save(epoch, history, seconds)
+        so_far.clear()
+        so_far.update({k: state.history.get(k, []) + history.get(k, []) for k in {*state.history, *history}})
+
+    def stop(epoch) -> bool:
+        return stopper is not None and stopper.after_epoch(epoch, so_far)
+
+    done = stopper is not None and start_epoch > 0 and stopper.after_epoch(start_epoch - 1, state.history)
     started = time.time()
-    fitted = fit_epochs(model, cached_train, spec, batch_size=cfg.batch_size, seed=cfg.seed, epochs=cfg.epochs,
-                        val_ds=val_ds, start_epoch=start_epoch, callbacks=callbacks, after_epoch=state.save)
+    fitted = {} if done else fit_epochs(
+        model, cached_train, spec, batch_size=cfg.batch_size, seed=cfg.seed, epochs=cfg.epochs, val_ds=val_ds,
+        start_epoch=start_epoch, callbacks=callbacks, after_epoch=after_epoch, stop=stop)
     wall = state.seconds + time.time() - started  # fitting time of every epoch, across resumes
     history = {k: state.history.get(k, []) + fitted.get(k, []) for k in {*state.history, *fitted}}
     state.close()
+    early = None
+    if stopper is not None:
+        early = stopper.restore(history)
+        early["stopped_early"] = early["epochs_run"] < cfg.epochs
     reestimated = None
     if steps * cfg.epochs < BN_REESTIMATE_BELOW_STEPS:  # decided by the run's length alone, resumed or not
         before = float(model.evaluate(val_ds, verbose=0)[1])
@@ -255,7 +328,9 @@ def train(cfg: TrainConfig, *, callbacks=()) -> dict:
         "test_accuracy": float(test_acc),
         "test_loss": float(test_loss),
         "val_accuracy": (reestimated["val_accuracy_after"] if reestimated
+                         else float(history["val_accuracy"][early["best_epoch"] - 1]) if early
                          else float(history["val_accuracy"][-1]) if history else None),
+        "early_stopping": early,
         "batchnorm_reestimated": reestimated,
         "epochs": cfg.epochs,
         "resumed_from_epoch": start_epoch,
@@ -322,6 +397,11 @@ def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
     flags.DEFINE_integer("seed", d.seed, "Random seed (weights, shuffling, augmentation).", flag_values=fv)
     cli.define_slice_flags(fv)
     flags.DEFINE_enum("strategy", d.strategy, STRATEGIES, "tf.distribute strategy.", flag_values=fv)
+    flags.DEFINE_integer("early_stopping_patience", d.early_stopping_patience, "Stop after this many epochs "
+                         "without a better --early_stopping_monitor and restore the best epoch (0: off).", flag_values=fv)
+    flags.DEFINE_enum("early_stopping_monitor", d.early_stopping_monitor, list(MONITORS),
+                      "Validation measure early stopping watches.", flag_values=fv)
+    flags.DEFINE_boolean("tensorboard", d.tensorboard, "Write TensorBoard logs to <run>/tensorboard/.", flag_values=fv)
     flags.DEFINE_integer("cpu_devices", 1, "Split the CPU into this many logical devices (for mirrored).", flag_values=fv)
 
 
