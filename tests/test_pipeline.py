@@ -13,8 +13,9 @@ from tests.conftest import error_lines
 from tfq import modes, pipeline
 from tfq.artifacts import TfqError
 
-STAGES = ("train", "convert", "qat", "evaluate", "sweep", "sensitivity", "mixed", "micro")
-SMALL = dict(max_train_examples=600, max_eval_examples=200, epochs=1, latency_runs=20, num_calibration=50)
+STAGES = ("train", "convert", "qat", "evaluate", "sweep", "sensitivity", "mixed", "micro", "generalize")
+SMALL = dict(max_train_examples=600, max_eval_examples=200, epochs=1, latency_runs=20, num_calibration=50,
+             shift_examples=40)
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +28,8 @@ def study(tmp_path_factory, data_root, cache):
     from tests.conftest import REPO
 
     root = tmp_path_factory.mktemp("study")
-    args = [f"--{k}={v}" for k, v in SMALL.items()] + ["--mixed_budgets=1.0", "--export_modes=int8"]
+    args = [f"--{k}={v}" for k, v in SMALL.items()] + ["--mixed_budgets=1.0", "--export_modes=int8",
+                                                       "--cross_datasets=usps,cifar10"]
     proc = subprocess.run(
         [sys.executable, "-m", "tfq.pipeline", "--datasets=mnist", "--models=mlp", f"--artifacts={root}", *args],
         cwd=REPO, capture_output=True, text=True, timeout=900,
@@ -40,7 +42,7 @@ def study(tmp_path_factory, data_root, cache):
 
 def _config(root, data_root, cache, **kw) -> pipeline.PipelineConfig:
     return pipeline.PipelineConfig(datasets=("mnist",), models=("mlp",), artifacts=str(root), mixed_budgets=(1.0,),
-                                   data_root=str(data_root), cache_dir=str(cache), **{**SMALL, **kw})
+                                   cross_datasets=("usps", "cifar10"), data_root=str(data_root), cache_dir=str(cache), **{**SMALL, **kw})
 
 
 def test_pipeline_writes_every_file(study):
@@ -53,7 +55,8 @@ def test_pipeline_writes_every_file(study):
     report = root / "report"
     for name in ("sweep.json", "sweep.csv", "qat_lowbit.json", "sensitivity.json", "mixed_size_1.tflite",
                  "mixed_size_1.json", "mixed_size_1.recipe.json", "micro.json", "export/int8_c/int8.h",
-                 "export/int8_c/int8.c", "export/int8_android/labels.txt", "export/int8_android/int8.tflite"):
+                 "export/int8_c/int8.c", "export/int8_android/labels.txt", "export/int8_android/int8.tflite",
+                 "generalize.json", "generalize.npz", "xeval_usps_int8.json", "xeval_usps_float32.npy"):
         assert (run / name).is_file(), name
     for name in ("report.md", "results.csv", "results.json", "accuracy_vs_size_mnist.png", "latency.png",
                  "per_class_int8.png", "bits_mnist_mlp.png", "sensitivity_mnist_mlp.png", "mixed_mnist_mlp.png"):
@@ -75,6 +78,11 @@ def test_pipeline_writes_every_file(study):
     micro = {v["name"]: v for v in json.loads((run / "micro.json").read_text())["variants"]}
     assert set(micro) == {*modes.MODES, "qat_int8", "mixed_size_1"} and micro["int8"]["runs"]
     assert not micro["float16"]["runs"] and micro["float16"]["unsupported_op"] == "DEQUANTIZE"
+    gen = json.loads((run / "generalize.json").read_text())
+    assert gen["shift"]["examples"] == 40 and len(gen["shift"]["sets"]) == 25  # clean + 8 corruptions x 3
+    assert [c["dataset"] for c in gen["cross"]] == ["usps"]  # cifar10's classes are not MNIST's: left out
+    assert {v["name"] for v in gen["shift"]["variants"]} == {*modes.MODES, "qat_int8", "mixed_size_1"}
+    assert not list(run.glob("xeval_cifar10_*"))
     state = json.loads((run / "pipeline.json").read_text())
     assert set(state) == {*STAGES, "export int8 c", "export int8 android"}
     assert all(s["seconds"] >= 0 for s in state.values())
@@ -90,7 +98,7 @@ def test_a_default_run_prints_only_tfqs_lines_and_keras_epochs(study):
     assert stderr == ""
     assert not NOISE.search(stdout), NOISE.search(stdout)
     for line in stdout.splitlines():
-        assert re.match(r"^(\[\w+\] [\w. ]+: |\d+/\d+ - |Epoch \d+/\d+$|pipeline finished in|mnist: building the tfds dataset "
+        assert re.match(r"^(\[\w+\] [\w. ]+: |\d+/\d+ - |Epoch \d+/\d+$|pipeline finished in|(mnist|usps): building the tfds dataset "
                         r"from the files in|BatchNorm statistics re-estimated)", line), line
 
 
@@ -103,7 +111,10 @@ def test_bad_flags_fail_before_any_stage_runs(run_cli, tmp_path):
                           (("--artifacts=/proc/nope",), "cannot write to /proc/nope"),
                           (("--mixed_budgets=0.3", "--mixed_objectives=speed"), "--mixed_objectives=speed"),
                           (("--export_modes=int3",), "--export_modes=int3: choose from"),
-                          (("--micro_examples=-5",), "--micro_examples=-5")]:
+                          (("--micro_examples=-5",), "--micro_examples=-5"),
+                          (("--shift_examples=-1",), "--shift_examples=-1"),
+                          (("--cross_datasets=emnist_digits",), "dataset 'emnist_digits' is not available offline"),
+                          (("--cross_datasets=usps2",), "unknown dataset 'usps2'")]:
         proc = run_cli("pipeline", "--models=mlp", f"--artifacts={tmp_path / 'a'}", *args, timeout=120)
         assert proc.returncode == 1 and error_lines(proc.stderr) and message in error_lines(proc.stderr)[0], proc.stderr
         assert "Traceback" not in proc.stderr

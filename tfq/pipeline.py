@@ -3,8 +3,9 @@
 For each dataset x model: train -> convert (every post-training mode, the converter's and
 ai-edge-quantizer's) -> qat -> evaluate (every flatbuffer) -> sweep (simulated precisions, checked
 against the real files) -> sensitivity (per layer) -> mixed (per-layer precisions within each
-accuracy budget) -> micro (every file under TFLite Micro) -> export (`--export_modes`: C arrays and
-Android bundles), then one report over all runs. Orchestration only: each stage is the plain function
+accuracy budget) -> micro (every file under TFLite Micro) -> generalize (every file on shifted copies of
+the test split and on `--cross_datasets` that share its classes) -> export (`--export_modes`: C arrays
+and Android bundles), then one report over all runs. Orchestration only: each stage is the plain function
 of its module. A stage is skipped when its key (its settings plus the digests of the files it
 reads) matches the key recorded when it last finished and its outputs are still there, so a
 rerun does nothing and a changed flag reruns just the stages downstream of it (`--force` redoes
@@ -21,8 +22,8 @@ from pathlib import Path
 
 from absl import flags
 
-from tfq import (artifacts, cli, convert, data, evaluate, export, micro, mixed, models, modes, qat, report, sensitivity,
-                 sweep, train)
+from tfq import (artifacts, cli, convert, data, evaluate, export, generalize, micro, mixed, models, modes, qat, report,
+                 sensitivity, sweep, train)
 from tfq.artifacts import TfqError
 from tfq.backend import versions
 
@@ -55,6 +56,9 @@ class PipelineConfig:
     sensitivity: bool = True  # last, for the same reason as `sweep`
     micro_examples: int = 0  # test images per file under TFLite Micro (0: --max_eval_examples, else all)
     micro: bool = True  # after micro_examples, for the same reason as `sweep`
+    shift_examples: int = generalize.GeneralizeConfig.examples  # test images per shifted set (0: all)
+    cross_datasets: tuple[str, ...] = ()  # scored where a run's classes match (MNIST -> usps, emnist_digits)
+    generalize: bool = True  # after the two above, for the same reason as `sweep`
     export_modes: tuple[str, ...] = ()  # files to export for apps, in every tfq.export format
     data_root: str | None = None
     cache_dir: str | None = None
@@ -239,6 +243,20 @@ def run_pair(cfg: PipelineConfig, dataset: str, model: str, environment: dict) -
         stages.run("micro", _key(_digests(flatbuffers), _settings(uc), source), lambda: [run / micro.MICRO_JSON],
                    lambda: micro.micro(uc, report_unsupported=True),
                    f"{len(flatbuffers)} flatbuffers under TFLite Micro", _micro_headline)
+    if cfg.generalize:
+        others = generalize.compatible(dataset, cfg.cross_datasets)
+        gc = generalize.GeneralizeConfig(dataset=dataset, model=model, modes=tuple(p.stem for p in flatbuffers),
+                                         examples=cfg.shift_examples, cross_datasets=tuple(others),
+                                         max_eval_examples=tc.max_eval_examples, artifacts=cfg.artifacts,
+                                         data_root=cfg.data_root, cache_dir=cfg.cache_dir)
+        cross_sources = {o: data.source_key(o, cfg.data_root, cfg.cache_dir) for o in others}
+        stages.run("generalize", _key(_digests(flatbuffers), _settings(gc), source, cross_sources),
+                   lambda: [run / generalize.GENERALIZE_JSON, run / generalize.GENERALIZE_NPZ,
+                            *(evaluate.result_stem(p, p.stem, eval_dataset=o).with_suffix(ext)
+                              for o in others for p in flatbuffers for ext in (".json", ".npy"))],
+                   lambda: generalize.generalize(gc),
+                   f"{len(flatbuffers)} flatbuffers on shifted test images ({cfg.shift_examples or 'all'} per set)"
+                   + (f" and on {', '.join(others)}" if others else ""), _generalize_headline)
     for mode in cfg.export_modes:
         if not (run / f"{mode}.tflite").is_file():
             raise TfqError(f"--export_modes={mode}: no {run / f'{mode}.tflite'} (the stages above did not make it)")
@@ -257,6 +275,19 @@ def _micro_headline(result: dict) -> str:
     return (f"{len(runs)}/{len(result['variants'])} run" + (
         f"; int8: {int8['arena_bytes']:,d}-byte arena, {100 * int8['agreement_with_litert']:.2f}% agreement "
         f"with LiteRT on {int8['examples']:,d} images" if int8 else ""))
+
+
+def _generalize_headline(result: dict) -> str:
+    parts = []
+    rows = {v["name"]: v for v in result.get("shift", {}).get("variants", [])}
+    if "int8" in rows and "gap" in rows["int8"]:
+        g = rows["int8"]["gap"]
+        parts.append(f"int8 minus float32: clean {g['clean']['delta_pts']:+.2f}, shifted {g['shift_pts']:+.2f} points")
+    for c in result.get("cross", []):
+        f32 = next((v for v in c["variants"] if v["name"] == "float32"), None)
+        if f32:
+            parts.append(f"float32 on {c['dataset']} {_pct(f32['accuracy'])}")
+    return "; ".join(parts) or "done"
 
 
 def _sensitivity_headline(result: dict) -> str:
@@ -295,7 +326,11 @@ def validate(cfg: PipelineConfig) -> None:
         raise TfqError(f"--mixed_budgets={','.join(map(str, cfg.mixed_budgets))} --mixed_objectives="
                        f"{','.join(cfg.mixed_objectives)}: budgets are points from 0 to 100, objectives "
                        f"{', '.join(mixed.OBJECTIVES)}")
-    cli.check_at_least(cfg, 0, "micro_examples")
+    cli.check_at_least(cfg, 0, "micro_examples", "shift_examples")
+    for other in cfg.cross_datasets:
+        data.get(other)
+        if cfg.generalize and any(generalize.compatible(d, [other]) for d in cfg.datasets):
+            data.check_available(other, cfg.data_root, cfg.cache_dir)
     odd = [m for m in cfg.export_modes if m not in modes.KNOWN and not m.startswith("mixed_")]
     if odd:
         raise TfqError(f"--export_modes={','.join(odd)}: choose from {', '.join(modes.KNOWN)} or a mixed_* file")
@@ -362,6 +397,12 @@ def _define_flags() -> None:
     flags.DEFINE_boolean("micro", True, "Run every flatbuffer under TFLite Micro (tfq.micro): arena, accuracy, "
                          "agreement with LiteRT.")
     flags.DEFINE_integer("micro_examples", 0, "Test images per file under TFLite Micro (0: --max_eval_examples, else all).")
+    flags.DEFINE_boolean("generalize", True, "Score every flatbuffer on shifted test sets and --cross_datasets "
+                         "(tfq.generalize).")
+    flags.DEFINE_integer("shift_examples", generalize.GeneralizeConfig.examples,
+                         "Test images per shifted set, a seeded subset (0: all).")
+    flags.DEFINE_list("cross_datasets", [], "Other datasets to score each run on where the classes match, e.g. "
+                      "usps,usps_resized,emnist_digits (MNIST runs); empty: none.")
     flags.DEFINE_list("export_modes", [], "Files (e.g. int8,qat_int8) to export as C arrays and Android bundles "
                       "(tfq.export); empty: none.")
     flags.DEFINE_string("data_root", None, "Raw dataset files (default: $TFQ_DATA_ROOT).")

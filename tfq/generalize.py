@@ -1,0 +1,225 @@
+"""Does quantization cost more away from the test set? `python -m tfq.generalize --dataset=mnist --model=cnn`
+
+Every .tflite of a run on shifted copies of its test split (`tfq.corruptions`: one seeded subset,
+every corruption at every severity, plus the same images clean) and, for runs whose classes
+another dataset shares (MNIST -> USPS in two framings, EMNIST-digits with internet), on that
+dataset's whole test split through `tfq.evaluate --eval_dataset`. Writes `generalize.json`:
+accuracy per set, agreement with float32, and the quantization gap (variant minus float32) under
+shift beside the gap on the same images clean, with the difference of the two paired per image
+(bootstrap over images, seeded). Predictions go to `generalize.npz`.
+
+Expected on the study's MNIST CNN: int8-family files keep within a few tenths of a point of
+float32 under every corruption; 4-bit weights lose more under shift than clean.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import time
+from pathlib import Path
+
+import numpy as np
+from absl import flags
+
+from tfq import artifacts, cli, corruptions, data, evaluate, litert, models, stats
+from tfq.artifacts import TfqError
+
+GENERALIZE_JSON, GENERALIZE_NPZ = "generalize.json", "generalize.npz"
+BOOTSTRAP = 2000
+
+
+@dataclasses.dataclass
+class GeneralizeConfig:
+    dataset: str = "mnist"
+    model: str = "cnn"
+    modes: tuple[str, ...] = ("all",)
+    examples: int = 250  # test images per shifted set (a seeded subset; 0: the whole split)
+    seed: int = 0
+    cross_datasets: tuple[str, ...] = ()  # other datasets' test splits (same classes), e.g. usps
+    shift: bool = True
+    batch_size: int = 256
+    processes: int = 0  # 0: every core, for files XNNPACK does not take
+    max_eval_examples: int = 0
+    artifacts: str = "artifacts"
+    data_root: str | None = None
+    cache_dir: str | None = None
+
+
+def compatible(dataset: str, others) -> list[str]:
+    """The datasets of `others` a model of `dataset` can be scored on (same classes and shape)."""
+    own = data.get(dataset)
+    return [o for o in others if o != dataset and (data.get(o).labels, data.get(o).shape) == (own.labels, own.shape)]
+
+
+def bootstrap_ci(values: np.ndarray, seed: int, n: int = BOOTSTRAP) -> list[float]:
+    """95% percentile interval of the mean of per-image `values`, resampling images."""
+    rng = np.random.default_rng(seed)
+    means = values[rng.integers(0, len(values), size=(n, len(values)))].mean(axis=1)
+    return [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))]
+
+
+def gaps(correct: np.ndarray, reference: np.ndarray, names: list[str], seed: int) -> dict:
+    """Variant minus float32, in points: clean, under shift (mean over the corrupted sets) and the
+    difference of the two, each with a 95% interval; rows of `correct` are the sets in `names`."""
+    diff = correct.astype(np.float64) - reference  # sets x images, each -1, 0 or 1
+    clean = names.index(corruptions.CLEAN)
+    shifted = [i for i in range(len(names)) if i != clean]
+    per_image_shift = diff[shifted].mean(axis=0)
+    per_image_delta = per_image_shift - diff[clean]
+    by_corruption = {}
+    for i in shifted:
+        by_corruption.setdefault(names[i].split("/")[0], []).append(i)
+    return {
+        "clean": stats.paired(reference[clean].astype(bool), correct[clean].astype(bool)),
+        "shift_pts": 100 * float(per_image_shift.mean()),
+        "shift_ci95_pts": [100 * v for v in bootstrap_ci(per_image_shift, seed)],
+        "shift_minus_clean_pts": 100 * float(per_image_delta.mean()),
+        "shift_minus_clean_ci95_pts": [100 * v for v in bootstrap_ci(per_image_delta, seed)],
+        "by_corruption_pts": {c: 100 * float(diff[rows].mean()) for c, rows in by_corruption.items()},
+        "by_set": {names[i]: stats.paired(reference[i].astype(bool), correct[i].astype(bool)) for i in shifted},
+    }
+
+
+def _targets(cfg: GeneralizeConfig, run: Path) -> list[tuple[str, Path]]:
+    ec = evaluate.EvalConfig(dataset=cfg.dataset, model=cfg.model, modes=cfg.modes, artifacts=cfg.artifacts)
+    targets = evaluate.target_files(ec, run)
+    if not any(name == "float32" for name, _ in targets):
+        if not (run / "float32.tflite").is_file():
+            raise TfqError(f"no {run / 'float32.tflite'}: gaps are against float32; make it with: "
+                           f"python -m tfq.convert --dataset={cfg.dataset} --model={cfg.model} --mode=float32")
+        targets.append(("float32", run / "float32.tflite"))
+    return sorted(targets, key=lambda t: (t[0] != "float32", t[0]))
+
+
+def shift(cfg: GeneralizeConfig, run: Path, targets, spec) -> tuple[dict, dict]:
+    """Every target on every shifted set; (summary, predictions by file: sets x images)."""
+    splits = data.load(cfg.dataset, root=cfg.data_root, cache=cfg.cache_dir, max_eval=cfg.max_eval_examples or None)
+    images, labels = data.to_numpy(splits.test)
+    chosen = corruptions.subset(len(labels), cfg.examples, cfg.seed)
+    names = corruptions.set_names(cfg.dataset)
+    started = time.perf_counter()
+    sets = corruptions.shifted_sets(cfg.dataset, images[chosen], seed=cfg.seed, cache=data.cache_dir(cfg.cache_dir))
+    made_s = time.perf_counter() - started
+    stacked = np.concatenate([sets[n] for n in names])
+    y = labels[chosen]
+    predictions, variants, seconds = {}, [], {}
+    for name, path in targets:
+        clf = evaluate.Classifier(path, batch_size=cfg.batch_size, input_shape=spec.shape, num_classes=spec.num_classes)
+        processes = 1 if clf.delegation()["xnnpack"] else (cfg.processes or litert.cores())
+        t0 = time.perf_counter()
+        raw = clf.invoke_prepared(clf.prepare(stacked), processes)
+        seconds[name] = time.perf_counter() - t0
+        predictions[name] = evaluate.dequantize(raw, clf.output).argmax(1).astype(np.int16).reshape(len(names), -1)
+    reference = predictions["float32"] == y
+    for name, path in targets:
+        pred = predictions[name]
+        correct = pred == y
+        row = {
+            "name": name,
+            "file": str(path),
+            "tflite_sha256": artifacts.sha256(path),
+            "accuracy": {n: float(correct[i].mean()) for i, n in enumerate(names)},
+            "agreement_with_float32": {n: float((pred[i] == predictions["float32"][i]).mean())
+                                       for i, n in enumerate(names)},
+            "mean_shift_accuracy": float(correct[1:].mean()),
+            "seconds": round(seconds[name], 2),
+        }
+        if name != "float32":
+            row["gap"] = gaps(correct, reference, names, cfg.seed)
+        variants.append(row)
+    summary = {
+        "examples": int(len(chosen)),
+        "of_test_images": int(len(labels)),
+        "subset_seed": cfg.seed,
+        "subset_sha256": hashlib.sha256(chosen.astype(np.int64).tobytes()).hexdigest(),
+        "sets": names,
+        "corruptions": corruptions.describe(cfg.dataset),
+        "libraries": corruptions.library_versions(),
+        "making_s": round(made_s, 2),
+        "data_source": splits.source.to_json(),
+        "variants": variants,
+    }
+    return summary, {**{f"shift/{k}": v for k, v in predictions.items()}, "shift/indices": chosen}
+
+
+def cross(cfg: GeneralizeConfig, other: str, targets) -> dict:
+    """Every target on another dataset's whole test split, through `tfq.evaluate --eval_dataset`."""
+    ec = evaluate.EvalConfig(dataset=cfg.dataset, model=cfg.model, modes=tuple(n for n, _ in targets),
+                             artifacts=cfg.artifacts, eval_dataset=other, batch_size=cfg.batch_size,
+                             processes=cfg.processes, max_eval_examples=cfg.max_eval_examples,
+                             data_root=cfg.data_root, cache_dir=cfg.cache_dir)
+    results = evaluate.evaluate(ec)
+    return {"dataset": other, "examples": results[0]["examples"], "data_source": results[0]["data_source"],
+            "variants": [{"name": r["name"], "accuracy": r["accuracy"], "agreement_with_float32": r["agreement"],
+                          "vs_float32": r["vs_reference"],
+                          "file": str(evaluate.result_stem(Path(r["file"]), r["name"], eval_dataset=other))
+                          + ".json"} for r in results]}
+
+
+def generalize(cfg: GeneralizeConfig) -> dict:
+    """Shifted sets and other datasets for every file of a run; writes generalize.json/.npz."""
+    spec = data.get(cfg.dataset)
+    models.get(cfg.model)
+    cli.check_at_least(cfg, 0, "examples", "processes", "max_eval_examples")
+    cli.check_at_least(cfg, 1, "batch_size")
+    for other in cfg.cross_datasets:
+        evaluate.cross_dataset(evaluate.EvalConfig(dataset=cfg.dataset, eval_dataset=other))
+    if not cfg.shift and not cfg.cross_datasets:
+        raise TfqError("--noshift with no --cross_datasets leaves nothing to measure")
+    run = artifacts.check_writable(artifacts.run_dir(cfg.artifacts, cfg.dataset, cfg.model))
+    targets = _targets(cfg, run)
+    result = {"dataset": cfg.dataset, "model": cfg.model, "config": dataclasses.asdict(cfg),
+              "files": {name: artifacts.sha256(path) for name, path in targets}}
+    npz = {}
+    if cfg.shift:
+        result["shift"], npz = shift(cfg, run, targets, spec)
+    result["cross"] = [cross(cfg, other, targets) for other in cfg.cross_datasets]
+    with artifacts.atomic_paths(run / GENERALIZE_NPZ, run / GENERALIZE_JSON) as (npz_tmp, json_tmp):
+        with open(npz_tmp, "wb") as f:
+            np.savez_compressed(f, **npz)
+        result["predictions"] = {"file": GENERALIZE_NPZ, "sha256": artifacts.sha256(npz_tmp)}
+        artifacts.write_json(json_tmp, result)
+    return result
+
+
+FLAGS = flags.FLAGS
+
+
+def _define_flags() -> None:
+    cli.define_common_flags()
+    d = GeneralizeConfig()
+    flags.DEFINE_list("mode", list(d.modes), "Files to measure (their <mode>.tflite), or all.")
+    flags.DEFINE_integer("examples", d.examples, "Test images per shifted set: a seeded subset (0: all).")
+    flags.DEFINE_integer("seed", d.seed, "Seed of the subset and of the corruptions' random draws.")
+    flags.DEFINE_list("cross_datasets", [], "Other datasets' test splits to score on (same classes), e.g. "
+                      "usps,usps_resized,emnist_digits for an MNIST run.")
+    flags.DEFINE_boolean("shift", d.shift, "Score the shifted (corrupted) copies of the test split.")
+    flags.DEFINE_integer("batch_size", d.batch_size, "Inference batch.")
+    flags.DEFINE_integer("processes", d.processes, "Worker processes for files XNNPACK does not take (0: every core).")
+
+
+def main(argv):
+    del argv
+    r = generalize(cli.config_from_flags(GeneralizeConfig, modes="mode"))
+    if "shift" in r:
+        s = r["shift"]
+        print(f"{len(s['sets']) - 1} shifted sets x {s['examples']} images:")
+        for v in s["variants"]:
+            g = v.get("gap")
+            line = f"  {v['name']:20s} clean {100 * v['accuracy']['clean']:6.2f}%  shifted {100 * v['mean_shift_accuracy']:6.2f}%"
+            if g:
+                line += (f"  gap clean {g['clean']['delta_pts']:+.2f}  shifted {g['shift_pts']:+.2f}  "
+                         f"difference {g['shift_minus_clean_pts']:+.2f} "
+                         f"[{g['shift_minus_clean_ci95_pts'][0]:+.2f}, {g['shift_minus_clean_ci95_pts'][1]:+.2f}] pts")
+            print(line)
+    for c in r["cross"]:
+        print(f"{c['dataset']} ({c['examples']} test images):")
+        for v in c["variants"]:
+            print(f"  {v['name']:20s} {100 * v['accuracy']:6.2f}%  agreement with float32 "
+                  f"{100 * (v['agreement_with_float32'] or 0):6.2f}%")
+
+
+if __name__ == "__main__":
+    _define_flags()
+    cli.run(main)
