@@ -59,7 +59,8 @@ def test_pipeline_writes_every_file(study):
                  "generalize.json", "generalize.npz", "xeval_usps_int8.json", "xeval_usps_float32.npy"):
         assert (run / name).is_file(), name
     for name in ("report.md", "results.csv", "results.json", "accuracy_vs_size_mnist.png", "latency.png",
-                 "per_class_int8.png", "bits_mnist_mlp.png", "sensitivity_mnist_mlp.png", "mixed_mnist_mlp.png"):
+                 "per_class_int8.png", "bits_mnist_mlp.png", "sensitivity_mnist_mlp.png", "mixed_mnist_mlp.png",
+                 "training_mnist_mlp.png", "shift_mnist_mlp.png"):
         assert (report / name).is_file(), name
     for png in report.glob("*.png"):
         with Image.open(png) as im:
@@ -74,6 +75,9 @@ def test_pipeline_writes_every_file(study):
     assert "## Findings" in text and "- mnist_mlp, low-bit QAT against PTQ at the same widths: w4a8 QAT" in text
     assert "## Layer by layer: sensitivity" in text and "| dense0 | 401,408 |" in text
     assert "## Mixed precision under an accuracy budget" in text and "| mnist_mlp | size | 1 |" in text
+    assert "## Generalization: quantization under shift and on other datasets" in text
+    assert "### mnist_mlp on other datasets" in text and "| int8 | " in text.split("### mnist_mlp on other")[1]
+    assert "## Training curves: what the validation split says" in text
     assert "## On a microcontroller: TFLite Micro" in text and re.search(r"^\| int8 \| [0-9,]+ B \| [0-9,]+ B \| ", text, re.M)
     micro = {v["name"]: v for v in json.loads((run / "micro.json").read_text())["variants"]}
     assert set(micro) == {*modes.MODES, "qat_int8", "mixed_size_1"} and micro["int8"]["runs"]

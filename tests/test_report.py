@@ -66,9 +66,10 @@ def test_stage_times_total_and_split_off_training(tmp_path):
             "qat_gain_over_ptq": 0.005, "qat_drop_vs_float": 0.005}))
     md = report.report(tmp_path, datasets=("mnist",), models=("mlp", "cnn")).read_text()
     # no sweep, sensitivity, mixed or micro stage in this run; the MLP's two exports add up to one column
-    assert "| mnist_cnn | 600 | 10 | 100 | 40 | - | - | - | - | - | 80 | 150 |" in md
-    assert "| mnist_mlp | 100 | 10 | 20 | 40 | - | - | - | - | 3 | 16 | 73 |" in md
-    assert "| **all** | **700** | **20** | **120** | **80** | **0** | **0** | **0** | **0** | **3** | **96** | **223** |" in md
+    assert "| mnist_cnn | 600 | 10 | 100 | 40 | - | - | - | - | - | - | 80 | 150 |" in md
+    assert "| mnist_mlp | 100 | 10 | 20 | 40 | - | - | - | - | - | 3 | 16 | 73 |" in md
+    assert ("| **all** | **700** | **20** | **120** | **80** | **0** | **0** | **0** | **0** | **0** | **3** | **96** "
+            "| **223** |") in md
     # 923 s in all; 223 s outside the train stage (24.2%); 127 s outside any fitting (13.8%)
     assert "All stages: 923 s (15.4 min). Everything but the train stage: 223 s, 24.2% of it; " \
            "counting the QAT fine-tuning fits as training too, 127 s, 13.8%." in md
@@ -190,3 +191,82 @@ def test_the_microcontroller_section_keeps_current_entries_and_flags_low_agreeme
     assert "Fits the smallest part (256 KB flash, 64 KB RAM): int8 (99.00%)" in section
     assert "The whole test split (100 images" in section and "| int8 | 99.00% | 99.00% | +0.00 [-1.00, +1.00] | " \
                                                              "100.00% | 0 |" in section
+
+
+def test_early_stop_replays_the_rule_tfq_train_applies():
+    assert report.early_stop([1.0, 0.8, 0.9, 0.85, 0.95, 0.7], 3) == (5, 2)  # stops after 5, restores 2
+    assert report.early_stop([1.0, 0.8, 0.8, 0.8, 0.7], 2) == (4, 2)  # equal is not better
+    assert report.early_stop([1.0, 0.9, 0.8], 3) == (3, 3)  # never stops: the last epoch is the best
+    assert report.early_stop([0.5, 0.6, 0.55, 0.54], 2, better=max) == (4, 2)
+
+
+def test_training_curves_table_and_plot_come_from_the_history(tmp_path):
+    run = tmp_path / "mnist_mlp"
+    _eval(run, "float32", 0.99, 1000, 400.0, [1.0, 0.98])
+    history = {"loss": [0.5, 0.3, 0.2, 0.15, 0.1], "accuracy": [0.8, 0.9, 0.93, 0.95, 0.97],
+               "val_loss": [0.4, 0.3, 0.32, 0.33, 0.34], "val_accuracy": [0.85, 0.91, 0.90, 0.905, 0.9]}
+    (run / "train.json").write_text(json.dumps({"history": history, "early_stopping": None,
+                                                "model_sha256": "x"}))
+    md = report.report(tmp_path, datasets=("mnist",), models=("mlp",)).read_text()
+    assert "| mnist_mlp | 5 | no | 0.3000 (2) | 91.00% (2) | 90.00% | 5 / 2 | +1.00 |" in md
+    assert (tmp_path / "report" / "training_mnist_mlp.png").is_file()
+
+
+def _generalize(run, files, variants, cross=()):
+    sets = ["clean", "noise/1", "noise/2", "blur/1", "blur/2"]
+    shift = {"examples": 100, "of_test_images": 1000, "subset_seed": 0, "sets": sets,
+             "corruptions": [{"name": "noise", "family": "noise", "library": "albumentations", "severities": [1, 2],
+                              "unit": "u", "levels": 2},
+                             {"name": "blur", "family": "blur", "library": "albumentations", "severities": [1, 2],
+                              "unit": "u", "levels": 2}],
+             "libraries": {"albumentations": "2.0.8", "imagecorruptions-imaug": "1.1.5"}, "variants": variants}
+    (run / "generalize.json").write_text(json.dumps({"files": files, "shift": shift, "cross": list(cross)}))
+
+
+def _variant(name, acc, gap=None):
+    v = {"name": name, "accuracy": dict(zip(["clean", "noise/1", "noise/2", "blur/1", "blur/2"], acc)),
+         "agreement_with_float32": {s: 1.0 for s in ["clean", "noise/1", "noise/2", "blur/1", "blur/2"]},
+         "mean_shift_accuracy": sum(acc[1:]) / 4}
+    if gap:
+        v["gap"] = gap
+    return v
+
+
+def _gap(clean, shift, ci, by):
+    return {"clean": {"delta_pts": clean, "ci95_pts": [clean - 1, clean + 1]}, "shift_pts": shift,
+            "shift_ci95_pts": [shift - 0.5, shift + 0.5], "shift_minus_clean_pts": shift - clean,
+            "shift_minus_clean_ci95_pts": ci, "by_corruption_pts": by}
+
+
+def test_the_generalization_section_tables_plots_and_findings(tmp_path):
+    run = tmp_path / "mnist_cnn"
+    f32 = _eval(run, "float32", 0.99, 1000, 400.0, [1.0, 0.98])
+    w4 = _eval(run, "aeq_w4", 0.98, 300, 400.0, [1.0, 0.98],
+               vs_reference={"delta_pts": -1.0, "ci95_pts": [-1.5, -0.5]})
+    i8 = _eval(run, "int8", 0.99, 250, 100.0, [1.0, 0.98])
+    files = {"float32": f32["tflite_sha256"], "aeq_w4": w4["tflite_sha256"], "int8": i8["tflite_sha256"]}
+    variants = [_variant("float32", [0.99, 0.9, 0.8, 0.85, 0.7]),
+                _variant("aeq_w4", [0.98, 0.85, 0.7, 0.8, 0.6], _gap(-1.0, -7.5, [-8.0, -5.0],
+                                                                     {"noise": -7.5, "blur": -7.5})),
+                _variant("int8", [0.99, 0.9, 0.8, 0.85, 0.71], _gap(0.0, 0.25, [-0.5, 1.0], {"noise": 0.0, "blur": 0.5}))]
+    cross = [{"dataset": "usps", "examples": 2007, "data_source": {"description": "usps test"},
+              "variants": [{"name": "float32", "accuracy": 0.95, "agreement_with_float32": 1.0, "vs_float32": None},
+                           {"name": "aeq_w4", "accuracy": 0.94, "agreement_with_float32": 0.98,
+                            "vs_float32": {"delta_pts": -1.0, "ci95_pts": [-1.6, -0.4]}}]}]
+    _generalize(run, files, variants, cross)
+    md = report.report(tmp_path, datasets=("mnist",), models=("cnn",)).read_text()
+    assert "## Generalization: quantization under shift and on other datasets" in md
+    assert "| aeq_w4 | 98.00% | 73.75% | 100.00% | -1.00 [-2.00, +0.00] | -7.50 [-8.00, -7.00] | -6.50 [-8.00, -5.00] " \
+           "| noise (-7.50) |" in md
+    assert "- All runs, 4-bit weights: 1 files; 1 lose more under shift than clean (interval below zero: " \
+           "mnist_cnn aeq_w4 -6.50)" in md
+    assert "- All runs, int8 PTQ: 1 files; 0 lose more" in md and "1 indistinguishable." in md
+    assert "| aeq_w4 | -1.00 [-1.50, -0.50] | 94.00% | -1.00 [-1.60, -0.40] | 98.00% |" in md
+    assert (tmp_path / "report" / "shift_mnist_cnn.png").is_file()
+    # a file replaced after the stage measured it takes the whole section out, and says why
+    (run / "int8.tflite").write_bytes(b"another file")
+    i8["tflite_sha256"] = artifacts.sha256(run / "int8.tflite")
+    (run / "eval_int8.json").write_text(json.dumps(i8))
+    md = report.report(tmp_path, datasets=("mnist",), models=("cnn",)).read_text()
+    assert "## Generalization" not in md
+    assert "- mnist_cnn/generalize.json: int8 changed or went after it was measured" in md

@@ -1,11 +1,12 @@
 """The study's report, made from result files alone: `python -m tfq.report`.
 
-Reads each run folder's `train.json`, `eval_<mode>.json`, `qat_int8.json`, `sweep.json` and
-`pipeline.json`, and writes `report.md` (one table per dataset, the ai-edge-quantizer modes and
-the kernels that ran them, the precision sweep with its checks against real files and its paired
-scheme comparisons, QAT against its control, stage times), `results.csv`, `results.json` and
-plots: accuracy against size with the Pareto front, batch-1 latency per mode, the per-class
-accuracy change of int8 against float32, and accuracy against bits per run.
+Reads each run folder's `train.json`, `eval_<mode>.json`, `qat_int8.json`, `sweep.json`,
+`generalize.json` and `pipeline.json`, and writes `report.md` (one table per dataset, training
+curves, the ai-edge-quantizer modes and the kernels that ran them, the precision sweep with its
+checks against real files and its paired scheme comparisons, QAT against its control, generalization
+under shift and on other datasets, stage times), `results.csv`, `results.json` and plots: accuracy
+against size with the Pareto front, batch-1 latency per mode, the per-class accuracy change of int8
+against float32, accuracy against bits, training curves and the quantization gap under shift per run.
 """
 
 from __future__ import annotations
@@ -95,7 +96,15 @@ def collect(artifacts_root: str | Path, datasets, models) -> tuple[list[dict], d
                     mixed_info.append(info)
             micro_info = _micro_current(run, "micro.json", stale_results, f"{dataset}_{model}")
             micro_full = _micro_current(run, "micro_full.json", stale_results, f"{dataset}_{model}")
+            generalize_info = artifacts.read_json(run / "generalize.json", default=None)
+            changed = [name for name, digest in (generalize_info or {}).get("files", {}).items()
+                       if not (run / f"{name}.tflite").is_file() or artifacts.sha256(run / f"{name}.tflite") != digest]
+            if changed:
+                stale_results.append({"run": f"{dataset}_{model}", "file": "generalize.json",
+                                      "why": f"{', '.join(sorted(changed))} changed or went after it was measured"})
+                generalize_info = None
             runs[f"{dataset}_{model}"] = {"train": train_info,
+                                          "generalize": generalize_info,
                                           "micro": micro_info,
                                           "micro_full": micro_full,
                                           "sensitivity": sensitivity_info,
@@ -402,6 +411,14 @@ def _plots(rows: list[dict], runs: dict, out: Path) -> list[str]:
             ax.grid(True, alpha=0.3)
             save(fig, f"mixed_{name}.png")
 
+    for name, run in runs.items():
+        history = (run.get("train") or {}).get("history") or {}
+        if history.get("loss") and history.get("val_loss"):
+            save(_training_figure(plt, name, run["train"]), f"training_{name}.png")
+        shift = (run.get("generalize") or {}).get("shift")
+        if shift:
+            save(_shift_figure(plt, np, name, shift), f"shift_{name}.png")
+
     micro_runs = {n: r["micro"] for n, r in runs.items() if r.get("micro") and any(v["runs"] for v in r["micro"]["variants"])}
     if micro_runs:  # flash against RAM, with the parts' limits: which files fit where
         fig, ax = plt.subplots(figsize=(8, 5))
@@ -479,6 +496,7 @@ def report(artifacts_root: str | Path = "artifacts", out: str | Path | None = No
                       f"{_fmt(r['p50_us'], 'us')} | {_speed(r)} | {r['ops_outside_delegate'] or '-'} |")
         md += ["", f"![accuracy against size, {dataset}](accuracy_vs_size_{dataset}.png)", ""]
     md += _findings(rows, runs)
+    md += _training_section(runs)
     md += _aeq_section(rows)
     md += _sweep_section(runs)
     qat_rows = [(n, r["qat"]) for n, r in runs.items() if r["qat"]]
@@ -502,6 +520,7 @@ def report(artifacts_root: str | Path = "artifacts", out: str | Path | None = No
     md += _sensitivity_section(runs)
     md += _mixed_section(runs)
     md += _micro_section(runs)
+    md += _generalize_section(runs)
     md += ["## Latency and per-class change", "", "![latency per mode](latency.png)", ""]
     if "per_class_int8.png" in plots:
         md += ["![per-class accuracy change int8 against float32](per_class_int8.png)", ""]
@@ -844,13 +863,257 @@ def _micro_section(runs: dict) -> list[str]:
     return md
 
 
+PATIENCE_SHOWN = 3  # the training table says what early stopping with this patience would have done
+
+
+def early_stop(values: list[float], patience: int, better=min) -> tuple[int, int]:
+    """(epochs run, best epoch), 1-based: Keras' early-stopping rule (strict improvement, restore
+    the best) replayed on one recorded validation curve, as `tfq.train.EarlyStopping` applies it."""
+    best = 0
+    for i, v in enumerate(values):
+        if v != values[best] and better(v, values[best]) == v:
+            best = i
+        if i - best >= patience:
+            return i + 1, best + 1
+    return len(values), best + 1
+
+
+def _training_figure(plt, name: str, info: dict):
+    h = info["history"]
+    epochs = range(1, len(h["loss"]) + 1)
+    best = h["val_loss"].index(min(h["val_loss"])) + 1
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for ax, key, what in ((axes[0], "loss", "loss (cross-entropy)"), (axes[1], "accuracy", "accuracy")):
+        ax.plot(epochs, h[key], marker="o", ms=3, label="train (augmented batches, dropout on)")
+        ax.plot(epochs, h[f"val_{key}"], marker="s", ms=3, label="validation")
+        ax.axvline(best, color="gray", linestyle=":", linewidth=1, label=f"lowest validation loss (epoch {best})")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(what)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7)
+    early = info.get("early_stopping")
+    fig.suptitle(f"{name}: training curves ({len(h['loss'])} epochs"
+                 + (f", early stopping restored epoch {early['best_epoch']}" if early and early["restored_best"] else "")
+                 + ")", fontsize=10)
+    return fig
+
+
+def _training_section(runs: dict) -> list[str]:
+    found = {n: r["train"] for n, r in runs.items() if (r.get("train") or {}).get("history", {}).get("val_loss")}
+    if not found:
+        return []
+    md = ["## Training curves: what the validation split says", "",
+          "Per epoch, from train.json. The learning rate follows a warm-up then a cosine decay to zero over the run's "
+          f"epochs. The last columns apply Keras' early-stopping rule (patience {PATIENCE_SHOWN}, restoring the best "
+          "epoch) to the recorded validation loss: the epoch it would have stopped after, the one it would have "
+          "restored, and that epoch's validation accuracy against the last epoch's. "
+          "`python -m tfq.train --early_stopping_patience=N` applies it while training.", "",
+          "| run | epochs | early stopping used | lowest val loss (epoch) | best val accuracy (epoch) | last epoch val "
+          f"accuracy | patience {PATIENCE_SHOWN}: stops after / restores | its val accuracy minus the last's |",
+          "|---|---:|---|---:|---:|---:|---:|---:|"]
+    for n, t in found.items():
+        h, early = t["history"], t.get("early_stopping")
+        loss_best = h["val_loss"].index(min(h["val_loss"]))
+        acc_best = h["val_accuracy"].index(max(h["val_accuracy"]))
+        stops, restores = early_stop(h["val_loss"], PATIENCE_SHOWN)
+        used = (f"patience {early['patience']} on {early['monitor']}: best epoch {early['best_epoch']} of "
+                f"{early['epochs_run']}" if early else "no")
+        md.append(f"| {n} | {len(h['loss'])} | {used} | {h['val_loss'][loss_best]:.4f} ({loss_best + 1}) | "
+                  f"{_fmt(h['val_accuracy'][acc_best], 'pct')} ({acc_best + 1}) | {_fmt(h['val_accuracy'][-1], 'pct')} | "
+                  f"{stops} / {restores} | {100 * (h['val_accuracy'][restores - 1] - h['val_accuracy'][-1]):+.2f} |")
+    md.append("")
+    md += [f"![training curves, {n}](training_{n}.png)" for n in found] + [""]
+    return md
+
+
+def _shift_figure(plt, np, name: str, shift: dict):
+    """Left: each file's gap to float32 (points) per corruption, mean over severities, beside clean.
+    Right: the gap per severity, mean over corruptions, for a few files."""
+    variants = sorted((v for v in shift["variants"] if "gap" in v), key=lambda v: _mode_rank(v["name"]))
+    corruptions = list(dict.fromkeys(s.split("/")[0] for s in shift["sets"][1:]))
+    grid = np.array([[v["gap"]["clean"]["delta_pts"]] + [v["gap"]["by_corruption_pts"][c] for c in corruptions]
+                     for v in variants])
+    lim = max(float(np.abs(grid).max()), 0.5)
+    fig, axes = plt.subplots(1, 2, figsize=(max(11, 0.55 * len(corruptions) + 8), 0.32 * len(variants) + 2.2),
+                             gridspec_kw={"width_ratios": [max(len(corruptions), 4), 4]})
+    ax = axes[0]
+    im = ax.imshow(grid, cmap="RdBu", vmin=-lim, vmax=lim, aspect="auto")
+    for (i, j), v in np.ndenumerate(grid):
+        ax.text(j, i, f"{v:+.1f}", ha="center", va="center", fontsize=6)
+    ax.set_xticks(range(len(corruptions) + 1), ["clean"] + corruptions, rotation=40, ha="right", fontsize=7)
+    ax.set_yticks(range(len(variants)), [v["name"] for v in variants], fontsize=7)
+    ax.axvline(0.5, color="black", linewidth=1)
+    ax.set_title("accuracy minus float32's (points), mean over severities", fontsize=9)
+    fig.colorbar(im, ax=ax, fraction=0.04, pad=0.02)
+    ax = axes[1]
+    levels = sorted({int(s.split("/")[1]) for s in shift["sets"][1:]})
+    reference = next(v for v in shift["variants"] if v["name"] == "float32")["accuracy"]
+    for v in (v for v in variants if v["name"] in ("int8", "qat_int8", "int16x8", "aeq_a8w4", "aeq_w4")):
+        ys = [100 * (v["accuracy"]["clean"] - reference["clean"])] + [
+            100 * np.mean([a - reference[s] for s, a in v["accuracy"].items() if s.endswith(f"/{lv}")])
+            for lv in levels]
+        ax.plot(range(len(levels) + 1), ys, marker="o", ms=3, label=v["name"])
+    ax.axhline(0, color="black", linewidth=0.6)
+    ax.set_xticks(range(len(levels) + 1), ["clean"] + [f"severity {lv}" for lv in levels], fontsize=7)
+    ax.set_ylabel("accuracy minus float32's (points),\nmean over corruptions", fontsize=8)
+    ax.set_title(f"float32: {100 * reference['clean']:.1f}% clean, " + ", ".join(
+        f"{100 * np.mean([a for s, a in reference.items() if s.endswith(f'/{lv}')]):.1f}%" for lv in levels)
+        + " by severity", fontsize=8)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.suptitle(f"{name}: quantized files under shift ({shift['examples']:,d} test images per set)", fontsize=10)
+    return fig
+
+
+FAMILIES = (("QAT", ("qat",)), ("int8 PTQ", ("int8", "aeq_a8w8")), ("16-bit activations", ("int16x8", "aeq_a16w8")),
+            ("4-bit weights", ("aeq_a8w4", "aeq_w4", "aeq_dyn_w4")),
+            ("8-bit weights only, float16", ("dynamic", "aeq_dyn_w8", "float16")), ("mixed precision", ("mixed_",)))
+
+
+def _family(name: str) -> str:
+    """The row of FAMILIES a file's name starts with (the first that matches)."""
+    return next((label for label, prefixes in FAMILIES if name.startswith(prefixes)), "other")
+
+
+def _generalize_section(runs: dict) -> list[str]:
+    found = {n: r["generalize"] for n, r in runs.items() if r.get("generalize")}
+    if not found:
+        return []
+    md = ["## Generalization: quantization under shift and on other datasets", "",
+          "`python -m tfq.generalize` (the pipeline's generalize stage). Shifted sets: one seeded subset of each test "
+          "split, copied under every corruption and severity below (made by the libraries named, seeded, cached; "
+          "`tfq/corruptions.py`), and the same images clean. Every file of a run sees the same images. The gap is "
+          "the file's accuracy minus float32.tflite's; under shift it is the mean over all corrupted sets. "
+          "'Shift minus clean' compares the two on the same images, per image (the image's mean gap over the "
+          "corrupted sets minus its clean gap), with a 95% bootstrap interval over images: below zero means the "
+          "file loses more to float32 under shift than on clean images. Clean gaps on the whole test split are in "
+          "the dataset tables above. With about twenty files per run, one interval in twenty excluding zero is "
+          "what chance alone gives: read a single exclusion as a lead, a family's as a finding.", ""]
+    first = next(iter(found.values())).get("shift")
+    tables = {}
+    for g in found.values():
+        if g.get("shift"):
+            key = tuple(c["name"] for c in g["shift"]["corruptions"])
+            tables.setdefault(key, g["shift"])
+    for shift in tables.values():
+        md += ["| corruption | family | library | severities | unit |", "|---|---|---|---|---|"]
+        for c in shift["corruptions"]:
+            md.append(f"| {c['name']} | {c['family']} | {c['library']} {shift['libraries'].get(c['library'] if c['library'] != 'imagecorruptions' else 'imagecorruptions-imaug', '')} | "
+                      f"{', '.join(map(str, c['severities']))} | {c['unit']} |")
+        md.append("")
+    if first:
+        md += [f"Subset: {first['examples']:,d} of {first['of_test_images']:,d} test images per run (seed "
+               f"{first['subset_seed']}).", ""]
+    findings = []
+    for n, g in found.items():
+        shift = g.get("shift")
+        if shift:
+            f32 = next(v for v in shift["variants"] if v["name"] == "float32")
+            md += [f"### {n}", "", f"float32: {_fmt(f32['accuracy']['clean'], 'pct')} clean, "
+                   f"{_fmt(f32['mean_shift_accuracy'], 'pct')} mean over the {len(shift['sets']) - 1} shifted sets "
+                   f"({shift['examples']:,d} images each).", "",
+                   "| file | clean | shifted (mean) | agreement with float32, shifted | gap clean [95% CI] | "
+                   "gap shifted [95% CI] | shift minus clean [95% CI] | worst corruption (gap) |",
+                   "|---|---:|---:|---:|---:|---:|---:|---|"]
+            for v in sorted((v for v in shift["variants"] if "gap" in v), key=lambda v: _mode_rank(v["name"])):
+                gap = v["gap"]
+                agree = [a for s, a in v["agreement_with_float32"].items() if s != "clean"]
+                worst = min(gap["by_corruption_pts"].items(), key=lambda kv: kv[1])
+                md.append(f"| {v['name']} | {_fmt(v['accuracy']['clean'], 'pct')} | {_fmt(v['mean_shift_accuracy'], 'pct')} | "
+                          f"{100 * sum(agree) / len(agree):.2f}% | {gap['clean']['delta_pts']:+.2f}"
+                          f"{_ci(gap['clean']['ci95_pts'])} | {gap['shift_pts']:+.2f}{_ci(gap['shift_ci95_pts'])} | "
+                          f"{gap['shift_minus_clean_pts']:+.2f}{_ci(gap['shift_minus_clean_ci95_pts'])} | "
+                          f"{worst[0]} ({worst[1]:+.2f}) |")
+            md += ["", f"![quantization gap under shift, {n}](shift_{n}.png)", ""]
+            findings += _shift_findings(n, shift)
+        if g.get("cross"):
+            md += _cross_table(n, g["cross"], runs[n]["evals"])
+    if findings:
+        md += ["### What the shifted sets show", "", *findings, *_family_summary(found), ""]
+    return md
+
+
+def _family_summary(found: dict) -> list[str]:
+    """Across runs, per family: how many files lose more under shift than clean beyond the interval."""
+    tally: dict[str, list] = {}
+    for n, g in found.items():
+        for v in (g.get("shift") or {}).get("variants", []):
+            if "gap" in v:
+                tally.setdefault(_family(v["name"]), []).append((n, v))
+    out = []
+    for family, _ in (*FAMILIES, ("other", ())):
+        items = tally.get(family)
+        if not items:
+            continue
+        lo = [f"{n} {v['name']} {v['gap']['shift_minus_clean_pts']:+.2f}" for n, v in items
+              if v["gap"]["shift_minus_clean_ci95_pts"][1] < 0]
+        hi = [f"{n} {v['name']} {v['gap']['shift_minus_clean_pts']:+.2f}" for n, v in items
+              if v["gap"]["shift_minus_clean_ci95_pts"][0] > 0]
+        out.append(f"- All runs, {family}: {len(items)} files; {len(lo)} lose more under shift than clean (interval "
+                   f"below zero{': ' + ', '.join(lo) if lo else ''}), {len(hi)} less (interval above zero"
+                   f"{': ' + ', '.join(hi) if hi else ''}), {len(items) - len(lo) - len(hi)} indistinguishable.")
+    return out
+
+
+def _shift_findings(n: str, shift: dict) -> list[str]:
+    """Per family: which files lose more (or less) under shift than clean, beyond the interval; and
+    which corruptions cost the quantized files most."""
+    out = []
+    rows = [v for v in shift["variants"] if "gap" in v]
+    by_family: dict[str, list] = {}
+    for v in rows:
+        by_family.setdefault(_family(v["name"]), []).append(v)
+    parts = []
+    for family, vs in by_family.items():
+        worse = [v["name"] for v in vs if v["gap"]["shift_minus_clean_ci95_pts"][1] < 0]
+        better = [v["name"] for v in vs if v["gap"]["shift_minus_clean_ci95_pts"][0] > 0]
+        span = [v["gap"]["shift_minus_clean_pts"] for v in vs]
+        what = f"{span[0]:+.2f}" if len(vs) == 1 else f"{min(span):+.2f} to {max(span):+.2f} ({len(vs)} files)"
+        parts.append(f"{family} {what}" + (f", below zero beyond the interval: {', '.join(worse)}" if worse else "")
+                     + (f", above zero beyond it: {', '.join(better)}" if better else ""))
+    out.append(f"- {n}, shift minus clean (points): " + "; ".join(parts) + ".")
+    quantized = [v for v in rows if v["name"] != "float16"]
+    if quantized:
+        mean_by = {c: sum(v["gap"]["by_corruption_pts"][c] for v in quantized) / len(quantized)
+                   for c in quantized[0]["gap"]["by_corruption_pts"]}
+        ranked = sorted(mean_by.items(), key=lambda kv: kv[1])[:3]
+        out.append(f"- {n}: the corruptions that cost the quantized files most (gap to float32, mean over "
+                   f"{len(quantized)} files and the severities): " + ", ".join(f"{c} {v:+.2f}" for c, v in ranked) + ".")
+    return out
+
+
+def _cross_table(n: str, crosses: list[dict], evals: dict) -> list[str]:
+    """One table per run: each file on every other dataset, beside its gap on the run's own test split."""
+    md = [f"### {n} on other datasets", "",
+          "Each dataset's whole test split, through `python -m tfq.evaluate --eval_dataset=<dataset>`: "
+          + "; ".join(f"{c['dataset']}: {c['examples']:,d} images ({c['data_source']['description']})" for c in crosses)
+          + ". Δ: the file minus float32 on the same images, paired, with its 95% interval; agreement: the share "
+          "of images where the file's class is float32's.", "",
+          "| file | Δ on own test split | " + " | ".join(f"{c['dataset']}: accuracy | Δ [95% CI] | agreement"
+                                                    for c in crosses) + " |",
+          "|---|---:|" + "---:|---:|---:|" * len(crosses)]
+    names = list(dict.fromkeys(v["name"] for c in crosses for v in c["variants"]))
+    for name in sorted(names, key=_mode_rank):
+        own = (evals.get(name) or {}).get("vs_reference")
+        cells = []
+        for c in crosses:
+            v = next((v for v in c["variants"] if v["name"] == name), None)
+            t = v and v.get("vs_float32")
+            cells += ["-", "-", "-"] if not v else [
+                _fmt(v["accuracy"], "pct"), f"{t['delta_pts']:+.2f}{_ci(t['ci95_pts'])}" if t else "-",
+                f"{100 * v['agreement_with_float32']:.2f}%" if v.get("agreement_with_float32") is not None else "-"]
+        md.append(f"| {name} | " + (f"{own['delta_pts']:+.2f}{_ci(own['ci95_pts'])}" if own else "-") + " | "
+                  + " | ".join(cells) + " |")
+    return [*md, ""]
+
+
 def _assignment(assignment: dict[str, str]) -> str:
     common = Counter(assignment.values()).most_common(1)[0][0]
     others = [f"{name} {rung}" for name, rung in assignment.items() if rung != common]
     return f"{common}" + (f" except {', '.join(others)}" if others else " everywhere")
 
 
-STAGES = ("train", "convert", "qat", "evaluate", "sweep", "sensitivity", "mixed", "micro", "export")
+STAGES = ("train", "convert", "qat", "evaluate", "sweep", "sensitivity", "mixed", "micro", "generalize", "export")
 
 
 def _seconds(state: dict, stage: str) -> float | None:
