@@ -48,8 +48,13 @@ def test_the_same_seed_gives_the_same_bytes_and_another_seed_other_noise():
     x = _bar()
     for name in ("gaussian_noise/2", "rotation/1", "elastic/3"):
         np.testing.assert_array_equal(C.corrupt(x, "mnist", name, seed=0), C.corrupt(x, "mnist", name, seed=0))
-    assert not np.array_equal(C.corrupt(x, "mnist", "gaussian_noise/2", seed=0),
-                              C.corrupt(x, "mnist", "gaussian_noise/2", seed=1))
+    for name in ("gaussian_noise/2", "elastic/3"):
+        assert not np.array_equal(C.corrupt(x, "mnist", name, seed=0), C.corrupt(x, "mnist", name, seed=1))
+    many = _bar(16)
+    signs = [{np.sign(_moments(im)[2]) for im in C.corrupt(many, "mnist", "rotation/2", seed=s)} for s in (0, 1)]
+    assert signs[0] == signs[1] == {-1.0, 1.0}
+    assert not np.array_equal(C.corrupt(many, "mnist", "rotation/2", seed=0), C.corrupt(many, "mnist", "rotation/2",
+                                                                                          seed=1))
     c = np.full((2, 32, 32, 3), 100, np.uint8)
     np.testing.assert_array_equal(C.corrupt(c, "cifar10", "shot_noise/3"), C.corrupt(c, "cifar10", "shot_noise/3"))
 
@@ -67,7 +72,6 @@ def test_noise_has_the_claimed_standard_deviation():
 
 def test_blur_widens_the_stroke_by_the_claimed_sigma():
     x = _bar(1)
-    _, _, _, _ = _moments(x[0])
     before = x[0, 12, :, 0].astype(np.float64)
     cols = np.arange(28)
 
@@ -202,6 +206,14 @@ def test_shifted_sets_come_from_the_cache_the_second_time(tmp_path, monkeypatch)
     again = C.shifted_sets("mnist", x, seed=0, cache=tmp_path)
     for name in first:
         np.testing.assert_array_equal(first[name], again[name])
+    # another seed, other images, another dataset's table or other code: another file
+    other = x.copy()
+    other[0, 0, 0] = 1
+    keys = {C.cache_key("mnist", x, 0), C.cache_key("mnist", x, 1), C.cache_key("mnist", other, 0),
+            C.cache_key("fashion_mnist", x, 0)}
+    assert len(keys) == 3  # mnist and fashion_mnist share the 28x28 table: the same images make the same sets
+    monkeypatch.setattr(C.Path, "read_text", lambda self, *a, **k: "changed code")
+    assert C.cache_key("mnist", x, 0) not in keys
 
 
 def test_the_subset_is_seeded_sorted_and_whole_when_asked():

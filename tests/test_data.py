@@ -337,3 +337,21 @@ def test_usps_missing_offline_names_its_files_and_folder(tmp_path):
             data.load(name, root=tmp_path, cache=tmp_path / "cache")
     with pytest.raises(TfqError, match="'usps' is not available offline"):
         data.check_available("usps", tmp_path, tmp_path / "cache")
+
+
+def test_a_damaged_usps_file_is_named_against_tfqs_own_checksum(data_root, tmp_path):
+    raw = tmp_path / "root" / "usps"
+    raw.mkdir(parents=True)
+    (raw / "zip.train.gz").write_bytes((data_root / "usps" / "zip.train.gz").read_bytes())
+    (raw / "zip.test.gz").write_bytes((data_root / "usps" / "zip.test.gz").read_bytes()[:-100])
+    with pytest.raises(TfqError, match=r"zip.test.gz is damaged or not the official file: 439,108 bytes, but tfq "
+                                       r"expects 439,208 bytes with sha256 8dacc3c6e136af6c"):
+        data.load("usps", root=tmp_path / "root", cache=tmp_path / "cache")
+
+
+def test_usps_builds_into_a_folder_named_by_its_builders_code(data_root, tmp_path):
+    from tfq import usps
+
+    data.load("usps", root=data_root, cache=tmp_path / "cache")
+    digest = hashlib.sha256(open(usps.__file__, "rb").read()).hexdigest()[:12]
+    assert [p.name for p in (tmp_path / "cache" / "usps").iterdir() if p.name.startswith("tfds")] == [f"tfds-{digest}"]

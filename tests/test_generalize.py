@@ -63,12 +63,13 @@ def test_the_gap_under_shift_is_the_mean_of_the_per_set_gaps(measured):
         gap, acc, ref = rows[name]["gap"], rows[name]["accuracy"], rows["float32"]["accuracy"]
         shifted = [s for s in result["shift"]["sets"] if s != corruptions.CLEAN]
         want = 100 * np.mean([acc[s] - ref[s] for s in shifted])
-        assert gap["shift_pts"] == pytest.approx(want)
+        assert gap["shift"]["pts"] == pytest.approx(want)
         assert gap["clean"]["delta_pts"] == pytest.approx(100 * (acc["clean"] - ref["clean"]))
-        assert gap["shift_minus_clean_pts"] == pytest.approx(want - gap["clean"]["delta_pts"])
-        lo, hi = gap["shift_minus_clean_ci95_pts"]
-        assert lo <= gap["shift_minus_clean_pts"] <= hi
-        assert set(gap["by_corruption_pts"]) == {c.name for c in corruptions.SMALL}
+        assert gap["shift_minus_clean"]["pts"] == pytest.approx(want - gap["clean"]["delta_pts"])
+        assert set(gap["by_corruption"]) == {c.name for c in corruptions.SMALL}
+        for c in corruptions.SMALL:  # a corruption's gap is the mean of its severities' gaps
+            levels = [f"{c.name}/{lv}" for lv in (1, 2, 3)]
+            assert gap["by_corruption"][c.name]["pts"] == pytest.approx(100 * np.mean([acc[s] - ref[s] for s in levels]))
 
 
 def test_other_datasets_go_through_evaluate_and_land_beside_the_run(measured):
@@ -84,13 +85,17 @@ def test_gaps_pair_images_known_values():
     names = [corruptions.CLEAN, "a/1", "a/2"]
     reference = np.array([[1, 1, 0, 0], [1, 1, 1, 1], [1, 0, 1, 0]], bool)
     same = generalize.gaps(reference, reference, names, seed=0)
-    assert same["shift_pts"] == same["shift_minus_clean_pts"] == 0 and same["clean"]["delta_pts"] == 0
+    assert same["shift"]["pts"] == same["shift_minus_clean"]["pts"] == 0 and same["clean"]["delta_pts"] == 0
+    assert same["shift_minus_clean"]["p_value"] == 1.0 and same["shift_minus_clean"]["images_differing"] == 0
     worse = reference.copy()
     worse[1, :2] = False  # two of four images lost under a/1 only
     g = generalize.gaps(worse, reference, names, seed=0)
     assert g["by_set"]["a/1"]["delta_pts"] == -50 and g["by_set"]["a/2"]["delta_pts"] == 0
-    assert g["shift_pts"] == pytest.approx(-25) and g["by_corruption_pts"] == {"a": pytest.approx(-25)}
-    assert g["shift_minus_clean_pts"] == pytest.approx(-25)
+    assert g["shift"]["pts"] == pytest.approx(-25) and g["by_corruption"]["a"]["pts"] == pytest.approx(-25)
+    d = g["shift_minus_clean"]
+    assert d["pts"] == pytest.approx(-25) and d["images_differing"] == 2
+    assert d["p_value"] == 0.5  # two images, both one way: 2 of the 4 sign patterns are as extreme
+    assert d["ci95_pts"] == [pytest.approx(-50), pytest.approx(0)]  # resampling 4 images, 2 of them -0.5
 
 
 def test_a_dataset_without_matching_classes_or_float32_is_a_clear_error(converted, tmp_path):

@@ -232,10 +232,15 @@ def _variant(name, acc, gap=None):
     return v
 
 
-def _gap(clean, shift, ci, by):
-    return {"clean": {"delta_pts": clean, "ci95_pts": [clean - 1, clean + 1]}, "shift_pts": shift,
-            "shift_ci95_pts": [shift - 0.5, shift + 0.5], "shift_minus_clean_pts": shift - clean,
-            "shift_minus_clean_ci95_pts": ci, "by_corruption_pts": by}
+def _paired(pts, lo, hi, p):
+    return {"pts": pts, "ci95_pts": [lo, hi], "p_value": p, "images_differing": 10, "images": 100}
+
+
+def _gap(clean, shift, ci, by, p=0.5):
+    return {"clean": {"delta_pts": clean, "ci95_pts": [clean - 1, clean + 1]},
+            "shift": _paired(shift, shift - 0.5, shift + 0.5, p),
+            "shift_minus_clean": _paired(shift - clean, *ci, p),
+            "by_corruption": {c: _paired(v, v - 1, v + 1, p) for c, v in by.items()}}
 
 
 def test_the_generalization_section_tables_plots_and_findings(tmp_path):
@@ -244,11 +249,17 @@ def test_the_generalization_section_tables_plots_and_findings(tmp_path):
     w4 = _eval(run, "aeq_w4", 0.98, 300, 400.0, [1.0, 0.98],
                vs_reference={"delta_pts": -1.0, "ci95_pts": [-1.5, -0.5]})
     i8 = _eval(run, "int8", 0.99, 250, 100.0, [1.0, 0.98])
-    files = {"float32": f32["tflite_sha256"], "aeq_w4": w4["tflite_sha256"], "int8": i8["tflite_sha256"]}
+    mx = _eval(run, "mixed_size_1", 0.99, 250, 100.0, [1.0, 0.98])
+    files = {"float32": f32["tflite_sha256"], "aeq_w4": w4["tflite_sha256"], "int8": i8["tflite_sha256"],
+             "mixed_size_1": mx["tflite_sha256"]}
     variants = [_variant("float32", [0.99, 0.9, 0.8, 0.85, 0.7]),
                 _variant("aeq_w4", [0.98, 0.85, 0.7, 0.8, 0.6], _gap(-1.0, -7.5, [-8.0, -5.0],
-                                                                     {"noise": -7.5, "blur": -7.5})),
-                _variant("int8", [0.99, 0.9, 0.8, 0.85, 0.71], _gap(0.0, 0.25, [-0.5, 1.0], {"noise": 0.0, "blur": 0.5}))]
+                                                                     {"noise": -8.0, "blur": -7.0}, p=0.001)),
+                _variant("int8", [0.99, 0.9, 0.8, 0.85, 0.71], _gap(0.0, 0.25, [-0.5, 1.0], {"noise": 0.0, "blur": 0.5},
+                                                                    p=0.02)),
+                {**_variant("mixed_size_1", [0.99, 0.9, 0.8, 0.85, 0.71], _gap(0.0, 0.25, [-0.5, 1.0],
+                                                                              {"noise": 0.0, "blur": 0.5}, p=0.02)),
+                 "same_predictions_as": "int8"}]
     cross = [{"dataset": "usps", "examples": 2007, "data_source": {"description": "usps test"},
               "variants": [{"name": "float32", "accuracy": 0.95, "agreement_with_float32": 1.0, "vs_float32": None},
                            {"name": "aeq_w4", "accuracy": 0.94, "agreement_with_float32": 0.98,
@@ -256,11 +267,17 @@ def test_the_generalization_section_tables_plots_and_findings(tmp_path):
     _generalize(run, files, variants, cross)
     md = report.report(tmp_path, datasets=("mnist",), models=("cnn",)).read_text()
     assert "## Generalization: quantization under shift and on other datasets" in md
+    # two distinct files (mixed_size_1 is int8's twin): Holm doubles the smaller p, keeps the larger
     assert "| aeq_w4 | 98.00% | 73.75% | 100.00% | -1.00 [-2.00, +0.00] | -7.50 [-8.00, -7.00] | -6.50 [-8.00, -5.00] " \
-           "| noise (-7.50) |" in md
-    assert "- All runs, 4-bit weights: 1 files; 1 lose more under shift than clean (interval below zero: " \
-           "mnist_cnn aeq_w4 -6.50)" in md
-    assert "- All runs, int8 PTQ: 1 files; 0 lose more" in md and "1 indistinguishable." in md
+           "| 0.001 (0.002 *) | noise -8.00 [-9.00, -7.00] |" in md
+    assert "| int8 | 99.00% | 81.50% | 100.00% | +0.00 [-1.00, +1.00] | +0.25 [-0.25, +0.75] | +0.25 [-0.50, +1.00] " \
+           "| 0.020 (0.020 *) | none below float32 |" in md
+    assert "| mixed_size_1 (= int8) |" in md
+    assert "- All runs, 4-bit weights: 1 distinct files; 1 lose more under shift than clean (mnist_cnn aeq_w4 " \
+           "-6.50), 0 less, 0 no different beyond chance." in md
+    assert "- All runs, int8 PTQ: 1 distinct files; 0 lose more under shift than clean, 1 less (mnist_cnn int8 " \
+           "+0.25), 0 no different beyond chance." in md  # the twin is not counted again
+    assert "aeq_w4: noise -8.00 [-9.00, -7.00] (p 0.001)" in md and "int8: none below float32" in md
     assert "| aeq_w4 | -1.00 [-1.50, -0.50] | 94.00% | -1.00 [-1.60, -0.40] | 98.00% |" in md
     assert (tmp_path / "report" / "shift_mnist_cnn.png").is_file()
     # a file replaced after the stage measured it takes the whole section out, and says why

@@ -59,3 +59,25 @@ def test_two_against_nine_is_not_distinguishable():
 def test_mismatched_vectors_are_refused():
     with pytest.raises(ValueError):
         stats.paired(np.ones(3, bool), np.ones(4, bool))
+
+
+def test_sign_flip_is_exact_for_few_differing_images():
+    assert stats.sign_flip_p(np.array([0.0, 0.0, 0.0])) == 1.0
+    assert stats.sign_flip_p(np.array([-1.0, -1.0, -1.0, -1.0] + [0.0] * 246)) == 0.125  # 2 of 16 patterns
+    assert stats.sign_flip_p(np.array([1.0, -1.0])) == 1.0
+    # past the exact limit: seeded random patterns, close to the normal approximation
+    v = np.array([1.0] * 30 + [-1.0] * 10)
+    p = stats.sign_flip_p(v, seed=0)
+    assert p == stats.sign_flip_p(v, seed=0) and 0.001 < p < 0.006  # binomial: 2 P(X >= 30 | 40, 0.5) = 0.0022
+
+
+def test_holm_adjusts_the_smallest_most_and_keeps_the_order():
+    assert stats.holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert stats.holm([0.5]) == [0.5]
+    assert stats.holm([0.4, 0.6]) == pytest.approx([0.8, 0.8])
+
+
+def test_paired_mean_reports_the_images_that_differ():
+    r = stats.paired_mean(np.array([0.5, -0.5, 0.0, 0.0, 1.0]), seed=1)
+    assert r["pts"] == pytest.approx(20.0) and r["images_differing"] == 3 and r["images"] == 5
+    assert r["ci95_pts"][0] <= 20.0 <= r["ci95_pts"][1]

@@ -243,15 +243,16 @@ def test_early_stopping_off_keeps_the_training_key_and_the_last_epoch(data_root,
 def test_tensorboard_logs_every_epochs_loss_and_accuracy(run_cli, tmp_path):
     import tensorflow as tf
 
-    proc = run_cli("train", "--dataset=mnist", "--model=mlp", "--max_train_examples=300", "--max_eval_examples=100",
-                   "--epochs=3", "--tensorboard", f"--artifacts={tmp_path}")
-    assert proc.returncode == 0, proc.stderr[-2000:]
     logs = tmp_path / "mnist_mlp" / "tensorboard"
-    for part in ("train", "validation"):
-        steps: dict[str, set] = {}
-        for events in (logs / part).glob("events.out.tfevents.*"):
-            for record in tf.data.TFRecordDataset(str(events)):
-                event = tf.compat.v1.Event.FromString(record.numpy())
-                for value in event.summary.value:
-                    steps.setdefault(value.tag, set()).add(event.step)
-        assert steps["epoch_loss"] == steps["epoch_accuracy"] == {0, 1, 2}, (part, steps)
+    for epochs in (3, 2):  # a new run replaces the old run's logs instead of mixing with them
+        proc = run_cli("train", "--dataset=mnist", "--model=mlp", "--max_train_examples=300",
+                       "--max_eval_examples=100", f"--epochs={epochs}", "--tensorboard", f"--artifacts={tmp_path}")
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        for part in ("train", "validation"):
+            steps: dict[str, set] = {}
+            for events in (logs / part).glob("events.out.tfevents.*"):
+                for record in tf.data.TFRecordDataset(str(events)):
+                    event = tf.compat.v1.Event.FromString(record.numpy())
+                    for value in event.summary.value:
+                        steps.setdefault(value.tag, set()).add(event.step)
+            assert steps["epoch_loss"] == steps["epoch_accuracy"] == set(range(epochs)), (part, steps)

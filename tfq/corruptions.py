@@ -148,11 +148,27 @@ def describe(dataset: str) -> list[dict]:
     return [{**dataclasses.asdict(c), "levels": len(c.severities)} for c in table(dataset)]
 
 
+# Everything that decides the bytes of a set, besides the table and the images: this module's code and
+# the libraries under the transforms.
+_KEY_LIBRARIES = ("albumentations", "albucore", "imagecorruptions-imaug", "opencv-python-headless", "scikit-image",
+                  "scipy", "numpy")
+
+
+def cache_key(dataset: str, images: np.ndarray, seed: int) -> str:
+    versions = {}
+    for lib in _KEY_LIBRARIES:
+        try:
+            versions[lib] = metadata.version(lib)
+        except metadata.PackageNotFoundError:
+            versions[lib] = None
+    return hashlib.sha256(json.dumps([describe(dataset), seed, versions, Path(__file__).read_text(),
+                                      hashlib.sha256(images.tobytes()).hexdigest(), images.shape, str(images.dtype)],
+                                     default=str).encode()).hexdigest()[:16]
+
+
 def shifted_sets(dataset: str, images: np.ndarray, *, seed: int, cache: str | Path | None) -> dict[str, np.ndarray]:
     """Every set of `set_names(dataset)` made from `images`, through the cache when one is given."""
-    key = hashlib.sha256(json.dumps([describe(dataset), seed, library_versions(), ELASTIC_SIGMA,
-                                     hashlib.sha256(images.tobytes()).hexdigest(), images.shape],
-                                    default=str).encode()).hexdigest()[:16]
+    key = cache_key(dataset, images, seed)
     path = Path(cache) / "shifted" / f"{dataset}-{key}.npz" if cache else None
     if path and path.is_file():
         with np.load(path) as z:

@@ -47,6 +47,9 @@ _IDX_FILES = (
 )
 
 _USPS_FILES = ("zip.train.gz", "zip.test.gz")
+# tfds registers no checksums for a builder of tfq's own: the ESL files' sizes and sha256 here
+_USPS_SUMS = (("zip.train.gz", 1829071, "66ebf231ab51f2cf6ac1a892d0f98ccffee1079d7a5db638c1f11f366046ca16"),
+              ("zip.test.gz", 439208, "8dacc3c6e136af6c3488de9e5113a7daf140c8c2f1f0b61c54ee02f03f1a962f"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,6 +66,8 @@ class Dataset:
     jpeg_folder: str | None = None  # <root>/<jpeg_folder>/*.tar.gz: a lossy JPEG copy
     online_only: bool = False  # no offline copy exists here
     raw_folder: str | None = None  # <root>/<raw_folder>/ holds raw_files (default: the name)
+    checksums: tuple[tuple[str, int, str], ...] = ()  # (file, size, sha256) where tfds registers none
+    own_builder: str | None = None  # tfq's module holding the tfds builder; its code names the build folder
 
     @property
     def num_classes(self) -> int:
@@ -86,9 +91,10 @@ DATASETS: dict[str, Dataset] = {
             "emnist_digits", "emnist/digits", (28, 28, 1), tuple("0123456789"), ("gzip.zip",),
             transpose=True, online_only=True,
         ),
-        Dataset("usps", "tfq_usps/mnist_frame", (28, 28, 1), tuple("0123456789"), _USPS_FILES),
+        Dataset("usps", "tfq_usps/mnist_frame", (28, 28, 1), tuple("0123456789"), _USPS_FILES,
+                checksums=_USPS_SUMS, own_builder="usps"),
         Dataset("usps_resized", "tfq_usps/resized", (28, 28, 1), tuple("0123456789"), _USPS_FILES,
-                raw_folder="usps"),
+                raw_folder="usps", checksums=_USPS_SUMS, own_builder="usps"),
         Dataset(
             "cifar10",
             "cifar10",
@@ -137,7 +143,8 @@ class _Loader:
 
     def __init__(self, spec: Dataset, root: Path | None, cache: Path):
         self.spec, self.root, self.cache = spec, root, cache
-        self._tfds_dir = cache / spec.name / "tfds"
+        # a builder of tfq's own builds into a folder named by its code: changed framing, new build
+        self._tfds_dir = cache / spec.name / (f"tfds-{_module_digest(spec.own_builder)}" if spec.own_builder else "tfds")
         self._builder = None
         self._image_folder = None
 
@@ -200,7 +207,12 @@ class _Loader:
             self._verify_raw(raw)
             print(f"{self.spec.name}: building the tfds dataset from the files in {raw} (first use only)",
                   flush=True)
-            self._prepare(manual_dir=raw)
+            try:
+                self._prepare(manual_dir=raw)
+            except (ValueError, OSError, EOFError) as e:  # a builder of tfq's own reading a file it cannot parse
+                if not self.spec.own_builder:
+                    raise
+                raise TfqError(f"cannot build {self.spec.name} from {raw}: {str(e).splitlines()[0]}") from None
             return Source("tfds", f"{version} (official files)")
         if kind == "jpeg":
             if not self._extracted.is_dir():
@@ -232,20 +244,22 @@ class _Loader:
         return dict(type(self._builder).url_infos or {})
 
     def _verify_raw(self, raw: Path) -> None:
-        """Each raw file against the size and sha256 tfds registers for it, with one clear line
-        instead of tfds' NonMatchingChecksumError traceback (which names a download URL)."""
-        for url, info in self._url_infos().items():
-            name = info.filename or url.rsplit("/", 1)[-1]
+        """Each raw file against the size and sha256 tfds registers for it (or tfq does, for its own
+        builders), with one clear line instead of tfds' NonMatchingChecksumError traceback."""
+        expected = [(info.filename or url.rsplit("/", 1)[-1], int(info.size), info.checksum, "tfds", f" ({url})")
+                    for url, info in self._url_infos().items()]
+        expected += [(name, size, digest, "tfq", "") for name, size, digest in self.spec.checksums]
+        for name, want_size, want_digest, who, origin in expected:
             path = raw / name
             if name not in self.spec.raw_files or not path.is_file():
                 continue
-            size, want_size = path.stat().st_size, int(info.size)
+            size = path.stat().st_size
             digest = artifacts.sha256(path) if size == want_size else None
-            if size != want_size or digest != info.checksum:
+            if size != want_size or digest != want_digest:
                 got = f"{size:,d} bytes" + (f" with sha256 {digest[:16]}..." if digest else "")
                 raise TfqError(
-                    f"{path} is damaged or not the official file: {got}, but tfds expects {want_size:,d} bytes "
-                    f"with sha256 {info.checksum[:16]}...; replace it with the official {name} ({url})")
+                    f"{path} is damaged or not the official file: {got}, but {who} expects {want_size:,d} bytes "
+                    f"with sha256 {want_digest[:16]}...; replace it with the official {name}{origin}")
 
     def _prepare(self, manual_dir: Path | None) -> None:
         import tensorflow_datasets as tfds
@@ -340,6 +354,10 @@ def _extract_atomically(archive: Path, dest: Path) -> None:
         raise TfqError(f"cannot unpack {archive}: {e}") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _module_digest(module: str) -> str:
+    return hashlib.sha256((Path(__file__).parent / f"{module}.py").read_bytes()).hexdigest()[:12]
 
 
 def source_key(name: str, root: str | os.PathLike | None = None, cache: str | os.PathLike | None = None) -> str:

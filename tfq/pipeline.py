@@ -282,7 +282,7 @@ def _generalize_headline(result: dict) -> str:
     rows = {v["name"]: v for v in result.get("shift", {}).get("variants", [])}
     if "int8" in rows and "gap" in rows["int8"]:
         g = rows["int8"]["gap"]
-        parts.append(f"int8 minus float32: clean {g['clean']['delta_pts']:+.2f}, shifted {g['shift_pts']:+.2f} points")
+        parts.append(f"int8 minus float32: clean {g['clean']['delta_pts']:+.2f}, shifted {g['shift']['pts']:+.2f} points")
     for c in result.get("cross", []):
         f32 = next((v for v in c["variants"] if v["name"] == "float32"), None)
         if f32:

@@ -244,6 +244,11 @@ def _p(p: float | None) -> str:
     return (f"{p:.3f}" if p >= 0.001 else "<0.001") + (" *" if p < 0.05 else "")
 
 
+def _plain_p(p: float | None) -> str:
+    """A p-value without the significance mark (for unadjusted p beside an adjusted one)."""
+    return "-" if p is None else f"{p:.3f}" if p >= 0.001 else "<0.001"
+
+
 def _speed(r: dict) -> str:
     spread = r.get("speedup_spread")
     return _fmt(r["speedup"], "speed") + (f" [{spread[0]:.2f}-{spread[1]:.2f}]" if spread else "")
@@ -909,7 +914,8 @@ def _training_section(runs: dict) -> list[str]:
           "restored, and that epoch's validation accuracy against the last epoch's. "
           "`python -m tfq.train --early_stopping_patience=N` applies it while training.", "",
           "| run | epochs | early stopping used | lowest val loss (epoch) | best val accuracy (epoch) | last epoch val "
-          f"accuracy | patience {PATIENCE_SHOWN}: stops after / restores | its val accuracy minus the last's |",
+          f"accuracy | patience {PATIENCE_SHOWN}: stops after / restores | its val accuracy minus the last's "
+          "(descriptive: chosen on this split) |",
           "|---|---:|---|---:|---:|---:|---:|---:|"]
     for n, t in found.items():
         h, early = t["history"], t.get("early_stopping")
@@ -931,7 +937,7 @@ def _shift_figure(plt, np, name: str, shift: dict):
     Right: the gap per severity, mean over corruptions, for a few files."""
     variants = sorted((v for v in shift["variants"] if "gap" in v), key=lambda v: _mode_rank(v["name"]))
     corruptions = list(dict.fromkeys(s.split("/")[0] for s in shift["sets"][1:]))
-    grid = np.array([[v["gap"]["clean"]["delta_pts"]] + [v["gap"]["by_corruption_pts"][c] for c in corruptions]
+    grid = np.array([[v["gap"]["clean"]["delta_pts"]] + [v["gap"]["by_corruption"][c]["pts"] for c in corruptions]
                      for v in variants])
     lim = max(float(np.abs(grid).max()), 0.5)
     fig, axes = plt.subplots(1, 2, figsize=(max(11, 0.55 * len(corruptions) + 8), 0.32 * len(variants) + 2.2),
@@ -965,14 +971,33 @@ def _shift_figure(plt, np, name: str, shift: dict):
     return fig
 
 
-FAMILIES = (("QAT", ("qat",)), ("int8 PTQ", ("int8", "aeq_a8w8")), ("16-bit activations", ("int16x8", "aeq_a16w8")),
-            ("4-bit weights", ("aeq_a8w4", "aeq_w4", "aeq_dyn_w4")),
+FAMILIES = (("QAT int8", ("qat_int8",)), ("int8 PTQ", ("int8", "aeq_a8w8")),
+            ("16-bit activations", ("int16x8", "aeq_a16w8")), ("4-bit weights", ("aeq_a8w4", "aeq_w4", "aeq_dyn_w4")),
             ("8-bit weights only, float16", ("dynamic", "aeq_dyn_w8", "float16")), ("mixed precision", ("mixed_",)))
+REPRESENTATIVES = ("int8", "qat_int8", "int16x8", "aeq_a8w4", "aeq_w4")  # one or two per family, named in advance
+LEVEL = 0.05
 
 
 def _family(name: str) -> str:
     """The row of FAMILIES a file's name starts with (the first that matches)."""
     return next((label for label, prefixes in FAMILIES if name.startswith(prefixes)), "other")
+
+
+def _tested(shift: dict) -> list[dict]:
+    """The files with a gap, each with its Holm-adjusted p (shift minus clean) over the run's
+    distinct files: a file whose classes equal another's on every image is that file's twin, not
+    another test."""
+    rows = sorted((v for v in shift["variants"] if "gap" in v), key=lambda v: _mode_rank(v["name"]))
+    distinct = [v for v in rows if not v.get("same_predictions_as")]
+    adjusted = dict(zip((v["name"] for v in distinct),
+                        stats.holm([v["gap"]["shift_minus_clean"]["p_value"] for v in distinct])))
+    for v in rows:
+        v["holm_p"] = adjusted.get(v.get("same_predictions_as") or v["name"])
+    return rows
+
+
+def _gap_cell(g: dict) -> str:
+    return f"{g['pts']:+.2f}{_ci(g['ci95_pts'])}"
 
 
 def _generalize_section(runs: dict) -> list[str]:
@@ -983,109 +1008,112 @@ def _generalize_section(runs: dict) -> list[str]:
           "`python -m tfq.generalize` (the pipeline's generalize stage). Shifted sets: one seeded subset of each test "
           "split, copied under every corruption and severity below (made by the libraries named, seeded, cached; "
           "`tfq/corruptions.py`), and the same images clean. Every file of a run sees the same images. The gap is "
-          "the file's accuracy minus float32.tflite's; under shift it is the mean over all corrupted sets. "
-          "'Shift minus clean' compares the two on the same images, per image (the image's mean gap over the "
-          "corrupted sets minus its clean gap), with a 95% bootstrap interval over images: below zero means the "
-          "file loses more to float32 under shift than on clean images. Clean gaps on the whole test split are in "
-          "the dataset tables above. With about twenty files per run, one interval in twenty excluding zero is "
-          "what chance alone gives: read a single exclusion as a lead, a family's as a finding.", ""]
-    first = next(iter(found.values())).get("shift")
+          "the file's accuracy minus float32.tflite's on the same images; under shift it is the mean over all "
+          "corrupted sets. 'Shift minus clean' is, per image, its mean gap over the corrupted sets minus its clean "
+          "gap: below zero means the file loses more to float32 under shift than on clean images. Intervals over "
+          "images are 95% bootstrap intervals; p is the exact sign-flip test on the per-image values (a bootstrap "
+          "interval is too narrow when only a handful of images differ), Holm-adjusted over the run's distinct files "
+          "(files with the same classes on every image count once, and say whose twin they are). A file loses more "
+          "(or less) under shift only where that adjusted p is below 0.05. qat_int8's gap mixes quantization with "
+          "its extra fine-tuning epoch (float32 is the file of the model before it). Clean gaps on the whole test "
+          "split are in the dataset tables above.", ""]
     tables = {}
     for g in found.values():
         if g.get("shift"):
-            key = tuple(c["name"] for c in g["shift"]["corruptions"])
-            tables.setdefault(key, g["shift"])
+            tables.setdefault(tuple(c["name"] for c in g["shift"]["corruptions"]), g["shift"])
     for shift in tables.values():
         md += ["| corruption | family | library | severities | unit |", "|---|---|---|---|---|"]
         for c in shift["corruptions"]:
-            md.append(f"| {c['name']} | {c['family']} | {c['library']} {shift['libraries'].get(c['library'] if c['library'] != 'imagecorruptions' else 'imagecorruptions-imaug', '')} | "
+            lib = "imagecorruptions-imaug" if c["library"] == "imagecorruptions" else c["library"]
+            md.append(f"| {c['name']} | {c['family']} | {lib} {shift['libraries'].get(lib, '')} | "
                       f"{', '.join(map(str, c['severities']))} | {c['unit']} |")
-        md.append("")
-    if first:
-        md += [f"Subset: {first['examples']:,d} of {first['of_test_images']:,d} test images per run (seed "
-               f"{first['subset_seed']}).", ""]
-    findings = []
+        md += ["", f"{shift['examples']:,d} of {shift['of_test_images']:,d} test images per set (seed "
+               f"{shift['subset_seed']}).", ""]
+    findings, tested_by_run = [], {}
     for n, g in found.items():
         shift = g.get("shift")
         if shift:
             f32 = next(v for v in shift["variants"] if v["name"] == "float32")
+            tested_by_run[n] = rows = _tested(shift)
             md += [f"### {n}", "", f"float32: {_fmt(f32['accuracy']['clean'], 'pct')} clean, "
                    f"{_fmt(f32['mean_shift_accuracy'], 'pct')} mean over the {len(shift['sets']) - 1} shifted sets "
                    f"({shift['examples']:,d} images each).", "",
                    "| file | clean | shifted (mean) | agreement with float32, shifted | gap clean [95% CI] | "
-                   "gap shifted [95% CI] | shift minus clean [95% CI] | worst corruption (gap) |",
-                   "|---|---:|---:|---:|---:|---:|---:|---|"]
-            for v in sorted((v for v in shift["variants"] if "gap" in v), key=lambda v: _mode_rank(v["name"])):
+                   "gap shifted [95% CI] | shift minus clean [95% CI] | its p (Holm) | worst corruption, gap [95% CI] |",
+                   "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+            for v in rows:
                 gap = v["gap"]
                 agree = [a for s, a in v["agreement_with_float32"].items() if s != "clean"]
-                worst = min(gap["by_corruption_pts"].items(), key=lambda kv: kv[1])
-                md.append(f"| {v['name']} | {_fmt(v['accuracy']['clean'], 'pct')} | {_fmt(v['mean_shift_accuracy'], 'pct')} | "
-                          f"{100 * sum(agree) / len(agree):.2f}% | {gap['clean']['delta_pts']:+.2f}"
-                          f"{_ci(gap['clean']['ci95_pts'])} | {gap['shift_pts']:+.2f}{_ci(gap['shift_ci95_pts'])} | "
-                          f"{gap['shift_minus_clean_pts']:+.2f}{_ci(gap['shift_minus_clean_ci95_pts'])} | "
-                          f"{worst[0]} ({worst[1]:+.2f}) |")
+                worst = min(gap["by_corruption"].items(), key=lambda kv: kv[1]["pts"])
+                twin = f" (= {v['same_predictions_as']})" if v.get("same_predictions_as") else ""
+                md.append(f"| {v['name']}{twin} | {_fmt(v['accuracy']['clean'], 'pct')} | "
+                          f"{_fmt(v['mean_shift_accuracy'], 'pct')} | {100 * sum(agree) / len(agree):.2f}% | "
+                          f"{gap['clean']['delta_pts']:+.2f}{_ci(gap['clean']['ci95_pts'])} | {_gap_cell(gap['shift'])} | "
+                          f"{_gap_cell(gap['shift_minus_clean'])} | {_plain_p(gap['shift_minus_clean']['p_value'])} "
+                          f"({_p(v['holm_p'])}) | "
+                          + (f"{worst[0]} {_gap_cell(worst[1])}" if worst[1]["pts"] < 0 else "none below float32")
+                          + " |")
             md += ["", f"![quantization gap under shift, {n}](shift_{n}.png)", ""]
-            findings += _shift_findings(n, shift)
+            findings += _shift_findings(n, rows)
         if g.get("cross"):
             md += _cross_table(n, g["cross"], runs[n]["evals"])
     if findings:
-        md += ["### What the shifted sets show", "", *findings, *_family_summary(found), ""]
+        md += ["### What the shifted sets show", "", *findings, *_family_summary(tested_by_run), ""]
     return md
 
 
-def _family_summary(found: dict) -> list[str]:
-    """Across runs, per family: how many files lose more under shift than clean beyond the interval."""
-    tally: dict[str, list] = {}
-    for n, g in found.items():
-        for v in (g.get("shift") or {}).get("variants", []):
-            if "gap" in v:
-                tally.setdefault(_family(v["name"]), []).append((n, v))
-    out = []
-    for family, _ in (*FAMILIES, ("other", ())):
-        items = tally.get(family)
-        if not items:
-            continue
-        lo = [f"{n} {v['name']} {v['gap']['shift_minus_clean_pts']:+.2f}" for n, v in items
-              if v["gap"]["shift_minus_clean_ci95_pts"][1] < 0]
-        hi = [f"{n} {v['name']} {v['gap']['shift_minus_clean_pts']:+.2f}" for n, v in items
-              if v["gap"]["shift_minus_clean_ci95_pts"][0] > 0]
-        out.append(f"- All runs, {family}: {len(items)} files; {len(lo)} lose more under shift than clean (interval "
-                   f"below zero{': ' + ', '.join(lo) if lo else ''}), {len(hi)} less (interval above zero"
-                   f"{': ' + ', '.join(hi) if hi else ''}), {len(items) - len(lo) - len(hi)} indistinguishable.")
+def _shift_findings(n: str, rows: list[dict]) -> list[str]:
+    """Per family, the spread of shift minus clean and the files beyond chance; per representative
+    file, the corruption that costs it most against float32."""
+    by_family: dict[str, list] = {}
+    for v in rows:
+        if not v.get("same_predictions_as"):
+            by_family.setdefault(_family(v["name"]), []).append(v)
+    parts = []
+    for family, vs in by_family.items():
+        span = [v["gap"]["shift_minus_clean"]["pts"] for v in vs]
+        what = f"{span[0]:+.2f}" if len(vs) == 1 else f"{min(span):+.2f} to {max(span):+.2f} ({len(vs)} files)"
+        beyond = [f"{v['name']} {_gap_cell(v['gap']['shift_minus_clean'])}, Holm p {_p(v['holm_p'])}"
+                  for v in vs if v["holm_p"] < LEVEL]
+        parts.append(f"{family} {what}" + (f"; beyond chance: {'; '.join(beyond)}" if beyond else ""))
+    out = [f"- {n}, shift minus clean (points, distinct files): " + "; ".join(parts) + "."]
+    worst = []
+    for v in (v for v in rows if v["name"] in REPRESENTATIVES):
+        c, g = min(v["gap"]["by_corruption"].items(), key=lambda kv: kv[1]["pts"])
+        worst.append(f"{v['name']}: {c} {_gap_cell(g)} (p {_plain_p(g['p_value'])})" if g["pts"] < 0
+                     else f"{v['name']}: none below float32")
+    if worst:
+        out.append(f"- {n}, the corruption that costs each representative file most against float32 (mean over "
+                   "severities; p unadjusted, one of several corruptions): " + "; ".join(worst) + ".")
     return out
 
 
-def _shift_findings(n: str, shift: dict) -> list[str]:
-    """Per family: which files lose more (or less) under shift than clean, beyond the interval; and
-    which corruptions cost the quantized files most."""
+def _family_summary(tested_by_run: dict) -> list[str]:
+    """Across runs, per family: distinct files that lose more, or less, under shift than clean."""
+    tally: dict[str, list] = {}
+    for n, rows in tested_by_run.items():
+        for v in rows:
+            if not v.get("same_predictions_as"):
+                tally.setdefault(_family(v["name"]), []).append((n, v))
     out = []
-    rows = [v for v in shift["variants"] if "gap" in v]
-    by_family: dict[str, list] = {}
-    for v in rows:
-        by_family.setdefault(_family(v["name"]), []).append(v)
-    parts = []
-    for family, vs in by_family.items():
-        worse = [v["name"] for v in vs if v["gap"]["shift_minus_clean_ci95_pts"][1] < 0]
-        better = [v["name"] for v in vs if v["gap"]["shift_minus_clean_ci95_pts"][0] > 0]
-        span = [v["gap"]["shift_minus_clean_pts"] for v in vs]
-        what = f"{span[0]:+.2f}" if len(vs) == 1 else f"{min(span):+.2f} to {max(span):+.2f} ({len(vs)} files)"
-        parts.append(f"{family} {what}" + (f", below zero beyond the interval: {', '.join(worse)}" if worse else "")
-                     + (f", above zero beyond it: {', '.join(better)}" if better else ""))
-    out.append(f"- {n}, shift minus clean (points): " + "; ".join(parts) + ".")
-    quantized = [v for v in rows if v["name"] != "float16"]
-    if quantized:
-        mean_by = {c: sum(v["gap"]["by_corruption_pts"][c] for v in quantized) / len(quantized)
-                   for c in quantized[0]["gap"]["by_corruption_pts"]}
-        ranked = sorted(mean_by.items(), key=lambda kv: kv[1])[:3]
-        out.append(f"- {n}: the corruptions that cost the quantized files most (gap to float32, mean over "
-                   f"{len(quantized)} files and the severities): " + ", ".join(f"{c} {v:+.2f}" for c, v in ranked) + ".")
+    for family in (*(label for label, _ in FAMILIES), "other"):
+        items = tally.get(family)
+        if not items:
+            continue
+        lo = [f"{n} {v['name']} {v['gap']['shift_minus_clean']['pts']:+.2f}" for n, v in items
+              if v["holm_p"] < LEVEL and v["gap"]["shift_minus_clean"]["pts"] < 0]
+        hi = [f"{n} {v['name']} {v['gap']['shift_minus_clean']['pts']:+.2f}" for n, v in items
+              if v["holm_p"] < LEVEL and v["gap"]["shift_minus_clean"]["pts"] > 0]
+        out.append(f"- All runs, {family}: {len(items)} distinct files; {len(lo)} lose more under shift than clean"
+                   f"{' (' + ', '.join(lo) + ')' if lo else ''}, {len(hi)} less{' (' + ', '.join(hi) + ')' if hi else ''}, "
+                   f"{len(items) - len(lo) - len(hi)} no different beyond chance.")
     return out
 
 
 def _cross_table(n: str, crosses: list[dict], evals: dict) -> list[str]:
     """One table per run: each file on every other dataset, beside its gap on the run's own test split."""
     md = [f"### {n} on other datasets", "",
-          "Each dataset's whole test split, through `python -m tfq.evaluate --eval_dataset=<dataset>`: "
+          "Each dataset's test split, through `python -m tfq.evaluate --eval_dataset=<dataset>`: "
           + "; ".join(f"{c['dataset']}: {c['examples']:,d} images ({c['data_source']['description']})" for c in crosses)
           + ". Δ: the file minus float32 on the same images, paired, with its 95% interval; agreement: the share "
           "of images where the file's class is float32's.", "",

@@ -139,14 +139,16 @@ def fit_epochs(model: keras.Model, cached_train, spec, *, batch_size: int, seed:
 
 
 class EarlyStopping:
-    """Keras' EarlyStopping(restore_best_weights=True) rule, decided from the run's whole history
+    """tf_keras' EarlyStopping(restore_best_weights=True) rule, decided from the run's whole history
     (resumes included) so an interrupted run stops where an uninterrupted one does: stop once
-    `patience` epochs pass without improving `monitor`; the best epoch's weights are saved (by the
-    chief) to `<backup>/best.npz` and restored at the end."""
+    `patience` epochs pass without improving `monitor`, then restore the best epoch's weights (as
+    tf_keras does at the end of training, stopped early or not). Every worker keeps the best weights
+    in memory; the chief also saves them to `<backup>/best.npz`, which a resumed run reads."""
 
     def __init__(self, model: keras.Model, monitor: str, patience: int, folder: Path, chief: bool):
         self.model, self.monitor, self.patience = model, monitor, patience
         self.path, self.chief, self.better = folder / "best.npz", chief, MONITORS[monitor]
+        self.best_weights = None
 
     def best_epoch(self, history: dict) -> int:
         values = history.get(self.monitor, [])
@@ -157,17 +159,24 @@ class EarlyStopping:
     def after_epoch(self, epoch: int, history: dict) -> bool:
         """Save the weights if `epoch` is the best so far; true when training should stop."""
         best = self.best_epoch(history)
-        if best == epoch and self.chief:
-            with artifacts.atomic_path(self.path) as tmp:
-                with open(tmp, "wb") as f:
-                    np.savez(f, *self.model.get_weights())
+        if best == epoch:
+            self.best_weights = self.model.get_weights()
+            if self.chief:
+                with artifacts.atomic_path(self.path) as tmp:
+                    with open(tmp, "wb") as f:
+                        np.savez(f, *self.best_weights)
         return epoch - best >= self.patience
 
     def restore(self, history: dict) -> dict:
         best, last = self.best_epoch(history), len(history[self.monitor]) - 1
         if best != last:
-            with np.load(self.path) as z:
-                self.model.set_weights([z[f"arr_{i}"] for i in range(len(z.files))])
+            if self.best_weights is None:  # the best epoch ran before a resume: its weights are in the backup
+                if not self.path.is_file():
+                    raise TfqError(f"early stopping: the best epoch's weights ({self.path}) are gone; with "
+                                   "several workers the backup folder must be shared")
+                with np.load(self.path) as z:
+                    self.best_weights = [z[f"arr_{i}"] for i in range(len(z.files))]
+            self.model.set_weights(self.best_weights)
         return {"monitor": self.monitor, "patience": self.patience, "best_epoch": best + 1,
                 "epochs_run": last + 1, "stopped_early": None, "restored_best": best != last,
                 f"best_{self.monitor}": history[self.monitor][best]}
@@ -281,7 +290,11 @@ def train(cfg: TrainConfig, *, callbacks=()) -> dict:
         start_epoch = state.restore()
     callbacks = list(callbacks)
     if cfg.tensorboard:
-        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(out / TENSORBOARD_DIR)))
+        logs = out / TENSORBOARD_DIR
+        if start_epoch == 0 and state.chief:
+            shutil.rmtree(logs, ignore_errors=True)  # a new run's curves, not appended to an old run's
+        # only the chief writes the run's logs; other workers log to their scratch folder
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(logs if state.chief else state.scratch / TENSORBOARD_DIR)))
     stopper = (EarlyStopping(model, cfg.early_stopping_monitor, cfg.early_stopping_patience, backup, state.chief)
                if cfg.early_stopping_patience else None)
     so_far: dict[str, list[float]] = {}
