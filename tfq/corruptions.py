@@ -120,14 +120,22 @@ def corrupt(images: np.ndarray, dataset: str, set_name: str, seed: int = 0) -> n
 
         transform = A.Compose([albumentation(c, level)], seed=s)
         return np.stack([transform(image=im)["image"].reshape(im.shape) for im in images])
-    from imagecorruptions import corrupt as ic_corrupt
+    import inspect
 
+    from imagecorruptions import corrupt as ic_corrupt
+    from imagecorruptions import corruptions as ic
+
+    # glass_blur and impulse_noise draw from a generator of their own (numba's, scikit-image's), fresh
+    # and unseeded unless given `seed`; the rest draw from numpy's global generator
+    own_seed = "seed" in inspect.signature(getattr(ic, c.name)).parameters
     out = np.empty_like(images)
     state = np.random.get_state()
     try:
         for i, im in enumerate(images):
-            np.random.seed((s + i) % 2**32)  # imagecorruptions draws from numpy's global generator
-            out[i] = np.asarray(ic_corrupt(im, corruption_name=c.name, severity=c.severities[level - 1]), np.uint8)
+            np.random.seed((s + i) % 2**32)
+            extra = {"seed": (s + i) % 2**32} if own_seed else {}
+            out[i] = np.asarray(ic_corrupt(im, corruption_name=c.name, severity=c.severities[level - 1], **extra),
+                                np.uint8)
     finally:
         np.random.set_state(state)
     return out
