@@ -141,7 +141,7 @@ def test_missing_data_offline_fails_fast_naming_files_and_folder(tmp_path, monke
 
 
 def test_unknown_dataset_lists_the_known_ones():
-    with pytest.raises(TfqError, match="mnist, fashion_mnist, emnist_digits, cifar10"):
+    with pytest.raises(TfqError, match="mnist, fashion_mnist, emnist_digits, usps, usps_resized, cifar10"):
         data.get("imagenet")
 
 
@@ -155,7 +155,11 @@ def mock_root(tmp_path, monkeypatch):
 
 
 def _recording_download(monkeypatch) -> list[dict]:
-    """Replace tfds' download_and_prepare (inside mock_data) with a stand-in that records its call."""
+    """Replace tfds' download_and_prepare (inside mock_data) with a stand-in that records its call.
+
+    Pass a MonkeyPatch that is undone before mock_data exits: undone after it, it would put back
+    mock_data's own no-op download for the rest of the session, and a later real build would do
+    nothing (found when USPS was first built late in a session)."""
     calls = []
 
     def fake(self, *, download_dir=None, download_config=None, **_):
@@ -171,8 +175,8 @@ def test_local_files_come_first_even_where_tfds_could_download(data_root, tmp_pa
         raise AssertionError("the network was consulted although the files are local")
 
     monkeypatch.setattr(data, "_unreachable", must_not_ask)
-    with tfds.testing.mock_data(num_examples=10):
-        calls = _recording_download(monkeypatch)
+    with tfds.testing.mock_data(num_examples=10), pytest.MonkeyPatch.context() as inside:
+        calls = _recording_download(inside)  # undone before mock_data restores tfds (see the helper)
         splits = data.load("mnist", root=data_root, cache=tmp_path / "cache")
     assert splits.source.description.endswith("(official files)")
     assert calls == [{"dataset": "mnist", "download_dir": str(tmp_path / "cache" / "mnist" / "downloads"),
@@ -183,8 +187,8 @@ def test_without_local_files_tfds_downloads_into_the_datasets_own_cache(tmp_path
     monkeypatch.delenv(data.DATA_ROOT_ENV, raising=False)
     asked = []
     monkeypatch.setattr(data, "_unreachable", lambda urls: asked.extend(urls))  # returns None: reachable
-    with tfds.testing.mock_data(num_examples=10):
-        calls = _recording_download(monkeypatch)
+    with tfds.testing.mock_data(num_examples=10), pytest.MonkeyPatch.context() as inside:
+        calls = _recording_download(inside)
         splits = data.load("fashion_mnist", root=None, cache=tmp_path / "cache")
     assert "downloaded by tfds" in splits.source.description
     assert calls == [{"dataset": "fashion_mnist", "manual_dir": None,
