@@ -72,3 +72,14 @@ def converted(trained, data_root, cache):
         dataset="mnist", model="cnn", modes=("all",), artifacts=str(trained), num_calibration=100,
         data_root=str(data_root), cache_dir=str(cache)))
     return trained / "mnist_cnn", {m["mode"]: m for m in manifests}
+
+
+@pytest.fixture
+def mock_root(tmp_path, monkeypatch):
+    """An empty data root on a machine where tfds' servers answer: tfds' mock replaces the download."""
+    from tfq import data
+
+    monkeypatch.setattr(data, "_unreachable", lambda urls: None)
+    root = tmp_path / "empty-root"
+    root.mkdir()
+    return root

@@ -145,15 +145,6 @@ def test_unknown_dataset_lists_the_known_ones():
         data.get("imagenet")
 
 
-@pytest.fixture
-def mock_root(tmp_path, monkeypatch):
-    """An empty data root on a machine where tfds' servers answer: tfds' mock replaces the download."""
-    monkeypatch.setattr(data, "_unreachable", lambda urls: None)
-    root = tmp_path / "empty-root"
-    root.mkdir()
-    return root
-
-
 def _recording_download(monkeypatch) -> list[dict]:
     """Replace tfds' download_and_prepare (inside mock_data) with a stand-in that records its call.
 

@@ -195,17 +195,15 @@ def test_eval_dataset_scores_another_datasets_test_split_beside_the_run(converte
     assert {p: p.stat().st_mtime_ns for p in run.glob("eval_*")} == own  # the run's own test results untouched
 
 
-def test_eval_dataset_through_emnist_digits_on_tfds_mock_data(converted, tmp_path, monkeypatch):
+def test_eval_dataset_through_emnist_digits_on_tfds_mock_data(converted, mock_root, tmp_path):
     """EMNIST cannot be reached here: the whole path runs on tfds' mock data instead."""
     import tensorflow_datasets as tfds
 
     run, _ = converted
-    monkeypatch.setattr(data, "_unreachable", lambda urls: None)  # as on a machine with internet
-    (tmp_path / "root").mkdir()
     with tfds.testing.mock_data(num_examples=60):
         results = evaluate.evaluate(evaluate.EvalConfig(
             dataset="mnist", model="cnn", modes=("float32", "int8"), artifacts=str(run.parent),
-            eval_dataset="emnist_digits", data_root=str(tmp_path / "root"), cache_dir=str(tmp_path / "cache")))
+            eval_dataset="emnist_digits", data_root=str(mock_root), cache_dir=str(tmp_path / "cache")))
     saved = json.loads((run / "xeval_emnist_digits_int8.json").read_text())
     assert saved["examples"] == 60 and saved["eval_dataset"] == "emnist_digits"
     assert saved["data_source"]["description"].startswith("tfds emnist/digits")

@@ -111,16 +111,14 @@ def test_a_dataset_without_matching_classes_or_float32_is_a_clear_error(converte
     assert generalize.compatible("mnist", ["usps", "cifar10", "mnist", "emnist_digits"]) == ["usps", "emnist_digits"]
 
 
-def test_emnist_digits_end_to_end_on_tfds_mock_data(converted, tmp_path, monkeypatch):
+def test_emnist_digits_end_to_end_on_tfds_mock_data(converted, mock_root, tmp_path):
     import tensorflow_datasets as tfds
 
     run, _ = converted
-    monkeypatch.setattr(data, "_unreachable", lambda urls: None)  # as on a machine with internet
-    (tmp_path / "root").mkdir()
     with tfds.testing.mock_data(num_examples=50):
         result = generalize.generalize(generalize.GeneralizeConfig(
             dataset="mnist", model="cnn", modes=("float32", "int8"), shift=False, cross_datasets=("emnist_digits",),
-            artifacts=str(run.parent), data_root=str(tmp_path / "root"), cache_dir=str(tmp_path / "cache")))
+            artifacts=str(run.parent), data_root=str(mock_root), cache_dir=str(tmp_path / "cache")))
     (emnist,) = result["cross"]
     assert emnist["dataset"] == "emnist_digits" and emnist["examples"] == 50 and "shift" not in result
     assert {v["name"] for v in emnist["variants"]} == {"float32", "int8"}
