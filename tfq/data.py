@@ -229,15 +229,23 @@ class _Loader:
                 "(lossy re-encoding: accuracies are close to, not equal to, the official data)",
                 lossy=True,
             )
+        why = self.unavailable(kind)
+        if why:
+            raise TfqError(why)
+        print(f"{self.spec.name}: no local files; tfds downloads it into {self.cache / self.spec.name} "
+              "(first use only)", flush=True)
+        self._prepare(manual_dir=None)
+        return Source("tfds", f"{version} (downloaded by tfds)")
+
+    def unavailable(self, kind: str) -> str | None:
+        """Why the source `decide` picked cannot be had ("missing", or "download" offline), else None."""
+        if kind == "missing":
+            return self._missing_message()
         if kind == "download":
             unreachable = _unreachable(list(self._url_infos()))
-            if unreachable is None:
-                print(f"{self.spec.name}: no local files; tfds downloads it into {self.cache / self.spec.name} "
-                      "(first use only)", flush=True)
-                self._prepare(manual_dir=None)
-                return Source("tfds", f"{version} (downloaded by tfds)")
-            raise TfqError(f"{self._missing_message()}; tfds cannot download it either ({unreachable})")
-        raise TfqError(self._missing_message())
+            if unreachable is not None:
+                return f"{self._missing_message()}; tfds cannot download it either ({unreachable})"
+        return None
 
     def _url_infos(self) -> dict:
         """tfds' registered download URLs with their sizes and sha256 checksums."""
@@ -371,13 +379,9 @@ def source_key(name: str, root: str | os.PathLike | None = None, cache: str | os
 def check_available(name: str, root: str | os.PathLike | None = None, cache: str | os.PathLike | None = None) -> None:
     """Fail now, in one line, if `load(name)` would fail for want of data (offline, no local copy)."""
     loader = _Loader(get(name), data_root(root), cache_dir(cache))
-    kind = loader.decide()
-    if kind == "missing":
-        raise TfqError(loader._missing_message())
-    if kind == "download":
-        unreachable = _unreachable(list(loader._url_infos()))
-        if unreachable is not None:
-            raise TfqError(f"{loader._missing_message()}; tfds cannot download it either ({unreachable})")
+    why = loader.unavailable(loader.decide())
+    if why:
+        raise TfqError(why)
 
 
 @dataclasses.dataclass
