@@ -28,9 +28,12 @@ def run_dir(artifacts: str | os.PathLike, dataset: str, model: str) -> Path:
     return Path(artifacts) / f"{dataset}_{model}"
 
 
+TEMP_PREFIX = ".tmp."  # every file on its way to its final name starts so (see remove_stale_temps)
+
+
 def _temp_beside(final: Path, suffix: str | None = None) -> Path:
     final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=suffix or final.suffix)
+    fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=f"{TEMP_PREFIX}{final.name}.", suffix=suffix or final.suffix)
     os.close(fd)
     os.unlink(tmp)  # writers such as keras' save() want to create the file themselves
     return Path(tmp)
@@ -53,6 +56,15 @@ def atomic_path(final: str | os.PathLike, suffix: str | None = None):
         os.replace(tmp, final)
     finally:
         _discard(tmp)
+
+
+def remove_stale_temps(folder: str | os.PathLike) -> list[Path]:
+    """Delete what a killed writer left under `folder` (temporary files never renamed into place);
+    call it only where no other process is writing. Returns what it removed."""
+    stale = sorted(Path(folder).rglob(f"{TEMP_PREFIX}*")) if Path(folder).is_dir() else []
+    for path in stale:
+        _discard(path)
+    return stale
 
 
 def check_writable(folder: str | os.PathLike) -> Path:

@@ -23,7 +23,7 @@ from pathlib import Path
 from absl import flags
 
 from tfq import (artifacts, cli, convert, data, evaluate, export, generalize, micro, mixed, models, modes, qat, report,
-                 sensitivity, sweep, train)
+                 scaleout, sensitivity, sweep, train)
 from tfq.artifacts import TfqError
 from tfq.backend import versions
 
@@ -60,6 +60,8 @@ class PipelineConfig:
     cross_datasets: tuple[str, ...] = ()  # scored where a run's classes match (MNIST -> usps, emnist_digits)
     generalize: bool = True  # after the two above, for the same reason as `sweep`
     export_modes: tuple[str, ...] = ()  # files to export for apps, in every tfq.export format
+    executor: str = "local"  # or "ray": chains and sweep lines as Ray tasks (tfq.scaleout)
+    ray_address: str | None = None  # HOST:PORT of a running Ray cluster; None: a local instance
     data_root: str | None = None
     cache_dir: str | None = None
 
@@ -107,6 +109,7 @@ class Stages:
         self.folder, self.label, self.force = folder, label, force
         self.state_path = folder / STATE_FILE
         self.state = artifacts.read_json(self.state_path, default={})
+        self.produced: dict[str, str] = {}  # every output path (current or made now) -> its sha256
 
     def adopt(self, name: str, key: str, seconds: float, outputs) -> None:
         """Count outputs made outside the pipeline (e.g. by `python -m tfq.train`) as current."""
@@ -122,6 +125,7 @@ class Stages:
         if not self.force and recorded.get("key") == key and all(p.is_file() for p in outputs()):
             if recorded.get("outputs") == _digests(outputs()):
                 print(f"{label}: current, skipped (took {recorded.get('seconds', 0):.1f} s when it ran)", flush=True)
+                self._produced(outputs())
                 return
             print(f"{label}: its files changed since it wrote them (made or replaced outside the pipeline); "
                   "running it again", flush=True)
@@ -132,12 +136,20 @@ class Stages:
         self.state[name] = {"key": key, "seconds": round(seconds, 1),
                             "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "outputs": _digests(outputs())}
         artifacts.write_json(self.state_path, self.state)
+        self._produced(outputs())
         print(f"{label}: done in {seconds:.1f} s; {headline(result)}", flush=True)
 
+    def _produced(self, paths) -> None:
+        self.produced.update({str(Path(p).resolve()): artifacts.sha256(p) for p in paths})
 
-def run_pair(cfg: PipelineConfig, dataset: str, model: str, environment: dict) -> None:
-    """One dataset x model's stages; `environment` is the library versions and tfq's code digest."""
+
+def run_pair(cfg: PipelineConfig, dataset: str, model: str, environment: dict, *, mapper=map) -> dict:
+    """One dataset x model's stages; `environment` is the library versions and tfq's code digest,
+    `mapper` runs the sweep's lines (`map`, or Ray tasks). Returns every output file (absolute
+    path -> sha256), so a driver on another machine can check that it sees them."""
     run = artifacts.run_dir(cfg.artifacts, dataset, model)
+    for stale in artifacts.remove_stale_temps(run):
+        print(f"[{dataset}_{model}] removed {stale.name}, left half-written by a writer that was stopped", flush=True)
     stages = Stages(run, f"{dataset}_{model}", cfg.force)
     tc = train_config(cfg, dataset, model)
     model_file = run / artifacts.MODEL_FILE
@@ -152,7 +164,10 @@ def run_pair(cfg: PipelineConfig, dataset: str, model: str, environment: dict) -
             and made.get("data_source_key") == source["data"] and made.get("versions") == source["versions"]):
         stages.adopt("train", train_key, made["wall_time_s"], train_outputs)
     stages.run("train", train_key, lambda: train_outputs,
-               lambda: train.train(tc), f"training the float {model} ({_count(tc.epochs, 'epoch')})",
+               lambda: (scaleout.train_on_ray(tc, tc.ray_workers, tc.ray_address or cfg.ray_address)
+                        if tc.strategy == "ray" else train.train(tc)),
+               f"training the float {model} ({_count(tc.epochs, 'epoch')}"
+               + (f" on {tc.ray_workers} Ray Train workers)" if tc.strategy == "ray" else ")"),
                lambda r: f"test accuracy {_pct(r['test_accuracy'])}")
 
     model_digest = artifacts.sha256(model_file)
@@ -202,7 +217,7 @@ def run_pair(cfg: PipelineConfig, dataset: str, model: str, environment: dict) -
                                data_root=cfg.data_root, cache_dir=cfg.cache_dir)
         checked = [run / f"{name}.tflite" for name in sweep.CHECKS if (run / f"{name}.tflite").is_file()]
         stages.run("sweep", _key(model_digest, _digests(checked), _settings(sc), source),
-                   lambda: [run / "sweep.json", run / "sweep.csv"], lambda: sweep.sweep(sc),
+                   lambda: [run / "sweep.json", run / "sweep.csv"], lambda: sweep.sweep(sc, map_lines=mapper),
                    f"simulated precisions, {len(sweep.LINES)} schemes x {len(sc.bits)} widths, checked against "
                    f"{len(checked)} real files", _sweep_headline)
 
@@ -267,6 +282,7 @@ def run_pair(cfg: PipelineConfig, dataset: str, model: str, environment: dict) -
                        lambda folder=folder: [folder / "export.json"], lambda xc=xc: export.export(xc),
                        f"{mode}.tflite for {'a TFLite Micro app (C)' if fmt == 'c' else 'an Android app'}",
                        lambda m: f"{m['folder']}: {', '.join(m['files'])}")
+    return stages.produced
 
 
 def _micro_headline(result: dict) -> str:
@@ -327,6 +343,7 @@ def validate(cfg: PipelineConfig) -> None:
                        f"{','.join(cfg.mixed_objectives)}: budgets are points from 0 to 100, objectives "
                        f"{', '.join(mixed.OBJECTIVES)}")
     cli.check_at_least(cfg, 0, "micro_examples", "shift_examples")
+    scaleout.executor(cfg.executor, cfg.ray_address)  # a known executor; --ray_address only with ray
     for other in cfg.cross_datasets:
         data.get(other)
         if cfg.generalize and any(generalize.compatible(d, [other]) for d in cfg.datasets):
@@ -345,14 +362,46 @@ def validate(cfg: PipelineConfig) -> None:
     artifacts.check_writable(cfg.artifacts)
 
 
+def _for_workers(cfg: PipelineConfig) -> PipelineConfig:
+    """Absolute places (workers may start elsewhere), and every dataset built once, here, before
+    chains that read the same one start side by side."""
+    root = data.data_root(cfg.data_root)
+    cfg = dataclasses.replace(cfg, artifacts=str(Path(cfg.artifacts).resolve()),
+                              data_root=str(root.resolve()) if root else None,
+                              cache_dir=str(data.cache_dir(cfg.cache_dir).resolve()))
+    others = {o for d in cfg.datasets for o in generalize.compatible(d, cfg.cross_datasets)} if cfg.generalize else set()
+    for name in [*cfg.datasets, *sorted(others)]:
+        data.load(name, root=cfg.data_root, cache=cfg.cache_dir)
+    return cfg
+
+
+def _check_collected(label: str, produced: dict[str, str]) -> None:
+    """The files a chain's worker made must be here, as made: the artifacts folder is shared."""
+    for path, digest in produced.items():
+        if not Path(path).is_file() or artifacts.sha256(path) != digest:
+            raise TfqError(f"[{label}] a worker wrote {path}, but the driver does not see it there: every node "
+                           "must mount the artifacts folder at the same path")
+
+
 def pipeline(cfg: PipelineConfig) -> Path:
-    """Run every stage for every dataset x model, then the report; returns the report folder."""
+    """Run every stage for every dataset x model, then the report; returns the report folder.
+    The chains run through `--executor` (one after another here, or as Ray tasks)."""
     validate(cfg)
     started = time.time()
     environment = {"versions": versions(), "code": artifacts.code_digest()}  # once: the same for every stage
-    for d in cfg.datasets:
-        for m in cfg.models:
-            run_pair(cfg, d, m, environment)
+    with scaleout.executor(cfg.executor, cfg.ray_address) as ex:
+        if ex.name != "local":
+            cfg = _for_workers(cfg)
+        jobs = {f"{d}_{m}": (cfg, d, m, environment) for d in cfg.datasets for m in cfg.models}
+        outcomes = ex.chains(run_pair, jobs)
+    failed = [o for o in outcomes.values() if isinstance(o, scaleout.Failure)]
+    for label, outcome in outcomes.items():
+        if not isinstance(outcome, scaleout.Failure):
+            _check_collected(label, outcome)
+    if failed:
+        raise TfqError(f"{len(failed)} of {len(jobs)} runs failed, so no report: "
+                       + "; ".join(f"{f.label}: {f.error.rstrip('.')}" for f in failed)
+                       + " (their finished stages are kept; a rerun redoes only the rest)")
     out = Path(cfg.artifacts) / "report"
     results = [p for d in cfg.datasets for m in cfg.models
                for p in artifacts.run_dir(cfg.artifacts, d, m).glob("*.json")]
@@ -405,6 +454,10 @@ def _define_flags() -> None:
                       "usps,usps_resized,emnist_digits (MNIST runs); empty: none.")
     flags.DEFINE_list("export_modes", [], "Files (e.g. int8,qat_int8) to export as C arrays and Android bundles "
                       "(tfq.export); empty: none.")
+    flags.DEFINE_enum("executor", "local", list(scaleout.EXECUTORS), "Where the chains (one per dataset x model) "
+                      "and the sweep's lines run: here one after another, or as Ray tasks (pip install -e .[ray]).")
+    flags.DEFINE_string("ray_address", None, "--executor=ray: HOST:PORT of a running cluster (`ray start --head`); "
+                        "default: a local Ray instance for this run.")
     flags.DEFINE_string("data_root", None, "Raw dataset files (default: $TFQ_DATA_ROOT).")
     flags.DEFINE_string("cache_dir", None, "tfds build folder (default: $TFQ_CACHE_DIR or ~/.cache/tfq).")
 

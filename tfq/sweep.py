@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import io
 import time
 
@@ -98,7 +99,7 @@ CONTRASTS = (
 AGREEMENT_TOLERANCE = {"accuracy_points": 0.15, "min_agreement": 0.995}  # issue 11's promise
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class SweepConfig:
     dataset: str = "mnist"
     model: str = "cnn"
@@ -129,13 +130,26 @@ def _grid_subset(n_total: int, n: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n_total, n, replace=False))
 
 
-def sweep(cfg: SweepConfig) -> dict:
-    """Run the grid and the checks; writes sweep.json / sweep.csv in the run folder and returns the result."""
-    cfg.validate()
-    run = artifacts.check_writable(artifacts.run_dir(cfg.artifacts, cfg.dataset, cfg.model))
+@dataclasses.dataclass
+class _Grid:
+    """What every line of one sweep reads: the test images, the grid subset, one simulator per
+    calibration draw and float's predictions."""
+    splits: data.Splits
+    images: np.ndarray
+    labels: np.ndarray
+    scaled: np.ndarray
+    subset: np.ndarray
+    sims: list
+    float_pred: np.ndarray
+
+
+@functools.lru_cache(maxsize=1)
+def _grid(cfg: SweepConfig, model_sha256: str) -> _Grid:
+    """Built once per process and sweep (keyed by the model's digest too): the local run builds it
+    once; a Ray worker builds it for the first line it runs and reuses it for the next ones."""
+    del model_sha256  # part of the cache key only
     fresh_session(cfg.seed)
-    model = models.load_trained(run)
-    started = time.time()
+    model = models.load_trained(artifacts.run_dir(cfg.artifacts, cfg.dataset, cfg.model))
     splits = data.load(cfg.dataset, root=cfg.data_root, cache=cfg.cache_dir, max_eval=cfg.max_eval_examples or None)
     images, labels = data.to_numpy(splits.test)
     scaled = data.scale(images).numpy()
@@ -144,28 +158,51 @@ def sweep(cfg: SweepConfig) -> dict:
     sims = [Simulator(model, data.calibration_samples(splits, cfg.num_calibration, seed=cfg.seed + d), seed=d)
             for d in range(cfg.calibration_draws)]
     float_pred = sims[0].predict(scaled[subset], Scheme()).argmax(1)
+    return _Grid(splits, images, labels, scaled, subset, sims, float_pred)
+
+
+def line_points(cfg: SweepConfig, index: int) -> tuple[list[dict], dict]:
+    """One line of the grid (`LINES[index]` at every width): its points, and per width the
+    correctness of each calibration draw's predictions on the grid images. The unit of work an
+    executor hands out (`tfq.scaleout`)."""
+    g = _grid(cfg, artifacts.sha256(artifacts.run_dir(cfg.artifacts, cfg.dataset, cfg.model) / artifacts.MODEL_FILE))
+    line, labels = LINES[index], g.labels[g.subset]
+    points, correct = [], {}
+    for bits in cfg.bits:
+        scheme = line.scheme(bits)
+        draws = g.sims if scheme.activation_bits else g.sims[:1]  # weights alone need no calibration
+        preds = [s.predict(g.scaled[g.subset], scheme).argmax(1) for s in draws]
+        correct[bits] = [p == labels for p in preds]
+        acc = [float(c.mean()) for c in correct[bits]]
+        points.append({"bits": bits, "scheme": scheme.name, "accuracy": acc, "mean": float(np.mean(acc)),
+                       "spread": [min(acc), max(acc)],
+                       "agreement_with_float": float(np.mean([(p == g.float_pred).mean() for p in preds]))})
+    return points, correct
+
+
+def sweep(cfg: SweepConfig, *, map_lines=map) -> dict:
+    """Run the grid and the checks; writes sweep.json / sweep.csv in the run folder and returns the result.
+
+    `map_lines(fn, indices)` runs `line_points` for every line: the builtin `map` here, Ray tasks
+    through `tfq.scaleout` (each task rebuilds the same grid, so the results are the same)."""
+    cfg.validate()
+    run = artifacts.check_writable(artifacts.run_dir(cfg.artifacts, cfg.dataset, cfg.model))
+    started = time.time()
+    g = _grid(cfg, artifacts.sha256(run / artifacts.MODEL_FILE))
     lines, correct = [], {}
-    for line in LINES:
-        points = []
-        for bits in cfg.bits:
-            scheme = line.scheme(bits)
-            draws = sims if scheme.activation_bits else sims[:1]  # weights alone need no calibration
-            preds = [s.predict(scaled[subset], scheme).argmax(1) for s in draws]
-            correct[line.label, bits] = [p == labels[subset] for p in preds]
-            acc = [float(c.mean()) for c in correct[line.label, bits]]
-            points.append({"bits": bits, "scheme": scheme.name, "accuracy": acc, "mean": float(np.mean(acc)),
-                           "spread": [min(acc), max(acc)],
-                           "agreement_with_float": float(np.mean([(p == float_pred).mean() for p in preds]))})
+    for line, (points, line_correct) in zip(LINES, map_lines(functools.partial(line_points, cfg), range(len(LINES)))):
         lines.append({"family": line.family, "label": line.label, "points": points})
+        correct.update({(line.label, bits): c for bits, c in line_correct.items()})
+    labels, subset = g.labels, g.subset
     result = {
         "dataset": cfg.dataset, "model": cfg.model,
         "grid_examples": int(len(subset)), "grid_subset_seed": cfg.seed,
-        "float_accuracy_grid": float((float_pred == labels[subset]).mean()),
+        "float_accuracy_grid": float((g.float_pred == labels[subset]).mean()),
         "calibration_samples": cfg.num_calibration,
         "calibration_seeds": [cfg.seed + d for d in range(cfg.calibration_draws)],
         "lines": lines,
         "contrasts": _contrasts(correct, cfg.bits),
-        "checks": _checks(run, sims[0], scaled, images, labels, splits.source.to_json()) if cfg.checks else [],
+        "checks": _checks(run, g.sims[0], g.scaled, g.images, labels, g.splits.source.to_json()) if cfg.checks else [],
         "tolerance": AGREEMENT_TOLERANCE,
         "source_model": {"path": str(run / artifacts.MODEL_FILE), "sha256": artifacts.sha256(run / artifacts.MODEL_FILE)},
         "time_s": round(time.time() - started, 1),
@@ -174,6 +211,7 @@ def sweep(cfg: SweepConfig) -> dict:
     with artifacts.atomic_paths(run / "sweep.json", run / "sweep.csv") as (json_tmp, csv_tmp):
         artifacts.write_json(json_tmp, result)
         csv_tmp.write_text(_csv(result))
+    _grid.cache_clear()  # the models and images; a later sweep (another run) builds its own
     return result
 
 

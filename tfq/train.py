@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -28,7 +29,7 @@ from tfq import artifacts, cli, data, models
 from tfq.artifacts import TfqError
 from tfq.backend import fresh_session, keras, tf, versions
 
-STRATEGIES = ("default", "mirrored", "multi_worker")
+STRATEGIES = ("default", "mirrored", "multi_worker", "ray")
 MONITORS = {"val_loss": min, "val_accuracy": max}  # what early stopping watches, and which way is better
 TENSORBOARD_DIR = "tensorboard"
 # Below this many optimizer steps, BatchNorm's moving statistics (momentum 0.9) still trail the
@@ -61,6 +62,8 @@ class TrainConfig:
     max_train_examples: int = 0
     max_eval_examples: int = 0
     strategy: str = "default"
+    ray_workers: int = 2  # --strategy=ray: Ray Train workers, one CPU each
+    ray_address: str | None = None  # --strategy=ray: HOST:PORT of a running cluster (None: a local instance)
     early_stopping_patience: int = 0  # 0: train every epoch and keep the last one's weights
     early_stopping_monitor: str = "val_loss"
     tensorboard: bool = False
@@ -73,7 +76,9 @@ class TrainConfig:
         models.get(self.model)
         if self.strategy not in STRATEGIES:
             raise TfqError(f"unknown strategy {self.strategy!r}; choose one of: {', '.join(STRATEGIES)}")
-        cli.check_at_least(self, 1, "epochs", "batch_size")
+        cli.check_at_least(self, 1, "epochs", "batch_size", "ray_workers")
+        if self.ray_address and self.strategy != "ray":
+            raise TfqError(f"--ray_address={self.ray_address} needs --strategy=ray")
         cli.check_at_least(self, 0, "weight_decay", "warmup_epochs", "max_train_examples", "max_eval_examples",
                            "early_stopping_patience")
         if self.early_stopping_monitor not in MONITORS:
@@ -94,14 +99,18 @@ class TrainConfig:
     def fingerprint(self) -> str:
         """Identifies what a checkpoint belongs to: everything but where files go."""
         keyed = {k: v for k, v in dataclasses.asdict(self).items()
-                 if k not in ("artifacts", "data_root", "cache_dir", "max_eval_examples", "tensorboard")}  # not the weights
+                 if k not in ("artifacts", "data_root", "cache_dir", "max_eval_examples", "tensorboard",
+                              "ray_address")}  # not the weights
+        if self.strategy != "ray":  # the same key as before Ray Train existed
+            keyed.pop("ray_workers")
         if not self.early_stopping_patience:  # off: the same key as before the option existed
             keyed.pop("early_stopping_patience"), keyed.pop("early_stopping_monitor")
         return hashlib.sha256(json.dumps(keyed, sort_keys=True, default=list).encode()).hexdigest()[:12]
 
 
 def make_strategy(name: str) -> tf.distribute.Strategy:
-    """One device, all local devices (`mirrored`), or the workers named in TF_CONFIG."""
+    """One device, all local devices (`mirrored`), or the workers named in TF_CONFIG (`multi_worker`,
+    and `ray`, whose TF_CONFIG Ray Train writes)."""
     if name == "default":
         return tf.distribute.get_strategy()
     if name == "mirrored":
@@ -109,6 +118,11 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
             d.name for d in tf.config.list_logical_devices("CPU")]
         return tf.distribute.MirroredStrategy(devices=devices)
     if name == "multi_worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if name == "ray":  # inside a Ray Train worker, which wrote TF_CONFIG (tfq.scaleout.train_on_ray)
+        if "TF_CONFIG" not in os.environ:
+            raise TfqError("--strategy=ray trains through Ray Train: run `python -m tfq.train --strategy=ray` "
+                           "or tfq.scaleout.train_on_ray, which start the workers")
         return tf.distribute.MultiWorkerMirroredStrategy()
     raise TfqError(f"unknown strategy {name!r}; choose one of: {', '.join(STRATEGIES)}")
 
@@ -333,7 +347,10 @@ def train(cfg: TrainConfig, *, callbacks=()) -> dict:
                   f"validation accuracy {before:.4f} -> {reestimated['val_accuracy_after']:.4f}", flush=True)
     test_loss, test_acc = model.evaluate(test_ds, verbose=0)
 
-    with artifacts.atomic_path(out / artifacts.MODEL_FILE) as tmp:
+    # every worker saves (saving may run collective ops), the chief into the run folder
+    chief = _is_chief(strategy)
+    saved = out / artifacts.MODEL_FILE if chief else Path(tempfile.mkdtemp(prefix="tfq-worker-")) / artifacts.MODEL_FILE
+    with artifacts.atomic_path(saved) as tmp:
         model.save(tmp)
     result = {
         "dataset": cfg.dataset,
@@ -362,8 +379,11 @@ def train(cfg: TrainConfig, *, callbacks=()) -> dict:
         "config": dataclasses.asdict(cfg),
         "fingerprint": cfg.fingerprint(),
         "versions": versions(),
-        "model_sha256": artifacts.sha256(out / artifacts.MODEL_FILE),
+        "model_sha256": artifacts.sha256(saved),
     }
+    if not chief:
+        shutil.rmtree(saved.parent, ignore_errors=True)
+        return result
     artifacts.write_json(out / artifacts.TRAIN_JSON, result)
     shutil.rmtree(backup, ignore_errors=True)
     return result
@@ -409,7 +429,11 @@ def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
     flags.DEFINE_list("mlp_hidden", [str(w) for w in d.mlp_hidden], "MLP hidden layer widths.", flag_values=fv)
     flags.DEFINE_integer("seed", d.seed, "Random seed (weights, shuffling, augmentation).", flag_values=fv)
     cli.define_slice_flags(fv)
-    flags.DEFINE_enum("strategy", d.strategy, STRATEGIES, "tf.distribute strategy.", flag_values=fv)
+    flags.DEFINE_enum("strategy", d.strategy, STRATEGIES, "tf.distribute strategy; `ray`: MultiWorkerMirroredStrategy "
+                      "over --ray_workers Ray Train workers (pip install -e .[ray]).", flag_values=fv)
+    flags.DEFINE_integer("ray_workers", d.ray_workers, "--strategy=ray: Ray Train workers (one CPU each).", flag_values=fv)
+    flags.DEFINE_string("ray_address", d.ray_address, "--strategy=ray: HOST:PORT of a running Ray cluster "
+                        "(`ray start --head`); default: a local instance.", flag_values=fv)
     flags.DEFINE_integer("early_stopping_patience", d.early_stopping_patience, "Stop after this many epochs "
                          "without a better --early_stopping_monitor and restore the best epoch (0: off).", flag_values=fv)
     flags.DEFINE_enum("early_stopping_monitor", d.early_stopping_monitor, list(MONITORS),
@@ -428,7 +452,13 @@ def split_cpu(n: int) -> None:
 def main(argv):
     del argv
     split_cpu(FLAGS.cpu_devices)
-    result = train(cli.config_from_flags(TrainConfig))
+    cfg = cli.config_from_flags(TrainConfig)
+    if cfg.strategy == "ray":
+        from tfq import scaleout  # the CLI dispatches; train itself never imports Ray
+
+        result = scaleout.train_on_ray(cfg, cfg.ray_workers, cfg.ray_address)
+    else:
+        result = train(cfg)
     print(f"{result['dataset']} {result['model']}: test accuracy {result['test_accuracy']:.4f} "
           f"in {result['wall_time_s']:.0f} s -> {artifacts.run_dir(FLAGS.artifacts, FLAGS.dataset, FLAGS.model)}")
 
