@@ -110,6 +110,8 @@ class Stages:
         self.state_path = folder / STATE_FILE
         self.state = artifacts.read_json(self.state_path, default={})
         self.produced: dict[str, str] = {}  # every output path (current or made now) -> its sha256
+        self.ran: list[str] = []
+        self.skipped: list[str] = []
 
     def adopt(self, name: str, key: str, seconds: float, outputs) -> None:
         """Count outputs made outside the pipeline (e.g. by `python -m tfq.train`) as current."""
@@ -126,6 +128,7 @@ class Stages:
             if recorded.get("outputs") == _digests(outputs()):
                 print(f"{label}: current, skipped (took {recorded.get('seconds', 0):.1f} s when it ran)", flush=True)
                 self._produced(outputs())
+                self.skipped.append(name)
                 return
             print(f"{label}: its files changed since it wrote them (made or replaced outside the pipeline); "
                   "running it again", flush=True)
@@ -137,6 +140,7 @@ class Stages:
                             "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "outputs": _digests(outputs())}
         artifacts.write_json(self.state_path, self.state)
         self._produced(outputs())
+        self.ran.append(name)
         print(f"{label}: done in {seconds:.1f} s; {headline(result)}", flush=True)
 
     def _produced(self, paths) -> None:
@@ -145,9 +149,9 @@ class Stages:
 
 def run_pair(cfg: PipelineConfig, dataset: str, model: str, environment: dict, *, mapper=map) -> dict:
     """One dataset x model's stages; `environment` is the library versions and tfq's code digest,
-    `mapper` runs the sweep's lines (`map`, or Ray tasks). Returns every output file (absolute
-    path -> sha256), so a driver on another machine can check that it sees them."""
-    run = artifacts.run_dir(cfg.artifacts, dataset, model)
+    `mapper` runs the sweep's lines (`map`, or Ray tasks). Returns the stages it ran and skipped,
+    and every output file (absolute path -> sha256), so a driver elsewhere can check that it sees them."""
+    run = artifacts.check_writable(artifacts.run_dir(cfg.artifacts, dataset, model))
     for stale in artifacts.remove_stale_temps(run):
         print(f"[{dataset}_{model}] removed {stale.name}, left half-written by a writer that was stopped", flush=True)
     stages = Stages(run, f"{dataset}_{model}", cfg.force)
@@ -282,7 +286,7 @@ def run_pair(cfg: PipelineConfig, dataset: str, model: str, environment: dict, *
                        lambda folder=folder: [folder / "export.json"], lambda xc=xc: export.export(xc),
                        f"{mode}.tflite for {'a TFLite Micro app (C)' if fmt == 'c' else 'an Android app'}",
                        lambda m: f"{m['folder']}: {', '.join(m['files'])}")
-    return stages.produced
+    return {"ran": stages.ran, "skipped": stages.skipped, "produced": stages.produced}
 
 
 def _micro_headline(result: dict) -> str:
@@ -375,6 +379,11 @@ def _for_workers(cfg: PipelineConfig) -> PipelineConfig:
     return cfg
 
 
+def _recorded_seconds(run: Path) -> float:
+    state = run / STATE_FILE
+    return report.chain_seconds(artifacts.read_json(state)) if state.is_file() else 0.0
+
+
 def _check_collected(label: str, produced: dict[str, str]) -> None:
     """The files a chain's worker made must be here, as made: the artifacts folder is shared."""
     for path, digest in produced.items():
@@ -393,11 +402,16 @@ def pipeline(cfg: PipelineConfig) -> Path:
         if ex.name != "local":
             cfg = _for_workers(cfg)
         jobs = {f"{d}_{m}": (cfg, d, m, environment) for d in cfg.datasets for m in cfg.models}
+        if ex.name != "local":  # longest recorded chain first: the slowest does not start last
+            jobs = dict(sorted(jobs.items(), key=lambda kv: -_recorded_seconds(Path(cfg.artifacts) / kv[0])))
         outcomes = ex.chains(run_pair, jobs)
     failed = [o for o in outcomes.values() if isinstance(o, scaleout.Failure)]
     for label, outcome in outcomes.items():
         if not isinstance(outcome, scaleout.Failure):
-            _check_collected(label, outcome)
+            _check_collected(label, outcome["produced"])
+            if ex.name != "local":  # the workers' own lines reach this console late, or deduplicated
+                print(f"[{label}] finished through {ex.name}: ran {', '.join(outcome['ran']) or 'nothing'}; "
+                      f"current: {', '.join(outcome['skipped']) or 'nothing'}", flush=True)
     if failed:
         raise TfqError(f"{len(failed)} of {len(jobs)} runs failed, so no report: "
                        + "; ".join(f"{f.label}: {f.error.rstrip('.')}" for f in failed)

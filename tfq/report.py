@@ -535,6 +535,7 @@ def report(artifacts_root: str | Path = "artifacts", out: str | Path | None = No
                "rerun `python -m tfq.evaluate` (or the pipeline) to measure the current files.", ""]
         md += [f"- {s['run']}/{s['file']}: {s['why']}" for s in stale_results] + [""]
     md += _stage_times(runs)
+    md += _scaleout_estimate(runs)
     with artifacts.atomic_path(out / REPORT_MD) as tmp:
         tmp.write_text("\n".join(md))
     return out / REPORT_MD
@@ -1179,6 +1180,49 @@ def _stage_times(runs: dict) -> list[str]:
                f"fine-tuning fits as training too, {totals['rest'] - totals['fits']:,.0f} s, "
                f"{100 * (totals['rest'] - totals['fits']) / all_s:.1f}%."]
     return [*md, ""]
+
+
+def chain_seconds(state: dict) -> float:
+    """A run's chain: every stage it records in pipeline.json, one after another."""
+    return sum(v.get("seconds", 0.0) for v in state.values())
+
+
+def machines_estimate(chains: dict[str, float], machines: int) -> tuple[float, dict[str, int]]:
+    """Wall time of independent chains on `machines` machines, one chain per machine at a time, longest
+    first onto the machine that frees up first (the order `--executor=ray` submits them in); returns
+    the slowest machine's seconds and which machine each chain ran on."""
+    loads, placed = [0.0] * machines, {}
+    for name, secs in sorted(chains.items(), key=lambda kv: -kv[1]):
+        m = loads.index(min(loads))
+        loads[m] += secs
+        placed[name] = m
+    return max(loads), placed
+
+
+def _scaleout_estimate(runs: dict) -> list[str]:
+    """What more machines would buy, from the recorded stage times (README "Scale out")."""
+    chains = {n: chain_seconds(r["stages"]) for n, r in runs.items() if r["stages"]}
+    if len(chains) < 2:
+        return []
+    one = sum(chains.values())
+    longest = max(chains, key=chains.get)
+    md = ["## Scale-out estimate", "",
+          "The chains (one per run) are independent, so on N machines like this one the study takes about as long "
+          "as the busiest machine's chains: each chain's recorded stage times added up, chains placed longest "
+          "first on the machine that frees up first (as `--executor=ray` submits them), one chain per machine "
+          "at a time. Not counted: Ray's start (seconds), the report, and a shared filesystem's cost.", "",
+          "| machines | estimated wall time | speed-up | the busiest machine runs |", "|---:|---:|---:|---|"]
+    for n in sorted({1, 2, 3, len(chains)}):
+        wall, placed = machines_estimate(chains, n)
+        busiest = max(range(n), key=lambda m: sum(chains[c] for c in placed if placed[c] == m))
+        md.append(f"| {n} | {wall / 60:.1f} min | {one / wall:.2f}x | "
+                  f"{', '.join(c for c in placed if placed[c] == busiest)} |")
+    sweep_s = _seconds(runs[longest]["stages"], "sweep") or 0.0
+    md += ["", f"From {min(len(chains), 3)} machines on, the longest chain ({longest}, {chains[longest] / 60:.1f} min) is "
+           f"the floor. Inside a chain only the sweep's lines run as parallel tasks "
+           f"(its sweep stage took {sweep_s:,.0f} s); its train stage ({_seconds(runs[longest]['stages'], 'train') or 0:,.0f} s) "
+           "could go to Ray Train workers on other machines (`--strategy=ray`).", ""]
+    return md
 
 
 FLAGS = flags.FLAGS

@@ -90,6 +90,8 @@ def connect(address: str | None):
     ray = _ray()
     if ray.is_initialized():
         return ray
+    if address:
+        _check_reachable(address)
     if not sys.stdout.isatty():
         os.environ.setdefault("RAY_COLOR_PREFIX", "0")  # plain "(task pid=...)" prefixes in logs
     env = {k: v for k, v in os.environ.items() if k.startswith(ENV_PREFIXES)}
@@ -100,6 +102,20 @@ def connect(address: str | None):
         raise TfqError(f"--ray_address={address}: cannot join the Ray cluster there ({str(e).splitlines()[0]}); "
                        "start it with `ray start --head` and pass the address it prints") from None
     return ray
+
+
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """One line now instead of ray.init waiting minutes for a head node that is not there."""
+    import socket
+
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise TfqError(f"--ray_address={address}: expected HOST:PORT, as `ray start --head` prints it")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise TfqError(f"--ray_address={address}: no Ray head node answers there ({e.strerror or e}); start one with "
+                       "`ray start --head --port=6379` and pass HOST:6379") from None
 
 
 def ray_map(fn, items) -> list:
@@ -156,14 +172,20 @@ class Ray:
             try:
                 results[label] = ray.get(done[0])
             except Exception as e:  # noqa: BLE001 - e.g. the worker died more than MAX_RETRIES times
-                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-                print(f"[{label}] failed on the cluster after {MAX_RETRIES} retries: {first}", flush=True)
-                results[label] = Failure(label, f"{type(e).__name__}: {first}")
+                why = _last_error(e)
+                print(f"[{label}] failed on the cluster (retried {MAX_RETRIES} times): {why}", flush=True)
+                results[label] = Failure(label, why)
         return {label: results[label] for label in jobs}
 
     @staticmethod
     def mapper():
         return ray_map
+
+
+def _last_error(e: BaseException) -> str:
+    """The innermost "SomeError: message" line of an error Ray wrapped around a worker's traceback."""
+    lines = [ln.strip() for ln in str(e).splitlines() if re.match(r"\s*[\w.]+(Error|Exception|Exit): ", ln)]
+    return lines[-1] if lines else f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
 
 
 def executor(name: str, address: str | None = None):
@@ -195,8 +217,14 @@ def train_on_ray(cfg, workers: int, address: str | None = None) -> dict:
     from ray.train.tensorflow import TensorflowTrainer
 
     def loop(config):
+        from absl import logging
+
+        from tfq import console
         from tfq import train as worker_train
 
+        if not console.verbose():  # as cli.run does: tfds' and the collectives' INFO lines stay back
+            logging.set_verbosity(logging.ERROR)
+            worker_train.tf.get_logger().setLevel("ERROR")
         worker_train.train(config["cfg"])
 
     trainer = TensorflowTrainer(
@@ -206,12 +234,8 @@ def train_on_ray(cfg, workers: int, address: str | None = None) -> dict:
                              failure_config=FailureConfig(max_failures=MAX_RETRIES)))
     try:
         trainer.fit()
-    except Exception as e:  # noqa: BLE001 - Ray wraps the worker's error; one line for the user
-        cause = e
-        while getattr(cause, "__cause__", None) is not None:
-            cause = cause.__cause__
-        raise TfqError(f"training {cfg.dataset} {cfg.model} on {workers} Ray workers failed: "
-                       f"{type(cause).__name__}: {str(cause).strip().splitlines()[0] if str(cause).strip() else ''}") from None
+    except Exception as e:  # noqa: BLE001 - Ray wraps the workers' tracebacks; one line for the user
+        raise TfqError(f"training {cfg.dataset} {cfg.model} on {workers} Ray workers failed: {_last_error(e)}") from None
     return artifacts.read_json(artifacts.run_dir(cfg.artifacts, cfg.dataset, cfg.model) / artifacts.TRAIN_JSON)
 
 

@@ -253,6 +253,16 @@ class _Backup:
             shutil.rmtree(self.scratch, ignore_errors=True)
 
 
+def _sharded(ds, strategy: tf.distribute.Strategy):
+    """Across workers, each takes every n-th batch: the data is one file, so tf.data's default
+    (a share of the files per worker) cannot split it. Options reach every dataset made from `ds`."""
+    if getattr(strategy, "cluster_resolver", None) is None:
+        return ds
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return ds.with_options(options)
+
+
 def _is_chief(strategy: tf.distribute.Strategy) -> bool:
     resolver = getattr(strategy, "cluster_resolver", None)
     if resolver is None or not resolver.task_type:
@@ -278,15 +288,15 @@ def train(cfg: TrainConfig, *, callbacks=()) -> dict:
     spec = data.get(cfg.dataset)
     out = artifacts.check_writable(artifacts.run_dir(cfg.artifacts, cfg.dataset, cfg.model))
 
+    strategy = make_strategy(cfg.strategy)  # first: a multi-worker strategy must exist before any TensorFlow op
     fresh_session(cfg.seed)
     source_key = data.source_key(cfg.dataset, cfg.data_root, cfg.cache_dir)  # before a first build changes it
     splits = data.load(cfg.dataset, root=cfg.data_root, cache=cfg.cache_dir,
                        max_train=cfg.max_train_examples or None, max_eval=cfg.max_eval_examples or None)
-    strategy = make_strategy(cfg.strategy)
 
-    cached_train = splits.train.cache()  # shared by every epoch
-    val_ds = data.batches(splits.val, cfg.batch_size)
-    test_ds = data.batches(splits.test, cfg.batch_size)
+    cached_train = _sharded(splits.train, strategy).cache()  # shared by every epoch
+    val_ds = data.batches(_sharded(splits.val, strategy), cfg.batch_size)
+    test_ds = data.batches(_sharded(splits.test, strategy), cfg.batch_size)
     steps = -(-int(splits.train.cardinality()) // cfg.batch_size)
     if steps < 1:
         raise TfqError(f"{cfg.dataset}: the training split is empty")
