@@ -287,3 +287,16 @@ def test_the_generalization_section_tables_plots_and_findings(tmp_path):
     md = report.report(tmp_path, datasets=("mnist",), models=("cnn",)).read_text()
     assert "## Generalization" not in md
     assert "- mnist_cnn/generalize.json: int8 changed or went after it was measured" in md
+
+
+def test_the_scale_out_estimate_places_chains_longest_first():
+    chains = {"mnist_mlp": 140, "mnist_cnn": 1352, "fashion_mnist_mlp": 194, "fashion_mnist_cnn": 1352,
+              "cifar10_mlp": 206, "cifar10_cnn": 1729}
+    assert report.machines_estimate(chains, 1)[0] == sum(chains.values())
+    wall, placed = report.machines_estimate(chains, 2)
+    assert wall == 1352 + 1352  # both 1,352 s chains end up on the machine without cifar10_cnn
+    assert placed["cifar10_cnn"] != placed["mnist_cnn"] == placed["fashion_mnist_cnn"]
+    assert {placed[c] for c in ("cifar10_mlp", "fashion_mnist_mlp", "mnist_mlp")} == {placed["cifar10_cnn"]}
+    assert report.machines_estimate(chains, 3)[0] == report.machines_estimate(chains, 6)[0] == 1729
+    md = "\n".join(report._scaleout_estimate({n: {"stages": {"train": {"seconds": s}}} for n, s in chains.items()}))
+    assert "| 2 | 45.1 min | 1.84x | mnist_cnn, fashion_mnist_cnn |" in md

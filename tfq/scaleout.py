@@ -99,8 +99,9 @@ def connect(address: str | None):
         ray.init(address=address or None, include_dashboard=False, configure_logging=False,
                  runtime_env={"env_vars": env}, log_to_driver=True)
     except (ConnectionError, ValueError, RuntimeError) as e:
-        raise TfqError(f"--ray_address={address}: cannot join the Ray cluster there ({str(e).splitlines()[0]}); "
-                       "start it with `ray start --head` and pass the address it prints") from None
+        raise TfqError(f"--ray_address={address}: cannot join the Ray cluster there ({str(e).splitlines()[0]}); if "
+                       "its nodes use token authentication, set RAY_AUTH_MODE=token and the head's token "
+                       "(RAY_AUTH_TOKEN or ~/.ray/auth_token) here too") from None
     return ray
 
 
