@@ -71,7 +71,15 @@ def test_chains_run_as_ray_tasks_in_other_processes(local_ray):
     out = local_ray.chains(where, {"a": (0,), "b": (1,)})
     assert all(pid != os.getpid() for pid, _ in out.values())
     assert all([v for v, _ in lines] == [0, 1] for _, lines in out.values())
-    assert all(p != os.getpid() for _, lines in out.values() for _, p in lines)
+    # the lines ran as tasks of their own: not in the chain's process (blocked waiting for them)
+    assert all(p != chain for chain, lines in out.values() for _, p in lines)
+
+
+def test_a_worker_with_other_code_or_versions_refuses_to_run(tmp_path):
+    env = {"versions": pipeline.versions(), "code": "0123456789abcdef"}
+    with pytest.raises(TfqError, match="runs other code than the driver"):
+        pipeline.run_pair(pipeline.PipelineConfig(artifacts=str(tmp_path)), "mnist", "mlp", env)
+    assert not list(tmp_path.iterdir())
 
 
 def test_a_worker_that_dies_is_retried_and_one_that_keeps_dying_is_reported(local_ray, tmp_path):

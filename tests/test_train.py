@@ -256,3 +256,26 @@ def test_tensorboard_logs_every_epochs_loss_and_accuracy(run_cli, tmp_path):
                     for value in event.summary.value:
                         steps.setdefault(value.tag, set()).add(event.step)
             assert steps["epoch_loss"] == steps["epoch_accuracy"] == set(range(epochs)), (part, steps)
+
+
+@pytest.mark.parametrize("index, chief", [(0, True), (1, False)])
+def test_with_ray_trains_tf_config_only_worker_0_is_chief(monkeypatch, index, chief):
+    """Ray Train writes {"cluster": {"worker": [...]}, "task": {"type": "worker", "index": i}}; only
+    worker 0 may write the run folder."""
+    import types
+
+    from tfq.backend import tf
+
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"worker": ["10.0.0.1:2222", "10.0.0.2:2222"]},
+                                                "task": {"type": "worker", "index": index}}))
+    resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
+    assert train._is_chief(types.SimpleNamespace(cluster_resolver=resolver)) is chief
+
+
+def test_ray_settings_leave_other_runs_fingerprints_alone():
+    base = train.TrainConfig()
+    assert dataclasses.replace(base, ray_workers=4, ray_address="h:1").fingerprint() == base.fingerprint()
+    ray2, ray4 = (dataclasses.replace(base, strategy="ray", ray_workers=n) for n in (2, 4))
+    assert len({base.fingerprint(), ray2.fingerprint(), ray4.fingerprint()}) == 3
+    with pytest.raises(TfqError, match="--ray_address=h:1 needs --strategy=ray"):
+        dataclasses.replace(base, ray_address="h:1").validate()

@@ -139,7 +139,7 @@ def export(cfg: ExportConfig) -> dict:
     manifest = {"format": cfg.format, "mode": cfg.mode, "dataset": cfg.dataset, "model": cfg.model,
                 "tflite": str(path), "tflite_sha256": artifacts.sha256(path), **info}
     # the folder is written aside, then swapped in whole: an app never picks up half an export
-    staging = folder.with_name(folder.name + ".partial")
+    staging = folder.with_name(f"{artifacts.TEMP_PREFIX}{folder.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     try:
@@ -159,7 +159,7 @@ def export(cfg: ExportConfig) -> dict:
             artifacts.write_json(staging / "model.json", {"model": path.name, **info})
             manifest["files"] = [path.name, "labels.txt", "model.json", "export.json"]
         artifacts.write_json(staging / "export.json", manifest)
-        old = folder.with_name(folder.name + ".old")
+        old = folder.with_name(f"{artifacts.TEMP_PREFIX}{folder.name}.old")
         shutil.rmtree(old, ignore_errors=True)
         if folder.exists():
             folder.rename(old)

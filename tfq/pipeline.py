@@ -147,15 +147,24 @@ class Stages:
         self.produced.update({str(Path(p).resolve()): artifacts.sha256(p) for p in paths})
 
 
-def run_pair(cfg: PipelineConfig, dataset: str, model: str, environment: dict, *, mapper=map) -> dict:
-    """One dataset x model's stages; `environment` is the library versions and tfq's code digest,
+def run_pair(cfg: PipelineConfig, dataset: str, model: str, environment: dict, tc: train.TrainConfig | None = None,
+             *, mapper=map) -> dict:
+    """One dataset x model's stages; `environment` is the driver's library versions and tfq code digest
+    (a worker with others refuses to run), `tc` the training config the driver read from the flagfile,
     `mapper` runs the sweep's lines (`map`, or Ray tasks). Returns the stages it ran and skipped,
     and every output file (absolute path -> sha256), so a driver elsewhere can check that it sees them."""
+    here = {"versions": versions(), "code": artifacts.code_digest()}
+    if here != environment:
+        import socket
+
+        odd = [k for k in ("code", "versions") if here[k] != environment[k]]
+        raise TfqError(f"{socket.gethostname()} runs other {' and '.join(odd)} than the driver "
+                       "(install the same tfq checkout and constraints.txt on every node)")
     run = artifacts.check_writable(artifacts.run_dir(cfg.artifacts, dataset, model))
     for stale in artifacts.remove_stale_temps(run):
         print(f"[{dataset}_{model}] removed {stale.name}, left half-written by a writer that was stopped", flush=True)
     stages = Stages(run, f"{dataset}_{model}", cfg.force)
-    tc = train_config(cfg, dataset, model)
+    tc = tc or train_config(cfg, dataset, model)
     model_file = run / artifacts.MODEL_FILE
     # every key holds the data source (official files or the JPEG copy), the library versions and
     # tfq's own code: a change to any of them makes the stages run again
@@ -401,11 +410,14 @@ def pipeline(cfg: PipelineConfig) -> Path:
     with scaleout.executor(cfg.executor, cfg.ray_address) as ex:
         if ex.name != "local":
             cfg = _for_workers(cfg)
-        jobs = {f"{d}_{m}": (cfg, d, m, environment) for d in cfg.datasets for m in cfg.models}
+        # flagfiles are read here: a worker's working directory may not hold them
+        jobs = {f"{d}_{m}": (cfg, d, m, environment, train_config(cfg, d, m)) for d in cfg.datasets for m in cfg.models}
         if ex.name != "local":  # longest recorded chain first: the slowest does not start last
             jobs = dict(sorted(jobs.items(), key=lambda kv: -_recorded_seconds(Path(cfg.artifacts) / kv[0])))
         outcomes = ex.chains(run_pair, jobs)
     failed = [o for o in outcomes.values() if isinstance(o, scaleout.Failure)]
+    for f in failed:  # every chain has returned: nothing else writes there now
+        artifacts.remove_stale_temps(Path(cfg.artifacts) / f.label)
     for label, outcome in outcomes.items():
         if not isinstance(outcome, scaleout.Failure):
             _check_collected(label, outcome["produced"])

@@ -1209,8 +1209,9 @@ def _scaleout_estimate(runs: dict) -> list[str]:
     md = ["## Scale-out estimate", "",
           "The chains (one per run) are independent, so on N machines like this one the study takes about as long "
           "as the busiest machine's chains: each chain's recorded stage times added up, chains placed longest "
-          "first on the machine that frees up first (as `--executor=ray` submits them), one chain per machine "
-          "at a time. Not counted: Ray's start (seconds), the report, and a shared filesystem's cost.", "",
+          "first on the machine that frees up first (the order `--executor=ray` submits them in), one chain per "
+          "machine at a time (`ray start --num-cpus=1` on each; Ray gives a node as many chains at once as it has "
+          "CPUs). Not counted: Ray's start (seconds), the report, and a shared filesystem's cost.", "",
           "| machines | estimated wall time | speed-up | the busiest machine runs |", "|---:|---:|---:|---|"]
     for n in sorted({1, 2, 3, len(chains)}):
         wall, placed = machines_estimate(chains, n)
@@ -1218,8 +1219,9 @@ def _scaleout_estimate(runs: dict) -> list[str]:
         md.append(f"| {n} | {wall / 60:.1f} min | {one / wall:.2f}x | "
                   f"{', '.join(c for c in placed if placed[c] == busiest)} |")
     sweep_s = _seconds(runs[longest]["stages"], "sweep") or 0.0
-    md += ["", f"From {min(len(chains), 3)} machines on, the longest chain ({longest}, {chains[longest] / 60:.1f} min) is "
-           f"the floor. Inside a chain only the sweep's lines run as parallel tasks "
+    floor = next(n for n in range(1, len(chains) + 1) if machines_estimate(chains, n)[0] <= chains[longest])
+    md += ["", f"From {floor} machines on, the longest chain ({longest}, {chains[longest] / 60:.1f} min) is "
+           f"the floor: stages inside a chain run one after another. Only the sweep's lines run as parallel tasks "
            f"(its sweep stage took {sweep_s:,.0f} s); its train stage ({_seconds(runs[longest]['stages'], 'train') or 0:,.0f} s) "
            "could go to Ray Train workers on other machines (`--strategy=ray`).", ""]
     return md

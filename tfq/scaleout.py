@@ -67,8 +67,9 @@ def _guarded(fn, label: str, args: tuple):
     try:
         return fn(*args)
     except TfqError as e:
-        print(f"[{label}] failed: {e}", flush=True)
-        return Failure(label, str(e))
+        why = str(e) if len(str(e).splitlines()) == 1 else _last_error(e)  # one from a task comes with its traceback
+        print(f"[{label}] failed: {why}", flush=True)
+        return Failure(label, why)
     except Exception as e:  # noqa: BLE001 - reported with its run; the other chains go on
         tb = traceback.format_exc()
         print(f"[{label}] failed:\n{tb}", flush=True)
@@ -174,7 +175,7 @@ class Ray:
                 results[label] = ray.get(done[0])
             except Exception as e:  # noqa: BLE001 - e.g. the worker died more than MAX_RETRIES times
                 why = _last_error(e)
-                print(f"[{label}] failed on the cluster (retried {MAX_RETRIES} times): {why}", flush=True)
+                print(f"[{label}] failed on the cluster (a dead worker is retried {MAX_RETRIES} times): {why}", flush=True)
                 results[label] = Failure(label, why)
         return {label: results[label] for label in jobs}
 
@@ -208,8 +209,9 @@ def train_on_ray(cfg, workers: int, address: str | None = None) -> dict:
 
     if workers < 1:
         raise TfqError(f"--ray_workers={workers}: must be at least 1")
+    root = data.data_root(cfg.data_root)
     cfg = dataclasses.replace(cfg, strategy="ray", ray_workers=workers, artifacts=str(Path(cfg.artifacts).resolve()),
-                              data_root=str(data.data_root(cfg.data_root)) if data.data_root(cfg.data_root) else None,
+                              data_root=str(root.resolve()) if root else None,
                               cache_dir=str(data.cache_dir(cfg.cache_dir).resolve()))
     cfg.validate()
     data.load(cfg.dataset, root=cfg.data_root, cache=cfg.cache_dir)  # built once here, not by every worker at once
@@ -242,8 +244,8 @@ def train_on_ray(cfg, workers: int, address: str | None = None) -> dict:
 
 # What may differ between two runs of the same study: where, when and how fast.
 # `code` is tfq's source digest; a Keras file's digest changes with its save date (compared apart).
-_VOLATILE = re.compile(r"time|latenc|seconds|wall|finished|started|_ms$|^ms_|per_second|throughput|versions|"
-                       r"^path$|folder|artifacts|data_root|cache_dir|host|pid|^code$")
+_VOLATILE = re.compile(r"(\w+_)?time_s|(\w+_)?seconds|finished|started|latency(_\w+)?|\w+_ms(_\w+)?|"
+                       r"throughput(_\w+)?|images_per_s|speedup(_\w+)?|versions|artifacts|data_root|cache_dir|code")
 _RESULT_FILES = (".json", ".tflite", ".npy", ".npz", ".csv", ".c", ".h", ".txt", ".keras")
 
 
@@ -301,7 +303,7 @@ def differences(a: str | os.PathLike, b: str | os.PathLike) -> list[str]:
 
 def _json_diff(x, y, where: str = "", *, aliases=({}, {})) -> list[str]:
     if isinstance(x, dict) and isinstance(y, dict):
-        keys = [k for k in {*x, *y} if not _VOLATILE.search(str(k))]
+        keys = [k for k in {*x, *y} if not _VOLATILE.fullmatch(str(k))]
         return [d for k in sorted(keys, key=str) for d in
                 (_json_diff(x[k], y[k], f"{where}.{k}", aliases=aliases) if k in x and k in y
                  else [f"{where}.{k}: only on one side"])]

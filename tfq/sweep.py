@@ -114,6 +114,9 @@ class SweepConfig:
     data_root: str | None = None
     cache_dir: str | None = None
 
+    def __post_init__(self):
+        object.__setattr__(self, "bits", tuple(self.bits))  # hashable: the config keys the grid's cache
+
     def validate(self) -> None:
         data.get(self.dataset)
         models.get(self.model)
@@ -188,6 +191,13 @@ def sweep(cfg: SweepConfig, *, map_lines=map) -> dict:
     cfg.validate()
     run = artifacts.check_writable(artifacts.run_dir(cfg.artifacts, cfg.dataset, cfg.model))
     started = time.time()
+    try:
+        return _sweep(cfg, run, started, map_lines)
+    finally:
+        _grid.cache_clear()  # the models and images; a later sweep (another run) builds its own
+
+
+def _sweep(cfg: SweepConfig, run, started: float, map_lines) -> dict:
     g = _grid(cfg, artifacts.sha256(run / artifacts.MODEL_FILE))
     lines, correct = [], {}
     for line, (points, line_correct) in zip(LINES, map_lines(functools.partial(line_points, cfg), range(len(LINES)))):
@@ -211,7 +221,6 @@ def sweep(cfg: SweepConfig, *, map_lines=map) -> dict:
     with artifacts.atomic_paths(run / "sweep.json", run / "sweep.csv") as (json_tmp, csv_tmp):
         artifacts.write_json(json_tmp, result)
         csv_tmp.write_text(_csv(result))
-    _grid.cache_clear()  # the models and images; a later sweep (another run) builds its own
     return result
 
 
