@@ -139,16 +139,25 @@ def _ray_cli(root, data_root, cache, *extra):
         env={**os.environ, "TFQ_DATA_ROOT": str(data_root), "TFQ_CACHE_DIR": str(cache), "TFQ_OFFLINE": "1"})
 
 
-def test_the_study_through_ray_gives_the_local_results_and_a_rerun_redoes_nothing(tmp_path, data_root, cache):
-    """Two chains side by side as Ray tasks (the sweep's lines as tasks inside them) against the plain
-    run of the same flags: every flatbuffer, prediction and chosen mixed-precision recipe equal."""
-    local, ray_root = tmp_path / "local", tmp_path / "ray"
+@pytest.fixture(scope="module")
+def through_ray(tmp_path_factory, data_root, cache):
+    """Two small MLP chains (MNIST, Fashion-MNIST, with mixed precision) run locally, in this process,
+    and through `python -m tfq.pipeline --executor=ray` on a local Ray instance."""
+    local, ray_root = tmp_path_factory.mktemp("local"), tmp_path_factory.mktemp("ray")
     pipeline.pipeline(pipeline.PipelineConfig(datasets=("mnist", "fashion_mnist"), models=("mlp",), artifacts=str(local),
                                               micro=False, generalize=False, data_root=str(data_root),
                                               cache_dir=str(cache), **SMALL))
     proc = _ray_cli(ray_root, data_root, cache)
     assert proc.returncode == 0, proc.stderr[-3000:] + proc.stdout[-3000:]
-    assert "[fashion_mnist_mlp] finished through ray: ran train, convert, qat, evaluate, sweep, sensitivity, mixed" in proc.stdout
+    return local, ray_root, proc.stdout
+
+
+def test_the_study_through_ray_gives_the_local_results(through_ray):
+    """Both chains side by side as Ray tasks (the sweep's lines as tasks inside them) against the
+    plain run of the same flags: every flatbuffer, prediction and chosen mixed-precision recipe equal."""
+    local, ray_root, stdout = through_ray
+    for run in ("mnist_mlp", "fashion_mnist_mlp"):
+        assert f"[{run}] finished through ray: ran train, convert, qat, evaluate, sweep, sensitivity, mixed" in stdout
     assert scaleout.differences(local, ray_root) == []
     compared = {p.name for p in (ray_root / "fashion_mnist_mlp").iterdir()}
     assert {"train.json", "int8.tflite", "eval_int8.npy", "sweep.json", "sensitivity.json", "qat_int8.tflite",
@@ -157,6 +166,9 @@ def test_the_study_through_ray_gives_the_local_results_and_a_rerun_redoes_nothin
     assert json.loads((ray_root / "fashion_mnist_mlp" / "mixed_size_1.recipe.json").read_text()) == local_recipe
     assert not list(ray_root.rglob(f"{artifacts.TEMP_PREFIX}*"))
 
+
+def test_a_rerun_through_ray_or_locally_redoes_nothing(through_ray, data_root, cache, capsys):
+    _, ray_root, _ = through_ray
     before = {run: (ray_root / run / "pipeline.json").read_text() for run in ("mnist_mlp", "fashion_mnist_mlp", "report")}
     again = _ray_cli(ray_root, data_root, cache)
     assert again.returncode == 0, again.stderr[-3000:]
@@ -164,19 +176,24 @@ def test_the_study_through_ray_gives_the_local_results_and_a_rerun_redoes_nothin
     for run in ("mnist_mlp", "fashion_mnist_mlp"):
         assert f"[{run}] finished through ray: ran nothing; current: {stages}" in again.stdout, again.stdout[-3000:]
     assert "[report] report: current, skipped" in again.stdout
+    # the keys do not depend on the executor: the plain run finds the same stages current
+    pipeline.pipeline(pipeline.PipelineConfig(datasets=("mnist", "fashion_mnist"), models=("mlp",),
+                                              artifacts=str(ray_root), micro=False, generalize=False,
+                                              data_root=str(data_root), cache_dir=str(cache), **SMALL))
+    assert ": done in" not in capsys.readouterr().out
     assert {run: (ray_root / run / "pipeline.json").read_text() for run in before} == before  # nothing re-recorded
 
 
-def test_a_chain_that_fails_on_ray_names_its_run_and_the_other_chain_finishes(tmp_path, data_root, cache):
+def test_a_chain_that_fails_on_ray_names_its_run_and_the_other_chain_finishes(through_ray, tmp_path, data_root, cache):
     root = tmp_path / "a"
-    root.mkdir()
+    shutil.copytree(through_ray[1] / "mnist_mlp", root / "mnist_mlp")  # current: its stages are skipped
     (root / "fashion_mnist_mlp").write_text("a file where the run folder should be")
     proc = _ray_cli(root, data_root, cache, "--nosweep", "--nosensitivity", "--mixed_budgets=")
     errors = error_lines(proc.stderr)
     assert proc.returncode == 1 and errors, proc.stderr[-2000:]
     assert re.match(r"error: 1 of 2 runs failed, so no report: fashion_mnist_mlp: cannot write to .*fashion_mnist_mlp",
                     errors[0]), errors
-    assert (root / "mnist_mlp" / "eval_qat_int8.json").is_file() and not (root / "report").exists()
+    assert "[mnist_mlp] finished through ray: ran nothing" in proc.stdout and not (root / "report").exists()
 
 
 def test_stale_temporary_files_of_a_killed_writer_are_removed_when_its_chain_starts(tmp_path):
