@@ -39,6 +39,14 @@ def test_executors_are_named_and_ray_address_needs_ray():
         scaleout.executor("local", "10.0.0.1:6379")
 
 
+def test_the_local_run_never_imports_ray():
+    """Ray is an optional extra: the default executor and every stage module work without it."""
+    code = ("import sys; from tfq import pipeline, scaleout, train, sweep; "
+            "print(scaleout.executor('local').chains(lambda n, mapper=map: n, {'a': (1,)}), 'ray' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and proc.stdout.split()[-1] == "False", proc.stderr[-2000:]
+
+
 def _square_sum(n, mapper=map):
     return sum(mapper(lambda v: v * v, range(n)))
 
