@@ -250,8 +250,15 @@ _RESULT_FILES = (".json", ".tflite", ".npy", ".npz", ".csv", ".c", ".h", ".txt",
 
 
 def _result_files(run: Path) -> set[str]:
+    """The run's result files; where pipeline.json records its stages' outputs, only those (files a
+    benchmark added beside the study are not the study's)."""
+    import json
+
+    recorded = {name for stage in json.loads((run / "pipeline.json").read_text()).values()
+                for name in stage.get("outputs", {})} if (run / "pipeline.json").is_file() else set()
     return {p.relative_to(run).as_posix() for p in run.rglob("*") if p.is_file() and p.suffix in _RESULT_FILES
-            and "tensorboard" not in p.parts and p.name != "pipeline.json" and not p.name.startswith(".")}
+            and "tensorboard" not in p.parts and p.name != "pipeline.json" and not p.name.startswith(".")
+            and (not recorded or f"{p.parent.name}/{p.name}" in recorded)}
 
 
 def _keras_contents(path: Path) -> dict[str, bytes]:
@@ -326,8 +333,8 @@ def main(argv):
     diffs = differences(a, b)
     for d in diffs:
         print(d)
-    runs = len(list(Path(a).glob("*/pipeline.json")))
-    files = sum(len(_result_files(p.parent)) for p in Path(a).glob("*/pipeline.json"))
+    folders = [p.parent for p in Path(a).glob("*/pipeline.json") if p.parent.name != "report"]
+    runs, files = len(folders), sum(len(_result_files(f)) for f in folders)
     if diffs:
         raise TfqError(f"{a} and {b} differ in {len(diffs)} place(s) (listed above)")
     print(f"same results: {files} files in {runs} run folders (times, latencies, paths and versions aside)")
