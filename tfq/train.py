@@ -254,8 +254,8 @@ class _Backup:
 
 
 def _sharded(ds, strategy: tf.distribute.Strategy):
-    """Across workers, each takes every n-th batch: the data is one file, so tf.data's default
-    (a share of the files per worker) cannot split it. Options reach every dataset made from `ds`."""
+    """Across workers, each takes its share of every global batch: the data is one file, so tf.data's
+    default (a share of the files per worker) cannot split it. Options reach every dataset made from `ds`."""
     if getattr(strategy, "cluster_resolver", None) is None:
         return ds
     options = tf.data.Options()
