@@ -244,7 +244,7 @@ def train_on_ray(cfg, workers: int, address: str | None = None) -> dict:
 
 # What may differ between two runs of the same study: where, when and how fast.
 # `code` is tfq's source digest; a Keras file's digest changes with its save date (compared apart).
-_VOLATILE = re.compile(r"(\w+_)?time_s|(\w+_)?seconds|finished|started|latency(_\w+)?|\w+_ms(_\w+)?|"
+_VOLATILE = re.compile(r"\w*_s|time_s|(\w+_)?seconds|finished|started|latency(_\w+)?|\w+_ms(_\w+)?|"
                        r"throughput(_\w+)?|images_per_s|speedup(_\w+)?|versions|artifacts|data_root|cache_dir|code")
 _RESULT_FILES = (".json", ".tflite", ".npy", ".npz", ".csv", ".c", ".h", ".txt", ".keras")
 
