@@ -91,8 +91,17 @@ def _key(*parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def _hashes(paths) -> dict[Path, str]:
+    return {Path(p): artifacts.sha256(p) for p in sorted(paths)}
+
+
+def _named(hashes: dict[Path, str]) -> dict:
+    """The form keys and pipeline.json hold: `<folder>/<file>` -> sha256."""
+    return {f"{p.parent.name}/{p.name}": h for p, h in hashes.items()}
+
+
 def _digests(paths) -> dict:
-    return {f"{p.parent.name}/{p.name}": artifacts.sha256(p) for p in sorted(paths)}
+    return _named(_hashes(paths))
 
 
 _PLACES = ("artifacts", "data_root", "cache_dir")  # where files live does not change results
@@ -125,9 +134,10 @@ class Stages:
         label = f"[{self.label}] {name}"
         recorded = self.state.get(name, {})
         if not self.force and recorded.get("key") == key and all(p.is_file() for p in outputs()):
-            if recorded.get("outputs") == _digests(outputs()):
+            hashes = _hashes(outputs())
+            if recorded.get("outputs") == _named(hashes):
                 print(f"{label}: current, skipped (took {recorded.get('seconds', 0):.1f} s when it ran)", flush=True)
-                self._produced(outputs())
+                self._produced(hashes)
                 self.skipped.append(name)
                 return
             print(f"{label}: its files changed since it wrote them (made or replaced outside the pipeline); "
@@ -136,15 +146,16 @@ class Stages:
         started = time.time()
         result = fn()
         seconds = time.time() - started
+        hashes = _hashes(outputs())
         self.state[name] = {"key": key, "seconds": round(seconds, 1),
-                            "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "outputs": _digests(outputs())}
+                            "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "outputs": _named(hashes)}
         artifacts.write_json(self.state_path, self.state)
-        self._produced(outputs())
+        self._produced(hashes)
         self.ran.append(name)
         print(f"{label}: done in {seconds:.1f} s; {headline(result)}", flush=True)
 
-    def _produced(self, paths) -> None:
-        self.produced.update({str(Path(p).resolve()): artifacts.sha256(p) for p in paths})
+    def _produced(self, hashes: dict[Path, str]) -> None:
+        self.produced.update({str(p.resolve()): h for p, h in hashes.items()})
 
 
 def run_pair(cfg: PipelineConfig, dataset: str, model: str, environment: dict, tc: train.TrainConfig | None = None,
@@ -378,10 +389,7 @@ def validate(cfg: PipelineConfig) -> None:
 def _for_workers(cfg: PipelineConfig) -> PipelineConfig:
     """Absolute places (workers may start elsewhere), and every dataset built once, here, before
     chains that read the same one start side by side."""
-    root = data.data_root(cfg.data_root)
-    cfg = dataclasses.replace(cfg, artifacts=str(Path(cfg.artifacts).resolve()),
-                              data_root=str(root.resolve()) if root else None,
-                              cache_dir=str(data.cache_dir(cfg.cache_dir).resolve()))
+    cfg = scaleout.absolute_places(cfg)
     others = {o for d in cfg.datasets for o in generalize.compatible(d, cfg.cross_datasets)} if cfg.generalize else set()
     for name in [*cfg.datasets, *sorted(others)]:
         data.load(name, root=cfg.data_root, cache=cfg.cache_dir)
@@ -419,10 +427,10 @@ def pipeline(cfg: PipelineConfig) -> Path:
     for f in failed:  # every chain has returned: nothing else writes there now
         artifacts.remove_stale_temps(Path(cfg.artifacts) / f.label)
     for label, outcome in outcomes.items():
-        if not isinstance(outcome, scaleout.Failure):
+        if ex.name != "local" and not isinstance(outcome, scaleout.Failure):  # a worker may run elsewhere
             _check_collected(label, outcome["produced"])
-            if ex.name != "local":  # the workers' own lines reach this console late, or deduplicated
-                print(f"[{label}] finished through {ex.name}: ran {', '.join(outcome['ran']) or 'nothing'}; "
+            # the workers' own lines reach this console late, or deduplicated
+            print(f"[{label}] finished through {ex.name}: ran {', '.join(outcome['ran']) or 'nothing'}; "
                       f"current: {', '.join(outcome['skipped']) or 'nothing'}", flush=True)
     if failed:
         raise TfqError(f"{len(failed)} of {len(jobs)} runs failed, so no report: "

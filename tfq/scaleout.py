@@ -58,9 +58,6 @@ class Local:
         """`fn(*args)` for every `label: args`; a chain that raises becomes a `Failure`."""
         return {label: _guarded(fn, label, args) for label, args in jobs.items()}
 
-    @staticmethod
-    def mapper():
-        return map
 
 
 def _guarded(fn, label: str, args: tuple):
@@ -179,9 +176,6 @@ class Ray:
                 results[label] = Failure(label, why)
         return {label: results[label] for label in jobs}
 
-    @staticmethod
-    def mapper():
-        return ray_map
 
 
 def _last_error(e: BaseException) -> str:
@@ -201,19 +195,25 @@ def executor(name: str, address: str | None = None):
     raise TfqError(f"--executor={name}: choose one of: {', '.join(EXECUTORS)}")
 
 
+def absolute_places(cfg):
+    """`cfg` with its artifacts folder, data root and tfds cache as absolute paths: a worker may start
+    in another directory, or on another machine that mounts them at the same paths."""
+    from tfq import data
+
+    root = data.data_root(cfg.data_root)
+    return dataclasses.replace(cfg, artifacts=str(Path(cfg.artifacts).resolve()),
+                               data_root=str(root.resolve()) if root else None,
+                               cache_dir=str(data.cache_dir(cfg.cache_dir).resolve()))
+
+
 def train_on_ray(cfg, workers: int, address: str | None = None) -> dict:
     """Ray Train's TensorflowTrainer: `workers` processes (one CPU each), each running
     `tfq.train.train(cfg)` under `MultiWorkerMirroredStrategy` from the TF_CONFIG Ray writes.
     Every worker reads the data; worker 0 (the chief) writes the run folder. Returns train.json."""
-    from tfq import artifacts, data, train
+    from tfq import artifacts, data
 
-    if workers < 1:
-        raise TfqError(f"--ray_workers={workers}: must be at least 1")
-    root = data.data_root(cfg.data_root)
-    cfg = dataclasses.replace(cfg, strategy="ray", ray_workers=workers, artifacts=str(Path(cfg.artifacts).resolve()),
-                              data_root=str(root.resolve()) if root else None,
-                              cache_dir=str(data.cache_dir(cfg.cache_dir).resolve()))
-    cfg.validate()
+    cfg = absolute_places(dataclasses.replace(cfg, strategy="ray", ray_workers=workers))
+    cfg.validate()  # --ray_workers at least 1, among the rest
     data.load(cfg.dataset, root=cfg.data_root, cache=cfg.cache_dir)  # built once here, not by every worker at once
     connect(address)
     from ray.train import FailureConfig, RunConfig, ScalingConfig

@@ -164,11 +164,11 @@ def _grid(cfg: SweepConfig, model_sha256: str) -> _Grid:
     return _Grid(splits, images, labels, scaled, subset, sims, float_pred)
 
 
-def line_points(cfg: SweepConfig, index: int) -> tuple[list[dict], dict]:
+def line_points(cfg: SweepConfig, model_sha256: str, index: int) -> tuple[list[dict], dict]:
     """One line of the grid (`LINES[index]` at every width): its points, and per width the
     correctness of each calibration draw's predictions on the grid images. The unit of work an
     executor hands out (`tfq.scaleout`)."""
-    g = _grid(cfg, artifacts.sha256(artifacts.run_dir(cfg.artifacts, cfg.dataset, cfg.model) / artifacts.MODEL_FILE))
+    g = _grid(cfg, model_sha256)
     line, labels = LINES[index], g.labels[g.subset]
     points, correct = [], {}
     for bits in cfg.bits:
@@ -198,9 +198,11 @@ def sweep(cfg: SweepConfig, *, map_lines=map) -> dict:
 
 
 def _sweep(cfg: SweepConfig, run, started: float, map_lines) -> dict:
-    g = _grid(cfg, artifacts.sha256(run / artifacts.MODEL_FILE))
+    digest = artifacts.sha256(run / artifacts.MODEL_FILE)
+    g = _grid(cfg, digest)
     lines, correct = [], {}
-    for line, (points, line_correct) in zip(LINES, map_lines(functools.partial(line_points, cfg), range(len(LINES)))):
+    for line, (points, line_correct) in zip(LINES, map_lines(functools.partial(line_points, cfg, digest),
+                                                             range(len(LINES)))):
         lines.append({"family": line.family, "label": line.label, "points": points})
         correct.update({(line.label, bits): c for bits, c in line_correct.items()})
     labels, subset = g.labels, g.subset
@@ -214,7 +216,7 @@ def _sweep(cfg: SweepConfig, run, started: float, map_lines) -> dict:
         "contrasts": _contrasts(correct, cfg.bits),
         "checks": _checks(run, g.sims[0], g.scaled, g.images, labels, g.splits.source.to_json()) if cfg.checks else [],
         "tolerance": AGREEMENT_TOLERANCE,
-        "source_model": {"path": str(run / artifacts.MODEL_FILE), "sha256": artifacts.sha256(run / artifacts.MODEL_FILE)},
+        "source_model": {"path": str(run / artifacts.MODEL_FILE), "sha256": digest},
         "time_s": round(time.time() - started, 1),
         "versions": versions(),
     }
