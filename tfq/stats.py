@@ -2,10 +2,11 @@
 
 At 84% accuracy on 10,000 images one model's standard error is about 0.37 points, but two models
 scored on the same images share most of that noise: only the images where they disagree carry
-information. `paired` runs McNemar's exact test on those discordant images and gives a 95%
-interval for the accuracy difference built from the same exact binomial (so the interval excludes
-zero when, and only when, the test says the difference is distinguishable, up to the equal-tailed
-construction), letting a report say which differences are real. Plain math: no SciPy needed.
+information. `paired` runs McNemar's exact test on those discordant images and gives a 95% score
+interval for the accuracy difference (Tango's, see `interval_pts`) that holds its coverage whether
+the two differ on five images or five hundred. The test and the interval are two procedures: the
+report says which differences the test finds, and shows the interval beside each. Plain math: no
+SciPy needed.
 """
 
 from __future__ import annotations
@@ -29,45 +30,80 @@ def mcnemar_p(only_a: int, only_b: int) -> float:
     return min(1.0, 2.0 * tail)
 
 
-def _binom_cdf(k: int, n: int, p: float) -> float:
-    """P(X <= k) for X ~ Binomial(n, p), summed in log space."""
-    if p <= 0.0:
-        return 1.0
-    if p >= 1.0:
-        return 1.0 if k >= n else 0.0
-    lp, lq = math.log(p), math.log1p(-p)
-    return min(1.0, sum(math.exp(math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * lp
-                                 + (n - i) * lq) for i in range(k + 1)))
+Z95 = 1.959963984540054  # the standard normal's 97.5% point
+CONTINUITY = 0.5  # on the discordant difference: see `interval_pts`
 
 
-def _lower(k: int, n: int, alpha: float) -> float:
-    lo, hi = 0.0, 1.0  # P(X >= k | p) rises with p: the lowest p where it reaches alpha/2
-    for _ in range(60):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if 1.0 - _binom_cdf(k - 1, n, mid) < alpha / 2 else (lo, mid)
-    return (lo + hi) / 2
+def _tango_score(b: np.ndarray, c: np.ndarray, n: int, delta: np.ndarray) -> np.ndarray:
+    """Tango's score statistic for "other minus reference = `delta`" (shares of n), with the
+    continuity correction; b: images only the reference gets right, c: only the other. The
+    nuisance discordance rate is its maximum-likelihood value under that difference (a root of a
+    quadratic), so the statistic does not condition on b + c."""
+    w = (b + c) - delta * (2 * n - c + b)
+    p_ref = (w + np.sqrt(np.maximum(w * w + 8 * n * b * delta * (1 - delta), 0.0))) / (4 * n)
+    p_ref = np.clip(p_ref, np.maximum(0.0, -delta), (1 - delta) / 2)
+    variance = n * (2 * p_ref + delta * (1 - delta))
+    excess = c - b - n * delta
+    excess = np.sign(excess) * np.maximum(np.abs(excess) - CONTINUITY, 0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(variance > 0, excess / np.sqrt(np.maximum(variance, 1e-300)),
+                        np.where(excess == 0, 0.0, np.sign(excess) * np.inf))
 
 
-def _upper(k: int, n: int, alpha: float) -> float:
-    lo, hi = 0.0, 1.0  # P(X <= k | p) falls with p: the highest p where it is still alpha/2
-    for _ in range(60):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if _binom_cdf(k, n, mid) > alpha / 2 else (lo, mid)
-    return (lo + hi) / 2
+def intervals(only_reference, only_other, images: int) -> tuple[np.ndarray, np.ndarray]:
+    """`interval_pts` for arrays of discordant counts on the same number of images, as shares."""
+    b, c = np.asarray(only_reference, np.float64), np.asarray(only_other, np.float64)
+    if images < 1 or (b < 0).any() or (c < 0).any() or (b + c > images).any():
+        raise ValueError(f"paired counts need 0 <= b, c and b + c <= images ({images})")
+    estimate = (c - b) / images
+
+    def solve(inside: np.ndarray, outside: np.ndarray) -> np.ndarray:  # where |score| crosses z
+        for _ in range(64):
+            mid = (inside + outside) / 2
+            within = np.abs(_tango_score(b, c, images, mid)) <= Z95
+            inside, outside = np.where(within, mid, inside), np.where(within, outside, mid)
+        return inside
+
+    return solve(estimate, np.full_like(estimate, -1.0)), solve(estimate, np.full_like(estimate, 1.0))
 
 
 def interval_pts(only_reference: int, only_other: int, images: int) -> list[float]:
-    """95% interval of `other` minus `reference` accuracy, in points, that agrees with the exact
-    McNemar test: the Clopper-Pearson interval of the share of discordant images `other` gets
-    right, mapped to the difference ((b + c) / n) * (2 share - 1). With no discordant image, the
-    exact upper bound of the discordance rate on both sides (it cannot be shown to be zero)."""
-    d = only_reference + only_other
-    if d == 0:
-        bound = 100 * (1.0 - (ALPHA / 2) ** (1.0 / images))
-        return [-bound, bound]
-    lo, hi = _lower(only_other, d, ALPHA) if only_other else 0.0, _upper(only_other, d, ALPHA) if only_other < d else 1.0
-    scale = 100 * d / images
-    return [scale * (2 * lo - 1), scale * (2 * hi - 1)]
+    """95% interval of `other` minus `reference` accuracy, in points, for two classifiers scored
+    on the same `images`: the score interval for a difference of paired proportions (Tango 1998,
+    Statistics in Medicine 17:891-908, "Equivalence test and confidence interval for the difference
+    in proportions for the paired-sample design"; recommended by Fagerland, Lydersen & Laake 2014,
+    Stat Med 33:2850-2875), with a continuity correction of 1/2 on b - c. It needs only the two
+    discordant counts and `images` and, unlike an interval for the share of the b + c discordant
+    images, does not hold b + c fixed. Without the correction its exact coverage dips to 93% at a
+    handful of discordant images (4 of 10,000 one way); with it, it stays at or above 95% over the
+    cases `benchmarks/coverage.py` enumerates. It is a different procedure from McNemar's exact
+    test: the two usually, not always, agree on whether zero is excluded."""
+    lo, hi = intervals([only_reference], [only_other], images)
+    return [100 * float(lo[0]), 100 * float(hi[0])]
+
+
+def exact_coverage(p_only_reference: float, p_only_other: float, images: int, interval=intervals,
+                   floor: float = 1e-12) -> float:
+    """The probability that `interval` covers the true difference p_only_other - p_only_reference
+    when the four cells are drawn from a multinomial with these discordance rates: every (b, c)
+    summed exactly, except cells rarer than `floor` (counted as misses, so this is a lower bound)."""
+    def counts(p: float) -> np.ndarray:
+        mean, sd = p * images, math.sqrt(p * images * (1 - p)) + 1
+        return np.arange(max(0, int(mean - 9 * sd)), min(images, int(mean + 9 * sd) + 10) + 1)
+
+    b, c = np.meshgrid(counts(p_only_reference), counts(p_only_other), indexing="ij")
+    b, c = b.ravel(), c.ravel()
+    b, c = b[b + c <= images], c[b + c <= images]
+    log_p = np.array([math.lgamma(images + 1) - math.lgamma(x + 1) - math.lgamma(y + 1) - math.lgamma(images - x - y + 1)
+                      for x, y in zip(b, c)])
+    for k, p in ((b, p_only_reference), (c, p_only_other)):
+        log_p = log_p + (k * math.log(p) if p > 0 else np.where(k > 0, -np.inf, 0.0))
+    log_p = log_p + (images - b - c) * math.log1p(-p_only_reference - p_only_other)
+    prob = np.exp(log_p)
+    keep = prob > floor
+    lo, hi = interval(b[keep], c[keep], images)
+    truth = p_only_other - p_only_reference
+    return float(prob[keep][(lo <= truth + 1e-12) & (truth <= hi + 1e-12)].sum())
 
 
 def paired(reference_correct: np.ndarray, other_correct: np.ndarray) -> dict:
