@@ -176,6 +176,23 @@ def test_evaluation_only_settings_do_not_retrain(study, data_root, cache, capsys
     assert "train" not in _ran(capsys.readouterr().out)
 
 
+def test_a_model_trained_outside_is_adopted_only_when_made_by_this_code(study, data_root, cache):
+    from tfq import artifacts, data
+    from tfq.backend import versions
+
+    root, _, _ = study
+    run = root / "mnist_mlp"
+    made = json.loads((run / artifacts.TRAIN_JSON).read_text())
+    tc = pipeline.train_config(_config(root, data_root, cache), "mnist", "mlp")
+    source = {"data": data.source_key("mnist", str(data_root), str(cache)), "versions": versions(),
+              "code": artifacts.code_digest()}
+    assert made["code"] == artifacts.code_digest()
+    assert pipeline.adoptable(made, run / artifacts.MODEL_FILE, tc, source)
+    assert not pipeline.adoptable({**made, "code": "older tfq code"}, run / artifacts.MODEL_FILE, tc, source)
+    assert not pipeline.adoptable({k: v for k, v in made.items() if k != "code"}, run / artifacts.MODEL_FILE, tc,
+                                  source)  # train.json from before it recorded the code
+
+
 def test_flagfiles_feed_training_and_reject_unknown_flags(tmp_path):
     tc = pipeline.train_config(pipeline.PipelineConfig(), "mnist", "cnn")
     assert tc.epochs == 10 and tc.cnn_widths == (32, 64, 128)

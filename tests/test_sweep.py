@@ -5,6 +5,9 @@ from __future__ import annotations
 import csv
 import json
 
+import numpy as np
+import pytest
+
 from tests.conftest import error_lines
 from tfq import sweep
 
@@ -12,7 +15,7 @@ from tfq import sweep
 def test_sweep_cli_writes_the_grid_and_the_checks(run_cli, converted):
     run, _ = converted
     proc = run_cli("sweep", f"--artifacts={run.parent}", "--bits=2,8", "--calibration_draws=2",
-                   "--grid_examples=200", "--max_eval_examples=500")
+                   "--grid_examples=200", "--max_eval_examples=1000")
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads((run / "sweep.json").read_text())
     assert result["grid_examples"] == 200 and result["calibration_seeds"] == [0, 1]
@@ -28,10 +31,32 @@ def test_sweep_cli_writes_the_grid_and_the_checks(run_cli, converted):
     checks = {c["file"]: c for c in result["checks"]}
     assert set(checks) == {f"{n}.tflite" for n in sweep.CHECKS}
     for c in checks.values():
-        assert c["examples"] == 500 and c["agreement"] >= 0.99, c
-    assert checks["int8.tflite"]["within_tolerance"]
+        assert c["examples"] == 1000 and c["agreement"] >= 0.99, c
+        assert c["informative"] == (c["float_file_disagreements"] >= sweep.MIN_INFORMATIVE)
+        assert c["passed"] is None if not c["informative"] else c["passed"] in (True, False)
+        assert c["float_agreement"] == pytest.approx(1 - c["float_file_disagreements"] / 1000)
+    assert checks["int8.tflite"]["within_tolerance"] and checks["int8.tflite"]["passed"] is not False
     rows = list(csv.DictReader((run / "sweep.csv").open()))
     assert len(rows) == sum(len(p["accuracy"]) for line in result["lines"] for p in line["points"])
+
+
+def test_a_check_passes_only_where_the_simulation_follows_the_file_better_than_float():
+    labels = np.zeros(1000, int)
+    floated = labels.copy()
+    real = labels.copy()
+    real[:10] = 1  # the file parts from float on 10 images
+    follows = real.copy()
+    follows[0] = 0  # the simulation follows it on 9 of them
+    check = sweep.compare_with_file(real, follows, floated, labels)
+    assert check["informative"] and check["passed"] and (check["sim_only_agrees"], check["float_only_agrees"]) == (9, 0)
+    assert check["float_agreement"] == 0.99 and check["agreement"] == 0.999
+    assert sweep.compare_with_file(real, floated, floated, labels)["passed"] is False  # the float model itself
+    wanders = follows.copy()
+    wanders[100:108] = 2  # follows the 9, but breaks 8 images where float and the file agree
+    assert sweep.compare_with_file(real, wanders, floated, labels)["passed"] is False
+    few = labels.copy()
+    few[:3] = 1  # 3 disagreements: even a perfect simulation could not be told from float
+    assert sweep.compare_with_file(few, few, floated, labels)["passed"] is None
 
 
 def test_bad_bits_are_one_clear_line(run_cli, tmp_path):

@@ -9,12 +9,16 @@ import pytest
 from tfq import evaluate, tflm
 
 
-def test_the_smallest_arena_loads_and_sixteen_bytes_less_does_not(converted):
+def test_the_smallest_arena_runs_a_real_image_and_sixteen_bytes_less_does_not(converted, data_root, cache):
+    from tfq import data
+
     run, _ = converted
     blob = (run / "int8.tflite").read_bytes()
-    arena, recorded = tflm.smallest_arena(blob)
+    images, _ = data.to_numpy(data.load("mnist", root=data_root, cache=cache, max_eval=1).test)
+    example = evaluate.Classifier(blob).prepare(images)
+    arena, recorded = tflm.smallest_arena(blob, example)
     assert arena % tflm.ALIGN == 0 and 4_000 < arena < 1_000_000
-    assert tflm.loads_in_child(blob, arena) and not tflm.loads_in_child(blob, arena - tflm.ALIGN)
+    assert tflm.runs_in_child(blob, arena, example) and not tflm.runs_in_child(blob, arena - tflm.ALIGN, example)
     assert recorded["total"] == recorded["head"] + recorded["tail"] and abs(recorded["total"] - arena) < 4096
 
 
@@ -52,7 +56,7 @@ def test_a_load_that_fails_or_crashes_in_the_child_is_one_line(converted, tmp_pa
     with pytest.raises(tflm.MicroError) as e:
         tflm.check(b"TFL3" * 16, tflm.GENEROUS_ARENA)  # not a model: TFLite Micro rejects or crashes
     assert e.value.kind == "other" and "\n" not in str(e.value)
-    assert not tflm.loads_in_child((run / "int8.tflite").read_bytes(), 64)
+    assert not tflm.runs_in_child((run / "int8.tflite").read_bytes(), 64)
 
 
 @pytest.mark.parametrize("log, kind, op, index", [

@@ -236,6 +236,9 @@ def test_early_stopping_off_keeps_the_training_key_and_the_last_epoch(data_root,
     assert dataclasses.replace(base, early_stopping_monitor="val_accuracy", tensorboard=True).fingerprint() \
         == base.fingerprint()  # off: runs trained before the option existed stay current
     assert dataclasses.replace(base, early_stopping_patience=3).fingerprint() != base.fingerprint()
+    assert dataclasses.replace(base, max_eval_examples=500).fingerprint() == base.fingerprint()  # only scored on
+    watched = dataclasses.replace(base, early_stopping_patience=3)  # early stopping picks its epoch on them
+    assert dataclasses.replace(watched, max_eval_examples=500).fingerprint() != watched.fingerprint()
     result = train.train(dataclasses.replace(base, data_root=str(data_root), cache_dir=str(cache)))
     assert result["early_stopping"] is None and result["val_accuracy"] == result["history"]["val_accuracy"][-1]
 

@@ -322,4 +322,5 @@ def drop_pts(reference: np.ndarray, other: np.ndarray) -> float:
 def paired_vs(reference: np.ndarray, other: np.ndarray) -> dict:
     """`other` minus `reference` in points with its 95% interval and McNemar p (stats.paired)."""
     p = stats.paired(reference, other)
-    return {k: p[k] for k in ("delta_pts", "ci95_pts", "p_value", "images")}
+    return {k: p[k] for k in ("delta_pts", "ci95_pts", "p_value", "images", "only_reference_right",
+                              "only_other_right")}

@@ -158,6 +158,15 @@ class Stages:
         self.produced.update({str(p.resolve()): h for p, h in hashes.items()})
 
 
+def adoptable(made: dict, model_file: Path, tc: train.TrainConfig, source: dict) -> bool:
+    """Whether a model that `python -m tfq.train` made (its train.json `made`) is what this run
+    would train: the same settings, data, library versions and tfq code, and the file unchanged."""
+    return (made.get("fingerprint") == tc.fingerprint() and model_file.is_file()
+            and made.get("model_sha256") == artifacts.sha256(model_file)
+            and made.get("data_source_key") == source["data"] and made.get("versions") == source["versions"]
+            and made.get("code") == source["code"])
+
+
 def run_pair(cfg: PipelineConfig, dataset: str, model: str, environment: dict, tc: train.TrainConfig | None = None,
              *, mapper=map) -> dict:
     """One dataset x model's stages; `environment` is the driver's library versions and tfq code digest
@@ -183,9 +192,7 @@ def run_pair(cfg: PipelineConfig, dataset: str, model: str, environment: dict, t
     train_key = _key(tc.fingerprint(), source)
     made = artifacts.read_json(run / artifacts.TRAIN_JSON, default={})
     train_outputs = [model_file, run / artifacts.TRAIN_JSON]
-    if (made.get("fingerprint") == tc.fingerprint() and model_file.is_file()
-            and made.get("model_sha256") == artifacts.sha256(model_file)
-            and made.get("data_source_key") == source["data"] and made.get("versions") == source["versions"]):
+    if adoptable(made, model_file, tc, source):
         stages.adopt("train", train_key, made["wall_time_s"], train_outputs)
     stages.run("train", train_key, lambda: train_outputs,
                lambda: (scaleout.train_on_ray(tc, tc.ray_workers, tc.ray_address or cfg.ray_address)
@@ -338,8 +345,10 @@ def _sensitivity_headline(result: dict) -> str:
 def _sweep_headline(result: dict) -> str:
     checks = result["checks"]
     worst = min(checks, key=lambda c: c["agreement"]) if checks else None
-    return (f"{sum(c['within_tolerance'] for c in checks)}/{len(checks)} real files reproduced"
-            + (f" (lowest agreement {100 * worst['agreement']:.2f}%, {worst['file']})" if worst else ""))
+    informative = [c for c in checks if c["informative"]]
+    return (f"{sum(bool(c['passed']) for c in informative)}/{len(informative)} informative checks passed "
+            f"({len(checks) - len(informative)} of {len(checks)} could not tell the simulation from float32)"
+            + (f"; lowest agreement {100 * worst['agreement']:.2f}%, {worst['file']}" if worst else ""))
 
 
 def _count(n: int, noun: str) -> str:

@@ -120,6 +120,25 @@ def paired(reference_correct: np.ndarray, other_correct: np.ndarray) -> dict:
             "p_value": p, "distinguishable": p < ALPHA}
 
 
+def restated(result):
+    """A result read back with every paired comparison in it (a dict holding the two discordant
+    counts and the image count, as `paired` writes) given its interval and McNemar p afresh from
+    those counts: a report shows today's procedure on any saved stage result."""
+    if isinstance(result, list):
+        return [restated(v) for v in result]
+    if not isinstance(result, dict):
+        return result
+    out = {k: restated(v) for k, v in result.items()}
+    if {"only_reference_right", "only_other_right", "images"} <= out.keys():
+        b, c, n = out["only_reference_right"], out["only_other_right"], out["images"]
+        out["ci95_pts"] = interval_pts(b, c, n)
+        if "p_value" in out:
+            out["p_value"] = mcnemar_p(b, c)
+        if "distinguishable" in out:
+            out["distinguishable"] = out["p_value"] < ALPHA
+    return out
+
+
 def sign_flip_p(values: np.ndarray, seed: int = 0, draws: int = 20_000, exact_up_to: int = 16) -> float:
     """Two-sided p of "the mean of these per-image paired differences is zero": the sign-flip
     (permutation) test, exact over every sign pattern of the non-zero values when there are at

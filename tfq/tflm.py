@@ -113,9 +113,10 @@ def check(blob: bytes, arena_size: int, example: np.ndarray | None = None) -> di
 
 
 def smallest_arena(blob: bytes, example: np.ndarray | None = None) -> tuple[int, dict]:
-    """The fewest bytes (to 16) of tensor arena in which the model loads, and the recording
+    """The fewest bytes (to 16) of tensor arena in which the model loads and, given a prepared
+    `example`, runs it (some kernels ask for scratch memory only at invoke), and the recording
     allocator's account of a generous load; a MicroError if it cannot run even in a generous arena
-    (an op or type TFLite Micro lacks; with `example`, one invoke is part of the check).
+    (an op or type TFLite Micro lacks).
 
     The recording allocator's total is the first guess; real loads decide, searching up from it (it
     can fall short: 9,616 recorded, 10,336 needed for the MNIST MLP) or down, until one size loads
@@ -130,23 +131,24 @@ def smallest_arena(blob: bytes, example: np.ndarray | None = None) -> tuple[int,
     lo, hi, step = 0, generous, ALIGN  # lo fails (or is 0), hi loads
     probe = guess
     while probe < hi:  # up from the guess, doubling the step, to the first size that loads
-        if loads_in_child(blob, probe):
+        if runs_in_child(blob, probe, example):
             hi = probe
             break
         lo, probe, step = probe, probe + step, step * 2
     if lo == 0 and hi > ALIGN:
-        if not loads_in_child(blob, hi - ALIGN):
+        if not runs_in_child(blob, hi - ALIGN, example):
             return hi, account  # the usual case: the guess loads and 16 bytes less does not
         hi -= ALIGN
     while hi - lo > ALIGN:
         mid = (lo + hi) // 2 // ALIGN * ALIGN
-        lo, hi = (lo, mid) if loads_in_child(blob, mid) else (mid, hi)
+        lo, hi = (lo, mid) if runs_in_child(blob, mid, example) else (mid, hi)
     return hi, account
 
 
-def loads_in_child(blob: bytes, arena_size: int) -> bool:
-    """Whether the model allocates in `arena_size` bytes, tried in a child process (which may crash)."""
-    return _child(blob, arena_size)[0] == 0
+def runs_in_child(blob: bytes, arena_size: int, example: np.ndarray | None = None) -> bool:
+    """Whether the model allocates in `arena_size` bytes (and runs `example`, if given), tried in a
+    child process (which may crash)."""
+    return _child(blob, arena_size, example)[0] == 0
 
 
 def _child(blob: bytes, arena_size: int, example: np.ndarray | None = None) -> tuple[int, str]:

@@ -97,14 +97,15 @@ class TrainConfig:
         return {"widths": tuple(self.cnn_widths), "hidden": tuple(self.mlp_hidden), "dropout": self.dropout}
 
     def fingerprint(self) -> str:
-        """Identifies what a checkpoint belongs to: everything but where files go."""
+        """Identifies what a checkpoint belongs to: everything that changes what training sees or
+        does, not where files go. The validation subset (`max_eval_examples`) counts when early
+        stopping watches it: it picks the epoch whose weights are kept."""
         keyed = {k: v for k, v in dataclasses.asdict(self).items()
-                 if k not in ("artifacts", "data_root", "cache_dir", "max_eval_examples", "tensorboard",
-                              "ray_address")}  # not the weights
+                 if k not in ("artifacts", "data_root", "cache_dir", "tensorboard", "ray_address")}  # not the weights
         if self.strategy != "ray":  # the same key as before Ray Train existed
             keyed.pop("ray_workers")
         if not self.early_stopping_patience:  # off: the same key as before the option existed
-            keyed.pop("early_stopping_patience"), keyed.pop("early_stopping_monitor")
+            keyed.pop("early_stopping_patience"), keyed.pop("early_stopping_monitor"), keyed.pop("max_eval_examples")
         return hashlib.sha256(json.dumps(keyed, sort_keys=True, default=list).encode()).hexdigest()[:12]
 
 
@@ -389,6 +390,7 @@ def train(cfg: TrainConfig, *, callbacks=()) -> dict:
         "config": dataclasses.asdict(cfg),
         "fingerprint": cfg.fingerprint(),
         "versions": versions(),
+        "code": artifacts.code_digest(),
         "model_sha256": artifacts.sha256(saved),
     }
     if not chief:
