@@ -5,7 +5,7 @@ import json
 import pytest
 
 from tests.conftest import error_lines
-from tfq import data, flatbuffer, qat
+from tfq import artifacts, data, flatbuffer, qat
 from tfq.artifacts import TfqError
 from tfq.backend import keras
 
@@ -148,7 +148,7 @@ def test_the_same_file_alone_or_after_other_work_in_the_process(trained, run_cli
 
 
 @pytest.fixture(scope="module")
-def low_bit_result(trained, data_root, cache):
+def low_bit_result(trained, converted, data_root, cache):  # converted: the run's float32.tflite is there
     qat.qat(qat.QatConfig(dataset="mnist", model="cnn", epochs=1, max_train_examples=1000, max_eval_examples=300,
                           num_calibration=50, low_bit=("w4a8", "w4a4"), low_bit_epochs=2,
                           artifacts=str(trained), data_root=str(data_root), cache_dir=str(cache)))
@@ -167,6 +167,18 @@ def test_low_bit_qat_against_ptq_at_the_same_widths(low_bit_result):
     assert shipped["weight_dtypes"] == ["int32", "int4"]
     # the a8w4 file computes with the QAT model's own 4-bit weights: it keeps its predictions
     assert shipped["agreement_with_qat_keras"] >= 0.97
+    # like with like: the shipped file and the PTQ file each against the run's float32 file
+    float_file = trained / "mnist_cnn" / "float32.tflite"
+    assert shipped["float32_sha256"] == artifacts.sha256(float_file)
+    e = r["schemes"]["w4a8"]
+    for key, acc in (("vs_float32_file", e["accuracy"]["qat_shipped_a8w4"]),
+                     ("ptq_file_vs_float32_file", e["accuracy"]["ptq_a8w4_file"])):
+        t = shipped[key]
+        assert t["images"] == 300 and t["ci95_pts"][0] <= t["delta_pts"] <= t["ci95_pts"][1]
+        float_acc = acc - t["delta_pts"] / 100  # the same float32 file under both
+        assert 0.5 < float_acc <= 1
+    assert shipped["vs_float32_file"]["delta_pts"] - shipped["ptq_file_vs_float32_file"]["delta_pts"] == \
+        pytest.approx(shipped["vs_ptq_file"]["delta_pts"])
     assert "shipped" not in r["schemes"]["w4a4"]  # no kernel takes 4-bit activations
 
 

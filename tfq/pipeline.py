@@ -222,7 +222,8 @@ def run_pair(cfg: PipelineConfig, dataset: str, model: str, environment: dict, t
     qat_file = run / f"{modes.QAT_INT8.name}.tflite"
     qat_outputs = [qat_file, qat_file.with_suffix(".json"), run / qat.QAT_MODEL_FILE,
                    *([run / qat.LOW_BIT_JSON] if qc.low_bit else [])]
-    stages.run("qat", _key(model_digest, _settings(qc), source), lambda: qat_outputs, lambda: qat.qat(qc),
+    stages.run("qat", _key(model_digest, _digests([run / "float32.tflite"]), _settings(qc), source),
+               lambda: qat_outputs, lambda: qat.qat(qc),
                f"quantization-aware fine-tuning and equally fine-tuned float controls: int8 "
                f"({_count(qc.epochs, 'epoch')})" + (f", {', '.join(qc.low_bit)} "
                                                     f"({_count(qc.low_bit_epochs or qc.epochs, 'epoch')})"

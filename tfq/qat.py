@@ -11,6 +11,7 @@ of QAT over PTQ is measured against equally trained models.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import time
 
 import numpy as np
@@ -173,8 +174,10 @@ def qat(cfg: QatConfig) -> dict:
             low_correct = models.predict_classes(low_control, scaled) == test_y
         else:
             low_history, low_control_s = control_history, 0.0  # the int8 control serves
+        float_file = run / "float32.tflite"  # the reference every file's delta is against (convert made it)
         low_bit = _low_bit(lcfg, float_model, low_control, low_correct, calibration,
-                           (cached_train, spec, val_ds), test_x, test_y)
+                           (cached_train, spec, val_ds), test_x, test_y,
+                           float_file.read_bytes() if float_file.is_file() else None)
         low_bit.update(control_history=low_history, control_time_s=low_control_s)
         low_bit.update(source_model=result["source_model"], data_source=result["data_source"],
                        versions=result["versions"])
@@ -230,7 +233,8 @@ def _ship_a8w4(model: keras.Model, calibration) -> bytes:
     return aeq.quantize(float_blob, aeq.load(aeq.RECIPES / SHIP_RECIPE), calibration, "QAT a8w4 shipping")
 
 
-def _low_bit(cfg: QatConfig, float_model, control, control_correct, calibration, training, test_x, test_y) -> dict:
+def _low_bit(cfg: QatConfig, float_model, control, control_correct, calibration, training, test_x, test_y,
+             float_blob: bytes | None = None) -> dict:
     """Each LOW_BIT scheme: QAT fine-tuning (the batches and seeds of the int8 arms), its Keras
     accuracy against post-training quantization of the equally fine-tuned control at the same
     widths (simulated), and for w4a8 both shipped as real a8w4 files."""
@@ -273,6 +277,11 @@ def _low_bit(cfg: QatConfig, float_model, control, control_correct, calibration,
                                 "vs_qat_keras": stats.paired(qat_correct, shipped_correct),
                                 "agreement_with_qat_keras": float(np.mean(shipped_pred == qat_pred)),
                                 "vs_ptq_file": stats.paired(control_file_correct, shipped_correct)}
+            if float_blob is not None:  # like with like: each shipped file against the run's float32 file
+                float_file_correct = _tflite_correct(float_blob, test_x, test_y)
+                entry["shipped"].update(float32_sha256=hashlib.sha256(float_blob).hexdigest(),
+                                        vs_float32_file=stats.paired(float_file_correct, shipped_correct),
+                                        ptq_file_vs_float32_file=stats.paired(float_file_correct, control_file_correct))
         out["schemes"][name] = entry
     return out
 
