@@ -130,15 +130,22 @@ def test_qat_from_scratch_and_stale_sweep_checks(tmp_path):
     (run / "qat_scratch_int8.json").write_text(json.dumps({**scratch, "scheme": "int8",
                                                            "source_model": {"sha256": "older"}}))
     check = {"file": "float32.tflite", "tflite_sha256": "not this file's", "scheme": "float", "real_accuracy": 0.98,
-             "simulated_accuracy": 0.98, "gap_points": 0.0, "agreement": 1.0, "within_tolerance": True}
-    sweep = {"source_model": {"sha256": "current"}, "checks": [check], "lines": [], "contrasts": [],
+             "simulated_accuracy": 0.98, "gap_points": 0.0, "agreement": 1.0, "within_tolerance": True,
+             "float_agreement": 1.0, "float_file_disagreements": 0, "sim_only_agrees": 0, "float_only_agrees": 0,
+             "informative": False, "passed": None}
+    older = {k: v for k, v in check.items() if k not in ("float_agreement", "float_file_disagreements",
+                                                          "sim_only_agrees", "float_only_agrees", "informative",
+                                                          "passed")}
+    sweep = {"source_model": {"sha256": "current"}, "checks": [check, {**older, "file": "int8.tflite"}],
+             "lines": [], "contrasts": [],
              "grid_examples": 100, "float_accuracy_grid": 0.98, "calibration_seeds": [0]}
     (run / "sweep.json").write_text(json.dumps(sweep))
     md = report.report(tmp_path, datasets=("mnist",), models=("mlp",)).read_text()
     assert "| mnist_mlp | w4a8 | 61 s | 98.00% | 97.50% (-0.50 [-0.90, -0.10] *) | - |" in md
     assert "mnist_mlp/qat_scratch_int8.json: it is compared with an older trained model" in md
     assert "mnist_mlp/sweep.json check of float32.tflite: float32.tflite changed or went after the check" in md
-    assert "| mnist_mlp | float32.tflite |" not in md
+    assert "mnist_mlp/sweep.json check of int8.tflite: made before checks stood beside float32's own agreement" in md
+    assert "| mnist_mlp | float32.tflite |" not in md and "| mnist_mlp | int8.tflite |" not in md
 
 
 def test_bits_plot_takes_draws_that_agree_to_the_last_bit(tmp_path):
@@ -273,9 +280,10 @@ def test_the_generalization_section_tables_plots_and_findings(tmp_path):
     assert "| int8 | 99.00% | 81.50% | 100.00% | +0.00 [-1.00, +1.00] | +0.25 [-0.25, +0.75] | +0.25 [-0.50, +1.00] " \
            "| 0.020 (0.020 *) | none below float32 |" in md
     assert "| mixed_size_1 (= int8) |" in md
-    assert "- All runs, 4-bit weights: 1 distinct files; 1 lose more under shift than clean (mnist_cnn aeq_w4 " \
+    assert "- Across the study, Holm over all 2 distinct files of the 1 runs" in md
+    assert "  - 4-bit weights: 1 distinct files; 1 lose more under shift than clean (mnist_cnn aeq_w4 " \
            "-6.50), 0 less, 0 no different beyond chance." in md
-    assert "- All runs, int8 PTQ: 1 distinct files; 0 lose more under shift than clean, 1 less (mnist_cnn int8 " \
+    assert "  - int8 PTQ: 1 distinct files; 0 lose more under shift than clean, 1 less (mnist_cnn int8 " \
            "+0.25), 0 no different beyond chance." in md  # the twin is not counted again
     assert "aeq_w4: noise -8.00 [-9.00, -7.00] (p 0.001)" in md and "int8: none below float32" in md
     assert "| aeq_w4 | -1.00 [-1.50, -0.50] | 94.00% | -1.00 [-1.60, -0.40] | 98.00% |" in md
@@ -289,6 +297,33 @@ def test_the_generalization_section_tables_plots_and_findings(tmp_path):
     assert "- mnist_cnn/generalize.json: int8 changed or went after it was measured" in md
 
 
+def test_a_count_across_runs_is_corrected_across_the_study():
+    """p = 0.03 in each of two runs: beyond chance within its run (Holm over one file), not across
+    the two (Holm: 0.06)."""
+    def tested(name, p):
+        return [{"name": name, "gap": {"shift_minus_clean": {"pts": -1.0, "p_value": p}}, "holm_p": p}]
+
+    lines = report._family_summary({"mnist_cnn": tested("aeq_w4", 0.03), "cifar10_cnn": tested("aeq_w4", 0.03)})
+    assert lines[0].startswith("- Across the study, Holm over all 2 distinct files of the 2 runs")
+    assert lines[1] == "  - 4-bit weights: 2 distinct files; 0 lose more under shift than clean, 0 less, 2 no " \
+                       "different beyond chance."
+    alone = report._family_summary({"mnist_cnn": tested("aeq_w4", 0.03)})
+    assert "1 lose more under shift than clean (mnist_cnn aeq_w4 -1.00)" in alone[1]
+
+
+def test_sweep_checks_say_which_could_fail_and_what_they_found():
+    base = {"passed": False, "within_tolerance": True, "sim_only_agrees": 5, "float_only_agrees": 1}
+    assert report._verdict({**base, "passed": None}) == "not informative"
+    assert report._verdict({**base, "passed": True}) == "passed"
+    assert report._verdict(base) == "not shown better than float32"  # follows the file, too few images to show it
+    assert report._verdict({**base, "sim_only_agrees": 1}) == "**failed**"
+    assert report._verdict({**base, "within_tolerance": False}) == "**failed**"
+
+
+def test_drops_are_shown_as_the_file_minus_its_reference():
+    assert report._negated(0.34, [0.07, 0.56]) == "-0.34 [-0.56, -0.07]"
+
+
 def test_the_scale_out_estimate_places_chains_longest_first():
     chains = {"mnist_mlp": 140, "mnist_cnn": 1352, "fashion_mnist_mlp": 194, "fashion_mnist_cnn": 1352,
               "cifar10_mlp": 206, "cifar10_cnn": 1729}
@@ -300,3 +335,31 @@ def test_the_scale_out_estimate_places_chains_longest_first():
     assert report.machines_estimate(chains, 3)[0] == report.machines_estimate(chains, 6)[0] == 1729
     md = "\n".join(report._scaleout_estimate({n: {"stages": {"train": {"seconds": s}}} for n, s in chains.items()}))
     assert "| 2 | 45.1 min | 1.84x | mnist_cnn, fashion_mnist_cnn |" in md
+
+
+def test_the_readme_headline_is_the_committed_results_rendered():
+    """Every number in the README's first paragraph comes from artifacts/report/results.json."""
+    from tests.conftest import REPO
+
+    facts = json.loads((REPO / "artifacts" / "report" / "results.json").read_text())["headline"]
+    readme = (REPO / "README.md").read_text()
+    block = readme.split(report.README_BEGIN, 1)[1].split(report.README_END, 1)[0].strip()
+    assert block == report.headline_md(facts)
+    assert facts["mnist_cnn"]["int8"]["ci95_pts"][0] <= facts["mnist_cnn"]["int8"]["delta_pts"] \
+        <= facts["mnist_cnn"]["int8"]["ci95_pts"][1]
+
+
+def test_the_readme_headline_is_rewritten_between_its_markers_only(tmp_path):
+    facts = {"cpu": "test cpu", "threads": 1, "mnist_cnn": {
+        m: {"accuracy": 0.99, "delta_pts": -0.02, "ci95_pts": [-0.05, 0.03], "p_value": 0.62, "images": 10_000,
+            "size_bytes": 300 * 1024, "size_ratio": 0.264, "p50_us": 69.0, "speedup": 3.4, "ops_outside_delegate": ""}
+        for m in report.HEADLINE_MODES}}
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# title\n\n{report.README_BEGIN}\nold words\n{report.README_END}\n\n## rest\n")
+    report.write_readme_headline(readme, facts)
+    text = readme.read_text()
+    assert text.startswith("# title\n\n") and text.endswith(f"{report.README_END}\n\n## rest\n")
+    assert "old words" not in text and "int8 99.00% (Δ -0.02 [-0.05, +0.03], p 0.620) in 300.0 KB" in text
+    readme.write_text("# no markers\n")
+    with pytest.raises(TfqError, match="no generated headline"):
+        report.write_readme_headline(readme, facts)

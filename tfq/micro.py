@@ -5,8 +5,9 @@ gives on all but 2 of the 10,000 test images (XNNPACK rounds differently); the f
 dynamic-range, weight-only and int4-fully-connected files do not run, each reported with the op
 that TFLite Micro rejects.
 
-For each file: the smallest tensor arena in which it allocates (the recording allocator's total as
-the first guess, then real loads in child processes decide: see `tflm.smallest_arena`), the ops it uses, then the test split (or its
+For each file: the smallest tensor arena in which it both allocates and runs a real test image (the
+recording allocator's total as the first guess, then real loads and invokes in child processes
+decide: see `tflm.smallest_arena`), the ops it uses, then the test split (or its
 first `--max_examples` images) image by image through TFLite Micro's reference kernels with that
 arena: accuracy, and agreement with LiteRT on the same images from the same file (a paired test of
 the two accuracies beside it). Flash is the flatbuffer's bytes, RAM its arena; `PARTS` says which

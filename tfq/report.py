@@ -19,7 +19,7 @@ from pathlib import Path
 
 from absl import flags
 
-from tfq import artifacts, cli, data, stats
+from tfq import artifacts, cli, data, sensitivity, stats
 from tfq import models as models_module
 from tfq.artifacts import TfqError
 from tfq.modes import ORDER
@@ -54,6 +54,13 @@ def collect(artifacts_root: str | Path, datasets, models) -> tuple[list[dict], d
                                       "why": "it was fine-tuned from an older trained model"})
                 qat_info = None
             low_bit = artifacts.read_json(run / "qat_lowbit.json", default=None)
+            shipped = ((low_bit or {}).get("schemes", {}).get("w4a8") or {}).get("shipped") or {}
+            if "float32_sha256" in shipped and (not (run / "float32.tflite").is_file() or shipped["float32_sha256"]
+                                                != artifacts.sha256(run / "float32.tflite")):
+                stale_results.append({"run": f"{dataset}_{model}", "file": "qat_lowbit.json (against float32)",
+                                      "why": "float32.tflite changed since the shipped 4-bit files were paired with it"})
+                for key in ("vs_float32_file", "ptq_file_vs_float32_file"):
+                    shipped.pop(key, None)
             if low_bit and train_info and low_bit["source_model"]["sha256"] != train_info.get("model_sha256"):
                 stale_results.append({"run": f"{dataset}_{model}", "file": "qat_lowbit.json",
                                       "why": "it was fine-tuned from an older trained model"})
@@ -73,7 +80,11 @@ def collect(artifacts_root: str | Path, datasets, models) -> tuple[list[dict], d
                 sweep_info = None
             for check in (sweep_info or {}).get("checks", [])[:]:
                 path = run / check["file"]
-                if not path.is_file() or artifacts.sha256(path) != check["tflite_sha256"]:
+                if "informative" not in check:
+                    stale_results.append({"run": f"{dataset}_{model}", "file": f"sweep.json check of {check['file']}",
+                                          "why": "made before checks stood beside float32's own agreement"})
+                    sweep_info["checks"].remove(check)
+                elif not path.is_file() or artifacts.sha256(path) != check["tflite_sha256"]:
                     stale_results.append({"run": f"{dataset}_{model}", "file": f"sweep.json check of {check['file']}",
                                           "why": f"{check['file']} changed or went after the check"})
                     sweep_info["checks"].remove(check)
@@ -83,6 +94,11 @@ def collect(artifacts_root: str | Path, datasets, models) -> tuple[list[dict], d
                                      or sensitivity_info["key"]["float32_sha256"] != artifacts.sha256(float_file)):
                 stale_results.append({"run": f"{dataset}_{model}", "file": "sensitivity.json",
                                       "why": "it measured another float32.tflite"})
+                sensitivity_info = None
+            if sensitivity_info and "val_vs_float32" not in next(iter(sensitivity_info["rungs"].values())):
+                stale_results.append({"run": f"{dataset}_{model}", "file": "sensitivity.json",
+                                      "why": "it keeps intervals without their counts (made before they could be "
+                                             "restated)"})
                 sensitivity_info = None
             mixed_info = []
             for path in sorted(run.glob("mixed*.json")):
@@ -115,6 +131,8 @@ def collect(artifacts_root: str | Path, datasets, models) -> tuple[list[dict], d
                                           "scratch": scratch,
                                           "stages": artifacts.read_json(run / "pipeline.json", default={}),
                                           "evals": evals})
+            if runs[f"{dataset}_{model}"]["sensitivity"]:  # its drops follow its restated paired results
+                sensitivity.drops(runs[f"{dataset}_{model}"]["sensitivity"])
             base = evals.get("float32")
             order = sorted(evals, key=_mode_rank)
             for mode in order:
@@ -230,6 +248,11 @@ def _fmt(v, kind: str) -> str:
 
 def _ci(ci) -> str:
     return f" [{ci[0]:+.2f}, {ci[1]:+.2f}]" if ci else ""
+
+
+def _negated(drop_pts: float, drop_ci: list[float]) -> str:
+    """A drop (reference minus file) shown as Δ, the file minus its reference, with its interval."""
+    return f"{-drop_pts:+.2f}{_ci([-drop_ci[1], -drop_ci[0]])}"
 
 
 def _delta(r: dict) -> str:
@@ -368,14 +391,15 @@ def _plots(rows: list[dict], runs: dict, out: Path) -> list[str]:
             layer_names = [layer["name"] for layer in sens["layers"]]
             x = np.arange(len(layer_names))
             width = 0.8 / len(sens["schemes"])
-            for ax, (key, what) in zip(axes, (("only_quantized", "drop when only this layer is quantized"),
-                                              ("only_float", "recovery when only this layer stays float"))):
+            for ax, (key, what) in zip(axes, (("only_quantized", "Δ vs float32 when only this layer is quantized"),
+                                              ("only_float", "Δ vs all quantized when only this layer stays float"))):
                 for j, scheme in enumerate(sens["schemes"]):
                     vals = [layer["schemes"][scheme] for layer in sens["layers"]]
-                    ys = np.array([v[f"{key}_drop_pts" if key == "only_quantized" else f"{key}_recovery_pts"]
-                                   for v in vals])
-                    lo = np.array([v[f"{key}_ci95_pts"][0] for v in vals])
-                    hi = np.array([v[f"{key}_ci95_pts"][1] for v in vals])
+                    sign = -1 if key == "only_quantized" else 1  # a drop is stored; Δ is the file minus its reference
+                    ys = sign * np.array([v[f"{key}_drop_pts" if key == "only_quantized" else f"{key}_recovery_pts"]
+                                          for v in vals])
+                    ends = sign * np.array([v[f"{key}_ci95_pts"] for v in vals])
+                    lo, hi = ends.min(axis=1), ends.max(axis=1)
                     ax.bar(x + (j - (len(sens["schemes"]) - 1) / 2) * width, ys, width, label=scheme,
                            yerr=[np.maximum(ys - lo, 0), np.maximum(hi - ys, 0)], capsize=2)
                 ax.axhline(0, color="black", linewidth=0.6)
@@ -410,7 +434,8 @@ def _plots(rows: list[dict], runs: dict, out: Path) -> list[str]:
             ax.set_xscale("log")
             ax.set_xlabel("flatbuffer size (KB, log scale)")
             ax.set_ylabel("test accuracy (%)")
-            ax.set_title(f"{name}: mixed precision per budget (points of validation drop) beside the uniform modes",
+            ax.set_title(f"{name}: mixed precision per budget (largest validation loss allowed, points) beside the "
+                         "uniform modes",
                          fontsize=9)
             ax.legend(fontsize=7, loc="lower right")
             ax.grid(True, alpha=0.3)
@@ -477,15 +502,17 @@ def report(artifacts_root: str | Path = "artifacts", out: str | Path | None = No
         n: {"train": r["train"] and {k: r["train"].get(k) for k in ("test_accuracy", "epochs", "wall_time_s", "params",
                                                                    "macs", "data_source")},
             "qat": r["qat"] and {k: r["qat"][k] for k in ("accuracy", "qat_gain_over_ptq", "qat_drop_vs_float")},
-            "stages": r["stages"]} for n, r in runs.items()}})
+            "stages": r["stages"]} for n, r in runs.items()}, "headline": headline_facts(rows, runs)})
 
     md = ["# tfq quantization study", ""]
     md.append(f"Made {time.strftime('%Y-%m-%d')} on {rows[0]['cpu']}, LiteRT with {rows[0]['threads']} thread(s)"
               + (f", by `{command}`" if command else "") + ".")
     md += ["", "Accuracy is on the full test split unless the examples column says otherwise; Δ is in "
-           "percentage points against the float32 flatbuffer, with a 95% interval for the paired difference on "
-           "the same images; McNemar p is the exact test on the images where the two disagree, and * marks a "
-           "difference distinguishable from zero (p < 0.05); agreement is the share of test images where the "
+           "percentage points, the file minus the float32 flatbuffer, with a 95% interval for the paired difference "
+           "on the same images (Tango's score interval, continuity-corrected: `tfq/stats.py`; its coverage is "
+           "enumerated in `benchmarks/coverage.py`); McNemar p is the exact test on the images where the two "
+           "disagree, and * marks a difference it finds distinguishable from zero (p < 0.05). The interval and the "
+           "test are two procedures: near p = 0.05 one may exclude zero while the other does not. Agreement is the share of test images where the "
            "prediction equals float32's; speed is float32's batch-1 p50 latency divided by the mode's (each the "
            "median over rounds in which all modes of a run took turns), with the lowest and highest per-round "
            "ratio in brackets.", ""]
@@ -582,12 +609,12 @@ def _findings(rows: list[dict], runs: dict) -> list[str]:
                 continue
             t = m["test"]["vs_float32"]
             int8_bytes = m["test"]["uniform"]["int8"]["size_bytes"]
-            md.append(f"- {n}, a {b:g}-point budget on the validation split: every layer at 4 bits drops {w4:.2f} "
-                      f"(breaks it), every layer at int8 {int8:.2f} (meets it); the mixed file "
-                      f"({_assignment(m['assignment'])}) drops {-m['validation']['vs_float32']['delta_pts']:.2f} "
+            md.append(f"- {n}, a {b:g}-point budget on the validation split (Δ vs float32 at least -{b:g}): every "
+                      f"layer at 4 bits {-w4:+.2f} (breaks it), every layer at int8 {-int8:+.2f} (meets it); the "
+                      f"mixed file ({_assignment(m['assignment'])}) {m['validation']['vs_float32']['delta_pts']:+.2f} "
                       f"with {100 * m['size_bytes'] / int8_bytes:.0f}% of all-int8's bytes "
-                      f"({_fmt(m['size_bytes'], 'kb')}), and on the test split {-t['delta_pts']:.2f} points"
-                      f"{_ci([-t['ci95_pts'][1], -t['ci95_pts'][0]])}.")
+                      f"({_fmt(m['size_bytes'], 'kb')}), and on the test split {t['delta_pts']:+.2f} points"
+                      f"{_ci(t['ci95_pts'])}.")
     if not md:
         return []
     return ["## Findings", "", "Computed from the result files below; README.md discusses them.", "", *md, ""]
@@ -622,6 +649,18 @@ def _aeq_section(rows: list[dict]) -> list[str]:
     return [*md, ""]
 
 
+def _verdict(check: dict) -> str:
+    """A sweep check's outcome: a simulation that follows the file on more of the images where
+    float32 parts from it, but not by enough for the test, is not shown better, not failed."""
+    if check["passed"] is None:
+        return "not informative"
+    if check["passed"]:
+        return "passed"
+    if check["within_tolerance"] and check["sim_only_agrees"] > check["float_only_agrees"]:
+        return "not shown better than float32"
+    return "**failed**"
+
+
 def _informative_from(runs: dict) -> int:
     """The float/file disagreements a sweep check needed to count as informative, as recorded."""
     return max((r["sweep"].get("tolerance") or {}).get("informative_from_disagreements", 0)
@@ -639,7 +678,7 @@ def _sweep_section(runs: dict) -> list[str]:
           "every test image.", ""]
     md += ["### Simulation checked against real files", "",
            "Each real file beside its simulated twin (same grid, same range calibration), on the full test "
-           "split, and beside the float model, which alone agrees with an 8-bit file on almost every image. "
+           "split, and beside the float model (the Keras model as the simulation runs it, unquantized), which alone agrees with an 8-bit file on almost every image. "
            "Tolerance: accuracy within 0.15 points and at least 99.5% of predictions equal. What tests the "
            "simulation is the images where float32 and the file disagree: a check is informative when there "
            f"are at least {_informative_from(runs)}, and passes when it is within tolerance and the simulation "
@@ -648,13 +687,12 @@ def _sweep_section(runs: dict) -> list[str]:
            "| run | file | simulated scheme | real | simulated | gap (points) | agreement | float32's agreement | "
            "float/file part on | sim only / float only | verdict |",
            "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
-    verdict = {True: "passed", False: "**failed**", None: "not informative"}
     for n, sw in sweeps.items():
         for c in sw["checks"]:
             md.append(f"| {n} | {c['file']} | {c['scheme']} | {_fmt(c['real_accuracy'], 'pct')} | "
                       f"{_fmt(c['simulated_accuracy'], 'pct')} | {c['gap_points']:.2f} | {_fmt(c['agreement'], 'pct')} | "
                       f"{_fmt(c['float_agreement'], 'pct')} | {c['float_file_disagreements']:,d} | "
-                      f"{c['sim_only_agrees']} / {c['float_only_agrees']} | {verdict[c['passed']]} |")
+                      f"{c['sim_only_agrees']} / {c['float_only_agrees']} | {_verdict(c)} |")
     names = list(sweeps)
     first = sweeps[names[0]]
     md += ["", "### Smallest width that stays within 1 point of float32", "",
@@ -762,18 +800,19 @@ def _sensitivity_section(runs: dict) -> list[str]:
         md += [f"### {n}", "",
                f"float32 validation accuracy {_fmt(sens['float_val_accuracy'], 'pct')} on "
                f"{sens['val_examples']:,d} images. Every layer on one rung:", "",
-               "| rung | validation drop [95% CI] | size | p50 latency |", "|---|---:|---:|---:|"]
+               "| rung | Δ vs float32, validation [95% CI] | size | p50 latency |", "|---|---:|---:|---:|"]
         for rung, v in sens["rungs"].items():
-            md.append(f"| {rung} ({v['description']}) | {v['val_drop_pts']:+.2f}{_ci(v['val_drop_ci95_pts'])} | "
+            md.append(f"| {rung} ({v['description']}) | {_negated(v['val_drop_pts'], v['val_drop_ci95_pts'])} | "
                       f"{_fmt(v['size_bytes'], 'kb')} | {_fmt(v['latency_us'], 'us')} |")
         md += ["", "| layer | params | " + " | ".join(
-            f"{s}: drop, only it quantized | {s}: recovery, only it float | {s}: SNR" for s in schemes) + " |",
+            f"{s}: Δ vs float32, only it quantized | {s}: Δ vs all quantized, only it float | {s}: SNR"
+            for s in schemes) + " |",
             "|---|---:|" + "---:|---:|---:|" * len(schemes)]
         for layer in sens["layers"]:
             cells = []
             for s in schemes:
                 v = layer["schemes"][s]
-                cells += [f"{v['only_quantized_drop_pts']:+.2f}{_ci(v['only_quantized_ci95_pts'])}",
+                cells += [_negated(v["only_quantized_drop_pts"], v["only_quantized_ci95_pts"]),
                           f"{v['only_float_recovery_pts']:+.2f}{_ci(v['only_float_ci95_pts'])}",
                           "-" if v["snr_db"] is None else f"{v['snr_db']:.1f} dB"]
             md.append(f"| {layer['name']} | {layer['params']:,d} | " + " | ".join(cells) + " |")
@@ -795,9 +834,10 @@ def _mixed_section(runs: dict) -> list[str]:
     md = ["## Mixed precision under an accuracy budget", "",
           "`python -m tfq.convert --mode=mixed --max_accuracy_drop=B [--objective=size|latency]`: one precision per "
           "layer, searched on the validation split (see `tfq/mixed.py`), written as one ai-edge-quantizer file "
-          "whose every layer's precision was read back. Drops are float32 minus the file, in points, paired "
-          "on the same images with 95% intervals; the test split was not used to choose anything.", "",
-          "| run | objective | budget | layers | validation drop [95% CI] | test drop [95% CI] | size | "
+          "whose every layer's precision was read back. Budget B: the file may lose at most B points against "
+          "float32 on validation. Δ is the file minus float32, in points, paired on the same images with 95% "
+          "intervals; the test split was not used to choose anything.", "",
+          "| run | objective | budget | layers | Δ vs float32, validation [95% CI] | Δ vs float32, test [95% CI] | size | "
           "of all-int8 | p50 latency | int8 / float32 latency | candidates |",
           "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
     for n, ms in found.items():
@@ -805,8 +845,7 @@ def _mixed_section(runs: dict) -> list[str]:
             v, t = m["validation"]["vs_float32"], m["test"]["vs_float32"]
             int8 = m["test"]["uniform"]["int8"]
             md.append(f"| {n} | {m['objective']} | {m['budget_pts']:g} | {_assignment(m['assignment'])} | "
-                      f"{-v['delta_pts']:+.2f}{_ci([-v['ci95_pts'][1], -v['ci95_pts'][0]])} | "
-                      f"{-t['delta_pts']:+.2f}{_ci([-t['ci95_pts'][1], -t['ci95_pts'][0]])} | "
+                      f"{v['delta_pts']:+.2f}{_ci(v['ci95_pts'])} | {t['delta_pts']:+.2f}{_ci(t['ci95_pts'])} | "
                       f"{_fmt(m['size_bytes'], 'kb')} | {100 * m['size_bytes'] / int8['size_bytes']:.0f}% | "
                       f"{_fmt(m['latency_us']['mixed'], 'us')} | {_fmt(m['latency_us']['int8'], 'us')} / "
                       f"{_fmt(m['latency_us']['float32'], 'us')} | {len(m['path'])} |")
@@ -826,8 +865,8 @@ def _micro_section(runs: dict) -> list[str]:
     parts = next(iter(found.values()))["parts"]
     md = ["## On a microcontroller: TFLite Micro", "",
           "`python -m tfq.micro`: each file run image by image (batch 1) under the TFLite Micro interpreter "
-          "(PyPI `tflite-micro`, reference kernels) with the smallest tensor arena it allocates in, found by real "
-          "loads. Flash: the flatbuffer's bytes; RAM: its arena (an app adds its own stack and buffers). "
+          "(PyPI `tflite-micro`, reference kernels) with the smallest tensor arena in which it both loads and runs a "
+          "real test image, found by real loads and invokes. Flash: the flatbuffer's bytes; RAM: its arena (an app adds its own stack and buffers). "
           "Agreement: the share of images on which TFLite Micro and LiteRT, running the same bytes, give the "
           "same class; the accuracy difference is paired on those images. A file with weights stored past the "
           "flatbuffer (`Buffer.offset`, as ai-edge-quantizer writes them) is measured with them moved inline "
@@ -1029,9 +1068,10 @@ def _generalize_section(runs: dict) -> list[str]:
           "corrupted sets. 'Shift minus clean' is, per image, its mean gap over the corrupted sets minus its clean "
           "gap: below zero means the file loses more to float32 under shift than on clean images. Intervals over "
           "images are 95% bootstrap intervals; p is the exact sign-flip test on the per-image values (a bootstrap "
-          "interval is too narrow when only a handful of images differ), Holm-adjusted over the run's distinct files "
-          "(files with the same classes on every image count once, and say whose twin they are). A file loses more "
-          "(or less) under shift only where that adjusted p is below 0.05. qat_int8's gap mixes quantization with "
+          "interval is too narrow when only a handful of images differ), Holm-adjusted within each run over its distinct "
+          "files (files with the same classes on every image count once, and say whose twin they are); the count "
+          "across runs at the end adjusts again over every distinct file of the study. A file loses more (or less) "
+          "under shift only where the adjusted p is below 0.05. qat_int8's gap mixes quantization with "
           "its extra fine-tuning epoch (float32 is the file of the model before it). Clean gaps on the whole test "
           "split are in the dataset tables above.", ""]
     tables = {}
@@ -1093,7 +1133,7 @@ def _shift_findings(n: str, rows: list[dict]) -> list[str]:
         beyond = [f"{v['name']} {_gap_cell(v['gap']['shift_minus_clean'])}, Holm p {_p(v['holm_p'])}"
                   for v in vs if v["holm_p"] < LEVEL]
         parts.append(f"{family} {what}" + (f"; beyond chance: {'; '.join(beyond)}" if beyond else ""))
-    out = [f"- {n}, shift minus clean (points, distinct files): " + "; ".join(parts) + "."]
+    out = [f"- {n}, shift minus clean (points, distinct files; Holm within this run): " + "; ".join(parts) + "."]
     worst = []
     for v in (v for v in rows if v["name"] in REPRESENTATIVES):
         c, g = min(v["gap"]["by_corruption"].items(), key=lambda kv: kv[1]["pts"])
@@ -1106,13 +1146,16 @@ def _shift_findings(n: str, rows: list[dict]) -> list[str]:
 
 
 def _family_summary(tested_by_run: dict) -> list[str]:
-    """Across runs, per family: distinct files that lose more, or less, under shift than clean."""
+    """Across runs, per family: distinct files that lose more, or less, under shift than clean. A
+    count across runs is one family of tests: Holm is applied again over every distinct file of
+    every run (the per-run tables adjust within their run only)."""
+    distinct = [(n, v) for n, rows in tested_by_run.items() for v in rows if not v.get("same_predictions_as")]
+    study_p = stats.holm([v["gap"]["shift_minus_clean"]["p_value"] for _, v in distinct])
     tally: dict[str, list] = {}
-    for n, rows in tested_by_run.items():
-        for v in rows:
-            if not v.get("same_predictions_as"):
-                tally.setdefault(_family(v["name"]), []).append((n, v))
-    out = []
+    for (n, v), p in zip(distinct, study_p):
+        tally.setdefault(_family(v["name"]), []).append((n, {**v, "holm_p": p}))
+    out = [f"- Across the study, Holm over all {len(distinct)} distinct files of the {len(tested_by_run)} runs "
+           "(the tables above adjust within each run):"] if distinct else []
     for family in (*(label for label, _ in FAMILIES), "other"):
         items = tally.get(family)
         if not items:
@@ -1121,7 +1164,7 @@ def _family_summary(tested_by_run: dict) -> list[str]:
               if v["holm_p"] < LEVEL and v["gap"]["shift_minus_clean"]["pts"] < 0]
         hi = [f"{n} {v['name']} {v['gap']['shift_minus_clean']['pts']:+.2f}" for n, v in items
               if v["holm_p"] < LEVEL and v["gap"]["shift_minus_clean"]["pts"] > 0]
-        out.append(f"- All runs, {family}: {len(items)} distinct files; {len(lo)} lose more under shift than clean"
+        out.append(f"  - {family}: {len(items)} distinct files; {len(lo)} lose more under shift than clean"
                    f"{' (' + ', '.join(lo) + ')' if lo else ''}, {len(hi)} less{' (' + ', '.join(hi) + ')' if hi else ''}, "
                    f"{len(items) - len(lo) - len(hi)} no different beyond chance.")
     return out
@@ -1150,6 +1193,103 @@ def _cross_table(n: str, crosses: list[dict], evals: dict) -> list[str]:
         md.append(f"| {name} | " + (f"{own['delta_pts']:+.2f}{_ci(own['ci95_pts'])}" if own else "-") + " | "
                   + " | ".join(cells) + " |")
     return [*md, ""]
+
+
+HEADLINE_RUN, HEADLINE_MODES = "mnist_cnn", ("float32", "int8", "qat_int8", "int16x8", "aeq_a8w4")
+LOW_BIT_RUN = "cifar10_cnn"
+README_BEGIN = "<!-- headline: made by `python -m tfq.report --readme=README.md` from artifacts/report/results.json -->"
+README_END = "<!-- /headline -->"
+
+
+def _paired_fact(t: dict) -> dict:
+    return {"delta_pts": t["delta_pts"], "ci95_pts": t["ci95_pts"], "p_value": t["p_value"], "images": t["images"]}
+
+
+def headline_facts(rows: list[dict], runs: dict) -> dict:
+    """Every number the README's first paragraph states, taken from this report's results: each
+    difference is a file minus the float32 file of its run, on the same test images."""
+    facts: dict = {"cpu": rows[0]["cpu"], "threads": rows[0]["threads"]}
+    by_mode = {r["mode"]: r for r in rows if f"{r['dataset']}_{r['model']}" == HEADLINE_RUN
+               and r["delta_pts"] is not None and (r["mode"] == "float32" or r["mcnemar_p"] is not None)}
+    if all(m in by_mode for m in HEADLINE_MODES):
+        facts[HEADLINE_RUN] = {m: {"accuracy": r["accuracy"], "delta_pts": r["delta_pts"], "ci95_pts": r["delta_ci95_pts"],
+                                   "p_value": r["mcnemar_p"], "images": r["examples"], "size_bytes": r["size_bytes"],
+                                   "size_ratio": r["size_ratio"], "p50_us": r["p50_us"], "speedup": r["speedup"],
+                                   "ops_outside_delegate": r["ops_outside_delegate"]}
+                               for m, r in by_mode.items() if m in HEADLINE_MODES}
+    run = runs.get(LOW_BIT_RUN) or {}
+    rows_low = {r["mode"]: r for r in rows if f"{r['dataset']}_{r['model']}" == LOW_BIT_RUN}
+    shipped = ((run.get("low_bit") or {}).get("schemes", {}).get("w4a8") or {}).get("shipped") or {}
+    float_file = rows_low.get("float32")
+    a8w4 = rows_low.get("aeq_a8w4")
+    if ("vs_float32_file" in shipped and float_file and a8w4 and a8w4["mcnemar_p"] is not None
+            and shipped["float32_sha256"] == run["evals"]["float32"]["tflite_sha256"]
+            and shipped["vs_float32_file"]["images"] == a8w4["examples"]):  # the same float32 file, the same images
+        low = {"float32_accuracy": float_file["accuracy"],
+               "aeq_a8w4": {"accuracy": a8w4["accuracy"], "delta_pts": a8w4["delta_pts"], "ci95_pts": a8w4["delta_ci95_pts"],
+                            "p_value": a8w4["mcnemar_p"], "images": a8w4["examples"], "size_bytes": a8w4["size_bytes"]},
+               "qat_w4a8_shipped": {**_paired_fact(shipped["vs_float32_file"]), "size_bytes": shipped["size_bytes"],
+                                    "epochs": run["low_bit"]["epochs"],
+                                    "accuracy": run["low_bit"]["schemes"]["w4a8"]["accuracy"]["qat_shipped_a8w4"]}}
+        mixed = [m for m in run.get("mixed", []) if m["objective"] == "size" and m["budget_pts"] == 0.5]
+        if mixed:
+            m = mixed[0]
+            low["mixed"] = {"budget_pts": m["budget_pts"], "assignment": _assignment(m["assignment"]),
+                            "size_bytes": m["size_bytes"],
+                            "of_int8": m["size_bytes"] / m["test"]["uniform"]["int8"]["size_bytes"],
+                            **_paired_fact(m["test"]["vs_float32"])}
+        facts[LOW_BIT_RUN] = low
+    return facts
+
+
+def _with_p(f: dict) -> str:
+    return f"Δ {f['delta_pts']:+.2f}{_ci(f['ci95_pts'])}, p {_plain_p(f['p_value']) if f['p_value'] >= 0.001 else '< 0.001'}"
+
+
+def headline_md(facts: dict) -> str:
+    """The README's first paragraph, from `headline_facts` as results.json keeps them."""
+    h = facts.get(HEADLINE_RUN)
+    if not h:
+        return ""
+    f32, int8, qat, i16, a8w4 = (h[m] for m in HEADLINE_MODES)
+    out = [f"**Expected result** (MNIST CNN, this repository's study run, `./tfq.sh pipeline "
+           f"--flagfile=flags/study.cfg`; Δ is each file minus the float32 file in points on the same "
+           f"{f32['images']:,d} test images, with its 95% interval and McNemar's exact p): float32 "
+           f"{_fmt(f32['accuracy'], 'pct')} in a {_fmt(f32['size_bytes'], 'kb')} file at {_fmt(f32['p50_us'], 'us')} "
+           f"per image (batch 1, {facts['threads']} thread, {facts['cpu']}); **int8 {_fmt(int8['accuracy'], 'pct')} "
+           f"({_with_p(int8)}) in {_fmt(int8['size_bytes'], 'kb')} ({int8['size_ratio']:.3f}x) at "
+           f"{_fmt(int8['p50_us'], 'us')} ({int8['speedup']:.1f}x faster)**; QAT int8 {_fmt(qat['accuracy'], 'pct')} "
+           f"({_with_p(qat)}); 16x8 {_fmt(i16['accuracy'], 'pct')} ({_with_p(i16)}) but {_fmt(i16['p50_us'], 'us')}, "
+           f"run outside XNNPACK ({i16['ops_outside_delegate']}); 4-bit weights (`aeq_a8w4`) "
+           f"{_fmt(a8w4['accuracy'], 'pct')} ({_with_p(a8w4)}) in {_fmt(a8w4['size_bytes'], 'kb')} at "
+           f"{_fmt(a8w4['p50_us'], 'us')} (outside XNNPACK: {a8w4['ops_outside_delegate'] or 'nothing'})."]
+    low = facts.get(LOW_BIT_RUN)
+    if low:
+        a, q = low["aeq_a8w4"], low["qat_w4a8_shipped"]
+        out.append(f"On the CIFAR-10 CNN (float32 {_fmt(low['float32_accuracy'], 'pct')}), 4-bit weights after "
+                   f"training (`aeq_a8w4`, ai-edge-quantizer's moving-average calibration) give "
+                   f"{_fmt(a['accuracy'], 'pct')} ({_with_p(a)}) in {_fmt(a['size_bytes'], 'kb')}; after "
+                   f"{q['epochs']} epochs of 4-bit QAT the shipped a8w4 file gives {_fmt(q['accuracy'], 'pct')} "
+                   f"({_with_p(q)}) in {_fmt(q['size_bytes'], 'kb')}, both against the same float32 file.")
+        m = low.get("mixed")
+        if m:
+            out.append(f"Per-layer mixed precision within a {m['budget_pts']:g}-point validation budget "
+                       f"({m['assignment']}): {_fmt(m['size_bytes'], 'kb')} ({100 * m['of_int8']:.0f}% of all-int8), "
+                       f"{_with_p(m)} on the test split.")
+    return " ".join(out)
+
+
+def write_readme_headline(readme: str | Path, facts: dict) -> Path:
+    """Replace the README's generated paragraph (between its two markers) with `headline_md(facts)`."""
+    path = Path(readme)
+    text = path.read_text() if path.is_file() else ""
+    if README_BEGIN not in text or README_END not in text:
+        raise TfqError(f"{path} has no generated headline to replace (the lines {README_BEGIN} and {README_END})")
+    head, rest = text.split(README_BEGIN, 1)
+    _, tail = rest.split(README_END, 1)
+    with artifacts.atomic_path(path) as tmp:
+        tmp.write_text(f"{head}{README_BEGIN}\n{headline_md(facts)}\n{README_END}{tail}")
+    return path
 
 
 def _assignment(assignment: dict[str, str]) -> str:
@@ -1251,11 +1391,17 @@ def _define_flags() -> None:
     flags.DEFINE_list("datasets", list(data.DATASETS), "Datasets to include.")
     flags.DEFINE_list("models", ["mlp", "cnn"], "Models to include.")
     flags.DEFINE_string("out", None, "Report folder (default: <artifacts>/report).")
+    flags.DEFINE_string("readme", None, "Also rewrite this README's generated headline paragraph from the "
+                                        "report's results.json.")
 
 
 def main(argv):
     del argv
-    print(report(FLAGS.artifacts, FLAGS.out, datasets=FLAGS.datasets, models=FLAGS.models))
+    written = report(FLAGS.artifacts, FLAGS.out, datasets=FLAGS.datasets, models=FLAGS.models)
+    print(written)
+    if FLAGS.readme:
+        facts = artifacts.read_json(written.parent / "results.json")["headline"]
+        print(write_readme_headline(FLAGS.readme, facts))
 
 
 if __name__ == "__main__":

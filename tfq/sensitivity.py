@@ -84,17 +84,6 @@ def scorer_for(cfg, run) -> tuple[mixed.Scorer, str, data.Splits]:
     return mixed.Scorer(float_blob, mixed.layers(float_blob), calibration, images, labels), digest, splits
 
 
-def _interval(reference: np.ndarray, other: np.ndarray) -> list[float]:
-    """95% interval of `other` minus `reference`, in points."""
-    return mixed.paired_vs(reference, other)["ci95_pts"]
-
-
-def _drop_interval(reference: np.ndarray, other: np.ndarray) -> list[float]:
-    """95% interval of `reference` minus `other` (a drop), in points."""
-    lo, hi = _interval(reference, other)
-    return [-hi, -lo]
-
-
 def _layer_errors(scorer: mixed.Scorer, blob: bytes, count: int) -> dict[str, dict]:
     """ai-edge-quantizer's own per-tensor comparison (SNR, MSE) of each layer's output."""
     from ai_edge_quantizer import model_validator
@@ -131,8 +120,8 @@ def measure(scorer: mixed.Scorer, schemes: tuple[str, ...], *, error_examples: i
     rungs = {}
     for r, blob in uniform.items():
         correct = scorer.correct(blob)
-        rungs[r] = {"val_accuracy": float(correct.mean()), "val_drop_pts": mixed.drop_pts(float_correct, correct),
-                    "val_drop_ci95_pts": _drop_interval(float_correct, correct), "size_bytes": len(blob),
+        rungs[r] = {"val_accuracy": float(correct.mean()), "val_vs_float32": mixed.paired_vs(float_correct, correct),
+                    "size_bytes": len(blob),
                     "latency_us": latency[r]["p50"], "latency_spread_us": latency[r]["spread"],
                     "description": mixed.RUNG[r].description}
     rows = [{"name": layer.name, "op": layer.op, "params": layer.params, "macs": layer.macs, "schemes": {}}
@@ -144,16 +133,30 @@ def measure(scorer: mixed.Scorer, schemes: tuple[str, ...], *, error_examples: i
             alone = scorer.correct(scorer.build({**dict.fromkeys(names, "float"), row["name"]: scheme}, "float"))
             spared = scorer.correct(scorer.build({**dict.fromkeys(names, scheme), row["name"]: "float"}, scheme))
             row["schemes"][scheme] = {
-                "only_quantized_drop_pts": mixed.drop_pts(float_correct, alone),
-                "only_quantized_ci95_pts": _drop_interval(float_correct, alone),
-                "only_float_recovery_pts": mixed.drop_pts(spared, everywhere),
-                "only_float_ci95_pts": _interval(everywhere, spared),
+                "only_quantized_vs_float32": mixed.paired_vs(float_correct, alone),
+                "only_float_vs_all_quantized": mixed.paired_vs(everywhere, spared),
                 **errors[row["name"]],
             }
-    ranking = {s: [r["name"] for r in sorted(rows, key=lambda r: -r["schemes"][s]["only_float_recovery_pts"])]
-               for s in schemes}
-    return {"float_val_accuracy": float(float_correct.mean()), "val_examples": int(len(float_correct)),
-            "rungs": rungs, "schemes": list(schemes), "layers": rows, "most_sensitive": ranking}
+    ranking = {s: [r["name"] for r in sorted(rows, key=lambda r: -r["schemes"][s]["only_float_vs_all_quantized"]
+                                                 ["delta_pts"])] for s in schemes}
+    return drops({"float_val_accuracy": float(float_correct.mean()), "val_examples": int(len(float_correct)),
+                  "rungs": rungs, "schemes": list(schemes), "layers": rows, "most_sensitive": ranking})
+
+
+def drops(result: dict) -> dict:
+    """Fill the drop fields (float32 minus the file, with intervals) from the paired comparisons
+    the result holds: the stage writes them so, and the report calls it again on a result whose
+    intervals it restated from the counts (`stats.restated`)."""
+    for v in result["rungs"].values():
+        t = v["val_vs_float32"]
+        v.update(val_drop_pts=-t["delta_pts"], val_drop_ci95_pts=[-t["ci95_pts"][1], -t["ci95_pts"][0]])
+    for layer in result["layers"]:
+        for v in layer["schemes"].values():
+            alone, spared = v["only_quantized_vs_float32"], v["only_float_vs_all_quantized"]
+            v.update(only_quantized_drop_pts=-alone["delta_pts"],
+                     only_quantized_ci95_pts=[-alone["ci95_pts"][1], -alone["ci95_pts"][0]],
+                     only_float_recovery_pts=spared["delta_pts"], only_float_ci95_pts=list(spared["ci95_pts"]))
+    return result
 
 
 def sensitivity(cfg: SensitivityConfig) -> dict:
