@@ -155,7 +155,7 @@ def low_bit_result(trained, converted, data_root, cache):  # converted: the run'
     return json.loads((trained / "mnist_cnn" / qat.LOW_BIT_JSON).read_text())
 
 
-def test_low_bit_qat_against_ptq_at_the_same_widths(low_bit_result):
+def test_low_bit_qat_against_ptq_at_the_same_widths(low_bit_result, trained):
     r = low_bit_result
     assert set(r["schemes"]) == {"w4a8", "w4a4"} and r["epochs"] == 2
     assert len(r["control_history"]["loss"]) == 2 and r["control_time_s"] > 0  # its own control, not the int8 one

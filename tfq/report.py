@@ -1196,6 +1196,7 @@ def _cross_table(n: str, crosses: list[dict], evals: dict) -> list[str]:
 
 
 HEADLINE_RUN, HEADLINE_MODES = "mnist_cnn", ("float32", "int8", "qat_int8", "int16x8", "aeq_a8w4")
+TABLE_MODES = ("float16", "dynamic", "int16x8", "int8", "qat_int8", "aeq_a8w4")
 LOW_BIT_RUN = "cifar10_cnn"
 README_BEGIN = "<!-- headline: made by `python -m tfq.report --readme=README.md` from artifacts/report/results.json -->"
 README_END = "<!-- /headline -->"
@@ -1239,6 +1240,16 @@ def headline_facts(rows: list[dict], runs: dict) -> dict:
                             "of_int8": m["size_bytes"] / m["test"]["uniform"]["int8"]["size_bytes"],
                             **_paired_fact(m["test"]["vs_float32"])}
         facts[LOW_BIT_RUN] = low
+    facts["table"] = []
+    for n in dict.fromkeys(f"{r['dataset']}_{r['model']}" for r in rows):
+        by = {r["mode"]: r for r in rows if f"{r['dataset']}_{r['model']}" == n}
+        if "float32" not in by or "int8" not in by:
+            continue
+        facts["table"].append({"run": n, "float32_accuracy": by["float32"]["accuracy"],
+                               "int8_size_ratio": by["int8"]["size_ratio"], "int8_speedup": by["int8"]["speedup"],
+                               "modes": {m: {"delta_pts": by[m]["delta_pts"], "ci95_pts": by[m]["delta_ci95_pts"],
+                                             "p_value": by[m]["mcnemar_p"]}
+                                         for m in TABLE_MODES if m in by and by[m]["mcnemar_p"] is not None}})
     return facts
 
 
@@ -1276,7 +1287,19 @@ def headline_md(facts: dict) -> str:
             out.append(f"Per-layer mixed precision within a {m['budget_pts']:g}-point validation budget "
                        f"({m['assignment']}): {_fmt(m['size_bytes'], 'kb')} ({100 * m['of_int8']:.0f}% of all-int8), "
                        f"{_with_p(m)} on the test split.")
-    return " ".join(out)
+    table = facts.get("table") or []
+    if not table:
+        return " ".join(out)
+    lines = ["", "", "Every run of the study, Δ vs its float32 file in points [95% CI] (* McNemar p < 0.05); the "
+             "report has every file:", "",
+             "| run | float32 | " + " | ".join(TABLE_MODES) + " | int8 size | int8 speed |",
+             "|---|---:|" + "---:|" * len(TABLE_MODES) + "---:|---:|"]
+    for t in table:
+        cells = [(f"{v['delta_pts']:+.2f}{_ci(v['ci95_pts'])}" + (" *" if v["p_value"] < 0.05 else ""))
+                 if (v := t["modes"].get(m)) else "-" for m in TABLE_MODES]
+        lines.append(f"| {t['run']} | {_fmt(t['float32_accuracy'], 'pct')} | " + " | ".join(cells)
+                     + f" | {t['int8_size_ratio']:.3f}x | {t['int8_speedup']:.1f}x |")
+    return " ".join(out) + "\n".join(lines)
 
 
 def write_readme_headline(readme: str | Path, facts: dict) -> Path:
