@@ -337,18 +337,6 @@ def test_the_scale_out_estimate_places_chains_longest_first():
     assert "| 2 | 45.1 min | 1.84x | mnist_cnn, fashion_mnist_cnn |" in md
 
 
-def test_the_readme_headline_is_the_committed_results_rendered():
-    """Every number in the README's first paragraph comes from artifacts/report/results.json."""
-    from tests.conftest import REPO
-
-    facts = json.loads((REPO / "artifacts" / "report" / "results.json").read_text())["headline"]
-    readme = (REPO / "README.md").read_text()
-    block = readme.split(report.README_BEGIN, 1)[1].split(report.README_END, 1)[0].strip()
-    assert block == report.headline_md(facts)
-    assert facts["mnist_cnn"]["int8"]["ci95_pts"][0] <= facts["mnist_cnn"]["int8"]["delta_pts"] \
-        <= facts["mnist_cnn"]["int8"]["ci95_pts"][1]
-
-
 def test_the_readme_headline_is_rewritten_between_its_markers_only(tmp_path):
     facts = {"cpu": "test cpu", "threads": 1, "mnist_cnn": {
         m: {"accuracy": 0.99, "delta_pts": -0.02, "ci95_pts": [-0.05, 0.03], "p_value": 0.62, "images": 10_000,
