@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # tfq's one entry point: bootstraps its virtualenv, then runs a stage or the tests.
-#   ./tfq.sh test [pytest args]       the test suite
+#   ./tfq.sh test [pytest args]       the test suite, on every core
+#   ./tfq.sh lint                     ruff over the tree (what .ci/run checks before the tests)
 #   ./tfq.sh <stage> [flags]          python -m tfq.<stage>, e.g. ./tfq.sh train --dataset=mnist
 # The virtualenv (.venv, or $TFQ_VENV) is made on first use from pyproject.toml and the pinned
 # constraints.txt, and remade when either changes.
@@ -19,11 +20,14 @@ if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; 
   echo "$want" > "$stamp"
 fi
 if [ $# -eq 0 ]; then
-  sed -n '2,4p' "$0" >&2
+  sed -n '2,5p' "$0" >&2
   exit 2
 fi
 stage="$1"; shift
 if [ "$stage" = test ]; then
   exec "$venv/bin/python" -m pytest "$@"
+fi
+if [ "$stage" = lint ]; then
+  exec "$venv/bin/ruff" check --quiet tfq tests benchmarks "$@"
 fi
 exec "$venv/bin/python" -m "tfq.$stage" "$@"

@@ -13,7 +13,7 @@ for the share of the b + c discordant images, mapped as if b + c were fixed); "s
 import numpy as np
 from scipy import stats as sps
 
-from tfq import stats
+from tfq.core import stats
 
 CASES = [  # (b, c, n, where it was seen)
     (11, 2, 10_000, "int16x8 vs float32, MNIST CNN"),
@@ -58,8 +58,8 @@ def simulated(pb: float, pc: float, n: int, interval, seed: int = 0) -> float:
 
 
 def main() -> None:
-    print(f"| b / c of n | case | conditional (old) | score, uncorrected | score, corrected (tfq) | "
-          f"tfq's interval at the observed counts |")
+    print("| b / c of n | case | conditional (old) | score, uncorrected | score, corrected (tfq) | "
+          "tfq's interval at the observed counts |")
     print("|---|---|---:|---:|---:|---|")
     for b, c, n, what in CASES:
         pb, pc = b / n, c / n

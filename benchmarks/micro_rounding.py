@@ -9,7 +9,8 @@ import sys
 
 import numpy as np
 
-from tfq import data, evaluate, flatbuffer, litert, tflm
+from tfq import data
+from tfq.runtimes import flatbuffer, harness, litert, tflm
 
 
 def main(run: str, mode: str, n: str = "2000") -> None:
@@ -19,7 +20,7 @@ def main(run: str, mode: str, n: str = "2000") -> None:
         blob = f.read()
     if flatbuffer.read(blob).offset_buffers:
         blob = flatbuffer.inline_buffers(blob)
-    x = evaluate.Classifier(blob).prepare(images[: int(n)])
+    x = harness.Classifier(blob).prepare(images[: int(n)])
     micro = tflm.run_in_processes(blob, tflm.smallest_arena(blob, x[:1])[0], x, litert.cores())
     for name, xnnpack in (("LiteRT with XNNPACK", True), ("LiteRT built-in kernels", False)):
         other = litert.run_batches(litert.batched_interpreter(blob, 256, xnnpack=xnnpack), x)

@@ -18,7 +18,8 @@ import sys
 
 import numpy as np
 
-from tfq import data, stats
+from tfq import data
+from tfq.core import stats
 
 _, labels = data.to_numpy(data.load("mnist").test)
 default = np.load("artifacts/mnist_cnn/eval_int8.npy")

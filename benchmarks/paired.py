@@ -9,7 +9,8 @@ import sys
 
 import numpy as np
 
-from tfq import artifacts, data, stats
+from tfq import data
+from tfq.core import artifacts, stats
 
 
 def main(run: str, *modes: str) -> None:

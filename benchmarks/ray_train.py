@@ -9,7 +9,9 @@ Writes the N-worker run to artifacts_ray_train/<run>/ (the study's folder is lef
 import dataclasses
 import sys
 
-from tfq import artifacts, data, models, pipeline, scaleout, stats
+from tfq import data, models, pipeline, train
+from tfq.core import artifacts, stats
+from tfq.scale import executors
 
 
 def main(run: str, workers: str = "2") -> None:
@@ -19,7 +21,7 @@ def main(run: str, workers: str = "2") -> None:
     cfg = pipeline.train_config(pipeline.PipelineConfig(), dataset, model)
     if cfg.fingerprint() != one["fingerprint"]:
         sys.exit(f"error: {one_dir} was not trained from flags/{run}.cfg as it stands")
-    many = scaleout.train_on_ray(dataclasses.replace(cfg, artifacts="artifacts_ray_train"), int(workers))
+    many = executors.train_on_ray(train.train, dataclasses.replace(cfg, artifacts="artifacts_ray_train"), int(workers))
     images, labels = data.to_numpy(data.load(dataset).test)
     scaled = data.scale(images).numpy()
     correct = [models.load_trained(folder).predict(scaled, batch_size=1000, verbose=0).argmax(1) == labels

@@ -4,6 +4,7 @@ and a way to run the real CLIs as a user does."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -50,17 +51,38 @@ def error_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.startswith("error: ")]
 
 
+def built_once(tmp_path_factory, name: str, build) -> Path:
+    """`build(folder)` run once per test run, however many pytest-xdist workers ask (a file lock in the
+    run's shared temporary folder), and each worker handed its own copy, so tests that write into it
+    never race. Without xdist the run's own temporary folder holds it."""
+    from filelock import FileLock
+
+    base = tmp_path_factory.getbasetemp()
+    shared = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / f"shared-{name}"
+    with FileLock(f"{shared}.lock"):
+        if not shared.is_dir():
+            building = shared.with_name(shared.name + ".building")
+            shutil.rmtree(building, ignore_errors=True)
+            building.mkdir()
+            build(building)
+            building.rename(shared)
+    own = tmp_path_factory.mktemp(name)
+    shutil.copytree(shared, own, dirs_exist_ok=True)
+    return own
+
+
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory, data_root, cache):
     """A small CNN and MLP trained on an MNIST slice, in one session artifacts folder."""
     from tfq import train
 
-    root = tmp_path_factory.mktemp("artifacts")
-    for model in ("cnn", "mlp"):
-        train.train(train.TrainConfig(
-            dataset="mnist", model=model, epochs=2, batch_size=64, max_train_examples=3000,
-            max_eval_examples=500, artifacts=str(root), data_root=str(data_root), cache_dir=str(cache)))
-    return root
+    def build(root: Path) -> None:
+        for model in ("cnn", "mlp"):
+            train.train(train.TrainConfig(
+                dataset="mnist", model=model, epochs=2, batch_size=64, max_train_examples=3000,
+                max_eval_examples=500, artifacts=str(root), data_root=str(data_root), cache_dir=str(cache)))
+
+    return built_once(tmp_path_factory, "artifacts", build)
 
 
 @pytest.fixture(scope="session")

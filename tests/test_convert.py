@@ -9,15 +9,18 @@ import numpy as np
 import pytest
 
 from tests.conftest import error_lines
-from tfq import artifacts, convert, data, evaluate, flatbuffer, modes
-from tfq.artifacts import TfqError
-from tfq.backend import keras
+from tfq import convert, data
+from tfq.core import artifacts
+from tfq.core.artifacts import TfqError
+from tfq.core.backend import keras
+from tfq.quant import modes
+from tfq.runtimes import flatbuffer, harness
 
 
 def test_all_modes_write_a_flatbuffer_and_a_manifest(converted):
     run, manifests = converted
     assert set(manifests) == set(modes.MODES)
-    for mode, m in manifests.items():
+    for mode in manifests:
         blob = (run / f"{mode}.tflite").read_bytes()
         on_disk = json.loads((run / f"{mode}.json").read_text())
         assert on_disk["size_bytes"] == len(blob) and on_disk["mode"] == mode
@@ -70,7 +73,7 @@ def test_int8_predictions_agree_with_the_float_model(converted, data_root, cache
     run, _ = converted
     x, _ = data.to_numpy(data.load("mnist", root=data_root, cache=cache).test, limit=300)
     reference = keras.models.load_model(run / "model.keras").predict(data.scale(x).numpy(), verbose=0)
-    int8 = evaluate.Classifier(run / "int8.tflite").predict(x)
+    int8 = harness.Classifier(run / "int8.tflite").predict(x)
     assert np.mean(int8.argmax(1) == reference.argmax(1)) >= 0.95
 
 
@@ -211,7 +214,8 @@ def test_mixed_precision_writes_a_file_its_recipe_and_a_manifest_that_hold_what_
         run_cli, trained, data_root, cache, tmp_path):
     import shutil
 
-    from tfq import mixed, sensitivity
+    from tfq import sensitivity
+    from tfq.quant import mixed
 
     run = tmp_path / "mnist_mlp"
     shutil.copytree(trained / "mnist_mlp", run)

@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 
 from tests.conftest import error_lines
-from tfq import convert, data, evaluate, modes
-from tfq.artifacts import TfqError
-from tfq.backend import keras
+from tfq import convert, data, evaluate
+from tfq.core.artifacts import TfqError
+from tfq.core.backend import keras
+from tfq.quant import modes
+from tfq.runtimes import harness
 
 
 @pytest.fixture(scope="module")
@@ -22,16 +24,16 @@ def mnist_test(data_root, cache):
 def test_harness_accuracy_equals_the_image_by_image_loop(converted, mnist_test, mode):
     x, y = mnist_test
     path = converted[0] / f"{mode}.tflite"
-    harness = evaluate.Classifier(path, batch_size=64).predict(x).argmax(1)
-    np.testing.assert_array_equal(harness, evaluate.naive_predictions(path, x))
+    batched = harness.Classifier(path, batch_size=64).predict(x).argmax(1)
+    np.testing.assert_array_equal(batched, harness.naive_predictions(path, x))
 
 
 @pytest.mark.parametrize("mode", ["int8", "int16x8", "float32"])
 def test_the_yardstick_quantizes_every_pixel_value_as_the_harness_does(converted, mode):
     """Truncating instead of rounding put 63 of 256 pixel values one step low on int8."""
-    clf = evaluate.Classifier(converted[0] / f"{mode}.tflite")
+    clf = harness.Classifier(converted[0] / f"{mode}.tflite")
     pixels = np.arange(256, dtype=np.uint8).reshape(1, 16, 16, 1)
-    np.testing.assert_array_equal(evaluate.naive_input(pixels, clf.input), clf.prepare(pixels))
+    np.testing.assert_array_equal(harness.naive_input(pixels, clf.input), clf.prepare(pixels))
 
 
 def test_inputs_are_quantized_with_the_models_own_scale_and_zero_point(converted, trained, data_root, cache):
@@ -39,10 +41,10 @@ def test_inputs_are_quantized_with_the_models_own_scale_and_zero_point(converted
     image[0, :6, 0, 0] = [0, 1, 127, 128, 254, 255]
     run = converted[0]
     # int8: scale 1/255, zero point -128 -> pixel - 128, exactly
-    q8 = evaluate.Classifier(run / "int8.tflite").prepare(image)
+    q8 = harness.Classifier(run / "int8.tflite").prepare(image)
     assert q8.dtype == np.int8 and q8[0, :6, 0, 0].tolist() == [-128, -127, -1, 0, 126, 127]
     # int16: symmetric, zero point 0
-    c16 = evaluate.Classifier(run / "int16x8.tflite")
+    c16 = harness.Classifier(run / "int16x8.tflite")
     scale, zero_point = c16.input["quantization"]
     q16 = c16.prepare(image)
     assert q16.dtype == np.int16 and zero_point == 0
@@ -51,20 +53,20 @@ def test_inputs_are_quantized_with_the_models_own_scale_and_zero_point(converted
     (u8,) = convert.convert(convert.ConvertConfig(dataset="mnist", model="cnn", modes=("int8",), io_type="uint8",
                                                   num_calibration=50, artifacts=str(trained),
                                                   data_root=str(data_root), cache_dir=str(cache)))
-    cu8 = evaluate.Classifier(run / u8["file"])
+    cu8 = harness.Classifier(run / u8["file"])
     qu8 = cu8.prepare(image)
     assert qu8.dtype == np.uint8 and qu8[0, :6, 0, 0].tolist() == [0, 1, 127, 128, 254, 255]
     x, _ = data.to_numpy(data.load("mnist", root=data_root, cache=cache).test, limit=200)
-    reference = evaluate.Classifier(run / "float32.tflite").predict(x).argmax(1)
+    reference = harness.Classifier(run / "float32.tflite").predict(x).argmax(1)
     for clf in (cu8, c16):
         assert np.mean(clf.predict(x).argmax(1) == reference) >= 0.95
 
 
 def test_delegation_report_names_ops_outside_xnnpack(converted):
     run = converted[0]
-    float32 = evaluate.Classifier(run / "float32.tflite").delegation()
+    float32 = harness.Classifier(run / "float32.tflite").delegation()
     assert float32["xnnpack"] and float32["fully_delegated"] and float32["ops_outside_delegate"] == []
-    int16 = evaluate.Classifier(run / "int16x8.tflite").delegation()
+    int16 = harness.Classifier(run / "int16x8.tflite").delegation()
     assert not int16["xnnpack"] and "CONV_2D" in int16["ops_outside_delegate"]
 
 
@@ -142,9 +144,9 @@ def test_confusion_matrix_rows_are_true_labels_and_columns_predictions():
 def test_fewer_images_than_one_batch(converted, mnist_test):
     x, _ = mnist_test
     path = converted[0] / "int8.tflite"
-    few = evaluate.Classifier(path, batch_size=256).predict(x[:3])
+    few = harness.Classifier(path, batch_size=256).predict(x[:3])
     assert few.shape == (3, 10)
-    np.testing.assert_array_equal(few.argmax(1), evaluate.naive_predictions(path, x[:3]))
+    np.testing.assert_array_equal(few.argmax(1), harness.naive_predictions(path, x[:3]))
 
 
 def test_a_tflite_run_takes_a_reference_or_reports_no_agreement(run_cli, converted, tmp_path):
@@ -188,7 +190,7 @@ def test_eval_dataset_scores_another_datasets_test_split_beside_the_run(converte
         assert saved["eval_dataset"] == "usps" and saved["dataset"] == "mnist" and saved["examples"] == 150
         assert "latency_us" not in saved
         pred = np.load(run / f"xeval_usps_{name}.npy")
-        direct = evaluate.Classifier(run / f"{name}.tflite").predict(x).argmax(1)
+        direct = harness.Classifier(run / f"{name}.tflite").predict(x).argmax(1)
         np.testing.assert_array_equal(pred, direct)
         assert saved["accuracy"] == pytest.approx((direct == y).mean())
     assert results["float32"]["agreement"] == 1.0 and results["int8"]["vs_reference"]["images"] == 150

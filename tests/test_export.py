@@ -10,7 +10,8 @@ import subprocess
 import pytest
 
 from tests.conftest import error_lines
-from tfq import export, flatbuffer
+from tfq import export
+from tfq.runtimes import flatbuffer
 
 PROGRAM = r"""
 #include <stdint.h>

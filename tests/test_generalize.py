@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 
 from tests.conftest import error_lines
-from tfq import corruptions, data, evaluate, generalize
-from tfq.artifacts import TfqError
+from tfq import data, generalize
+from tfq.core.artifacts import TfqError
+from tfq.data import corruptions
+from tfq.runtimes import harness
 
 MODES = ("float32", "int8", "aeq_w4")
 
@@ -52,7 +54,7 @@ def test_a_shifted_set_is_scored_on_the_images_it_names(measured):
     saved = np.load(run / "generalize.npz")
     i = result["shift"]["sets"].index("rotation/3")
     rotated = corruptions.corrupt(x[chosen], "mnist", "rotation/3", seed=0)
-    direct = evaluate.Classifier(run / "int8.tflite").predict(rotated).argmax(1)
+    direct = harness.Classifier(run / "int8.tflite").predict(rotated).argmax(1)
     np.testing.assert_array_equal(saved["shift/int8"][i], direct)
 
 

@@ -77,7 +77,7 @@ def test_saved_litert_classes_are_reused_and_equal_bytes_are_measured_once(conve
 def test_a_file_that_fails_while_running_is_reported_not_fatal(converted, data_root, cache, tmp_path, monkeypatch):
     import shutil
 
-    from tfq import tflm
+    from tfq.runtimes import tflm
 
     run, _ = converted
     (tmp_path / "mnist_cnn").mkdir()

@@ -10,8 +10,9 @@ import pytest
 from PIL import Image
 
 from tests.conftest import error_lines
-from tfq import modes, pipeline
-from tfq.artifacts import TfqError
+from tfq import pipeline
+from tfq.core.artifacts import TfqError
+from tfq.quant import modes
 
 STAGES = ("train", "convert", "qat", "evaluate", "sweep", "sensitivity", "mixed", "micro", "generalize")
 SMALL = dict(max_train_examples=600, max_eval_examples=200, epochs=1, latency_runs=20, num_calibration=50,
@@ -177,8 +178,9 @@ def test_evaluation_only_settings_do_not_retrain(study, data_root, cache, capsys
 
 
 def test_a_model_trained_outside_is_adopted_only_when_made_by_this_code(study, data_root, cache):
-    from tfq import artifacts, data
-    from tfq.backend import versions
+    from tfq import data
+    from tfq.core import artifacts
+    from tfq.core.backend import versions
 
     root, _, _ = study
     run = root / "mnist_mlp"

@@ -5,9 +5,11 @@ import json
 import pytest
 
 from tests.conftest import error_lines
-from tfq import artifacts, data, flatbuffer, qat
-from tfq.artifacts import TfqError
-from tfq.backend import keras
+from tfq import data, qat
+from tfq.core import artifacts
+from tfq.core.artifacts import TfqError
+from tfq.core.backend import keras
+from tfq.runtimes import flatbuffer
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +112,8 @@ def test_qat_records_paired_tests_on_the_same_images(qat_result):
 
 def test_qat_refuses_a_flatbuffer_with_float_ops(qat_result, trained, monkeypatch, data_root, cache):
     """TFLITE_BUILTINS lets unquantized layers fall back to float; qat() must fail, not record it."""
-    from tfq import convert, models, modes
+    from tfq import convert, models
+    from tfq.quant import modes
 
     real = convert.convert_model
     float_model = models.load_trained(trained / "mnist_cnn")
@@ -130,7 +133,8 @@ def test_the_same_file_alone_or_after_other_work_in_the_process(trained, run_cli
     """Seeds and determinism are set at the start of the stage: what ran before cannot leak in."""
     import shutil
 
-    from tfq import artifacts, train
+    from tfq import train
+    from tfq.core import artifacts
 
     for name in ("after_training", "alone"):
         (tmp_path / name / "mnist_cnn").mkdir(parents=True)
@@ -159,7 +163,7 @@ def test_low_bit_qat_against_ptq_at_the_same_widths(low_bit_result, trained):
     r = low_bit_result
     assert set(r["schemes"]) == {"w4a8", "w4a4"} and r["epochs"] == 2
     assert len(r["control_history"]["loss"]) == 2 and r["control_time_s"] > 0  # its own control, not the int8 one
-    for name, e in r["schemes"].items():
+    for e in r["schemes"].values():
         assert len(e["history"]["loss"]) == 2
         assert e["qat_vs_ptq"]["images"] == e["qat_vs_float_finetuned"]["images"] == r["test_examples"] == 300
         assert 0.5 < e["accuracy"]["qat_keras"] <= 1 and 0.1 < e["accuracy"]["ptq_simulated"] <= 1

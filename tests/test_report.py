@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from tests.conftest import error_lines
-from tfq import artifacts, report
-from tfq.artifacts import TfqError
+from tfq import report
+from tfq.core import artifacts
+from tfq.core.artifacts import TfqError
 
 
 def test_pareto_keeps_points_no_smaller_model_beats():

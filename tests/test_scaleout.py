@@ -15,10 +15,13 @@ import numpy as np
 import pytest
 
 from tests.conftest import REPO, error_lines
-from tfq import artifacts, pipeline, scaleout
-from tfq.artifacts import TfqError
+from tfq import pipeline, scaleout
+from tfq.core import artifacts
+from tfq.core.artifacts import TfqError
+from tfq.scale import executors
 
 pytest.importorskip("ray")  # the dev extra installs it; the default install does not
+pytestmark = pytest.mark.xdist_group("ray")  # one local Ray instance at a time
 
 SMALL = dict(max_train_examples=600, max_eval_examples=200, epochs=1, latency_runs=20, num_calibration=50,
              sweep_grid_examples=100, sweep_calibration_draws=2, qat_low_bit=(), mixed_budgets=(1.0,))
@@ -27,22 +30,22 @@ SMALL = dict(max_train_examples=600, max_eval_examples=200, epochs=1, latency_ru
 @pytest.fixture(scope="module")
 def local_ray():
     """One local Ray instance for this module's in-process tests."""
-    with scaleout.executor("ray") as ex:
+    with executors.executor("ray") as ex:
         yield ex
 
 
 def test_executors_are_named_and_ray_address_needs_ray():
-    assert scaleout.executor("local").name == "local" and scaleout.executor("ray").name == "ray"
+    assert executors.executor("local").name == "local" and executors.executor("ray").name == "ray"
     with pytest.raises(TfqError, match="--executor=dask: choose one of: local, ray"):
-        scaleout.executor("dask")
+        executors.executor("dask")
     with pytest.raises(TfqError, match="--ray_address=10.0.0.1:6379 needs --executor=ray"):
-        scaleout.executor("local", "10.0.0.1:6379")
+        executors.executor("local", "10.0.0.1:6379")
 
 
 def test_the_local_run_never_imports_ray():
     """Ray is an optional extra: the default executor and every stage module work without it."""
-    code = ("import sys; from tfq import pipeline, scaleout, train, sweep; "
-            "print(scaleout.executor('local').chains(lambda n, mapper=map: n, {'a': (1,)}), 'ray' in sys.modules)")
+    code = ("import sys; from tfq import pipeline, scaleout, train, sweep; from tfq.scale import executors; "
+            "print(executors.executor('local').chains(lambda n, mapper=map: n, {'a': (1,)}), 'ray' in sys.modules)")
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and proc.stdout.split()[-1] == "False", proc.stderr[-2000:]
 
@@ -61,11 +64,11 @@ def _fails(n, mapper=map):
 
 @pytest.mark.parametrize("name", ["local", "ray"])
 def test_a_failed_chain_is_reported_with_its_run_and_the_others_finish(name, capsys, request):
-    ex = request.getfixturevalue("local_ray") if name == "ray" else scaleout.executor("local")
+    ex = request.getfixturevalue("local_ray") if name == "ray" else executors.executor("local")
     assert ex.chains(_square_sum, {"a": (3,), "b": (4,)}) == {"a": 5, "b": 14}
     out = ex.chains(_fails, {"one": (1,), "two": (2,), "three": (3,)})
     assert out["one"] == 1
-    assert out["two"] == scaleout.Failure("two", "no data for run two")
+    assert out["two"] == executors.Failure("two", "no data for run two")
     assert out["three"].label == "three" and out["three"].error == "ValueError: a bug in run three"
     assert "Traceback" in out["three"].traceback  # a bug keeps its traceback; bad input is one line
     if name == "local":  # Ray prints a task's lines in the worker's log stream instead
@@ -106,16 +109,16 @@ def test_a_worker_that_dies_is_retried_and_one_that_keeps_dying_is_reported(loca
     out = local_ray.chains(dies_once, {"mnist_cnn": (1,)})
     assert marker.exists() and out == {"mnist_cnn": 2}
     out = local_ray.chains(always_dies, {"cifar10_cnn": (1,)})
-    assert isinstance(out["cifar10_cnn"], scaleout.Failure) and out["cifar10_cnn"].label == "cifar10_cnn"
-    assert len(list(tmp_path.glob("attempt-*"))) == 1 + scaleout.MAX_RETRIES
+    assert isinstance(out["cifar10_cnn"], executors.Failure) and out["cifar10_cnn"].label == "cifar10_cnn"
+    assert len(list(tmp_path.glob("attempt-*"))) == 1 + executors.MAX_RETRIES
     assert re.search(r"died|exit|crash|terminat", out["cifar10_cnn"].error, re.I), out["cifar10_cnn"].error
 
 
 def test_an_absent_head_node_fails_in_one_line():
     with pytest.raises(TfqError, match=r"--ray_address=127.0.0.1:1: no Ray head node answers there"):
-        scaleout._check_reachable("127.0.0.1:1", timeout=2)
+        executors._check_reachable("127.0.0.1:1", timeout=2)
     with pytest.raises(TfqError, match="expected HOST:PORT"):
-        scaleout._check_reachable("headnode")
+        executors._check_reachable("headnode")
 
 
 def _tiny_run(root, *, accuracy=0.5, latency=1.0, weights=b"w"):
@@ -219,12 +222,13 @@ def test_ray_train_with_two_workers_trains_as_well_as_one(trained, data_root, ca
     """The session's one-worker MLP against the same configuration on two Ray Train workers
     (MultiWorkerMirroredStrategy, the same global batch): the paired test on the same test images
     finds no difference, and only the chief wrote the run folder."""
-    from tfq import data, models, stats, train
+    from tfq import data, models, train
+    from tfq.core import stats
 
     one = artifacts.read_json(trained / "mnist_mlp" / artifacts.TRAIN_JSON)
     cfg = train.TrainConfig(**{**one["config"], "artifacts": str(tmp_path), "data_root": str(data_root),
                                "cache_dir": str(cache)})
-    two = scaleout.train_on_ray(cfg, workers=2)
+    two = executors.train_on_ray(train.train, cfg, workers=2)
     assert two["replicas"] == 2 and two["strategy"] == "ray" and two["fingerprint"] != one["fingerprint"]
     assert sorted(p.name for p in (tmp_path / "mnist_mlp").iterdir()) == [artifacts.MODEL_FILE, artifacts.TRAIN_JSON]
 

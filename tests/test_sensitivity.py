@@ -9,7 +9,7 @@ import pytest
 
 from tests.conftest import error_lines
 from tfq import sensitivity
-from tfq.artifacts import TfqError
+from tfq.core.artifacts import TfqError
 
 
 @pytest.fixture(scope="module")

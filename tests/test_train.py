@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from tests.conftest import error_lines
-from tfq import artifacts, models, train
-from tfq.artifacts import TfqError
-from tfq.backend import keras
+from tfq import models, train
+from tfq.core import artifacts
+from tfq.core.artifacts import TfqError
+from tfq.core.backend import keras
 
 SMALL = ("--max_train_examples=1500", "--max_eval_examples=300", "--epochs=2", "--batch_size=64")
 
@@ -267,7 +268,7 @@ def test_with_ray_trains_tf_config_only_worker_0_is_chief(monkeypatch, index, ch
     worker 0 may write the run folder."""
     import types
 
-    from tfq.backend import tf
+    from tfq.core.backend import tf
 
     monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"worker": ["10.0.0.1:2222", "10.0.0.2:2222"]},
                                                 "task": {"type": "worker", "index": index}}))

@@ -1,7 +1,7 @@
 """Post-training conversion: `python -m tfq.convert --dataset=mnist --model=cnn --mode=int8`.
 
 Every mode is one row of `MODES`. The converter's rows become TFLiteConverter settings; the
-ai-edge-quantizer rows (`aeq_*`) apply their recipe (`tfq/recipes/*.json`) to the run's
+ai-edge-quantizer rows (`aeq_*`) apply their recipe (`tfq/quant/recipes/*.json`) to the run's
 `float32.tflite`, calibrated on the same training images; `--recipe=FILE` applies a user's recipe
 the same way. Writes `<mode>.tflite` and `<mode>.json` (settings, calibration count, input/output
 dtypes with scale and zero point, what the flatbuffer holds, source model digest) beside the
@@ -13,17 +13,28 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import time
+from pathlib import Path
 
 import numpy as np
 from absl import flags
 
-from pathlib import Path
+from tfq import data, models, sensitivity
+from tfq.core import artifacts, cli, console
+from tfq.core.artifacts import TfqError
+from tfq.core.backend import fresh_session, keras, tf, versions
+from tfq.quant import aeq, mixed
+from tfq.quant.modes import (
+    DEFAULT_CALIBRATION,
+    MODES,
+    Mode,
+    check_variant,
+    modes_from,
+    output_name,
+    recipe_mode,
+    verify,
+)
+from tfq.runtimes import flatbuffer, harness
 
-from tfq import aeq, artifacts, cli, console, data, evaluate, flatbuffer, mixed, models, sensitivity
-from tfq.artifacts import TfqError
-from tfq.modes import (DEFAULT_CALIBRATION, MODES, Mode, check_variant, modes_from, output_name, recipe_mode,
-                       verify)
-from tfq.backend import fresh_session, keras, tf, versions
 
 def converter_for(model: keras.Model, mode: Mode, *, calibration=None, io_type: str | None = None,
                   per_channel: bool = True) -> tuple[tf.lite.TFLiteConverter, dict]:
@@ -204,7 +215,7 @@ def _check_mixed(cfg: ConvertConfig) -> ConvertConfig:
 
 
 def convert_mixed(cfg: ConvertConfig, log=None) -> list[dict]:
-    """`--mode=mixed`: for each budget and objective, the per-layer precisions `tfq.mixed.search`
+    """`--mode=mixed`: for each budget and objective, the per-layer precisions `tfq.quant.mixed.search`
     chooses on the validation split, as a real file (every layer's precision read back), its
     recipe (reusable with --recipe) and a manifest with the search path and validation and test
     accuracy, size and latency. The sensitivity it ranks layers by is the run's sensitivity.json
@@ -267,8 +278,8 @@ def convert_mixed(cfg: ConvertConfig, log=None) -> list[dict]:
         }
         results.append((manifest, blob, rules))
     blobs = {"float32": uniform["float"], "int8": uniform["int8"], **{m["file"]: b for m, b, _ in results}}
-    latency = evaluate.interleaved_latency_us(
-        {k: evaluate.Classifier(b, label=k) for k, b in blobs.items()}, test_images[0], runs=cfg.latency_runs)
+    latency = harness.interleaved_latency_us(
+        {k: harness.Classifier(b, label=k) for k, b in blobs.items()}, test_images[0], runs=cfg.latency_runs)
     for manifest, blob, rules in results:
         manifest["latency_us"] = {"mixed": latency[manifest["file"]]["p50"], "float32": latency["float32"]["p50"],
                                   "int8": latency["int8"]["p50"], "runs": cfg.latency_runs}

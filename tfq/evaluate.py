@@ -1,202 +1,26 @@
-"""The LiteRT harness: run any classifier .tflite on images the way a device app would.
+"""Score a run's .tflite files on the test split: `python -m tfq.evaluate --dataset=mnist --model=cnn`.
 
-Inputs are scaled exactly as in training (`data.scale`), then quantized with the model's own
-input scale and zero point when the model takes int8, uint8 or int16; outputs are dequantized
-with the output's. The test set goes through in fixed-size batches (`resize_tensor_input`) when
-the graph allows it, one image at a time otherwise.
+Each file goes through the LiteRT harness (`tfq.runtimes.harness`: inputs scaled and quantized as a
+device app would), and its accuracy, agreement with float32, paired difference, per-class accuracy,
+which kernels ran it and its batch-1 latency are written to eval_<mode>.json beside its predictions
+(eval_<mode>.npy), which later stages and the report reuse. `--tflite=PATH` scores any file.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
 from absl import flags
-from ai_edge_litert.interpreter import Interpreter
 
-from tfq import artifacts, cli, console, data, flatbuffer, litert, models, modes, stats
-from tfq.artifacts import TfqError
-
-_INT_TYPES = {np.dtype(np.int8), np.dtype(np.uint8), np.dtype(np.int16)}
-
-
-def quantize(x: np.ndarray, detail: dict) -> np.ndarray:
-    """Float input -> the model's input dtype, with its scale and zero point."""
-    dtype = np.dtype(detail["dtype"])
-    if dtype not in _INT_TYPES:
-        return x.astype(dtype, copy=False)
-    scale, zero_point = detail["quantization"]
-    if not scale:
-        raise TfqError(f"input {detail['name']!r} is {dtype} but has no quantization scale")
-    info = np.iinfo(dtype)
-    return np.clip(np.round(x / scale + zero_point), info.min, info.max).astype(dtype)
-
-
-def dequantize(q: np.ndarray, detail: dict) -> np.ndarray:
-    dtype = np.dtype(detail["dtype"])
-    if dtype not in _INT_TYPES:
-        return q.astype(np.float32, copy=False)
-    scale, zero_point = detail["quantization"]
-    return (q.astype(np.float32) - zero_point) * scale
-
-
-class Classifier:
-    """One .tflite image classifier in a LiteRT interpreter."""
-
-    def __init__(self, model: str | os.PathLike | bytes, *, threads: int = 1, batch_size: int = 256,
-                 input_shape: tuple[int, ...] | None = None, num_classes: int | None = None,
-                 xnnpack: bool = True, label: str | None = None):
-        content = model if isinstance(model, (bytes, bytearray)) else _read(model)
-        self.label = label or ("model bytes" if isinstance(model, (bytes, bytearray)) else str(model))
-        self.flatbuffer = flatbuffer.read(content, label=self.label)
-        self.content, self.threads = bytes(content), threads
-        self.xnnpack = xnnpack
-        with console.quiet():  # LiteRT's "INFO: Created TensorFlow Lite XNNPACK delegate"
-            try:
-                self.interpreter = litert.batched_interpreter(self.content, batch_size, threads=threads,
-                                                              xnnpack=xnnpack, label=self.label)
-            except litert.LiteRTError as e:
-                raise TfqError(str(e)) from None
-        inputs, outputs = self.interpreter.get_input_details(), self.interpreter.get_output_details()
-        if len(inputs) != 1 or len(outputs) != 1:
-            raise TfqError(f"{self.label} is not an image classifier: it has {len(inputs)} inputs "
-                           f"and {len(outputs)} outputs (expected one image in, one score vector out)")
-        self.input, self.output = inputs[0], outputs[0]
-        shape = tuple(int(d) for d in self.input["shape"])
-        if len(shape) != 4 or len(self.output["shape"]) != 2:
-            raise TfqError(f"{self.label} is not an image classifier: input shape {list(shape)}, "
-                           f"output shape {list(self.output['shape'])}")
-        if input_shape is not None and shape[1:] != tuple(input_shape):
-            raise TfqError(f"{self.label} takes images of shape {list(shape[1:])}, "
-                           f"but the dataset's are {list(input_shape)}")
-        if num_classes is not None and int(self.output["shape"][-1]) != num_classes:
-            raise TfqError(f"{self.label} outputs {int(self.output['shape'][-1])} scores, "
-                           f"but the dataset has {num_classes} classes")
-        self.image_shape = shape[1:]
-        self.batch_size = shape[0]
-        # Every uint8 pixel has one scaled-and-quantized value: a 256-entry table makes `prepare`
-        # one indexing pass instead of a float round trip over the whole test set.
-        self._pixel_table = quantize(data.scale(np.arange(256, dtype=np.uint8)).numpy(), self.input)
-
-    def prepare(self, images: np.ndarray) -> np.ndarray:
-        """uint8 images -> the model's input tensor values (scaled, then quantized if it is integer)."""
-        if images.dtype != np.uint8:
-            raise TfqError(f"expected uint8 images, got {images.dtype}")
-        return self._pixel_table[images]
-
-    def invoke_prepared(self, x: np.ndarray, processes: int = 1) -> np.ndarray:
-        """Raw outputs for already prepared inputs, in batches of `batch_size` (last one padded);
-        with `processes` > 1, split over that many worker processes (see `tfq.litert`)."""
-        if processes > 1 and len(x) > self.batch_size:
-            try:
-                return litert.run_in_processes(self.content, x, processes=processes,
-                                               batch_size=self.batch_size, xnnpack=self.xnnpack)
-            except litert.LiteRTError as e:
-                raise TfqError(f"{self.label}: {e}") from None
-        return litert.run_batches(self.interpreter, x)
-
-    def predict(self, images: np.ndarray) -> np.ndarray:
-        """Class scores (dequantized) for uint8 images."""
-        return dequantize(self.invoke_prepared(self.prepare(images)), self.output)
-
-    def delegation(self) -> dict:
-        """Which ops XNNPACK took and which ran as plain LiteRT kernels outside it."""
-        nodes = self.interpreter._get_ops_details()  # noqa: SLF001 - the only view of the execution plan
-        delegates = [n for n in nodes if n["op_name"] == "DELEGATE"]
-        provided = {int(t) for n in delegates for t in n["outputs"]}
-        needed = {int(d["index"]) for d in self.interpreter.get_output_details()}
-        needed |= {int(t) for n in delegates for t in n["inputs"]}
-        outside: list[dict] = []
-        changed = True
-        while changed:  # walk back from what the delegates and the graph outputs need
-            changed = False
-            for n in nodes:
-                if n["op_name"] == "DELEGATE" or n in outside:
-                    continue
-                if any(int(t) in needed and int(t) not in provided for t in n["outputs"]):
-                    outside.append(n)
-                    needed |= {int(t) for t in n["inputs"] if t >= 0}
-                    changed = True
-        return {"xnnpack": bool(delegates), "delegate_partitions": len(delegates),
-                "ops_outside_delegate": sorted(n["op_name"] for n in outside),
-                "fully_delegated": bool(delegates) and not outside}
-
-
-def interleaved_latency_us(classifiers: dict[str, Classifier], image: np.ndarray, *, runs: int = 200,
-                           rounds: int = 5, warmup: int = 20) -> dict[str, dict]:
-    """Batch-1 latency of invoke() alone for several models, measured round-robin.
-
-    One p50 per model from one pass is at the mercy of whatever else the machine does in that
-    second (a 27% "slowdown" vanished on a rerun). Here every model gets `runs / rounds` timed
-    invokes per round, the models take turns (in a rotated order each round), and each model's
-    result is the median of its per-round p50s with their spread, so a passing slowdown hits
-    every model alike or shows up as spread. Each model runs on a fresh batch-1 interpreter.
-    """
-    singles = {}
-    for name, clf in classifiers.items():
-        single = Classifier(clf.content, threads=clf.threads, batch_size=1, xnnpack=clf.xnnpack, label=clf.label)
-        single.interpreter.set_tensor(single.input["index"], single.prepare(image[None, ...]))
-        for _ in range(warmup):
-            single.interpreter.invoke()
-        singles[name] = single
-    per_round = max(1, runs // rounds)
-    times = {name: np.empty((rounds, per_round)) for name in singles}
-    names = list(singles)
-    for r in range(rounds):
-        for name in names[r % len(names):] + names[:r % len(names)]:
-            invoke, row = singles[name].interpreter.invoke, times[name][r]
-            for i in range(per_round):
-                t0 = time.perf_counter_ns()
-                invoke()
-                row[i] = (time.perf_counter_ns() - t0) / 1000
-    out = {}
-    for name, t in times.items():
-        round_p50 = np.percentile(t, 50, axis=1)
-        out[name] = {"p50": float(np.median(round_p50)), "round_p50": [float(v) for v in round_p50],
-                     "spread": [float(round_p50.min()), float(round_p50.max())],
-                     "p90": float(np.percentile(t, 90)), "p99": float(np.percentile(t, 99)),
-                     "mean": float(t.mean()), "runs": int(t.size), "rounds": rounds, "warmup": warmup}
-    return out
-
-
-def naive_input(images: np.ndarray, inp: dict) -> np.ndarray:
-    """The tutorials' input quantization: scale to [0, 1], then round and clip to the input dtype."""
-    x = images.astype(np.float32) / 255.0
-    if inp["dtype"] != np.float32:
-        scale, zero_point = inp["quantization"]
-        info = np.iinfo(inp["dtype"])
-        x = np.clip(np.round(x / scale + zero_point), info.min, info.max)  # round, never truncate
-    return x.astype(inp["dtype"])
-
-
-def naive_predictions(model: str | os.PathLike, images: np.ndarray) -> np.ndarray:
-    """The TensorFlow tutorials' loop: one image at a time, quantizing each by hand (rounded and
-    clipped, as the converter's own quantize op does). A yardstick written apart from `quantize`."""
-    with console.quiet():
-        interpreter = Interpreter(model_path=str(model))
-    interpreter.allocate_tensors()
-    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
-    preds = []
-    for image in images:
-        interpreter.set_tensor(inp["index"], naive_input(image[None, ...], inp))
-        interpreter.invoke()
-        preds.append(int(np.argmax(interpreter.get_tensor(out["index"])[0])))
-    return np.array(preds)
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+from tfq import data, models
+from tfq.core import artifacts, cli, stats
+from tfq.core.artifacts import TfqError
+from tfq.quant import modes
+from tfq.runtimes import harness, litert
 
 
 def metrics(pred: np.ndarray, labels: np.ndarray, num_classes: int, reference: np.ndarray | None) -> dict:
@@ -230,7 +54,7 @@ class EvalConfig:
     reference: str | None = None  # with --tflite: the .tflite whose predictions agreement is against
     artifacts: str = "artifacts"
     threads: int = 1
-    processes: int = 0  # 0: every core; only for models XNNPACK does not take (see tfq.litert)
+    processes: int = 0  # 0: every core; only for models XNNPACK does not take (see tfq.runtimes.litert)
     batch_size: int = 256
     latency_runs: int = 200
     latency_rounds: int = 5
@@ -284,7 +108,7 @@ def evaluate(cfg: EvalConfig) -> list[dict]:
     cross = cross_dataset(cfg)
     if cross and cfg.split != "test":
         raise TfqError(f"--eval_dataset={cross} scores its test split; --split={cfg.split} does not go with it")
-    classifiers = {name: Classifier(path, threads=cfg.threads, batch_size=cfg.batch_size,
+    classifiers = {name: harness.Classifier(path, threads=cfg.threads, batch_size=cfg.batch_size,
                                     input_shape=spec.shape, num_classes=spec.num_classes)
                    for name, path in targets}
     splits = data.load(cross or cfg.dataset, root=cfg.data_root, cache=cfg.cache_dir,
@@ -303,7 +127,7 @@ def evaluate(cfg: EvalConfig) -> list[dict]:
         t1 = time.perf_counter()
         raw = clf.invoke_prepared(x, processes)
         t2 = time.perf_counter()
-        pred = dequantize(raw, clf.output).argmax(1)
+        pred = harness.dequantize(raw, clf.output).argmax(1)
         t3 = time.perf_counter()
         predictions[name] = pred.astype(np.int16)
         is_reference = reference_info is not None and reference_info.get("file") == str(path)
@@ -330,20 +154,20 @@ def evaluate(cfg: EvalConfig) -> list[dict]:
                            "harness_s": t3 - t0, "invoke_s": t2 - t1,
                            "overhead_ratio": (t3 - t0) / max(t2 - t1, 1e-9)},
             "threads": cfg.threads,
-            "cpu": cpu_model(),
+            "cpu": harness.cpu_model(),
             **delegation,
             "activation_dtypes": sorted(fb.dtypes("activations")),
             "data_source": splits.source.to_json(),
         }
         if cfg.compare_naive:
             t0 = time.perf_counter()
-            naive = naive_predictions(path, images)
+            naive = harness.naive_predictions(path, images)
             naive_s = time.perf_counter() - t0
             result["naive_loop"] = {"seconds": naive_s, "accuracy": float((naive == labels).mean()),
                                     "speedup": naive_s / result["throughput"]["harness_s"]}
         results.append(result)
     # latency does not depend on the images: measured with the run's own test split, not again here
-    latency = None if cross else interleaved_latency_us(classifiers, images[0], runs=cfg.latency_runs,
+    latency = None if cross else harness.interleaved_latency_us(classifiers, images[0], runs=cfg.latency_runs,
                                                         rounds=cfg.latency_rounds)
     for result in results:
         if latency:
@@ -398,7 +222,7 @@ def _reference(cfg: EvalConfig, run: Path, targets: dict, images) -> tuple:
     --reference (else none); otherwise float32 (a target, which then serves itself, or the run
     folder's float32.tflite, else its Keras model)."""
     def from_tflite(path: Path, what: str) -> tuple:
-        clf = Classifier(path, threads=cfg.threads, batch_size=cfg.batch_size)
+        clf = harness.Classifier(path, threads=cfg.threads, batch_size=cfg.batch_size)
         return clf.predict(images).argmax(1), _describe_reference(path, what)
 
     if cfg.tflite:
@@ -411,13 +235,6 @@ def _reference(cfg: EvalConfig, run: Path, targets: dict, images) -> tuple:
         pred = models.predict_classes(models.load_trained(run), data.scale(images).numpy())
         return pred, _describe_reference(run / artifacts.MODEL_FILE, "Keras float model")
     return None, None
-
-
-def _read(path: str | os.PathLike) -> bytes:
-    try:
-        return Path(path).read_bytes()
-    except (FileNotFoundError, IsADirectoryError):
-        raise TfqError(f"{path} does not exist") from None
 
 
 FLAGS = flags.FLAGS

@@ -28,8 +28,10 @@ import shutil
 import numpy as np
 from absl import flags
 
-from tfq import artifacts, cli, data, flatbuffer, models
-from tfq.artifacts import TfqError
+from tfq import data, models
+from tfq.core import artifacts, cli
+from tfq.core.artifacts import TfqError
+from tfq.runtimes import flatbuffer
 
 FORMATS = ("c", "android")
 PIXEL_SCALE = 1.0 / 255.0  # tfq.data.scale: uint8 [0, 255] -> float32 [0, 1]

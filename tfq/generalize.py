@@ -1,6 +1,6 @@
 """Does quantization cost more away from the test set? `python -m tfq.generalize --dataset=mnist --model=cnn`
 
-Every .tflite of a run on shifted copies of its test split (`tfq.corruptions`: one seeded subset,
+Every .tflite of a run on shifted copies of its test split (`tfq.data.corruptions`: one seeded subset,
 every corruption at every severity, plus the same images clean) and, for runs whose classes
 another dataset shares (MNIST -> USPS in two framings, EMNIST-digits with internet), on that
 dataset's whole test split through `tfq.evaluate --eval_dataset`. Writes `generalize.json`:
@@ -22,8 +22,11 @@ from pathlib import Path
 import numpy as np
 from absl import flags
 
-from tfq import artifacts, cli, corruptions, data, evaluate, litert, models, stats
-from tfq.artifacts import TfqError
+from tfq import data, evaluate, models
+from tfq.core import artifacts, cli, stats
+from tfq.core.artifacts import TfqError
+from tfq.data import corruptions
+from tfq.runtimes import harness, litert
 
 GENERALIZE_JSON, GENERALIZE_NPZ = "generalize.json", "generalize.npz"
 
@@ -96,12 +99,12 @@ def shift(cfg: GeneralizeConfig, run: Path, targets, spec) -> tuple[dict, dict]:
     y = labels[chosen]
     predictions, variants, seconds = {}, [], {}
     for name, path in targets:
-        clf = evaluate.Classifier(path, batch_size=cfg.batch_size, input_shape=spec.shape, num_classes=spec.num_classes)
+        clf = harness.Classifier(path, batch_size=cfg.batch_size, input_shape=spec.shape, num_classes=spec.num_classes)
         processes = 1 if clf.delegation()["xnnpack"] else (cfg.processes or litert.cores())
         t0 = time.perf_counter()
         raw = clf.invoke_prepared(clf.prepare(stacked), processes)
         seconds[name] = time.perf_counter() - t0
-        predictions[name] = evaluate.dequantize(raw, clf.output).argmax(1).astype(np.int16).reshape(len(names), -1)
+        predictions[name] = harness.dequantize(raw, clf.output).argmax(1).astype(np.int16).reshape(len(names), -1)
     reference = predictions["float32"] == y
     seen: dict[bytes, str] = {}
     for name, path in targets:

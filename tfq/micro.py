@@ -28,8 +28,10 @@ from pathlib import Path
 import numpy as np
 from absl import flags
 
-from tfq import artifacts, cli, data, evaluate, flatbuffer, litert, models, stats, tflm
-from tfq.artifacts import TfqError
+from tfq import data, evaluate, models
+from tfq.core import artifacts, cli, stats
+from tfq.core.artifacts import TfqError
+from tfq.runtimes import flatbuffer, harness, litert, tflm
 
 MICRO_JSON = "micro.json"
 AS_WRITTEN_EXAMPLES = 200  # enough to tell a file TFLite Micro misreads (about 10% agreement) from one it reads
@@ -97,7 +99,7 @@ def run_images(blob: bytes, fb: flatbuffer.Flatbuffer, images: np.ndarray, label
     """Probe the bytes, then (if they run) the images through TFLite Micro with the smallest arena:
     accuracy, and agreement with LiteRT's classes (`litert_predictions`, or LiteRT run here on
     these very bytes). Returns the result and LiteRT's classes."""
-    clf = evaluate.Classifier(blob, label="model bytes")
+    clf = harness.Classifier(blob, label="model bytes")
     x = clf.prepare(images)
     found = probe(blob, fb, x[:1])
     if not found["runs"]:
@@ -112,7 +114,7 @@ def run_images(blob: bytes, fb: flatbuffer.Flatbuffer, images: np.ndarray, label
     reference = "saved by evaluate for this file (eval_<name>.npy)"
     if litert_predictions is None:
         delegation = clf.delegation()
-        litert_predictions = evaluate.dequantize(
+        litert_predictions = harness.dequantize(
             clf.invoke_prepared(x, 1 if delegation["xnnpack"] else litert.cores()), clf.output).argmax(1)
         reference = f"LiteRT run here on the same bytes (sha256 {hashlib.sha256(blob).hexdigest()[:16]})"
     return {**found,
@@ -177,7 +179,7 @@ def micro(cfg: MicroConfig, report_unsupported: bool = False) -> dict:
     targets = evaluate.target_files(evaluate.EvalConfig(dataset=cfg.dataset, model=cfg.model, modes=cfg.modes), run)
     named = "all" not in cfg.modes and not report_unsupported
     if named:  # before reading any data: what fails to load (what fails to run is caught below)
-        for name, path in targets:
+        for _, path in targets:
             blob = path.read_bytes()
             found = probe(blob, flatbuffer.read(blob, label=str(path)))
             if not found["runs"]:
@@ -202,7 +204,7 @@ def micro(cfg: MicroConfig, report_unsupported: bool = False) -> dict:
     result = {"dataset": cfg.dataset, "model": cfg.model, "examples": examples, "test_examples": full,
               "num_classes": spec.num_classes, "processes": processes, "data_source": source,
               "parts": [dataclasses.asdict(p) for p in PARTS], "runtime": _runtime_version(),
-              "cpu": evaluate.cpu_model(), "variants": variants}
+              "cpu": harness.cpu_model(), "variants": variants}
     if named:
         failed = [v for v in variants if not v["runs"]]
         if failed:

@@ -22,10 +22,12 @@ from pathlib import Path
 
 from absl import flags
 
-from tfq import (artifacts, cli, convert, data, evaluate, export, generalize, micro, mixed, models, modes, qat, report,
-                 scaleout, sensitivity, sweep, train)
-from tfq.artifacts import TfqError
-from tfq.backend import versions
+from tfq import convert, data, evaluate, export, generalize, micro, models, qat, report, sensitivity, sweep, train
+from tfq.core import artifacts, cli
+from tfq.core.artifacts import TfqError
+from tfq.core.backend import versions
+from tfq.quant import mixed, modes
+from tfq.scale import executors
 
 STATE_FILE = "pipeline.json"
 
@@ -60,7 +62,7 @@ class PipelineConfig:
     cross_datasets: tuple[str, ...] = ()  # scored where a run's classes match (MNIST -> usps, emnist_digits)
     generalize: bool = True  # after the two above, for the same reason as `sweep`
     export_modes: tuple[str, ...] = ()  # files to export for apps, in every tfq.export format
-    executor: str = "local"  # or "ray": chains and sweep lines as Ray tasks (tfq.scaleout)
+    executor: str = "local"  # or "ray": chains and sweep lines as Ray tasks (tfq.scale.executors)
     ray_address: str | None = None  # HOST:PORT of a running Ray cluster; None: a local instance
     data_root: str | None = None
     cache_dir: str | None = None
@@ -195,7 +197,7 @@ def run_pair(cfg: PipelineConfig, dataset: str, model: str, environment: dict, t
     if adoptable(made, model_file, tc, source):
         stages.adopt("train", train_key, made["wall_time_s"], train_outputs)
     stages.run("train", train_key, lambda: train_outputs,
-               lambda: (scaleout.train_on_ray(tc, tc.ray_workers, tc.ray_address or cfg.ray_address)
+               lambda: (executors.train_on_ray(train.train, tc, tc.ray_workers, tc.ray_address or cfg.ray_address)
                         if tc.strategy == "ray" else train.train(tc)),
                f"training the float {model} ({_count(tc.epochs, 'epoch')}"
                + (f" on {tc.ray_workers} Ray Train workers)" if tc.strategy == "ray" else ")"),
@@ -377,7 +379,7 @@ def validate(cfg: PipelineConfig) -> None:
                        f"{','.join(cfg.mixed_objectives)}: budgets are points from 0 to 100, objectives "
                        f"{', '.join(mixed.OBJECTIVES)}")
     cli.check_at_least(cfg, 0, "micro_examples", "shift_examples")
-    scaleout.executor(cfg.executor, cfg.ray_address)  # a known executor; --ray_address only with ray
+    executors.executor(cfg.executor, cfg.ray_address)  # a known executor; --ray_address only with ray
     for other in cfg.cross_datasets:
         data.get(other)
         if cfg.generalize and any(generalize.compatible(d, [other]) for d in cfg.datasets):
@@ -399,7 +401,7 @@ def validate(cfg: PipelineConfig) -> None:
 def _for_workers(cfg: PipelineConfig) -> PipelineConfig:
     """Absolute places (workers may start elsewhere), and every dataset built once, here, before
     chains that read the same one start side by side."""
-    cfg = scaleout.absolute_places(cfg)
+    cfg = executors.absolute_places(cfg)
     others = {o for d in cfg.datasets for o in generalize.compatible(d, cfg.cross_datasets)} if cfg.generalize else set()
     for name in [*cfg.datasets, *sorted(others)]:
         data.load(name, root=cfg.data_root, cache=cfg.cache_dir)
@@ -425,7 +427,7 @@ def pipeline(cfg: PipelineConfig) -> Path:
     validate(cfg)
     started = time.time()
     environment = {"versions": versions(), "code": artifacts.code_digest()}  # once: the same for every stage
-    with scaleout.executor(cfg.executor, cfg.ray_address) as ex:
+    with executors.executor(cfg.executor, cfg.ray_address) as ex:
         if ex.name != "local":
             cfg = _for_workers(cfg)
         # flagfiles are read here: a worker's working directory may not hold them
@@ -433,11 +435,11 @@ def pipeline(cfg: PipelineConfig) -> Path:
         if ex.name != "local":  # longest recorded chain first: the slowest does not start last
             jobs = dict(sorted(jobs.items(), key=lambda kv: -_recorded_seconds(Path(cfg.artifacts) / kv[0])))
         outcomes = ex.chains(run_pair, jobs)
-    failed = [o for o in outcomes.values() if isinstance(o, scaleout.Failure)]
+    failed = [o for o in outcomes.values() if isinstance(o, executors.Failure)]
     for f in failed:  # every chain has returned: nothing else writes there now
         artifacts.remove_stale_temps(Path(cfg.artifacts) / f.label)
     for label, outcome in outcomes.items():
-        if ex.name != "local" and not isinstance(outcome, scaleout.Failure):  # a worker may run elsewhere
+        if ex.name != "local" and not isinstance(outcome, executors.Failure):  # a worker may run elsewhere
             _check_collected(label, outcome["produced"])
             # the workers' own lines reach this console late, or deduplicated
             print(f"[{label}] finished through {ex.name}: ran {', '.join(outcome['ran']) or 'nothing'}; "
@@ -498,7 +500,7 @@ def _define_flags() -> None:
                       "usps,usps_resized,emnist_digits (MNIST runs); empty: none.")
     flags.DEFINE_list("export_modes", [], "Files (e.g. int8,qat_int8) to export as C arrays and Android bundles "
                       "(tfq.export); empty: none.")
-    flags.DEFINE_enum("executor", "local", list(scaleout.EXECUTORS), "Where the chains (one per dataset x model) "
+    flags.DEFINE_enum("executor", "local", list(executors.EXECUTORS), "Where the chains (one per dataset x model) "
                       "and the sweep's lines run: here one after another, or as Ray tasks (pip install -e .[ray]).")
     flags.DEFINE_string("ray_address", None, "--executor=ray: HOST:PORT of a running cluster (`ray start --head`); "
                         "default: a local Ray instance for this run.")

@@ -15,13 +15,15 @@ import hashlib
 import time
 
 import numpy as np
-
 from absl import flags
 
-from tfq import artifacts, cli, convert, data, evaluate, flatbuffer, models, modes, stats
-from tfq.artifacts import TfqError
-from tfq.backend import fresh_session, keras, tfmot, versions
-from tfq.modes import MODES, QAT_INT8
+from tfq import convert, data, models
+from tfq.core import artifacts, cli, stats
+from tfq.core.artifacts import TfqError
+from tfq.core.backend import fresh_session, keras, tfmot, versions
+from tfq.quant import modes
+from tfq.quant.modes import MODES, QAT_INT8
+from tfq.runtimes import flatbuffer, harness
 from tfq.train import fit_epochs
 
 QAT_MODEL_FILE = "qat_model.h5"  # tfmot wrappers do not round-trip the .keras format
@@ -79,7 +81,7 @@ def _fit(model: keras.Model, cfg: QatConfig, cached_train, spec, val_ds) -> dict
 
 
 def _tflite_pred(blob: bytes, x) -> np.ndarray:
-    return evaluate.Classifier(blob).predict(x).argmax(1)
+    return harness.Classifier(blob).predict(x).argmax(1)
 
 
 def _tflite_correct(blob: bytes, x, y) -> np.ndarray:
@@ -209,7 +211,7 @@ def float_twin(qat_model: keras.Model, float_model: keras.Model, weight_bits: in
     """The float architecture with the QAT model's weights, each kernel rounded with the range its
     quantizer holds (`quant_<layer>/kernel_min`/`kernel_max`: per output channel for conv, per
     tensor for Dense, symmetric narrow range), i.e. the very weights the QAT model computes with."""
-    from tfq.simulate import fake_quant_kernel
+    from tfq.quant.simulate import fake_quant_kernel
 
     twin = keras.models.clone_model(float_model)
     # tfmot's wrappers keep the wrapped layer's variables under their own names ("conv1_1/kernel:0")
@@ -227,7 +229,7 @@ def float_twin(qat_model: keras.Model, float_model: keras.Model, weight_bits: in
 
 
 def _ship_a8w4(model: keras.Model, calibration) -> bytes:
-    from tfq import aeq
+    from tfq.quant import aeq
 
     float_blob, _ = convert.convert_model(model, MODES["float32"])
     return aeq.quantize(float_blob, aeq.load(aeq.RECIPES / SHIP_RECIPE), calibration, "QAT a8w4 shipping")
@@ -238,7 +240,7 @@ def _low_bit(cfg: QatConfig, float_model, control, control_correct, calibration,
     """Each LOW_BIT scheme: QAT fine-tuning (the batches and seeds of the int8 arms), its Keras
     accuracy against post-training quantization of the equally fine-tuned control at the same
     widths (simulated), and for w4a8 both shipped as real a8w4 files."""
-    from tfq.simulate import Scheme, Simulator
+    from tfq.quant.simulate import Scheme, Simulator
 
     scaled = data.scale(test_x).numpy()
     ptq = Simulator(control, calibration)

@@ -16,9 +16,12 @@ import time
 
 from absl import flags
 
-from tfq import artifacts, cli, convert, data, evaluate, flatbuffer, models, modes, qat, stats
-from tfq.artifacts import TfqError
-from tfq.backend import fresh_session, keras, tfmot, versions
+from tfq import convert, data, evaluate, models, qat
+from tfq.core import artifacts, cli, stats
+from tfq.core.artifacts import TfqError
+from tfq.core.backend import fresh_session, keras, tfmot, versions
+from tfq.quant import modes
+from tfq.runtimes import flatbuffer, harness
 from tfq.train import TrainConfig, compile_for_training, fit_epochs
 
 SCHEMES = {"int8": (8, 8), **qat.LOW_BIT}
@@ -79,7 +82,7 @@ def from_scratch(cfg: ScratchConfig) -> dict:
     if cfg.scheme == "int8":
         blob, _ = convert.convert_model(model, modes.QAT_INT8)
         modes.verify(modes.QAT_INT8, flatbuffer.read(blob), "qat_scratch_int8.tflite")
-        correct["qat_from_scratch_int8_file"] = evaluate.Classifier(blob).predict(test_x).argmax(1) == test_y
+        correct["qat_from_scratch_int8_file"] = harness.Classifier(blob).predict(test_x).argmax(1) == test_y
         result["size_bytes"] = len(blob)
     # the other timings on the same images, where their files are current
     for name, path in (("ptq_int8_file", run / "int8.tflite"), ("finetuned_qat_int8_file", run / "qat_int8.tflite"),

@@ -19,10 +19,11 @@ from pathlib import Path
 
 from absl import flags
 
-from tfq import artifacts, cli, data, sensitivity, stats
+from tfq import data, sensitivity
+from tfq.core import artifacts, cli, stats
 from tfq import models as models_module
-from tfq.artifacts import TfqError
-from tfq.modes import ORDER
+from tfq.core.artifacts import TfqError
+from tfq.quant.modes import ORDER
 
 REPORT_MD = "report.md"
 NO_XNNPACK = "all (no XNNPACK)"  # a row's ops_outside_delegate when XNNPACK took nothing
@@ -505,7 +506,7 @@ def report(artifacts_root: str | Path = "artifacts", out: str | Path | None = No
               + (f", by `{command}`" if command else "") + ".")
     md += ["", "Accuracy is on the full test split unless the examples column says otherwise; Δ is in "
            "percentage points, the file minus the float32 flatbuffer, with a 95% interval for the paired difference "
-           "on the same images (Tango's score interval, continuity-corrected: `tfq/stats.py`; its coverage is "
+           "on the same images (Tango's score interval, continuity-corrected: `tfq/core/stats.py`; its coverage is "
            "enumerated in `benchmarks/coverage.py`); McNemar p is the exact test on the images where the two "
            "disagree, and * marks a difference it finds distinguishable from zero (p < 0.05). The interval and the "
            "test are two procedures: near p = 0.05 one may exclude zero while the other does not. Agreement is "
@@ -622,10 +623,10 @@ def _aeq_section(rows: list[dict]) -> list[str]:
     aeq_rows = [r for r in rows if r["mode"].startswith("aeq_")]
     if not aeq_rows:
         return []
-    from tfq.modes import KNOWN
+    from tfq.quant.modes import KNOWN
 
     md = ["## ai-edge-quantizer (LiteRT Quantizer) modes: did LiteRT run them, on which kernels", "",
-          "Each file was made from the run's float32.tflite by its recipe (`tfq/recipes/`), read back "
+          "Each file was made from the run's float32.tflite by its recipe (`tfq/quant/recipes/`), read back "
           "(weights and activations as the table says, or the conversion fails) and run on the test split in "
           "LiteRT. 'XNNPACK' counts the runs whose every op XNNPACK took; ops it left to LiteRT's own kernels "
           "are named. Speed is against int8 from the TFLite converter in the same run.", "",
@@ -831,7 +832,7 @@ def _mixed_section(runs: dict) -> list[str]:
         return []
     md = ["## Mixed precision under an accuracy budget", "",
           "`python -m tfq.convert --mode=mixed --max_accuracy_drop=B [--objective=size|latency]`: one precision per "
-          "layer, searched on the validation split (see `tfq/mixed.py`), written as one ai-edge-quantizer file "
+          "layer, searched on the validation split (see `tfq/quant/mixed.py`), written as one ai-edge-quantizer file "
           "whose every layer's precision was read back. Budget B: the file may lose at most B points against "
           "float32 on validation. Δ is the file minus float32, in points, paired on the same images with 95% "
           "intervals; the test split was not used to choose anything.", "",
@@ -1061,7 +1062,7 @@ def _generalize_section(runs: dict) -> list[str]:
     md = ["## Generalization: quantization under shift and on other datasets", "",
           "`python -m tfq.generalize` (the pipeline's generalize stage). Shifted sets: one seeded subset of each test "
           "split, copied under every corruption and severity below (made by the libraries named, seeded, cached; "
-          "`tfq/corruptions.py`), and the same images clean. Every file of a run sees the same images. The gap is "
+          "`tfq/data/corruptions.py`), and the same images clean. Every file of a run sees the same images. The gap is "
           "the file's accuracy minus float32.tflite's on the same images; under shift it is the mean over all "
           "corrupted sets. 'Shift minus clean' is, per image, its mean gap over the corrupted sets minus its clean "
           "gap: below zero means the file loses more to float32 under shift than on clean images. Intervals over "

@@ -1,7 +1,7 @@
 """Per-layer sensitivity: `python -m tfq.sensitivity --dataset=cifar10 --model=cnn`.
 
 For each weight layer (convolution, dense) of `float32.tflite` and each scheme (default: int8 and
-4-bit weights, rungs of `tfq.mixed.RUNGS`), on the validation split:
+4-bit weights, rungs of `tfq.quant.mixed.RUNGS`), on the validation split:
 - only quantized: the accuracy drop against float32 when only that layer is quantized;
 - only float: the accuracy given back when only that layer is left in float in a model quantized
   everywhere else (what keeping it in float buys, in context);
@@ -9,7 +9,7 @@ For each weight layer (convolution, dense) of `float32.tflite` and each scheme (
   validation: SNR in dB and MSE against the float model, on `error_examples` images).
 Each drop comes with its paired 95% interval. Also measured: the uniform model of every rung
 (validation accuracy, bytes, batch-1 latency), which is what the mixed-precision ladder is made
-of. Writes `sensitivity.json`; the mixed-precision search (`tfq.mixed`) reads it.
+of. Writes `sensitivity.json`; the mixed-precision search (`tfq.quant.mixed`) reads it.
 """
 
 from __future__ import annotations
@@ -20,9 +20,12 @@ import time
 import numpy as np
 from absl import flags
 
-from tfq import aeq, artifacts, cli, console, data, mixed, models
-from tfq.artifacts import TfqError
-from tfq.modes import DEFAULT_CALIBRATION
+from tfq import data, models
+from tfq.core import artifacts, cli, console
+from tfq.core.artifacts import TfqError
+from tfq.quant import aeq, mixed
+from tfq.quant.modes import DEFAULT_CALIBRATION
+from tfq.reporting.drops import drops
 
 SENSITIVITY_JSON = "sensitivity.json"
 
@@ -110,7 +113,7 @@ def _finite(v) -> float | None:
 
 def measure(scorer: mixed.Scorer, schemes: tuple[str, ...], *, error_examples: int, latency_runs: int) -> dict:
     """Every rung's uniform model, then each layer alone quantized and alone left float per scheme."""
-    from tfq.evaluate import Classifier, interleaved_latency_us
+    from tfq.runtimes.harness import Classifier, interleaved_latency_us
 
     float_correct = scorer.float_correct
     names = [layer.name for layer in scorer.layers]
@@ -141,22 +144,6 @@ def measure(scorer: mixed.Scorer, schemes: tuple[str, ...], *, error_examples: i
                                                  ["delta_pts"])] for s in schemes}
     return drops({"float_val_accuracy": float(float_correct.mean()), "val_examples": int(len(float_correct)),
                   "rungs": rungs, "schemes": list(schemes), "layers": rows, "most_sensitive": ranking})
-
-
-def drops(result: dict) -> dict:
-    """Fill the drop fields (float32 minus the file, with intervals) from the paired comparisons
-    the result holds: the stage writes them so, and the report calls it again on a result whose
-    intervals it restated from the counts (`stats.restated`)."""
-    for v in result["rungs"].values():
-        t = v["val_vs_float32"]
-        v.update(val_drop_pts=-t["delta_pts"], val_drop_ci95_pts=[-t["ci95_pts"][1], -t["ci95_pts"][0]])
-    for layer in result["layers"]:
-        for v in layer["schemes"].values():
-            alone, spared = v["only_quantized_vs_float32"], v["only_float_vs_all_quantized"]
-            v.update(only_quantized_drop_pts=-alone["delta_pts"],
-                     only_quantized_ci95_pts=[-alone["ci95_pts"][1], -alone["ci95_pts"][0]],
-                     only_float_recovery_pts=spared["delta_pts"], only_float_ci95_pts=list(spared["ci95_pts"]))
-    return result
 
 
 def sensitivity(cfg: SensitivityConfig) -> dict:

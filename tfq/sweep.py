@@ -6,7 +6,7 @@ min/max) 99.3% at 4 bits, but at 3 bits 78% on average with a 59-point range ove
 calibration draws; an MSE-chosen clip keeps 99.2% there. At 2 bits the symmetric weight grid
 (-1, 0, +1) breaks the model (12.5%) while an asymmetric per-channel one keeps 97.9%.
 
-The trained Keras model runs with simulated quantization (`tfq.simulate`) along `LINES`: weights
+The trained Keras model runs with simulated quantization (`tfq.quant.simulate`) along `LINES`: weights
 only, activations only, or both, from 2 to 16 bits, one line per scheme (symmetric or asymmetric,
 per-channel or per-tensor weights, activation ranges by min/max, percentile or MSE). Activation
 ranges come from the converter's own calibration images (same count and seed), and from
@@ -27,10 +27,13 @@ import time
 import numpy as np
 from absl import flags
 
-from tfq import artifacts, cli, data, models, modes, stats
-from tfq.artifacts import TfqError
-from tfq.backend import fresh_session, versions
-from tfq.simulate import Scheme, Simulator
+from tfq import data, models
+from tfq.core import artifacts, cli, stats
+from tfq.core.artifacts import TfqError
+from tfq.core.backend import fresh_session, versions
+from tfq.quant import modes
+from tfq.quant.simulate import Scheme, Simulator
+from tfq.runtimes import harness
 
 BITS = (2, 3, 4, 5, 6, 8, 16)
 
@@ -167,7 +170,7 @@ def _grid(cfg: SweepConfig, model_sha256: str) -> _Grid:
 def line_points(cfg: SweepConfig, model_sha256: str, index: int) -> tuple[list[dict], dict]:
     """One line of the grid (`LINES[index]` at every width): its points, and per width the
     correctness of each calibration draw's predictions on the grid images. The unit of work an
-    executor hands out (`tfq.scaleout`)."""
+    executor hands out (`tfq.scale.executors`)."""
     g = _grid(cfg, model_sha256)
     line, labels = LINES[index], g.labels[g.subset]
     points, correct = [], {}
@@ -187,7 +190,7 @@ def sweep(cfg: SweepConfig, *, map_lines=map) -> dict:
     """Run the grid and the checks; writes sweep.json / sweep.csv in the run folder and returns the result.
 
     `map_lines(fn, indices)` runs `line_points` for every line: the builtin `map` here, Ray tasks
-    through `tfq.scaleout` (each task rebuilds the same grid, so the results are the same)."""
+    through `tfq.scale.executors` (each task rebuilds the same grid, so the results are the same)."""
     cfg.validate()
     run = artifacts.check_writable(artifacts.run_dir(cfg.artifacts, cfg.dataset, cfg.model))
     started = time.time()
@@ -284,9 +287,9 @@ def _checks(run, sim: Simulator, scaled, images, labels, source: dict) -> list[d
             continue
         real = evaluate.saved_predictions(path, len(labels), source)  # the evaluate stage's own pass, if current
         if real is None:
-            clf = evaluate.Classifier(path)
+            clf = harness.Classifier(path)
             processes = 1 if clf.delegation()["xnnpack"] else evaluate.litert.cores()
-            real = evaluate.dequantize(clf.invoke_prepared(clf.prepare(images), processes), clf.output).argmax(1)
+            real = harness.dequantize(clf.invoke_prepared(clf.prepare(images), processes), clf.output).argmax(1)
         simulated = sim.predict(scaled, scheme).argmax(1)
         out.append({"file": path.name, "tflite_sha256": artifacts.sha256(path), "scheme": scheme.name,
                     **compare_with_file(real, simulated, floated, labels)})

@@ -25,9 +25,10 @@ from pathlib import Path
 import numpy as np
 from absl import flags
 
-from tfq import artifacts, cli, data, models
-from tfq.artifacts import TfqError
-from tfq.backend import fresh_session, keras, tf, versions
+from tfq import data, models
+from tfq.core import artifacts, cli
+from tfq.core.artifacts import TfqError
+from tfq.core.backend import fresh_session, keras, tf, versions
 
 STRATEGIES = ("default", "mirrored", "multi_worker", "ray")
 MONITORS = {"val_loss": min, "val_accuracy": max}  # what early stopping watches, and which way is better
@@ -120,10 +121,10 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
         return tf.distribute.MirroredStrategy(devices=devices)
     if name == "multi_worker":
         return tf.distribute.MultiWorkerMirroredStrategy()
-    if name == "ray":  # inside a Ray Train worker, which wrote TF_CONFIG (tfq.scaleout.train_on_ray)
+    if name == "ray":  # inside a Ray Train worker, which wrote TF_CONFIG (tfq.scale.executors.train_on_ray)
         if "TF_CONFIG" not in os.environ:
             raise TfqError("--strategy=ray trains through Ray Train: run `python -m tfq.train --strategy=ray` "
-                           "or tfq.scaleout.train_on_ray, which start the workers")
+                           "or tfq.scale.executors.train_on_ray, which start the workers")
         return tf.distribute.MultiWorkerMirroredStrategy()
     raise TfqError(f"unknown strategy {name!r}; choose one of: {', '.join(STRATEGIES)}")
 
@@ -466,9 +467,9 @@ def main(argv):
     split_cpu(FLAGS.cpu_devices)
     cfg = cli.config_from_flags(TrainConfig)
     if cfg.strategy == "ray":
-        from tfq import scaleout  # the CLI dispatches; train itself never imports Ray
+        from tfq.scale import executors  # the CLI dispatches; train itself never imports Ray
 
-        result = scaleout.train_on_ray(cfg, cfg.ray_workers, cfg.ray_address)
+        result = executors.train_on_ray(train, cfg, cfg.ray_workers, cfg.ray_address)
     else:
         result = train(cfg)
     print(f"{result['dataset']} {result['model']}: test accuracy {result['test_accuracy']:.4f} "

@@ -1,0 +1,46 @@
+"""tfq.models: shapes, parameter and MAC counts, layers that quantize and delegate well."""
+
+import numpy as np
+import pytest
+
+from tfq import models
+from tfq.core.artifacts import TfqError
+from tfq.core.backend import keras
+
+
+@pytest.mark.parametrize("shape", [(28, 28, 1), (32, 32, 3)])
+@pytest.mark.parametrize("name", list(models.MODELS))
+def test_builders_map_images_to_class_probabilities(name, shape):
+    model = models.build(name, shape, 10)
+    assert isinstance(model, keras.Model) and model.input_shape == (None, *shape)
+    probs = model.predict(np.random.default_rng(0).random((3, *shape), np.float32), verbose=0)
+    assert probs.shape == (3, 10)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_mlp_parameter_and_mac_counts_match_its_layers():
+    model = models.build("mlp", (28, 28, 1), 10, hidden=(512, 256))
+    dense_macs = 784 * 512 + 512 * 256 + 256 * 10
+    assert model.count_params() == dense_macs + 512 + 256 + 10
+    assert models.macs(model) == dense_macs
+
+
+def test_cnn_counts_follow_widths_and_stay_microcontroller_sized():
+    model = models.build("cnn", (28, 28, 1), 10, widths=(8, 16), convs_per_stage=1)
+    convs = 9 * 1 * 8 + 9 * 8 * 16
+    bn = 4 * (8 + 16)
+    assert model.count_params() == convs + bn + 16 * 10 + 10
+    assert models.macs(model) == 28 * 28 * 9 * 1 * 8 + 14 * 14 * 9 * 8 * 16 + 16 * 10
+    default = models.build("cnn", (32, 32, 3), 10)
+    assert default.count_params() < 300_000  # under 300 KB of int8 weights
+
+
+def test_models_avoid_layers_that_split_the_delegated_graph():
+    for name in models.MODELS:
+        kinds = {type(layer).__name__ for layer in models.build(name, (28, 28, 1), 10).layers}
+        assert "Reshape" not in kinds and "Lambda" not in kinds
+
+
+def test_unknown_model_lists_the_known_ones():
+    with pytest.raises(TfqError, match="mlp, cnn"):
+        models.get("resnet")

@@ -1,0 +1,87 @@
+"""What every `python -m tfq.X` shares: the common absl flags and one-line errors.
+
+Each CLI is a thin `main` over a plain function; `run(main)` turns a `TfqError` (bad input a
+user can fix) into one line on stderr and exit status 1, instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import sys
+
+from absl import app, flags, logging
+
+from tfq.core import console
+from tfq.core.artifacts import TfqError
+
+
+def define_common_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
+    """--dataset, --model, --artifacts, --data_root, --cache_dir (once per FlagValues)."""
+    if "dataset" in fv:
+        return
+    flags.DEFINE_string("dataset", "mnist", "mnist, fashion_mnist, emnist_digits or cifar10.", flag_values=fv)
+    flags.DEFINE_string("model", "cnn", "mlp or cnn.", flag_values=fv)
+    flags.DEFINE_string("artifacts", "artifacts", "Root of the run folders <dataset>_<model>/.", flag_values=fv)
+    flags.DEFINE_string(
+        "data_root", None, "Folder of raw dataset files, one subfolder per dataset "
+        "(default: $TFQ_DATA_ROOT).", flag_values=fv)
+    flags.DEFINE_string(
+        "cache_dir", None, "Where tfds builds datasets (default: $TFQ_CACHE_DIR or ~/.cache/tfq).", flag_values=fv)
+
+
+def define_slice_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
+    """--max_train_examples and --max_eval_examples: quick runs on part of the data."""
+    flags.DEFINE_integer("max_train_examples", 0, "Use only this many training examples (0: all).", flag_values=fv)
+    flags.DEFINE_integer("max_eval_examples", 0, "Use only this many validation/test examples (0: all).",
+                         flag_values=fv)
+
+
+def config_from_flags(cls, fv: flags.FlagValues = flags.FLAGS, **renames):
+    """A config dataclass filled from the parsed flags of the same names (`field="flag"` renames).
+
+    List flags become tuples of the type the field's default holds (`--cnn_widths=32,64` -> (32, 64)).
+    """
+    defaults, values = cls(), {}
+    for field in dataclasses.fields(cls):
+        name = renames.get(field.name, field.name)
+        if name not in fv:
+            continue
+        value = fv[name].value
+        if isinstance(value, list):
+            default = getattr(defaults, field.name)
+            declared = re.match(r"tuple\[(int|float|str)\b", str(field.type))  # for an empty default
+            cast = (type(default[0]) if isinstance(default, tuple) and default
+                    else {"int": int, "float": float}.get(declared.group(1), str) if declared else str)
+            try:
+                value = tuple(cast(v) for v in value)
+            except ValueError:
+                raise TfqError(f"--{name}={','.join(value)}: expected a comma-separated list of "
+                               f"{cast.__name__} values") from None
+        values[field.name] = value
+    return cls(**values)
+
+
+def check_at_least(cfg, minimum, *names: str) -> None:
+    """One TfqError naming every field of `cfg` (a flag of the same name) below `minimum`."""
+    bad = [f"--{n}={getattr(cfg, n)}" for n in names if getattr(cfg, n) < minimum]
+    if bad:
+        raise TfqError(f"{', '.join(bad)}: must be at least {minimum}")
+
+
+def run(main) -> None:
+    """absl's app.run, with TfqError reported as one line and exit status 1."""
+
+    def wrapped(argv):
+        if not console.verbose():
+            # tfds and TensorFlow log every file they touch; --verbosity=0 brings that back.
+            logging.set_verbosity(logging.ERROR)
+        if len(argv) > 1:
+            raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+        try:
+            main(argv)
+        except TfqError as e:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(1)
+
+    app.run(wrapped)

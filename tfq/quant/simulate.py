@@ -1,0 +1,264 @@
+"""Simulated quantization at any bit width: the trained Keras model with fake-quant weights and
+activations, placed where a TFLite integer graph quantizes.
+
+What a real integer flatbuffer does, and what this module copies:
+- BatchNorm is folded into the convolution before weights are quantized (it matters for
+  per-tensor scales), and a ReLU after a convolution or Dense is fused: its output is the tensor.
+- Every tensor between ops is quantized: the input image, each fused conv/Dense output, the
+  global-average-pool output, the logits, and the softmax output (fixed range [0, 255/256] for
+  8 bits, as TFLite's int8 softmax; never below 8 bits, since no kernel has a narrower softmax and
+  a coarser output grid would only add argmax ties). Max pooling, flattening and dropout keep their input's grid,
+  so they add no quantization step. Biases stay float (TFLite keeps them in int32).
+- Weights per output channel or per tensor; symmetric (narrow range, [-127, 127] at 8 bits: the
+  grid of TFLite's and ai-edge-quantizer's int8/int4 kernels) or asymmetric. Activation ranges from
+  the same calibration images the converter sees: min/max over all of them (the TFLite
+  converter's), a percentile, the clip that minimizes the quantization MSE of the calibration
+  activations, or ai-edge-quantizer's default: each image's min/max, averaged with a moving
+  average (smoothing 0.95) in calibration order, which clips the rarer large values.
+The rounding itself is TensorFlow's `fake_quant_with_min_max_vars(_per_channel)` (2 to 16 bits),
+not code of ours; tests pin it against real int8 files (`tests/test_simulate.py`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from tfq.core.artifacts import TfqError
+from tfq.core.backend import keras, tf
+
+PERCENTILE = 99.99  # the "percentile" range keeps this share of calibration values inside
+_MSE_FRACTIONS = np.linspace(0.2, 1.0, 41)  # clip candidates, as fractions of the min/max range
+_MSE_SAMPLE = 50_000  # calibration values per tensor the MSE search scores
+EMA_SMOOTHING = 0.95  # ai-edge-quantizer's calibrator: per-image min/max, averaged in calibration order
+RANGE_METHODS = ("minmax", "percentile", "mse", "ema")
+
+
+@dataclasses.dataclass(frozen=True)
+class Scheme:
+    """One simulated precision. `None` bits: that side stays float."""
+
+    weight_bits: int | None = None
+    weight_symmetric: bool = True
+    per_channel: bool = True
+    activation_bits: int | None = None
+    activation_symmetric: bool = False
+    activation_range: str = "minmax"
+    dense_per_channel: bool | None = None  # None: as `per_channel` (False: tfmot n-bit QAT's Dense grid)
+
+    def __post_init__(self):
+        for bits in (self.weight_bits, self.activation_bits):
+            if bits is not None and not 2 <= bits <= 16:
+                raise TfqError(f"simulated bits must be 2 to 16, not {bits}")
+        if self.activation_range not in RANGE_METHODS:
+            raise TfqError(f"activation range {self.activation_range!r}: choose one of {', '.join(RANGE_METHODS)}")
+
+    @property
+    def name(self) -> str:
+        parts = []
+        if self.weight_bits:
+            parts.append(f"w{self.weight_bits}{'s' if self.weight_symmetric else 'a'}"
+                         f"{'c' if self.per_channel else 't'}"
+                         + ("" if self.dense_per_channel in (None, self.per_channel)
+                            else f"{'c' if self.dense_per_channel else 't'}dense"))
+        if self.activation_bits:
+            parts.append(f"a{self.activation_bits}{'s' if self.activation_symmetric else 'a'}"
+                         f"_{self.activation_range}")
+        return "_".join(parts) or "float"
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def fake_quant_kernel(kernel: np.ndarray, lo, hi, bits: int, narrow_range: bool) -> np.ndarray:
+    """`kernel` rounded to the `bits`-bit grid of [lo, hi]: one range per output channel (the last
+    axis) when `lo`/`hi` are vectors, one for the whole tensor when they are scalars."""
+    flat = tf.reshape(tf.constant(kernel, tf.float32), (-1, kernel.shape[-1]))
+    if np.ndim(lo):
+        out = tf.quantization.fake_quant_with_min_max_vars_per_channel(
+            flat, np.asarray(lo, np.float32), np.asarray(hi, np.float32), num_bits=bits, narrow_range=narrow_range)
+    else:
+        out = tf.quantization.fake_quant_with_min_max_vars(flat, float(lo), float(hi), num_bits=bits,
+                                                           narrow_range=narrow_range)
+    return out.numpy().reshape(kernel.shape)
+
+
+def fake_quant_weights(kernel: np.ndarray, bits: int, symmetric: bool, per_channel: bool) -> np.ndarray:
+    """`kernel` rounded to the `bits`-bit grid of its own range (output channels on the last axis)."""
+    flat = kernel.reshape(-1, kernel.shape[-1])
+    axis = 0 if per_channel else None
+    if symmetric:
+        hi = np.maximum(np.abs(flat).max(axis=axis), 1e-12)
+        lo = -hi
+    else:
+        lo = np.minimum(flat.min(axis=axis), 0.0)
+        hi = np.maximum(flat.max(axis=axis), lo + 1e-12)
+    return fake_quant_kernel(kernel, lo, hi, bits, narrow_range=symmetric)
+
+
+def fake_quant(x, lo: float, hi: float, bits: int, symmetric: bool):
+    return tf.quantization.fake_quant_with_min_max_vars(x, lo, hi, num_bits=bits, narrow_range=symmetric)
+
+
+@dataclasses.dataclass
+class _Step:
+    layer: keras.layers.Layer
+    point: str | None  # the tensor after this layer is quantized ("softmax": fixed range)
+
+
+_GRID_KEEPING = (keras.layers.MaxPooling2D, keras.layers.Flatten, keras.layers.Reshape, keras.layers.Dropout,
+                 keras.layers.InputLayer)
+_WEIGHTED = (keras.layers.Conv2D, keras.layers.Dense)
+
+
+def _linear_copy(layer: keras.layers.Layer, kernel: np.ndarray, bias: np.ndarray) -> keras.layers.Layer:
+    cfg = layer.get_config()
+    cfg.update(use_bias=True, activation="linear", name=cfg["name"] + "_folded")
+    copy = layer.__class__.from_config(cfg)
+    copy.build(layer.input_shape)
+    copy.set_weights([kernel, bias])
+    return copy
+
+
+def fold(model: keras.Model) -> list[_Step]:
+    """The model as a chain of steps with BatchNorm folded and activations split off, each marked
+    with whether its output is a quantized tensor in a TFLite integer graph."""
+    layers = [lyr for lyr in model.layers if not isinstance(lyr, keras.layers.InputLayer)]
+    for lyr in layers:
+        if len(lyr._inbound_nodes) != 1 or len(tf.nest.flatten(lyr.input)) != 1:  # noqa: SLF001
+            raise TfqError(f"simulation takes a chain of single-input layers; {lyr.name} is not one")
+    steps: list[_Step] = []
+    i = 0
+    while i < len(layers):
+        lyr = layers[i]
+        if isinstance(lyr, _WEIGHTED):
+            kernel = lyr.kernel.numpy()
+            bias = lyr.bias.numpy() if lyr.use_bias else np.zeros(kernel.shape[-1], np.float32)
+            nxt = layers[i + 1] if i + 1 < len(layers) else None
+            if isinstance(nxt, keras.layers.BatchNormalization):
+                gamma, beta, mean, var = (w.numpy() for w in (nxt.gamma, nxt.beta, nxt.moving_mean,
+                                                             nxt.moving_variance))
+                factor = gamma / np.sqrt(var + nxt.epsilon)
+                kernel, bias = kernel * factor, (bias - mean) * factor + beta
+                i += 1
+            steps.append(_Step(_linear_copy(lyr, kernel.astype(np.float32), bias.astype(np.float32)), "tensor"))
+            activation = keras.activations.serialize(lyr.activation)
+            if activation not in ("linear", None):
+                steps.append(_Step(keras.layers.Activation(activation), "tensor"))
+        elif isinstance(lyr, (keras.layers.ReLU, keras.layers.Activation, keras.layers.Softmax)):
+            steps.append(_Step(lyr, "tensor"))
+        elif isinstance(lyr, _GRID_KEEPING):
+            steps.append(_Step(lyr, None))
+        elif isinstance(lyr, keras.layers.BatchNormalization):
+            raise TfqError(f"{lyr.name}: a BatchNormalization that follows no conv/Dense cannot be folded")
+        else:
+            steps.append(_Step(lyr, "tensor"))
+        i += 1
+    # A fused activation makes its producer's output an inner (unquantized) value.
+    for k, step in enumerate(steps[:-1]):
+        if isinstance(steps[k + 1].layer, (keras.layers.ReLU, keras.layers.Activation)) and \
+                _activation_name(steps[k + 1].layer) in ("relu", "relu6"):
+            step.point = None
+    for step in steps:
+        if _activation_name(step.layer) == "softmax":
+            step.point = "softmax"
+    return steps
+
+
+def _activation_name(layer) -> str | None:
+    if isinstance(layer, keras.layers.ReLU):
+        return "relu" if layer.max_value is None else "relu6"
+    if isinstance(layer, keras.layers.Softmax):
+        return "softmax"
+    if isinstance(layer, keras.layers.Activation):
+        return keras.activations.serialize(layer.activation)
+    return None
+
+
+class Simulator:
+    """A trained model, folded, with activation statistics from `calibration` (scaled images);
+    `predict(images, scheme)` runs it with `scheme`'s fake quantization."""
+
+    def __init__(self, model: keras.Model, calibration: np.ndarray, *, seed: int = 0):
+        self.steps = fold(model)
+        self.kernels = {id(s): s.layer.kernel.numpy() for s in self.steps if isinstance(s.layer, _WEIGHTED)}
+        self._weight_cache: dict = {}
+        self._range_cache: dict = {}
+        rng = np.random.default_rng(seed)
+        x = tf.constant(calibration, tf.float32)
+        self.stats = [self._stats(x.numpy(), rng)]  # the input image
+        for step in self.steps:
+            x = step.layer(x, training=False)
+            if step.point == "tensor":
+                self.stats.append(self._stats(x.numpy(), rng))
+
+    @staticmethod
+    def _stats(values: np.ndarray, rng) -> dict:
+        flat = values.reshape(-1)
+        sample = flat if flat.size <= _MSE_SAMPLE else rng.choice(flat, _MSE_SAMPLE, replace=False)
+        lo_p, hi_p = np.percentile(flat, [100 - PERCENTILE, PERCENTILE])
+        per_image = values.reshape(len(values), -1)
+        ema = [per_image[0].min(), per_image[0].max()]
+        for lo, hi in zip(per_image.min(axis=1)[1:], per_image.max(axis=1)[1:]):
+            ema = [EMA_SMOOTHING * ema[0] + (1 - EMA_SMOOTHING) * lo, EMA_SMOOTHING * ema[1] + (1 - EMA_SMOOTHING) * hi]
+        return {"min": float(min(flat.min(), 0.0)), "max": float(max(flat.max(), 0.0)),
+                "percentile": (float(min(lo_p, 0.0)), float(max(hi_p, 0.0))),
+                "ema": (float(min(ema[0], 0.0)), float(max(ema[1], 0.0))), "sample": sample}
+
+    def _range(self, k: int, bits: int, symmetric: bool, method: str) -> tuple[float, float]:
+        key = (k, bits, symmetric, method)
+        if key not in self._range_cache:
+            st = self.stats[k]
+            lo, hi = st[method] if method in ("percentile", "ema") else (st["min"], st["max"])
+            if symmetric:
+                m = max(-lo, hi)
+                lo, hi = -m, m
+            if method == "mse":
+                x = tf.constant(st["sample"])
+                errors = [float(tf.reduce_mean(tf.square(x - fake_quant(x, lo * f, hi * f, bits, symmetric))))
+                          for f in _MSE_FRACTIONS]
+                f = float(_MSE_FRACTIONS[int(np.argmin(errors))])
+                lo, hi = lo * f, hi * f
+            self._range_cache[key] = (lo, max(hi, lo + 1e-6))
+        return self._range_cache[key]
+
+    def _set_weights(self, scheme: Scheme) -> None:
+        for step in self.steps:
+            if id(step) not in self.kernels:
+                continue
+            kernel = self.kernels[id(step)]
+            if scheme.weight_bits:
+                per_channel = scheme.per_channel
+                if isinstance(step.layer, keras.layers.Dense) and scheme.dense_per_channel is not None:
+                    per_channel = scheme.dense_per_channel
+                key = (id(step), scheme.weight_bits, scheme.weight_symmetric, per_channel)
+                if key not in self._weight_cache:
+                    self._weight_cache[key] = fake_quant_weights(kernel, scheme.weight_bits,
+                                                                 scheme.weight_symmetric, per_channel)
+                kernel = self._weight_cache[key]
+            step.layer.kernel.assign(kernel)
+
+    def _forward(self, x, scheme: Scheme):
+        bits, sym, method = scheme.activation_bits, scheme.activation_symmetric, scheme.activation_range
+        if bits:
+            x = fake_quant(x, *self._range(0, bits, sym, method), bits, sym)
+        k = 0
+        for step in self.steps:
+            x = step.layer(x, training=False)
+            if step.point == "tensor":
+                k += 1
+                if bits:
+                    x = fake_quant(x, *self._range(k, bits, sym, method), bits, sym)
+            elif step.point == "softmax" and bits:
+                out_bits = max(bits, 8)
+                top = (2 ** out_bits - 1) / 2 ** out_bits  # TFLite: scale 1/256 at 8 bits, zero point at 0
+                x = fake_quant(x, -1.0 if sym else 0.0, 1.0 if sym else top, out_bits, sym)
+        return x
+
+    def predict(self, images: np.ndarray, scheme: Scheme, batch_size: int = 1000) -> np.ndarray:
+        """Class scores for scaled float images under `scheme`."""
+        self._set_weights(scheme)
+        out = [self._forward(tf.constant(images[i:i + batch_size]), scheme).numpy()
+               for i in range(0, len(images), batch_size)]
+        return np.concatenate(out)

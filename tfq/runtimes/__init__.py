@@ -1,0 +1,1 @@
+"""What runs and reads .tflite files: the LiteRT harness, TFLite Micro, the flatbuffer reader."""

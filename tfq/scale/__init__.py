@@ -1,0 +1,1 @@
+"""Where the study runs: one process, or Ray tasks over processes and machines."""
