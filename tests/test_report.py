@@ -1,4 +1,4 @@
-"""tfq.report: the Pareto front and the numbers the tables derive from result files."""
+"""tfq.report and tfq.reporting: the Pareto front and the numbers the tables derive from result files."""
 
 from __future__ import annotations
 
@@ -10,13 +10,15 @@ import pytest
 
 from tests.conftest import error_lines
 from tfq import report
-from tfq.core import artifacts
+from tfq.core import artifacts, stats
 from tfq.core.artifacts import TfqError
+from tfq.reporting import fmt, generalization, headline, plots, sweep, timing, training
+from tfq.reporting.collect import Study
 
 
 def test_pareto_keeps_points_no_smaller_model_beats():
     points = [(100, 0.90), (50, 0.95), (300, 0.99), (200, 0.96), (250, 0.95), (50, 0.80)]
-    assert sorted(report.pareto(points)) == [1, 2, 3]
+    assert sorted(plots.pareto(points)) == [1, 2, 3]
 
 
 def _eval(run, name, accuracy, size, p50, per_class, **extra):
@@ -42,8 +44,8 @@ def test_report_derives_deltas_ratios_and_speedups(tmp_path):
           reference={"file": "model.keras", "sha256": "another reference"})
     _eval(run, "dynamic", 0.99, 250, 90.0, [1.0, 0.98], examples=50)
     md = report.report(tmp_path, datasets=("mnist",), models=("cnn",)).read_text()
-    lo, hi = report.stats.interval_pts(9, 0, 100)
-    assert hi < 0 and report.stats.mcnemar_p(9, 0) < 0.004
+    lo, hi = stats.interval_pts(9, 0, 100)
+    assert hi < 0 and stats.mcnemar_p(9, 0) < 0.004
     assert (f"| cnn | int8 | 98.50% | -0.50 [{lo:+.2f}, {hi:+.2f}] | 0.004 * | 100.00% | 0.2 KB | 0.250x | 100 µs "
             "| 4.00x | SOFTMAX |") in md
     assert "| cnn | float16 | 99.00% | +0.00 | - |" in md  # its test was against another reference: not shown
@@ -202,10 +204,10 @@ def test_the_microcontroller_section_keeps_current_entries_and_flags_low_agreeme
 
 
 def test_early_stop_replays_the_rule_tfq_train_applies():
-    assert report.early_stop([1.0, 0.8, 0.9, 0.85, 0.95, 0.7], 3) == (5, 2)  # stops after 5, restores 2
-    assert report.early_stop([1.0, 0.8, 0.8, 0.8, 0.7], 2) == (4, 2)  # equal is not better
-    assert report.early_stop([1.0, 0.9, 0.8], 3) == (3, 3)  # never stops: the last epoch is the best
-    assert report.early_stop([0.5, 0.6, 0.55, 0.54], 2, better=max) == (4, 2)
+    assert training.early_stop([1.0, 0.8, 0.9, 0.85, 0.95, 0.7], 3) == (5, 2)  # stops after 5, restores 2
+    assert training.early_stop([1.0, 0.8, 0.8, 0.8, 0.7], 2) == (4, 2)  # equal is not better
+    assert training.early_stop([1.0, 0.9, 0.8], 3) == (3, 3)  # never stops: the last epoch is the best
+    assert training.early_stop([0.5, 0.6, 0.55, 0.54], 2, better=max) == (4, 2)
 
 
 def test_training_curves_table_and_plot_come_from_the_history(tmp_path):
@@ -304,37 +306,38 @@ def test_a_count_across_runs_is_corrected_across_the_study():
     def tested(name, p):
         return [{"name": name, "gap": {"shift_minus_clean": {"pts": -1.0, "p_value": p}}, "holm_p": p}]
 
-    lines = report._family_summary({"mnist_cnn": tested("aeq_w4", 0.03), "cifar10_cnn": tested("aeq_w4", 0.03)})
+    lines = generalization.family_summary({"mnist_cnn": tested("aeq_w4", 0.03), "cifar10_cnn": tested("aeq_w4", 0.03)})
     assert lines[0].startswith("- Across the study, Holm over all 2 distinct files of the 2 runs")
     assert lines[1] == "  - 4-bit weights: 2 distinct files; 0 lose more under shift than clean, 0 less, 2 no " \
                        "different beyond chance."
-    alone = report._family_summary({"mnist_cnn": tested("aeq_w4", 0.03)})
+    alone = generalization.family_summary({"mnist_cnn": tested("aeq_w4", 0.03)})
     assert "1 lose more under shift than clean (mnist_cnn aeq_w4 -1.00)" in alone[1]
 
 
 def test_sweep_checks_say_which_could_fail_and_what_they_found():
     base = {"passed": False, "within_tolerance": True, "sim_only_agrees": 5, "float_only_agrees": 1}
-    assert report._verdict({**base, "passed": None}) == "not informative"
-    assert report._verdict({**base, "passed": True}) == "passed"
-    assert report._verdict(base) == "not shown better than float32"  # follows the file, too few images to show it
-    assert report._verdict({**base, "sim_only_agrees": 1}) == "**failed**"
-    assert report._verdict({**base, "within_tolerance": False}) == "**failed**"
+    assert sweep.verdict({**base, "passed": None}) == "not informative"
+    assert sweep.verdict({**base, "passed": True}) == "passed"
+    assert sweep.verdict(base) == "not shown better than float32"  # follows the file, too few images to show it
+    assert sweep.verdict({**base, "sim_only_agrees": 1}) == "**failed**"
+    assert sweep.verdict({**base, "within_tolerance": False}) == "**failed**"
 
 
 def test_drops_are_shown_as_the_file_minus_its_reference():
-    assert report._negated(0.34, [0.07, 0.56]) == "-0.34 [-0.56, -0.07]"
+    assert fmt.negated(0.34, [0.07, 0.56]) == "-0.34 [-0.56, -0.07]"
 
 
 def test_the_scale_out_estimate_places_chains_longest_first():
     chains = {"mnist_mlp": 140, "mnist_cnn": 1352, "fashion_mnist_mlp": 194, "fashion_mnist_cnn": 1352,
               "cifar10_mlp": 206, "cifar10_cnn": 1729}
-    assert report.machines_estimate(chains, 1)[0] == sum(chains.values())
-    wall, placed = report.machines_estimate(chains, 2)
+    assert timing.machines_estimate(chains, 1)[0] == sum(chains.values())
+    wall, placed = timing.machines_estimate(chains, 2)
     assert wall == 1352 + 1352  # both 1,352 s chains end up on the machine without cifar10_cnn
     assert placed["cifar10_cnn"] != placed["mnist_cnn"] == placed["fashion_mnist_cnn"]
     assert {placed[c] for c in ("cifar10_mlp", "fashion_mnist_mlp", "mnist_mlp")} == {placed["cifar10_cnn"]}
-    assert report.machines_estimate(chains, 3)[0] == report.machines_estimate(chains, 6)[0] == 1729
-    md = "\n".join(report._scaleout_estimate({n: {"stages": {"train": {"seconds": s}}} for n, s in chains.items()}))
+    assert timing.machines_estimate(chains, 3)[0] == timing.machines_estimate(chains, 6)[0] == 1729
+    runs = {n: {"stages": {"train": {"seconds": s}}} for n, s in chains.items()}
+    md = "\n".join(timing.scaleout(Study(rows=[], runs=runs)))
     assert "| 2 | 45.1 min | 1.84x | mnist_cnn, fashion_mnist_cnn |" in md
 
 
@@ -342,13 +345,13 @@ def test_the_readme_headline_is_rewritten_between_its_markers_only(tmp_path):
     facts = {"cpu": "test cpu", "threads": 1, "mnist_cnn": {
         m: {"accuracy": 0.99, "delta_pts": -0.02, "ci95_pts": [-0.05, 0.03], "p_value": 0.62, "images": 10_000,
             "size_bytes": 300 * 1024, "size_ratio": 0.264, "p50_us": 69.0, "speedup": 3.4, "ops_outside_delegate": ""}
-        for m in report.HEADLINE_MODES}}
+        for m in headline.HEADLINE_MODES}}
     readme = tmp_path / "README.md"
-    readme.write_text(f"# title\n\n{report.README_BEGIN}\nold words\n{report.README_END}\n\n## rest\n")
-    report.write_readme_headline(readme, facts)
+    readme.write_text(f"# title\n\n{headline.README_BEGIN}\nold words\n{headline.README_END}\n\n## rest\n")
+    headline.write_readme_headline(readme, facts)
     text = readme.read_text()
-    assert text.startswith("# title\n\n") and text.endswith(f"{report.README_END}\n\n## rest\n")
+    assert text.startswith("# title\n\n") and text.endswith(f"{headline.README_END}\n\n## rest\n")
     assert "old words" not in text and "int8 99.00% (Δ -0.02 [-0.05, +0.03], p 0.620) in 300.0 KB" in text
     readme.write_text("# no markers\n")
     with pytest.raises(TfqError, match="no generated headline"):
-        report.write_readme_headline(readme, facts)
+        headline.write_readme_headline(readme, facts)

@@ -27,6 +27,7 @@ from tfq.core import artifacts, cli
 from tfq.core.artifacts import TfqError
 from tfq.core.backend import versions
 from tfq.quant import mixed, modes
+from tfq.reporting import timing
 from tfq.scale import executors
 
 STATE_FILE = "pipeline.json"
@@ -253,7 +254,7 @@ def run_pair(cfg: PipelineConfig, dataset: str, model: str, environment: dict, t
         stages.run("sweep", _key(model_digest, _digests(checked), _settings(sc), source),
                    lambda: [run / "sweep.json", run / "sweep.csv"], lambda: sweep.sweep(sc, map_lines=mapper),
                    f"simulated precisions, {len(sweep.LINES)} schemes x {len(sc.bits)} widths, checked against "
-                   f"{len(checked)} real files", _sweep_headline)
+                   f"{len(checked)} real files", sweep.headline)
 
     float_file, sensitivity_file = run / "float32.tflite", run / sensitivity.SENSITIVITY_JSON
     if cfg.sensitivity:
@@ -263,7 +264,7 @@ def run_pair(cfg: PipelineConfig, dataset: str, model: str, environment: dict, t
                                            cache_dir=cfg.cache_dir)
         stages.run("sensitivity", _key(_digests([float_file]), _settings(nc), source), lambda: [sensitivity_file],
                    lambda: sensitivity.sensitivity(nc),
-                   f"per-layer sensitivity on the validation split ({', '.join(nc.schemes)})", _sensitivity_headline)
+                   f"per-layer sensitivity on the validation split ({', '.join(nc.schemes)})", sensitivity.headline)
     if cfg.mixed_budgets:
         mc = convert.ConvertConfig(dataset=dataset, model=model, modes=("mixed",), artifacts=cfg.artifacts,
                                    num_calibration=cfg.num_calibration, max_accuracy_drop=cfg.mixed_budgets,
@@ -291,7 +292,7 @@ def run_pair(cfg: PipelineConfig, dataset: str, model: str, environment: dict, t
                                data_root=cfg.data_root, cache_dir=cfg.cache_dir)
         stages.run("micro", _key(_digests(flatbuffers), _settings(uc), source), lambda: [run / micro.MICRO_JSON],
                    lambda: micro.micro(uc, report_unsupported=True),
-                   f"{len(flatbuffers)} flatbuffers under TFLite Micro", _micro_headline)
+                   f"{len(flatbuffers)} flatbuffers under TFLite Micro", micro.headline)
     if cfg.generalize:
         others = generalize.compatible(dataset, cfg.cross_datasets)
         gc = generalize.GeneralizeConfig(dataset=dataset, model=model, modes=tuple(p.stem for p in flatbuffers),
@@ -305,7 +306,7 @@ def run_pair(cfg: PipelineConfig, dataset: str, model: str, environment: dict, t
                               for o in others for p in flatbuffers for ext in (".json", ".npy"))],
                    lambda: generalize.generalize(gc),
                    f"{len(flatbuffers)} flatbuffers on shifted test images ({cfg.shift_examples or 'all'} per set)"
-                   + (f" and on {', '.join(others)}" if others else ""), _generalize_headline)
+                   + (f" and on {', '.join(others)}" if others else ""), generalize.headline)
     for mode in cfg.export_modes:
         if not (run / f"{mode}.tflite").is_file():
             raise TfqError(f"--export_modes={mode}: no {run / f'{mode}.tflite'} (the stages above did not make it)")
@@ -317,41 +318,6 @@ def run_pair(cfg: PipelineConfig, dataset: str, model: str, environment: dict, t
                        f"{mode}.tflite for {'a TFLite Micro app (C)' if fmt == 'c' else 'an Android app'}",
                        lambda m: f"{m['folder']}: {', '.join(m['files'])}")
     return {"ran": stages.ran, "skipped": stages.skipped, "produced": stages.produced}
-
-
-def _micro_headline(result: dict) -> str:
-    runs = [v for v in result["variants"] if v["runs"]]
-    int8 = next((v for v in runs if v["name"] == "int8"), None)
-    return (f"{len(runs)}/{len(result['variants'])} run" + (
-        f"; int8: {int8['arena_bytes']:,d}-byte arena, {100 * int8['agreement_with_litert']:.2f}% agreement "
-        f"with LiteRT on {int8['examples']:,d} images" if int8 else ""))
-
-
-def _generalize_headline(result: dict) -> str:
-    parts = []
-    rows = {v["name"]: v for v in result.get("shift", {}).get("variants", [])}
-    if "int8" in rows and "gap" in rows["int8"]:
-        g = rows["int8"]["gap"]
-        parts.append(f"int8 minus float32: clean {g['clean']['delta_pts']:+.2f}, shifted {g['shift']['pts']:+.2f} points")
-    for c in result.get("cross", []):
-        f32 = next((v for v in c["variants"] if v["name"] == "float32"), None)
-        if f32:
-            parts.append(f"float32 on {c['dataset']} {_pct(f32['accuracy'])}")
-    return "; ".join(parts) or "done"
-
-
-def _sensitivity_headline(result: dict) -> str:
-    first = result["schemes"][-1]
-    return f"most sensitive at {first}: {', '.join(result['most_sensitive'][first][:2])}"
-
-
-def _sweep_headline(result: dict) -> str:
-    checks = result["checks"]
-    worst = min(checks, key=lambda c: c["agreement"]) if checks else None
-    informative = [c for c in checks if c["informative"]]
-    return (f"{sum(bool(c['passed']) for c in informative)}/{len(informative)} informative checks passed "
-            f"({len(checks) - len(informative)} of {len(checks)} could not tell the simulation from float32)"
-            + (f"; lowest agreement {100 * worst['agreement']:.2f}%, {worst['file']}" if worst else ""))
 
 
 def _count(n: int, noun: str) -> str:
@@ -410,7 +376,7 @@ def _for_workers(cfg: PipelineConfig) -> PipelineConfig:
 
 def _recorded_seconds(run: Path) -> float:
     state = run / STATE_FILE
-    return report.chain_seconds(artifacts.read_json(state)) if state.is_file() else 0.0
+    return timing.chain_seconds(artifacts.read_json(state)) if state.is_file() else 0.0
 
 
 def _check_collected(label: str, produced: dict[str, str]) -> None:

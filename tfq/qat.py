@@ -50,7 +50,7 @@ class QatConfig:
     max_eval_examples: int = 0
     seed: int = 0
     low_bit: tuple[str, ...] = ()  # LOW_BIT schemes to fine-tune beside int8
-    # benchmarks/low_bit_qat.sh on the CIFAR-10 CNN's validation split: 2 epochs at 1e-4 (README).
+    # benchmarks/low_bit_qat.sh on the CIFAR-10 CNN's validation split: 2 epochs at 1e-4 (docs/precision-study.md).
     # They differ from the int8 stage's, so low-bit QAT gets a control of its own (0: the int8 values).
     low_bit_epochs: int = 2
     low_bit_learning_rate: float = 1e-4

@@ -132,7 +132,7 @@ def measure(scorer: mixed.Scorer, schemes: tuple[str, ...], *, error_examples: i
     for scheme in schemes:
         errors = _layer_errors(scorer, uniform[scheme], error_examples)
         everywhere = scorer.correct(uniform[scheme])
-        for row in rows:
+        for row in console.progress(rows, f"sensitivity at {scheme}", unit="layer"):
             alone = scorer.correct(scorer.build({**dict.fromkeys(names, "float"), row["name"]: scheme}, "float"))
             spared = scorer.correct(scorer.build({**dict.fromkeys(names, scheme), row["name"]: "float"}, scheme))
             row["schemes"][scheme] = {
@@ -160,6 +160,12 @@ def sensitivity(cfg: SensitivityConfig) -> dict:
     result["seconds"] = round(time.time() - started, 1)
     artifacts.write_json(run / SENSITIVITY_JSON, result)
     return result
+
+
+def headline(result: dict) -> str:
+    """The pipeline's one line for this stage: the most sensitive layers at the lowest width."""
+    first = result["schemes"][-1]
+    return f"most sensitive at {first}: {', '.join(result['most_sensitive'][first][:2])}"
 
 
 FLAGS = flags.FLAGS

@@ -16,7 +16,7 @@ from tfq.core.artifacts import TfqError
 from tfq.quant import aeq
 from tfq.runtimes.flatbuffer import Flatbuffer
 
-DEFAULT_CALIBRATION = 500  # see README "Calibration samples": int8 accuracy is flat above ~200
+DEFAULT_CALIBRATION = 500  # docs/conversion.md, "Calibration samples": int8 is flat above ~200
 
 
 @dataclasses.dataclass(frozen=True)
