@@ -150,7 +150,8 @@ def convert(cfg: ConvertConfig, log=None) -> list[dict]:
         splits = data.load(cfg.dataset, root=cfg.data_root, cache=cfg.cache_dir)
         calibration = data.calibration_samples(splits, cfg.num_calibration, seed=cfg.seed)
     results, made = [], {}
-    for mode, io_type, per_channel in variants:
+    for mode, io_type, per_channel in console.progress(variants, f"converting {cfg.dataset}_{cfg.model}",
+                                                       unit="mode"):
         started = time.time()
         if mode.family == "aeq":
             recipe = aeq.load(mode.recipe)

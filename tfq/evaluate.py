@@ -17,7 +17,7 @@ import numpy as np
 from absl import flags
 
 from tfq import data, models
-from tfq.core import artifacts, cli, stats
+from tfq.core import artifacts, cli, console, stats
 from tfq.core.artifacts import TfqError
 from tfq.quant import modes
 from tfq.runtimes import harness, litert
@@ -118,7 +118,7 @@ def evaluate(cfg: EvalConfig) -> list[dict]:
     targets.sort(key=lambda t: t[0] != "float32")
     reference, reference_info = _reference(cfg, run, dict(targets), images)
     results, predictions = [], {}
-    for name, path in targets:
+    for name, path in console.progress(targets, f"evaluating {run.name}"):
         clf = classifiers[name]
         delegation = clf.delegation()
         processes = 1 if delegation["xnnpack"] else (cfg.processes or litert.cores())

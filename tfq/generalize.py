@@ -23,7 +23,7 @@ import numpy as np
 from absl import flags
 
 from tfq import data, evaluate, models
-from tfq.core import artifacts, cli, stats
+from tfq.core import artifacts, cli, console, stats
 from tfq.core.artifacts import TfqError
 from tfq.data import corruptions
 from tfq.runtimes import harness, litert
@@ -98,7 +98,7 @@ def shift(cfg: GeneralizeConfig, run: Path, targets, spec) -> tuple[dict, dict]:
     stacked = np.concatenate([sets[n] for n in names])
     y = labels[chosen]
     predictions, variants, seconds = {}, [], {}
-    for name, path in targets:
+    for name, path in console.progress(targets, f"shifted sets {cfg.dataset}_{cfg.model}"):
         clf = harness.Classifier(path, batch_size=cfg.batch_size, input_shape=spec.shape, num_classes=spec.num_classes)
         processes = 1 if clf.delegation()["xnnpack"] else (cfg.processes or litert.cores())
         t0 = time.perf_counter()
@@ -179,6 +179,20 @@ def generalize(cfg: GeneralizeConfig) -> dict:
         result["predictions"] = {"file": GENERALIZE_NPZ, "sha256": artifacts.sha256(npz_tmp)}
         artifacts.write_json(json_tmp, result)
     return result
+
+
+def headline(result: dict) -> str:
+    """The pipeline's one line for this stage: int8's gap under shift, float32 on other datasets."""
+    parts = []
+    rows = {v["name"]: v for v in result.get("shift", {}).get("variants", [])}
+    if "int8" in rows and "gap" in rows["int8"]:
+        g = rows["int8"]["gap"]
+        parts.append(f"int8 minus float32: clean {g['clean']['delta_pts']:+.2f}, shifted {g['shift']['pts']:+.2f} points")
+    for c in result.get("cross", []):
+        f32 = next((v for v in c["variants"] if v["name"] == "float32"), None)
+        if f32:
+            parts.append(f"float32 on {c['dataset']} {100 * f32['accuracy']:.2f}%")
+    return "; ".join(parts) or "done"
 
 
 FLAGS = flags.FLAGS

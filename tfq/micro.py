@@ -29,7 +29,7 @@ import numpy as np
 from absl import flags
 
 from tfq import data, evaluate, models
-from tfq.core import artifacts, cli, stats
+from tfq.core import artifacts, cli, console, stats
 from tfq.core.artifacts import TfqError
 from tfq.runtimes import flatbuffer, harness, litert, tflm
 
@@ -192,7 +192,7 @@ def micro(cfg: MicroConfig, report_unsupported: bool = False) -> dict:
     processes = cfg.processes or litert.cores()
     source = splits.source.to_json()
     variants, seen = [], {}
-    for name, path in targets:
+    for name, path in console.progress(targets, f"TFLite Micro {cfg.dataset}_{cfg.model}"):
         digest = artifacts.sha256(path)
         if digest in seen:  # the same bytes give the same answers: measured once
             variants.append({**seen[digest], "name": name, "file": str(path), "same_bytes_as": seen[digest]["name"]})
@@ -217,6 +217,15 @@ def _runtime_version() -> str:
     from importlib.metadata import version
 
     return f"tflite-micro {version('tflite-micro')}"
+
+
+def headline(result: dict) -> str:
+    """The pipeline's one line for this stage: how many files ran, int8's arena and agreement."""
+    runs = [v for v in result["variants"] if v["runs"]]
+    int8 = next((v for v in runs if v["name"] == "int8"), None)
+    return (f"{len(runs)}/{len(result['variants'])} run" + (
+        f"; int8: {int8['arena_bytes']:,d}-byte arena, {100 * int8['agreement_with_litert']:.2f}% agreement "
+        f"with LiteRT on {int8['examples']:,d} images" if int8 else ""))
 
 
 FLAGS = flags.FLAGS

@@ -28,7 +28,7 @@ import numpy as np
 from absl import flags
 
 from tfq import data, models
-from tfq.core import artifacts, cli, stats
+from tfq.core import artifacts, cli, console, stats
 from tfq.core.artifacts import TfqError
 from tfq.core.backend import fresh_session, versions
 from tfq.quant import modes
@@ -204,8 +204,8 @@ def _sweep(cfg: SweepConfig, run, started: float, map_lines) -> dict:
     digest = artifacts.sha256(run / artifacts.MODEL_FILE)
     g = _grid(cfg, digest)
     lines, correct = [], {}
-    for line, (points, line_correct) in zip(LINES, map_lines(functools.partial(line_points, cfg, digest),
-                                                             range(len(LINES)))):
+    computed = map_lines(functools.partial(line_points, cfg, digest), range(len(LINES)))
+    for line, (points, line_correct) in zip(LINES, console.progress(computed, "sweep", total=len(LINES), unit="scheme")):
         lines.append({"family": line.family, "label": line.label, "points": points})
         correct.update({(line.label, bits): c for bits, c in line_correct.items()})
     labels, subset = g.labels, g.subset
@@ -306,6 +306,16 @@ def _csv(result: dict) -> str:
                 w.writerow([line["family"], line["label"], p["bits"], p["scheme"], d, f"{acc:.4f}",
                             f"{p['agreement_with_float']:.4f}"])
     return buf.getvalue()
+
+
+def headline(result: dict) -> str:
+    """The pipeline's one line for this stage: the informative checks that passed, the lowest agreement."""
+    checks = result["checks"]
+    worst = min(checks, key=lambda c: c["agreement"]) if checks else None
+    informative = [c for c in checks if c["informative"]]
+    return (f"{sum(bool(c['passed']) for c in informative)}/{len(informative)} informative checks passed "
+            f"({len(checks) - len(informative)} of {len(checks)} could not tell the simulation from float32)"
+            + (f"; lowest agreement {100 * worst['agreement']:.2f}%, {worst['file']}" if worst else ""))
 
 
 FLAGS = flags.FLAGS

@@ -68,3 +68,27 @@ def test_quiet_by_default(not_verbose, monkeypatch):
     for argv in (["pytest", "-v"], ["tfq", "--verbosity=-1"], ["tfq", "-v", "-2"]):  # absl's default is -1
         monkeypatch.setattr("sys.argv", argv)
         assert not console.verbose(), argv
+
+
+def test_a_progress_bar_is_drawn_only_on_a_terminal(monkeypatch):
+    import fcntl
+    import pty
+    import select
+    import struct
+    import termios
+
+    items = [1, 2, 3]
+    assert console.progress(items, "files") is items  # pytest's capture is not a terminal: the loop is untouched
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))  # a new pty is 0 columns wide
+    terminal = os.fdopen(slave, "w")
+    monkeypatch.setattr(sys, "stderr", terminal)
+    monkeypatch.setattr(console, "_TERMINAL", None)
+    assert list(console.progress(items, "evaluating mnist_cnn")) == items
+    console._TERMINAL.flush()
+    drawn = os.read(master, 4096).decode() if select.select([master], [], [], 5)[0] else ""
+    assert "evaluating mnist_cnn" in drawn and "0/3" in drawn  # drawn with its total, then cleared
+    monkeypatch.setenv("TFQ_PROGRESS", "0")
+    assert console.progress(items, "files") is items
+    terminal.close()
+    os.close(master)

@@ -10,7 +10,10 @@ Much of it is written by C++ straight to file descriptors 1 and 2, past Python's
 block fails with anything but a `TfqError`, what it printed is replayed to stderr, so nothing a
 crash said is lost.
 
-`TFQ_VERBOSE=1`, or `--verbosity` / `-v` on the command line, brings everything back.
+`TFQ_VERBOSE=1`, or `--verbosity` / `-v` on the command line, brings everything back. Loops that
+take more than a few seconds (files, layers, schemes, shifted sets) show a progress bar on a terminal
+(`progress`), drawn on the terminal's own descriptor so `quiet()` never swallows it, and nothing in a
+log or a pipe.
 This module imports neither TensorFlow nor tfq's other modules: `backend` uses it before
 TensorFlow loads.
 """
@@ -24,6 +27,7 @@ import tempfile
 import warnings
 
 VERBOSE_ENV = "TFQ_VERBOSE"
+_TERMINAL = None  # a copy of stderr's descriptor, taken while it is still the terminal (see `progress`)
 
 # Python warnings that say nothing a tfq user can act on.
 _QUIET_WARNINGS = (
@@ -94,3 +98,17 @@ def quiet():
                 log.seek(0)
                 sys.stderr.write(log.read().decode(errors="replace"))
                 sys.stderr.flush()
+
+
+def progress(items, what: str, *, total: int | None = None, unit: str = "file"):
+    """`items`, with a progress bar (tqdm) on the terminal while they are worked through; the bar goes
+    away when the loop ends, so what stays on screen is the run's own lines. Off when stderr is not a
+    terminal (CI, a log file, a pipe) or TFQ_PROGRESS=0."""
+    global _TERMINAL
+    if os.environ.get("TFQ_PROGRESS", "1") == "0" or not sys.stderr.isatty():
+        return items
+    from tqdm import tqdm
+
+    if _TERMINAL is None:
+        _TERMINAL = os.fdopen(os.dup(sys.stderr.fileno()), "w", buffering=1)
+    return tqdm(items, desc=what, total=total, unit=f" {unit}", leave=False, file=_TERMINAL, dynamic_ncols=True)
