@@ -35,7 +35,10 @@ def _imported_units(path: Path) -> set[str]:
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "tfq":
             parts = node.module.split(".")
-            units |= {a.name for a in node.names} if len(parts) == 1 else {parts[1]}
+            if len(parts) > 1:
+                units.add(parts[1])
+            else:  # `from tfq import train`: a module; `from tfq import STAGES`: a name of the package itself
+                units |= {a.name for a in node.names if (PACKAGE / f"{a.name}.py").is_file() or (PACKAGE / a.name).is_dir()}
         elif isinstance(node, ast.Import):
             units |= {a.name.split(".")[1] for a in node.names if a.name.startswith("tfq.")}
     return units
