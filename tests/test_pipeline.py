@@ -32,7 +32,8 @@ def study(tmp_path_factory, data_root, cache):
     args = [f"--{k}={v}" for k, v in SMALL.items()] + ["--mixed_budgets=1.0", "--export_modes=int8",
                                                        "--cross_datasets=usps,cifar10"]
     proc = subprocess.run(
-        [sys.executable, "-m", "tfq.pipeline", "--datasets=mnist", "--models=mlp", f"--artifacts={root}", *args],
+        [sys.executable, "-m", "tfq.pipeline", "--preset=full", "--datasets=mnist", "--models=mlp", f"--artifacts={root}",
+         *args],
         cwd=REPO, capture_output=True, text=True, timeout=900,
         # its own empty cache: the first build of MNIST, with tfds' progress bars to keep back, is in it
         env={**os.environ, "TFQ_DATA_ROOT": str(data_root), "TFQ_CACHE_DIR": str(root / "cache"),
@@ -201,3 +202,20 @@ def test_flagfiles_feed_training_and_reject_unknown_flags(tmp_path):
     (tmp_path / "mnist_cnn.cfg").write_text("# comment\n--epochs=3\n--bogus=1\n")
     with pytest.raises(TfqError, match="mnist_cnn.cfg: Unknown command line flag 'bogus'"):
         pipeline.train_config(pipeline.PipelineConfig(flags_dir=str(tmp_path)), "mnist", "cnn")
+
+
+def test_the_first_look_is_the_no_flag_default_and_says_so_in_the_report():
+    """`python -m tfq.pipeline` with no flags: the first look's settings, in its own folder; a flag the user
+    gives wins over the preset; the full preset changes nothing; the report's note names what was cut."""
+    look = pipeline.with_preset(pipeline.PipelineConfig(preset="first_look"), given=set())
+    assert look.artifacts == "artifacts/first_look" and look.epochs == 2 and look.micro_examples == 200
+    assert pipeline.train_config(look, "mnist", "cnn").epochs == 2  # the flagfile's 10, overridden
+    mine = pipeline.with_preset(pipeline.PipelineConfig(preset="first_look", epochs=5), given={"epochs"})
+    assert mine.epochs == 5 and mine.max_train_examples == 10_000
+    full = pipeline.PipelineConfig(preset="full")
+    assert pipeline.with_preset(full, given=set()) == full and pipeline.preset_note(full) is None
+    note = pipeline.preset_note(look)
+    assert note.startswith("**A first look** (`--preset=first_look`") and "--epochs=2" in note
+    assert "--mixed_budgets=1.0" in note and "not the study's" in note
+    with pytest.raises(TfqError, match="--preset=quick: choose one of: first_look, full"):
+        pipeline.with_preset(pipeline.PipelineConfig(preset="quick"), given=set())

@@ -144,7 +144,8 @@ def test_differences_sees_results_and_leaves_out_times_and_paths(tmp_path):
 def _ray_cli(root, data_root, cache, *extra):
     args = [f"--{k}={','.join(map(str, v)) if isinstance(v, tuple) else v}" for k, v in SMALL.items()]
     return subprocess.run(
-        [sys.executable, "-m", "tfq.pipeline", "--datasets=mnist,fashion_mnist", "--models=mlp", f"--artifacts={root}", *args,
+        [sys.executable, "-m", "tfq.pipeline", "--preset=full", "--datasets=mnist,fashion_mnist", "--models=mlp",
+         f"--artifacts={root}", *args,
          "--nomicro", "--nogeneralize", "--executor=ray", *extra],
         cwd=REPO, capture_output=True, text=True, timeout=900,
         env={**os.environ, "TFQ_DATA_ROOT": str(data_root), "TFQ_CACHE_DIR": str(cache), "TFQ_OFFLINE": "1"})

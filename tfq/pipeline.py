@@ -15,22 +15,18 @@ everything). Keys and stage times live in `artifacts/<dataset>_<model>/pipeline.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import time
 from pathlib import Path
 
 from absl import flags
 
 from tfq import convert, data, evaluate, export, generalize, micro, models, qat, report, sensitivity, sweep, train
-from tfq.core import artifacts, cli
+from tfq.core import artifacts, cli, stages
 from tfq.core.artifacts import TfqError
 from tfq.core.backend import versions
 from tfq.quant import mixed, modes
 from tfq.reporting import timing
 from tfq.scale import executors
-
-STATE_FILE = "pipeline.json"
 
 
 @dataclasses.dataclass
@@ -67,6 +63,37 @@ class PipelineConfig:
     ray_address: str | None = None  # HOST:PORT of a running Ray cluster; None: a local instance
     data_root: str | None = None
     cache_dir: str | None = None
+    preset: str = "full"  # the defaults the command line started from (PRESETS); the report names a first look
+
+
+# The defaults of `python -m tfq.pipeline` for every flag the user does not give. With no flags at all it
+# is a first look: every stage on the MNIST CNN in minutes, on fewer epochs, images and timings, in its own
+# folder (the committed study's stays untouched); `--preset=full` keeps every setting as the flagfiles and
+# PipelineConfig give it, as the study (flags/study.cfg) does.
+PRESETS = {
+    "first_look": {"artifacts": "artifacts/first_look", "epochs": 2, "max_train_examples": 10_000,
+                   "qat_low_bit_epochs": 1, "latency_runs": 100, "sweep_grid_examples": 500,
+                   "mixed_budgets": (1.0,), "micro_examples": 200, "shift_examples": 100},
+    "full": {},
+}
+
+
+def with_preset(cfg: PipelineConfig, given: set[str]) -> PipelineConfig:
+    """`cfg` with its preset's values for every setting not in `given` (the flags the user set)."""
+    if cfg.preset not in PRESETS:
+        raise TfqError(f"--preset={cfg.preset}: choose one of: {', '.join(PRESETS)}")
+    return dataclasses.replace(cfg, **{k: v for k, v in PRESETS[cfg.preset].items() if k not in given})
+
+
+def preset_note(cfg: PipelineConfig) -> str | None:
+    """The report's line saying a run is not the full study, and what it changed."""
+    changed = {k: getattr(cfg, k) for k, v in PRESETS.get(cfg.preset, {}).items() if getattr(cfg, k) == v}
+    if not changed:
+        return None
+    shown = ", ".join(f"--{k}={','.join(map(str, v)) if isinstance(v, tuple) else v}" for k, v in changed.items())
+    return (f"**A {cfg.preset.replace('_', ' ')}** (`--preset={cfg.preset}`, the defaults of `python -m "
+            f"tfq.pipeline` with no flags: {shown}): fewer epochs, images and timings than the study, so its "
+            "numbers are not the study's; `--preset=full` runs every setting in full.")
 
 
 def train_config(cfg: PipelineConfig, dataset: str, model: str) -> train.TrainConfig:
@@ -90,75 +117,11 @@ def train_config(cfg: PipelineConfig, dataset: str, model: str) -> train.TrainCo
         max_eval_examples=cfg.max_eval_examples or tc.max_eval_examples)
 
 
-def _key(*parts) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def _hashes(paths) -> dict[Path, str]:
-    return {Path(p): artifacts.sha256(p) for p in sorted(paths)}
-
-
-def _named(hashes: dict[Path, str]) -> dict:
-    """The form keys and pipeline.json hold: `<folder>/<file>` -> sha256."""
-    return {f"{p.parent.name}/{p.name}": h for p, h in hashes.items()}
-
-
-def _digests(paths) -> dict:
-    return _named(_hashes(paths))
-
-
 _PLACES = ("artifacts", "data_root", "cache_dir")  # where files live does not change results
 
 
 def _settings(config) -> dict:
     return {k: v for k, v in dataclasses.asdict(config).items() if k not in _PLACES}
-
-
-class Stages:
-    """Runs the stages of one folder, skipping those whose key and outputs are current."""
-
-    def __init__(self, folder: Path, label: str, force: bool):
-        self.folder, self.label, self.force = folder, label, force
-        self.state_path = folder / STATE_FILE
-        self.state = artifacts.read_json(self.state_path, default={})
-        self.produced: dict[str, str] = {}  # every output path (current or made now) -> its sha256
-        self.ran: list[str] = []
-        self.skipped: list[str] = []
-
-    def adopt(self, name: str, key: str, seconds: float, outputs) -> None:
-        """Count outputs made outside the pipeline (e.g. by `python -m tfq.train`) as current."""
-        if name not in self.state:
-            self.state[name] = {"key": key, "seconds": round(seconds, 1), "adopted": True,
-                                "outputs": _digests(outputs)}
-
-    def run(self, name: str, key: str, outputs, fn, what: str, headline) -> None:
-        """`outputs` is a callable: the files must exist after `fn`, and still exist to skip.
-        Prints what the stage does, then its time and `headline(fn's result)`."""
-        label = f"[{self.label}] {name}"
-        recorded = self.state.get(name, {})
-        if not self.force and recorded.get("key") == key and all(p.is_file() for p in outputs()):
-            hashes = _hashes(outputs())
-            if recorded.get("outputs") == _named(hashes):
-                print(f"{label}: current, skipped (took {recorded.get('seconds', 0):.1f} s when it ran)", flush=True)
-                self._produced(hashes)
-                self.skipped.append(name)
-                return
-            print(f"{label}: its files changed since it wrote them (made or replaced outside the pipeline); "
-                  "running it again", flush=True)
-        print(f"{label}: {what}", flush=True)
-        started = time.time()
-        result = fn()
-        seconds = time.time() - started
-        hashes = _hashes(outputs())
-        self.state[name] = {"key": key, "seconds": round(seconds, 1),
-                            "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "outputs": _named(hashes)}
-        artifacts.write_json(self.state_path, self.state)
-        self._produced(hashes)
-        self.ran.append(name)
-        print(f"{label}: done in {seconds:.1f} s; {headline(result)}", flush=True)
-
-    def _produced(self, hashes: dict[Path, str]) -> None:
-        self.produced.update({str(p.resolve()): h for p, h in hashes.items()})
 
 
 def adoptable(made: dict, model_file: Path, tc: train.TrainConfig, source: dict) -> bool:
@@ -186,18 +149,22 @@ def run_pair(cfg: PipelineConfig, dataset: str, model: str, environment: dict, t
     run = artifacts.check_writable(artifacts.run_dir(cfg.artifacts, dataset, model))
     for stale in artifacts.remove_stale_temps(run):
         print(f"[{dataset}_{model}] removed {stale.name}, left half-written by a writer that was stopped", flush=True)
-    stages = Stages(run, f"{dataset}_{model}", cfg.force)
+    planned = ["train", "convert", "qat", "evaluate", *(["sweep"] if cfg.sweep else []),
+               *(["sensitivity"] if cfg.sensitivity else []), *(["mixed"] if cfg.mixed_budgets else []),
+               *(["micro"] if cfg.micro else []), *(["generalize"] if cfg.generalize else []),
+               *(f"export {m} {f}" for m in cfg.export_modes for f in export.FORMATS)]
+    chain = stages.Stages(run, f"{dataset}_{model}", cfg.force, planned)
     tc = tc or train_config(cfg, dataset, model)
     model_file = run / artifacts.MODEL_FILE
     # every key holds the data source (official files or the JPEG copy), the library versions and
     # tfq's own code: a change to any of them makes the stages run again
     source = {"data": data.source_key(dataset, cfg.data_root, cfg.cache_dir), **environment}
-    train_key = _key(tc.fingerprint(), source)
+    train_key = stages.key(tc.fingerprint(), source)
     made = artifacts.read_json(run / artifacts.TRAIN_JSON, default={})
     train_outputs = [model_file, run / artifacts.TRAIN_JSON]
     if adoptable(made, model_file, tc, source):
-        stages.adopt("train", train_key, made["wall_time_s"], train_outputs)
-    stages.run("train", train_key, lambda: train_outputs,
+        chain.adopt("train", train_key, made["wall_time_s"], train_outputs)
+    chain.run("train", train_key, lambda: train_outputs,
                lambda: (executors.train_on_ray(train.train, tc, tc.ray_workers, tc.ray_address or cfg.ray_address)
                         if tc.strategy == "ray" else train.train(tc)),
                f"training the float {model} ({_count(tc.epochs, 'epoch')}"
@@ -210,7 +177,7 @@ def run_pair(cfg: PipelineConfig, dataset: str, model: str, environment: dict, t
                                cache_dir=cfg.cache_dir)
     mode_files = [run / f"{m}.tflite" for m in modes.MODES]
     mode_outputs = [*mode_files, *(p.with_suffix(".json") for p in mode_files)]
-    stages.run("convert", _key(model_digest, _settings(cc), source), lambda: mode_outputs,
+    chain.run("convert", stages.key(model_digest, _settings(cc), source), lambda: mode_outputs,
                lambda: convert.convert(cc),
                f"converting to {', '.join(modes.MODES)}",
                lambda ms: ", ".join(f"{m['file']} {m['size_bytes'] / 1024:,.1f} KB" for m in ms))
@@ -225,7 +192,7 @@ def run_pair(cfg: PipelineConfig, dataset: str, model: str, environment: dict, t
     qat_file = run / f"{modes.QAT_INT8.name}.tflite"
     qat_outputs = [qat_file, qat_file.with_suffix(".json"), run / qat.QAT_MODEL_FILE,
                    *([run / qat.LOW_BIT_JSON] if qc.low_bit else [])]
-    stages.run("qat", _key(model_digest, _digests([run / "float32.tflite"]), _settings(qc), source),
+    chain.run("qat", stages.key(model_digest, stages.digests([run / "float32.tflite"]), _settings(qc), source),
                lambda: qat_outputs, lambda: qat.qat(qc),
                f"quantization-aware fine-tuning and equally fine-tuned float controls: int8 "
                f"({_count(qc.epochs, 'epoch')})" + (f", {', '.join(qc.low_bit)} "
@@ -239,7 +206,7 @@ def run_pair(cfg: PipelineConfig, dataset: str, model: str, environment: dict, t
                              artifacts=cfg.artifacts, threads=cfg.threads, latency_runs=cfg.latency_runs,
                              max_eval_examples=tc.max_eval_examples, data_root=cfg.data_root,
                              cache_dir=cfg.cache_dir)
-    stages.run("evaluate", _key(_digests(targets), _settings(ec), source),
+    chain.run("evaluate", stages.key(stages.digests(targets), _settings(ec), source),
                lambda: [run / f"eval_{p.stem}{ext}" for p in targets for ext in (".json", ".npy")],
                lambda: evaluate.evaluate(ec),
                f"measuring {len(targets)} flatbuffers in LiteRT",
@@ -251,7 +218,7 @@ def run_pair(cfg: PipelineConfig, dataset: str, model: str, environment: dict, t
                                num_calibration=cfg.num_calibration, max_eval_examples=tc.max_eval_examples,
                                data_root=cfg.data_root, cache_dir=cfg.cache_dir)
         checked = [run / f"{name}.tflite" for name in sweep.CHECKS if (run / f"{name}.tflite").is_file()]
-        stages.run("sweep", _key(model_digest, _digests(checked), _settings(sc), source),
+        chain.run("sweep", stages.key(model_digest, stages.digests(checked), _settings(sc), source),
                    lambda: [run / "sweep.json", run / "sweep.csv"], lambda: sweep.sweep(sc, map_lines=mapper),
                    f"simulated precisions, {len(sweep.LINES)} schemes x {len(sc.bits)} widths, checked against "
                    f"{len(checked)} real files", sweep.headline)
@@ -262,7 +229,7 @@ def run_pair(cfg: PipelineConfig, dataset: str, model: str, environment: dict, t
                                            num_calibration=cfg.num_calibration,
                                            max_eval_examples=tc.max_eval_examples, data_root=cfg.data_root,
                                            cache_dir=cfg.cache_dir)
-        stages.run("sensitivity", _key(_digests([float_file]), _settings(nc), source), lambda: [sensitivity_file],
+        chain.run("sensitivity", stages.key(stages.digests([float_file]), _settings(nc), source), lambda: [sensitivity_file],
                    lambda: sensitivity.sensitivity(nc),
                    f"per-layer sensitivity on the validation split ({', '.join(nc.schemes)})", sensitivity.headline)
     if cfg.mixed_budgets:
@@ -278,7 +245,7 @@ def run_pair(cfg: PipelineConfig, dataset: str, model: str, environment: dict, t
                 for ext in (".tflite", ".recipe.json", ".json"):
                     (run / f"{stem}{ext}").unlink(missing_ok=True)
         read = [float_file, *([sensitivity_file] if sensitivity_file.is_file() else [])]
-        stages.run("mixed", _key(_digests(read), _settings(mc), source),
+        chain.run("mixed", stages.key(stages.digests(read), _settings(mc), source),
                    lambda: [run / f"{stem}{ext}" for _, _, stem in names for ext in (".tflite", ".recipe.json", ".json")],
                    lambda: convert.convert(mc),
                    f"mixed precision within {', '.join(f'{b:g}' for b in cfg.mixed_budgets)} points "
@@ -290,7 +257,7 @@ def run_pair(cfg: PipelineConfig, dataset: str, model: str, environment: dict, t
         uc = micro.MicroConfig(dataset=dataset, model=model, modes=tuple(p.stem for p in flatbuffers),
                                max_examples=cfg.micro_examples or tc.max_eval_examples, artifacts=cfg.artifacts,
                                data_root=cfg.data_root, cache_dir=cfg.cache_dir)
-        stages.run("micro", _key(_digests(flatbuffers), _settings(uc), source), lambda: [run / micro.MICRO_JSON],
+        chain.run("micro", stages.key(stages.digests(flatbuffers), _settings(uc), source), lambda: [run / micro.MICRO_JSON],
                    lambda: micro.micro(uc, report_unsupported=True),
                    f"{len(flatbuffers)} flatbuffers under TFLite Micro", micro.headline)
     if cfg.generalize:
@@ -300,7 +267,7 @@ def run_pair(cfg: PipelineConfig, dataset: str, model: str, environment: dict, t
                                          max_eval_examples=tc.max_eval_examples, artifacts=cfg.artifacts,
                                          data_root=cfg.data_root, cache_dir=cfg.cache_dir)
         cross_sources = {o: data.source_key(o, cfg.data_root, cfg.cache_dir) for o in others}
-        stages.run("generalize", _key(_digests(flatbuffers), _settings(gc), source, cross_sources),
+        chain.run("generalize", stages.key(stages.digests(flatbuffers), _settings(gc), source, cross_sources),
                    lambda: [run / generalize.GENERALIZE_JSON, run / generalize.GENERALIZE_NPZ,
                             *(evaluate.result_stem(p, p.stem, eval_dataset=o).with_suffix(ext)
                               for o in others for p in flatbuffers for ext in (".json", ".npy"))],
@@ -313,11 +280,11 @@ def run_pair(cfg: PipelineConfig, dataset: str, model: str, environment: dict, t
         for fmt in export.FORMATS:
             xc = export.ExportConfig(dataset=dataset, model=model, mode=mode, format=fmt, artifacts=cfg.artifacts)
             folder = run / "export" / f"{mode}_{fmt}"
-            stages.run(f"export {mode} {fmt}", _key(_digests([run / f"{mode}.tflite"]), _settings(xc), environment),
+            chain.run(f"export {mode} {fmt}", stages.key(stages.digests([run / f"{mode}.tflite"]), _settings(xc), environment),
                        lambda folder=folder: [folder / "export.json"], lambda xc=xc: export.export(xc),
                        f"{mode}.tflite for {'a TFLite Micro app (C)' if fmt == 'c' else 'an Android app'}",
                        lambda m: f"{m['folder']}: {', '.join(m['files'])}")
-    return {"ran": stages.ran, "skipped": stages.skipped, "produced": stages.produced}
+    return {"ran": chain.ran, "skipped": chain.skipped, "produced": chain.produced}
 
 
 def _count(n: int, noun: str) -> str:
@@ -375,7 +342,7 @@ def _for_workers(cfg: PipelineConfig) -> PipelineConfig:
 
 
 def _recorded_seconds(run: Path) -> float:
-    state = run / STATE_FILE
+    state = run / stages.STATE_FILE
     return timing.chain_seconds(artifacts.read_json(state)) if state.is_file() else 0.0
 
 
@@ -417,10 +384,10 @@ def pipeline(cfg: PipelineConfig) -> Path:
     out = Path(cfg.artifacts) / "report"
     results = [p for d in cfg.datasets for m in cfg.models
                for p in artifacts.run_dir(cfg.artifacts, d, m).glob("*.json")]
-    Stages(out, "report", cfg.force).run(
-        "report", _key(_digests(results), cfg.datasets, cfg.models, environment["code"]),
+    stages.Stages(out, "report", cfg.force).run(
+        "report", stages.key(stages.digests(results), cfg.datasets, cfg.models, environment["code"], preset_note(cfg)),
         lambda: [out / report.REPORT_MD, out / "results.csv", out / "results.json", *sorted(out.glob("*.png"))],
-        lambda: report.report(cfg.artifacts, out, datasets=cfg.datasets, models=cfg.models),
+        lambda: report.report(cfg.artifacts, out, datasets=cfg.datasets, models=cfg.models, note=preset_note(cfg)),
         "tables and plots from every run's result files", str)
     print(f"pipeline finished in {time.time() - started:.1f} s; report: {out / report.REPORT_MD}")
     return out
@@ -430,6 +397,8 @@ FLAGS = flags.FLAGS
 
 
 def _define_flags() -> None:
+    flags.DEFINE_enum("preset", "first_look", list(PRESETS), "The defaults for every flag not given: first_look "
+                      "(every stage on the MNIST CNN in minutes, in artifacts/first_look) or full (the study's).")
     flags.DEFINE_list("datasets", ["mnist"], f"Datasets: {', '.join(data.DATASETS)}.")
     flags.DEFINE_list("models", ["cnn"], f"Models: {', '.join(models.MODELS)}.")
     flags.DEFINE_string("artifacts", "artifacts", "Root of the run folders and the report.")
@@ -476,7 +445,8 @@ def _define_flags() -> None:
 
 def main(argv):
     del argv
-    pipeline(cli.config_from_flags(PipelineConfig))
+    given = {name for name in dataclasses.asdict(PipelineConfig()) if name in FLAGS and FLAGS[name].present}
+    pipeline(with_preset(cli.config_from_flags(PipelineConfig), given))
 
 
 if __name__ == "__main__":

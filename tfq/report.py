@@ -64,8 +64,10 @@ SECTIONS = (
 
 
 def report(artifacts_root: str | Path = "artifacts", out: str | Path | None = None, *,
-           datasets=tuple(data.DATASETS), models=("mlp", "cnn"), command: str | None = None) -> Path:
-    """Write the report folder from the run folders' result files; returns report.md's path."""
+           datasets=tuple(data.DATASETS), models=("mlp", "cnn"), command: str | None = None,
+           note: str | None = None) -> Path:
+    """Write the report folder from the run folders' result files; returns report.md's path. `note`, if
+    given, stands under the title (the pipeline's first look says what it cut)."""
     for d in datasets:
         data.get(d)
     for m in models:
@@ -91,7 +93,7 @@ def report(artifacts_root: str | Path = "artifacts", out: str | Path | None = No
 
     md = ["# tfq quantization study", "",
           f"Made {time.strftime('%Y-%m-%d')} on {rows[0]['cpu']}, LiteRT with {rows[0]['threads']} thread(s)"
-          + (f", by `{command}`" if command else "") + ".", ""]
+          + (f", by `{command}`" if command else "") + ".", "", *([note, ""] if note else [])]
     for section in SECTIONS:
         md += section(study)
     with artifacts.atomic_path(out / REPORT_MD) as tmp:
