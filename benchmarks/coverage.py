@@ -16,7 +16,7 @@ from scipy import stats as sps
 from tfq.core import stats
 
 CASES = [  # (b, c, n, where it was seen)
-    (11, 2, 10_000, "int16x8 vs float32, MNIST CNN"),
+    (11, 2, 10_000, "aeq_a8w4 vs float32, MNIST CNN"),
     (19, 1, 2_007, "qat_int8 on USPS"),
     (6, 0, 10_000, "a one-way handful"),
     (4, 0, 10_000, "the uncorrected score interval's worst case here"),

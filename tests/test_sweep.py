@@ -10,6 +10,7 @@ import pytest
 
 from tests.conftest import error_lines
 from tfq import sweep
+from tfq.quant.simulate import FAILED, NOT_INFORMATIVE, PASSED, check_verdict
 
 
 def test_sweep_cli_writes_the_grid_and_the_checks(run_cli, converted):
@@ -33,9 +34,10 @@ def test_sweep_cli_writes_the_grid_and_the_checks(run_cli, converted):
     for c in checks.values():
         assert c["examples"] == 1000 and c["agreement"] >= 0.99, c
         assert c["informative"] == (c["float_file_disagreements"] >= sweep.MIN_INFORMATIVE)
-        assert c["passed"] is None if not c["informative"] else c["passed"] in (True, False)
+        assert c["verdict"] == check_verdict(c) and c["passed"] is (None if c["verdict"] == NOT_INFORMATIVE
+                                                                   else c["verdict"] == PASSED)
         assert c["float_agreement"] == pytest.approx(1 - c["float_file_disagreements"] / 1000)
-    assert checks["int8.tflite"]["within_tolerance"] and checks["int8.tflite"]["passed"] is not False
+    assert checks["int8.tflite"]["verdict"] in (PASSED, NOT_INFORMATIVE), checks["int8.tflite"]
     rows = list(csv.DictReader((run / "sweep.csv").open()))
     assert len(rows) == sum(len(p["accuracy"]) for line in result["lines"] for p in line["points"])
 
@@ -57,6 +59,11 @@ def test_a_check_passes_only_where_the_simulation_follows_the_file_better_than_f
     few = labels.copy()
     few[:3] = 1  # 3 disagreements: even a perfect simulation could not be told from float
     assert sweep.compare_with_file(few, few, floated, labels)["passed"] is None
+    far = few.copy()
+    far[500:800] = 2  # far from the file on 300 images: it fails, though float and the file part on only 3
+    check = sweep.compare_with_file(few, far, floated, labels)
+    assert not check["informative"] and not check["within_tolerance"]
+    assert check["verdict"] == FAILED and check["passed"] is False
 
 
 def test_bad_bits_are_one_clear_line(run_cli, tmp_path):

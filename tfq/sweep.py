@@ -32,8 +32,8 @@ from tfq.core import artifacts, cli, console, stats
 from tfq.core.artifacts import TfqError
 from tfq.core.backend import fresh_session, versions
 from tfq.quant import modes
-from tfq.quant.simulate import Scheme, Simulator
-from tfq.runtimes import harness
+from tfq.quant.simulate import FAILED, NOT_INFORMATIVE, PASSED, Scheme, Simulator, check_verdict
+from tfq.runtimes import harness, litert
 
 BITS = (2, 3, 4, 5, 6, 8, 16)
 
@@ -254,8 +254,10 @@ def compare_with_file(real: np.ndarray, simulated: np.ndarray, floated: np.ndarr
     a faithful simulation follows the file. `sim_only` counts images the simulation gets as the
     file does and float does not; `float_only` the reverse. The check is informative when float
     and the file part on at least `MIN_INFORMATIVE` images (else even a perfect simulation could
-    not be told from the float model), and passes when it is within the tolerance and follows the
-    file better than float does (McNemar's exact p < 0.05 on sim_only vs float_only)."""
+    not be told from the float model); its verdict is `simulate.check_verdict`: failed outside the
+    tolerance whatever else, passed inside it where it follows the file better than float does
+    (McNemar's exact two-sided p < 0.05 on sim_only vs float_only), None (`passed`) only where it is
+    within tolerance and uninformative."""
     real, simulated, floated = (np.asarray(a) for a in (real, simulated, floated))
     real_acc, sim_acc = float((real == labels).mean()), float((simulated == labels).mean())
     gap = abs(real_acc - sim_acc) * 100
@@ -265,13 +267,14 @@ def compare_with_file(real: np.ndarray, simulated: np.ndarray, floated: np.ndarr
     p = stats.mcnemar_p(float_only, sim_only)
     within = gap <= AGREEMENT_TOLERANCE["accuracy_points"] and float((real == simulated).mean()) >= \
         AGREEMENT_TOLERANCE["min_agreement"]
-    return {"examples": int(len(labels)), "real_accuracy": real_acc, "simulated_accuracy": sim_acc,
-            "float_accuracy": float((floated == labels).mean()), "gap_points": gap,
-            "agreement": float((real == simulated).mean()), "float_agreement": float((real == floated).mean()),
-            "float_file_disagreements": int(parted.sum()),
-            "sim_only_agrees": sim_only, "float_only_agrees": float_only, "better_than_float_p": p,
-            "within_tolerance": within, "informative": informative,
-            "passed": (within and sim_only > float_only and p < stats.ALPHA) if informative else None}
+    check = {"examples": int(len(labels)), "real_accuracy": real_acc, "simulated_accuracy": sim_acc,
+             "float_accuracy": float((floated == labels).mean()), "gap_points": gap,
+             "agreement": float((real == simulated).mean()), "float_agreement": float((real == floated).mean()),
+             "float_file_disagreements": int(parted.sum()),
+             "sim_only_agrees": sim_only, "float_only_agrees": float_only, "better_than_float_p": p,
+             "within_tolerance": within, "informative": informative}
+    verdict = check_verdict(check)
+    return {**check, "verdict": verdict, "passed": None if verdict == NOT_INFORMATIVE else verdict == PASSED}
 
 
 def _checks(run, sim: Simulator, scaled, images, labels, source: dict) -> list[dict]:
@@ -288,7 +291,7 @@ def _checks(run, sim: Simulator, scaled, images, labels, source: dict) -> list[d
         real = evaluate.saved_predictions(path, len(labels), source)  # the evaluate stage's own pass, if current
         if real is None:
             clf = harness.Classifier(path)
-            processes = 1 if clf.delegation()["xnnpack"] else evaluate.litert.cores()
+            processes = 1 if clf.delegation()["xnnpack"] else litert.cores()
             real = harness.dequantize(clf.invoke_prepared(clf.prepare(images), processes), clf.output).argmax(1)
         simulated = sim.predict(scaled, scheme).argmax(1)
         out.append({"file": path.name, "tflite_sha256": artifacts.sha256(path), "scheme": scheme.name,
@@ -312,9 +315,11 @@ def headline(result: dict) -> str:
     """The pipeline's one line for this stage: the informative checks that passed, the lowest agreement."""
     checks = result["checks"]
     worst = min(checks, key=lambda c: c["agreement"]) if checks else None
-    informative = [c for c in checks if c["informative"]]
-    return (f"{sum(bool(c['passed']) for c in informative)}/{len(informative)} informative checks passed "
-            f"({len(checks) - len(informative)} of {len(checks)} could not tell the simulation from float32)"
+    verdicts = [check_verdict(c) for c in checks]
+    failed = verdicts.count(FAILED)
+    return (f"{verdicts.count(PASSED)}/{len(checks) - verdicts.count(NOT_INFORMATIVE)} informative checks passed"
+            + (f", {failed} failed" if failed else "")
+            + f" ({verdicts.count(NOT_INFORMATIVE)} of {len(checks)} could not tell the simulation from float32)"
             + (f"; lowest agreement {100 * worst['agreement']:.2f}%, {worst['file']}" if worst else ""))
 
 

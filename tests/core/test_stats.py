@@ -126,3 +126,24 @@ def test_paired_mean_reports_the_images_that_differ():
     r = stats.paired_mean(np.array([0.5, -0.5, 0.0, 0.0, 1.0]), seed=1)
     assert r["pts"] == pytest.approx(20.0) and r["images_differing"] == 3 and r["images"] == 5
     assert r["ci95_pts"][0] <= 20.0 <= r["ci95_pts"][1]
+
+
+def test_a_saved_result_is_restated_from_its_counts_alone():
+    """An old interval, p, verdict and even a Δ that does not match its counts are all recomputed, at any
+    depth; what carries no counts is left as it was."""
+    old = {"delta_pts": 0.06, "ci95_pts": [-0.02, 0.06], "only_reference_right": 6, "only_other_right": 0,
+           "images": 10_000, "p_value": 0.9, "distinguishable": False}
+    saved = {"runs": [{"vs_float32": old, "note": "kept"}], "no_counts": {"ci95_pts": [1.0, 2.0]},
+             "verdict_only": {"only_reference_right": 0, "only_other_right": 9, "images": 100,
+                              "distinguishable": False}}
+    new = stats.restated(saved)
+    vs = new["runs"][0]["vs_float32"]
+    assert vs["delta_pts"] == pytest.approx(-0.06) and vs["p_value"] == pytest.approx(0.03125)  # 2 / 2**6
+    assert vs["ci95_pts"] == stats.interval_pts(6, 0, 10_000) and vs["ci95_pts"][1] < 0 and vs["distinguishable"]
+    assert new["runs"][0]["note"] == "kept" and new["no_counts"] == {"ci95_pts": [1.0, 2.0]}
+    assert new["verdict_only"]["distinguishable"] and new["verdict_only"]["p_value"] < 0.01
+    assert saved["runs"][0]["vs_float32"] is old and old["p_value"] == 0.9  # the saved dict is not changed
+
+
+def test_coverage_is_enumerated_when_every_image_is_discordant():
+    assert 0.95 <= stats.exact_coverage(0.5, 0.5, 10) <= 1.0

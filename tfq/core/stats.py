@@ -98,7 +98,9 @@ def exact_coverage(p_only_reference: float, p_only_other: float, images: int, in
                       for x, y in zip(b, c)])
     for k, p in ((b, p_only_reference), (c, p_only_other)):
         log_p = log_p + (k * math.log(p) if p > 0 else np.where(k > 0, -np.inf, 0.0))
-    log_p = log_p + (images - b - c) * math.log1p(-p_only_reference - p_only_other)
+    concordant = 1 - p_only_reference - p_only_other  # 0 when every image is discordant
+    log_p = log_p + ((images - b - c) * math.log(concordant) if concordant > 0
+                     else np.where(b + c < images, -np.inf, 0.0))
     prob = np.exp(log_p)
     keep = prob > floor
     lo, hi = interval(b[keep], c[keep], images)
@@ -132,7 +134,9 @@ def restated(result):
     if {"only_reference_right", "only_other_right", "images"} <= out.keys():
         b, c, n = out["only_reference_right"], out["only_other_right"], out["images"]
         out["ci95_pts"] = interval_pts(b, c, n)
-        if "p_value" in out:
+        if "delta_pts" in out:
+            out["delta_pts"] = 100 * (c - b) / n
+        if "p_value" in out or "distinguishable" in out:
             out["p_value"] = mcnemar_p(b, c)
         if "distinguishable" in out:
             out["distinguishable"] = out["p_value"] < ALPHA

@@ -25,6 +25,7 @@ import dataclasses
 
 import numpy as np
 
+from tfq.core import stats
 from tfq.core.artifacts import TfqError
 from tfq.core.backend import keras, tf
 
@@ -262,3 +263,25 @@ class Simulator:
         out = [self._forward(tf.constant(images[i:i + batch_size]), scheme).numpy()
                for i in range(0, len(images), batch_size)]
         return np.concatenate(out)
+
+
+# The verdicts of a check of the simulation against a real file (`tfq.sweep.compare_with_file`).
+PASSED, NOT_SHOWN_BETTER, NOT_INFORMATIVE, FAILED = "passed", "not shown better than float32", "not informative", \
+    "failed"
+
+
+def check_verdict(check: dict) -> str:
+    """A check's outcome from what it recorded, one rule for the sweep stage and the report: outside the
+    tolerance it failed, informative or not; inside it, with fewer than the informative number of
+    images where float32 and the file part, it cannot be told from float32; otherwise it passed where
+    the simulation follows the file on more of those images than float32 does and McNemar's exact
+    two-sided p < 0.05 (a one-sided test at 0.025), is not shown better where it is ahead by less,
+    and failed where float32 follows the file at least as well."""
+    if not check["within_tolerance"]:
+        return FAILED
+    if not check["informative"]:
+        return NOT_INFORMATIVE
+    ahead = check["sim_only_agrees"] > check["float_only_agrees"]
+    if ahead and stats.mcnemar_p(check["float_only_agrees"], check["sim_only_agrees"]) < stats.ALPHA:
+        return PASSED
+    return NOT_SHOWN_BETTER if ahead else FAILED

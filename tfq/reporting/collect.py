@@ -133,7 +133,9 @@ def collect(artifacts_root: str | Path, datasets, models) -> tuple[list[dict], d
                 rows.append({
                     "dataset": dataset, "model": model, "mode": mode,
                     "accuracy": e["accuracy"],
-                    "delta_pts": 100 * (e["accuracy"] - base["accuracy"]) if same else None,
+                    # from the paired counts where they exist, so Δ and its interval are one comparison
+                    "delta_pts": (100 * (paired[1] - paired[0]) / paired[2] if paired
+                                  else 100 * (e["accuracy"] - base["accuracy"]) if same else None),
                     "delta_ci95_pts": paired and stats.interval_pts(*paired),
                     "mcnemar_p": paired and stats.mcnemar_p(*paired[:2]),
                     "agreement": e["agreement"],

@@ -3,6 +3,7 @@ uncertainty, computed from the result files; docs/precision-study.md discusses t
 
 from __future__ import annotations
 
+from tfq.quant.simulate import FAILED, NOT_INFORMATIVE, NOT_SHOWN_BETTER, PASSED, check_verdict
 from tfq.reporting import fmt
 from tfq.reporting.collect import Study
 from tfq.reporting.sweep import informative_from
@@ -15,12 +16,14 @@ def section(study: Study) -> list[str]:
     md = []
     checks = [c for r in runs.values() for c in ((r.get("sweep") or {}).get("checks") or [])]
     if checks:
-        informative = [c for c in checks if c.get("informative")]
+        verdicts = [check_verdict(c) for c in checks]
         worst_gap = max(checks, key=lambda c: c["gap_points"])
-        md.append(f"- Simulation against real files: {len(informative)} of {len(checks)} checks informative (the "
-                  f"float model and the file part on at least {informative_from(runs)} images, so a simulation "
-                  f"that ignored the scheme could fail), {sum(bool(c['passed']) for c in informative)} of them "
-                  f"passed (within tolerance and following the file better than float32 does, McNemar p < 0.05); "
+        md.append(f"- Simulation against real files, {len(checks)} checks: {verdicts.count(PASSED)} passed (within "
+                  f"tolerance, and following the file better than float32 does on the images where float32 and "
+                  f"the file part, McNemar p < 0.05), {verdicts.count(NOT_SHOWN_BETTER)} not shown better than "
+                  f"float32, {verdicts.count(FAILED)} failed, and {verdicts.count(NOT_INFORMATIVE)} within "
+                  f"tolerance but not informative (float32 and the file part on fewer than "
+                  f"{informative_from(runs)} images, so even a simulation that ignored the scheme would pass); "
                   f"largest accuracy gap {worst_gap['gap_points']:.2f} points ({worst_gap['file']}).")
     for mode, what in (("int8", "int8 (converter)"), ("aeq_a8w4", "4-bit weights (aeq_a8w4)")):
         cells = [f"{r['dataset']} {r['model']} {fmt.delta(r)}" for r in rows

@@ -3,20 +3,15 @@ float32, and paired scheme comparisons (`python -m tfq.sweep`)."""
 
 from __future__ import annotations
 
+from tfq.quant.simulate import FAILED, check_verdict
 from tfq.reporting import fmt
 from tfq.reporting.collect import Study
 
 
 def verdict(check: dict) -> str:
-    """A sweep check's outcome: a simulation that follows the file on more of the images where
-    float32 parts from it, but not by enough for the test, is not shown better, not failed."""
-    if check["passed"] is None:
-        return "not informative"
-    if check["passed"]:
-        return "passed"
-    if check["within_tolerance"] and check["sim_only_agrees"] > check["float_only_agrees"]:
-        return "not shown better than float32"
-    return "**failed**"
+    """A sweep check's outcome as the report prints it (the rule: `simulate.check_verdict`)."""
+    v = check_verdict(check)
+    return f"**{v}**" if v == FAILED else v
 
 
 def informative_from(runs: dict) -> int:
@@ -43,7 +38,8 @@ def section(study: Study) -> list[str]:
            "simulation is the images where float32 and the file disagree: a check is informative when there "
            f"are at least {informative_from(runs)}, and passes when it is within tolerance and the simulation "
            "follows the file better than float32 does (images only the simulation gets as the file does vs "
-           "only float32, McNemar p < 0.05).", "",
+           "only float32, McNemar's exact two-sided p < 0.05 with the simulation ahead: a one-sided test at "
+           "0.025). Outside the tolerance a check fails, informative or not.", "",
            "| run | file | simulated scheme | real | simulated | gap (points) | agreement | float32's agreement | "
            "float/file part on | sim only / float only | verdict |",
            "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
