@@ -86,14 +86,23 @@ def trained(tmp_path_factory, data_root, cache):
 
 
 @pytest.fixture(scope="session")
-def converted(trained, data_root, cache):
-    """Every mode of the small CNN, converted once for the session."""
-    from tfq import convert
+def converted(trained, tmp_path_factory, data_root, cache):
+    """Every mode of the small CNN, converted once per test run and placed in this worker's `trained` run."""
+    import json
 
-    manifests = convert.convert(convert.ConvertConfig(
-        dataset="mnist", model="cnn", modes=("all",), artifacts=str(trained), num_calibration=100,
-        data_root=str(data_root), cache_dir=str(cache)))
-    return trained / "mnist_cnn", {m["mode"]: m for m in manifests}
+    from tfq import convert
+    from tfq.core import artifacts
+
+    def build(root: Path) -> None:
+        shutil.copytree(trained / "mnist_cnn", root / "mnist_cnn")
+        manifests = convert.convert(convert.ConvertConfig(
+            dataset="mnist", model="cnn", modes=("all",), artifacts=str(root), num_calibration=100,
+            data_root=str(data_root), cache_dir=str(cache)))
+        artifacts.write_json(root / "manifests.json", manifests)
+
+    made = built_once(tmp_path_factory, "converted", build)
+    shutil.copytree(made / "mnist_cnn", trained / "mnist_cnn", dirs_exist_ok=True)
+    return trained / "mnist_cnn", {m["mode"]: m for m in json.loads((made / "manifests.json").read_text())}
 
 
 @pytest.fixture

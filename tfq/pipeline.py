@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from absl import flags
@@ -97,31 +98,13 @@ def preset_note(cfg: PipelineConfig) -> str | None:
 
 
 def train_config(cfg: PipelineConfig, dataset: str, model: str) -> train.TrainConfig:
-    """The tuned flagfile `flags/<dataset>_<model>.cfg`, read by absl exactly as
-    `python -m tfq.train --flagfile=...` reads it, with the pipeline's overrides."""
-    path = Path(cfg.flags_dir) / f"{dataset}_{model}.cfg"
-    fv = flags.FlagValues()
-    train.define_flags(fv)
-    try:
-        fv(["tfq.pipeline", f"--dataset={dataset}", f"--model={model}",
-            *([f"--flagfile={path}"] if path.is_file() else [])])
-    except flags.Error as e:
-        raise TfqError(f"{path}: {str(e).splitlines()[0]}") from None
-    tc = cli.config_from_flags(train.TrainConfig, fv)
-    if (tc.dataset, tc.model) != (dataset, model):
-        raise TfqError(f"{path} trains --dataset={tc.dataset} --model={tc.model}, not {dataset} {model}")
+    """The tuned flagfile `flags/<dataset>_<model>.cfg` (`train.from_flagfile`), with the pipeline's overrides."""
+    tc = train.from_flagfile(Path(cfg.flags_dir) / f"{dataset}_{model}.cfg", dataset, model)
     return dataclasses.replace(
         tc, artifacts=cfg.artifacts, data_root=cfg.data_root,
         cache_dir=cfg.cache_dir, epochs=cfg.epochs or tc.epochs,
         max_train_examples=cfg.max_train_examples or tc.max_train_examples,
         max_eval_examples=cfg.max_eval_examples or tc.max_eval_examples)
-
-
-_PLACES = ("artifacts", "data_root", "cache_dir")  # where files live does not change results
-
-
-def _settings(config) -> dict:
-    return {k: v for k, v in dataclasses.asdict(config).items() if k not in _PLACES}
 
 
 def adoptable(made: dict, model_file: Path, tc: train.TrainConfig, source: dict) -> bool:
@@ -133,12 +116,198 @@ def adoptable(made: dict, model_file: Path, tc: train.TrainConfig, source: dict)
             and made.get("code") == source["code"])
 
 
+@dataclasses.dataclass
+class Chain:
+    """One dataset x model's run as its stages see it: the pipeline's settings, the training config
+    its flagfile gives, the folder, and what every key holds (data source, versions, code)."""
+    cfg: PipelineConfig
+    dataset: str
+    model: str
+    run: Path
+    tc: train.TrainConfig
+    source: dict  # the data source (official files or the JPEG copy) and the environment
+    environment: dict  # library versions and tfq's code digest
+    mapper: Callable = map  # the sweep's lines: `map`, or Ray tasks
+
+    def place(self) -> dict:
+        """The run's shared settings, which every stage's config takes."""
+        return {"dataset": self.dataset, "model": self.model, "artifacts": self.cfg.artifacts,
+                "data_root": self.cfg.data_root, "cache_dir": self.cfg.cache_dir}
+
+    def file(self, name: str) -> Path:
+        return self.run / f"{name}.tflite"
+
+    def targets(self) -> list[Path]:
+        """Every post-training mode and the QAT file: what evaluate measures."""
+        return [*(self.file(m) for m in modes.MODES), self.file(modes.QAT_INT8.name)]
+
+    def mixed_stems(self) -> list[str]:
+        return [stem for _, _, stem in convert.mixed_names(_mixed_config(self))] if self.cfg.mixed_budgets else []
+
+    def flatbuffers(self) -> list[Path]:
+        """Every file of the run: what TFLite Micro and the shifted sets measure."""
+        return [*self.targets(), *(self.file(s) for s in self.mixed_stems())]
+
+
+def _train_config(chain: Chain) -> train.TrainConfig:
+    return chain.tc
+
+
+def _qat_config(chain: Chain) -> qat.QatConfig:
+    cfg, tc = chain.cfg, chain.tc
+    return qat.QatConfig(**chain.place(), epochs=cfg.qat_epochs, batch_size=tc.batch_size,
+                         learning_rate=cfg.qat_learning_rate, num_calibration=cfg.num_calibration,
+                         max_train_examples=tc.max_train_examples, max_eval_examples=tc.max_eval_examples,
+                         low_bit=cfg.qat_low_bit, low_bit_epochs=cfg.qat_low_bit_epochs,
+                         low_bit_learning_rate=cfg.qat_low_bit_learning_rate)
+
+
+def _mixed_config(chain: Chain) -> convert.ConvertConfig:
+    cfg = chain.cfg
+    return convert.ConvertConfig(**chain.place(), modes=("mixed",), num_calibration=cfg.num_calibration,
+                                 max_accuracy_drop=cfg.mixed_budgets, objective=cfg.mixed_objectives, output="",
+                                 max_eval_examples=chain.tc.max_eval_examples)
+
+
+def _drop_other_budgets(chain: Chain, c: convert.ConvertConfig) -> None:
+    """The mixed stage's files for budgets no longer asked for."""
+    stems = set(chain.mixed_stems())
+    for old in chain.run.glob("mixed_*_*.json"):
+        stem = old.name.removesuffix(".recipe.json").removesuffix(".json")
+        if stem not in stems:
+            for ext in (".tflite", ".recipe.json", ".json"):
+                (chain.run / f"{stem}{ext}").unlink(missing_ok=True)
+
+
+def _sizes(manifests: list[dict]) -> str:
+    return ", ".join(f"{m['file']} {m['size_bytes'] / 1024:,.1f} KB" for m in manifests)
+
+
+def _trained(chain: Chain, c) -> list[Path]:
+    return [chain.run / artifacts.MODEL_FILE]
+
+
+def _sweep_checked(chain: Chain, c) -> list[Path]:
+    return [*_trained(chain, c), *(p for p in map(chain.file, sweep.CHECKS) if p.is_file())]
+
+
+def _cross(chain: Chain) -> list[str]:
+    return generalize.compatible(chain.dataset, chain.cfg.cross_datasets)
+
+
+# The stages of one run, in order. Each reads only files the stages above it wrote.
+STAGES = (
+    stages.Stage("train", _train_config,
+          reads=lambda chain, c: [], writes=lambda chain, c: [chain.run / artifacts.MODEL_FILE,
+                                                             chain.run / artifacts.TRAIN_JSON],
+          function=lambda chain, c: (executors.train_on_ray(train.train, c, c.ray_workers,
+                                                            c.ray_address or chain.cfg.ray_address)
+                                     if c.strategy == "ray" else train.train(c)),
+          what=lambda chain, c: f"training the float {c.model} ({_count(c.epochs, 'epoch')}"
+                                + (f" on {c.ray_workers} Ray Train workers)" if c.strategy == "ray" else ")"),
+          headline=lambda r: f"test accuracy {_pct(r['test_accuracy'])}"),
+    stages.Stage("convert", lambda chain: convert.ConvertConfig(**chain.place(), modes=("all",),
+                                                         num_calibration=chain.cfg.num_calibration),
+          reads=_trained,
+          writes=lambda chain, c: [p.with_suffix(ext) for p in map(chain.file, modes.MODES) for ext in (".tflite",
+                                                                                                        ".json")],
+          function=lambda chain, c: convert.convert(c), what=lambda chain, c: f"converting to {', '.join(modes.MODES)}",
+          headline=_sizes),
+    stages.Stage("qat", _qat_config, reads=lambda chain, c: [*_trained(chain, c), chain.file("float32")],
+          writes=lambda chain, c: [chain.file(modes.QAT_INT8.name), chain.run / f"{modes.QAT_INT8.name}.json",
+                                   chain.run / qat.QAT_MODEL_FILE, *([chain.run / qat.LOW_BIT_JSON] if c.low_bit else [])],
+          function=lambda chain, c: qat.qat(c),
+          what=lambda chain, c: (f"quantization-aware fine-tuning and equally fine-tuned float controls: int8 "
+                                 f"({_count(c.epochs, 'epoch')})" + (f", {', '.join(c.low_bit)} "
+                                                                     f"({_count(c.low_bit_epochs or c.epochs, 'epoch')})"
+                                                                     if c.low_bit else "")),
+          headline=lambda r: f"QAT int8 {_pct(r['accuracy']['qat_int8'])}, PTQ int8 of the control "
+                             f"{_pct(r['accuracy']['ptq_int8_of_finetuned'])}"),
+    stages.Stage("evaluate", lambda chain: evaluate.EvalConfig(
+              **chain.place(), modes=tuple(p.stem for p in chain.targets()), threads=chain.cfg.threads,
+              latency_runs=chain.cfg.latency_runs, max_eval_examples=chain.tc.max_eval_examples),
+          reads=lambda chain, c: chain.targets(),
+          writes=lambda chain, c: [chain.run / f"eval_{p.stem}{ext}" for p in chain.targets() for ext in (".json", ".npy")],
+          function=lambda chain, c: evaluate.evaluate(c),
+          what=lambda chain, c: f"measuring {len(chain.targets())} flatbuffers in LiteRT",
+          headline=lambda rs: ", ".join(f"{r['name']} {_pct(r['accuracy'])}" for r in rs)),
+    stages.Stage("sweep", lambda chain: sweep.SweepConfig(
+              **chain.place(), grid_examples=chain.cfg.sweep_grid_examples,
+              calibration_draws=chain.cfg.sweep_calibration_draws, num_calibration=chain.cfg.num_calibration,
+              max_eval_examples=chain.tc.max_eval_examples),
+          reads=_sweep_checked, writes=lambda chain, c: [chain.run / "sweep.json", chain.run / "sweep.csv"],
+          function=lambda chain, c: sweep.sweep(c, map_lines=chain.mapper),
+          what=lambda chain, c: (f"simulated precisions, {len(sweep.LINES)} schemes x {len(c.bits)} widths, checked "
+                                 f"against {len(_sweep_checked(chain, c)) - 1} real files"),
+          headline=sweep.headline, enabled=lambda cfg: cfg.sweep),
+    stages.Stage("sensitivity", lambda chain: sensitivity.SensitivityConfig(
+              **chain.place(), num_calibration=chain.cfg.num_calibration, max_eval_examples=chain.tc.max_eval_examples),
+          reads=lambda chain, c: [chain.file("float32")],
+          writes=lambda chain, c: [chain.run / sensitivity.SENSITIVITY_JSON],
+          function=lambda chain, c: sensitivity.sensitivity(c),
+          what=lambda chain, c: f"per-layer sensitivity on the validation split ({', '.join(c.schemes)})",
+          headline=sensitivity.headline, enabled=lambda cfg: cfg.sensitivity),
+    stages.Stage("mixed", _mixed_config,
+          reads=lambda chain, c: [chain.file("float32"), *(p for p in [chain.run / sensitivity.SENSITIVITY_JSON]
+                                                           if p.is_file())],
+          writes=lambda chain, c: [chain.run / f"{stem}{ext}" for stem in chain.mixed_stems()
+                                   for ext in (".tflite", ".recipe.json", ".json")],
+          function=lambda chain, c: convert.convert(c),
+          what=lambda chain, c: (f"mixed precision within {', '.join(f'{b:g}' for b in c.max_accuracy_drop)} points "
+                                 f"({', '.join(c.objective)})"),
+          headline=_sizes, enabled=lambda cfg: bool(cfg.mixed_budgets), before=_drop_other_budgets),
+    stages.Stage("micro", lambda chain: micro.MicroConfig(
+              **chain.place(), modes=tuple(p.stem for p in chain.flatbuffers()),
+              max_examples=chain.cfg.micro_examples or chain.tc.max_eval_examples),
+          reads=lambda chain, c: chain.flatbuffers(), writes=lambda chain, c: [chain.run / micro.MICRO_JSON],
+          function=lambda chain, c: micro.micro(c, report_unsupported=True),
+          what=lambda chain, c: f"{len(c.modes)} flatbuffers under TFLite Micro",
+          headline=micro.headline, enabled=lambda cfg: cfg.micro),
+    stages.Stage("generalize", lambda chain: generalize.GeneralizeConfig(
+              **chain.place(), modes=tuple(p.stem for p in chain.flatbuffers()), examples=chain.cfg.shift_examples,
+              cross_datasets=tuple(_cross(chain)), max_eval_examples=chain.tc.max_eval_examples),
+          reads=lambda chain, c: chain.flatbuffers(),
+          writes=lambda chain, c: [chain.run / generalize.GENERALIZE_JSON, chain.run / generalize.GENERALIZE_NPZ,
+                                   *(evaluate.result_stem(p, p.stem, eval_dataset=o).with_suffix(ext)
+                                     for o in c.cross_datasets for p in chain.flatbuffers()
+                                     for ext in (".json", ".npy"))],
+          function=lambda chain, c: generalize.generalize(c),
+          what=lambda chain, c: (f"{len(c.modes)} flatbuffers on shifted test images ({c.examples or 'all'} per set)"
+                                 + (f" and on {', '.join(c.cross_datasets)}" if c.cross_datasets else "")),
+          headline=generalize.headline, enabled=lambda cfg: cfg.generalize,
+          key_also=lambda chain, c: {o: data.source_key(o, chain.cfg.data_root, chain.cfg.cache_dir)
+                                     for o in c.cross_datasets}),
+)
+
+
+def _export_stage(mode: str, fmt: str) -> stages.Stage:
+    """Shipping one file in one format: its key holds the file and the library versions, not the data."""
+    def check(chain: Chain, c) -> None:
+        if not chain.file(mode).is_file():
+            raise TfqError(f"--export_modes={mode}: no {chain.file(mode)} (the stages above did not make it)")
+
+    return stages.Stage(f"export {mode} {fmt}", lambda chain: export.ExportConfig(
+                     dataset=chain.dataset, model=chain.model, mode=mode, format=fmt, artifacts=chain.cfg.artifacts),
+                 reads=lambda chain, c: [chain.file(mode)],
+                 writes=lambda chain, c: [chain.run / "export" / f"{mode}_{fmt}" / "export.json"],
+                 function=lambda chain, c: export.export(c),
+                 what=lambda chain, c: f"{mode}.tflite for {'a TFLite Micro app (C)' if fmt == 'c' else 'an Android app'}",
+                 headline=lambda m: f"{m['folder']}: {', '.join(m['files'])}", before=check)
+
+
+def stages_for(cfg: PipelineConfig) -> list[stages.Stage]:
+    """The rows this run takes: the table's enabled stages, then one export per file and format."""
+    return [*(s for s in STAGES if s.enabled(cfg)),
+            *(_export_stage(m, f) for m in cfg.export_modes for f in export.FORMATS)]
+
+
 def run_pair(cfg: PipelineConfig, dataset: str, model: str, environment: dict, tc: train.TrainConfig | None = None,
              *, mapper=map) -> dict:
-    """One dataset x model's stages; `environment` is the driver's library versions and tfq code digest
-    (a worker with others refuses to run), `tc` the training config the driver read from the flagfile,
-    `mapper` runs the sweep's lines (`map`, or Ray tasks). Returns the stages it ran and skipped,
-    and every output file (absolute path -> sha256), so a driver elsewhere can check that it sees them."""
+    """One dataset x model's stages, from the table, skipping those whose key and outputs are current;
+    `environment` is the driver's library versions and tfq code digest (a worker with others refuses
+    to run), `tc` the training config the driver read from the flagfile, `mapper` runs the sweep's
+    lines (`map`, or Ray tasks). Returns the stages it ran and skipped, and every output file
+    (absolute path -> sha256), so a driver elsewhere can check that it sees them."""
     here = {"versions": versions(), "code": artifacts.code_digest()}
     if here != environment:
         import socket
@@ -149,142 +318,26 @@ def run_pair(cfg: PipelineConfig, dataset: str, model: str, environment: dict, t
     run = artifacts.check_writable(artifacts.run_dir(cfg.artifacts, dataset, model))
     for stale in artifacts.remove_stale_temps(run):
         print(f"[{dataset}_{model}] removed {stale.name}, left half-written by a writer that was stopped", flush=True)
-    planned = ["train", "convert", "qat", "evaluate", *(["sweep"] if cfg.sweep else []),
-               *(["sensitivity"] if cfg.sensitivity else []), *(["mixed"] if cfg.mixed_budgets else []),
-               *(["micro"] if cfg.micro else []), *(["generalize"] if cfg.generalize else []),
-               *(f"export {m} {f}" for m in cfg.export_modes for f in export.FORMATS)]
-    chain = stages.Stages(run, f"{dataset}_{model}", cfg.force, planned)
-    tc = tc or train_config(cfg, dataset, model)
-    model_file = run / artifacts.MODEL_FILE
     # every key holds the data source (official files or the JPEG copy), the library versions and
     # tfq's own code: a change to any of them makes the stages run again
     source = {"data": data.source_key(dataset, cfg.data_root, cfg.cache_dir), **environment}
-    train_key = stages.key(tc.fingerprint(), source)
-    made = artifacts.read_json(run / artifacts.TRAIN_JSON, default={})
-    train_outputs = [model_file, run / artifacts.TRAIN_JSON]
-    if adoptable(made, model_file, tc, source):
-        chain.adopt("train", train_key, made["wall_time_s"], train_outputs)
-    chain.run("train", train_key, lambda: train_outputs,
-               lambda: (executors.train_on_ray(train.train, tc, tc.ray_workers, tc.ray_address or cfg.ray_address)
-                        if tc.strategy == "ray" else train.train(tc)),
-               f"training the float {model} ({_count(tc.epochs, 'epoch')}"
-               + (f" on {tc.ray_workers} Ray Train workers)" if tc.strategy == "ray" else ")"),
-               lambda r: f"test accuracy {_pct(r['test_accuracy'])}")
-
-    model_digest = artifacts.sha256(model_file)
-    cc = convert.ConvertConfig(dataset=dataset, model=model, modes=("all",), artifacts=cfg.artifacts,
-                               num_calibration=cfg.num_calibration, data_root=cfg.data_root,
-                               cache_dir=cfg.cache_dir)
-    mode_files = [run / f"{m}.tflite" for m in modes.MODES]
-    mode_outputs = [*mode_files, *(p.with_suffix(".json") for p in mode_files)]
-    chain.run("convert", stages.key(model_digest, _settings(cc), source), lambda: mode_outputs,
-               lambda: convert.convert(cc),
-               f"converting to {', '.join(modes.MODES)}",
-               lambda ms: ", ".join(f"{m['file']} {m['size_bytes'] / 1024:,.1f} KB" for m in ms))
-
-    qc = qat.QatConfig(dataset=dataset, model=model, epochs=cfg.qat_epochs, batch_size=tc.batch_size,
-                       learning_rate=cfg.qat_learning_rate, artifacts=cfg.artifacts,
-                       num_calibration=cfg.num_calibration, max_train_examples=tc.max_train_examples,
-                       max_eval_examples=tc.max_eval_examples, low_bit=cfg.qat_low_bit,
-                       low_bit_epochs=cfg.qat_low_bit_epochs, low_bit_learning_rate=cfg.qat_low_bit_learning_rate,
-                       data_root=cfg.data_root,
-                       cache_dir=cfg.cache_dir)
-    qat_file = run / f"{modes.QAT_INT8.name}.tflite"
-    qat_outputs = [qat_file, qat_file.with_suffix(".json"), run / qat.QAT_MODEL_FILE,
-                   *([run / qat.LOW_BIT_JSON] if qc.low_bit else [])]
-    chain.run("qat", stages.key(model_digest, stages.digests([run / "float32.tflite"]), _settings(qc), source),
-               lambda: qat_outputs, lambda: qat.qat(qc),
-               f"quantization-aware fine-tuning and equally fine-tuned float controls: int8 "
-               f"({_count(qc.epochs, 'epoch')})" + (f", {', '.join(qc.low_bit)} "
-                                                    f"({_count(qc.low_bit_epochs or qc.epochs, 'epoch')})"
-                                                    if qc.low_bit else ""),
-               lambda r: f"QAT int8 {_pct(r['accuracy']['qat_int8'])}, PTQ int8 of the control "
-                         f"{_pct(r['accuracy']['ptq_int8_of_finetuned'])}")
-
-    targets = [*mode_files, qat_file]
-    ec = evaluate.EvalConfig(dataset=dataset, model=model, modes=tuple(p.stem for p in targets),
-                             artifacts=cfg.artifacts, threads=cfg.threads, latency_runs=cfg.latency_runs,
-                             max_eval_examples=tc.max_eval_examples, data_root=cfg.data_root,
-                             cache_dir=cfg.cache_dir)
-    chain.run("evaluate", stages.key(stages.digests(targets), _settings(ec), source),
-               lambda: [run / f"eval_{p.stem}{ext}" for p in targets for ext in (".json", ".npy")],
-               lambda: evaluate.evaluate(ec),
-               f"measuring {len(targets)} flatbuffers in LiteRT",
-               lambda rs: ", ".join(f"{r['name']} {_pct(r['accuracy'])}" for r in rs))
-
-    if cfg.sweep:
-        sc = sweep.SweepConfig(dataset=dataset, model=model, artifacts=cfg.artifacts,
-                               grid_examples=cfg.sweep_grid_examples, calibration_draws=cfg.sweep_calibration_draws,
-                               num_calibration=cfg.num_calibration, max_eval_examples=tc.max_eval_examples,
-                               data_root=cfg.data_root, cache_dir=cfg.cache_dir)
-        checked = [run / f"{name}.tflite" for name in sweep.CHECKS if (run / f"{name}.tflite").is_file()]
-        chain.run("sweep", stages.key(model_digest, stages.digests(checked), _settings(sc), source),
-                   lambda: [run / "sweep.json", run / "sweep.csv"], lambda: sweep.sweep(sc, map_lines=mapper),
-                   f"simulated precisions, {len(sweep.LINES)} schemes x {len(sc.bits)} widths, checked against "
-                   f"{len(checked)} real files", sweep.headline)
-
-    float_file, sensitivity_file = run / "float32.tflite", run / sensitivity.SENSITIVITY_JSON
-    if cfg.sensitivity:
-        nc = sensitivity.SensitivityConfig(dataset=dataset, model=model, artifacts=cfg.artifacts,
-                                           num_calibration=cfg.num_calibration,
-                                           max_eval_examples=tc.max_eval_examples, data_root=cfg.data_root,
-                                           cache_dir=cfg.cache_dir)
-        chain.run("sensitivity", stages.key(stages.digests([float_file]), _settings(nc), source), lambda: [sensitivity_file],
-                   lambda: sensitivity.sensitivity(nc),
-                   f"per-layer sensitivity on the validation split ({', '.join(nc.schemes)})", sensitivity.headline)
-    if cfg.mixed_budgets:
-        mc = convert.ConvertConfig(dataset=dataset, model=model, modes=("mixed",), artifacts=cfg.artifacts,
-                                   num_calibration=cfg.num_calibration, max_accuracy_drop=cfg.mixed_budgets,
-                                   objective=cfg.mixed_objectives, output="", max_eval_examples=tc.max_eval_examples,
-                                   data_root=cfg.data_root, cache_dir=cfg.cache_dir)
-        names = convert.mixed_names(mc)
-        stems = {stem for _, _, stem in names}
-        for old in run.glob("mixed_*_*.json"):  # this stage's files for budgets no longer asked for
-            stem = old.name.removesuffix(".recipe.json").removesuffix(".json")
-            if stem not in stems:
-                for ext in (".tflite", ".recipe.json", ".json"):
-                    (run / f"{stem}{ext}").unlink(missing_ok=True)
-        read = [float_file, *([sensitivity_file] if sensitivity_file.is_file() else [])]
-        chain.run("mixed", stages.key(stages.digests(read), _settings(mc), source),
-                   lambda: [run / f"{stem}{ext}" for _, _, stem in names for ext in (".tflite", ".recipe.json", ".json")],
-                   lambda: convert.convert(mc),
-                   f"mixed precision within {', '.join(f'{b:g}' for b in cfg.mixed_budgets)} points "
-                   f"({', '.join(cfg.mixed_objectives)})",
-                   lambda ms: ", ".join(f"{m['file']} {m['size_bytes'] / 1024:,.1f} KB" for m in ms))
-
-    flatbuffers = [*targets, *([run / f"{stem}.tflite" for _, _, stem in names] if cfg.mixed_budgets else [])]
-    if cfg.micro:
-        uc = micro.MicroConfig(dataset=dataset, model=model, modes=tuple(p.stem for p in flatbuffers),
-                               max_examples=cfg.micro_examples or tc.max_eval_examples, artifacts=cfg.artifacts,
-                               data_root=cfg.data_root, cache_dir=cfg.cache_dir)
-        chain.run("micro", stages.key(stages.digests(flatbuffers), _settings(uc), source), lambda: [run / micro.MICRO_JSON],
-                   lambda: micro.micro(uc, report_unsupported=True),
-                   f"{len(flatbuffers)} flatbuffers under TFLite Micro", micro.headline)
-    if cfg.generalize:
-        others = generalize.compatible(dataset, cfg.cross_datasets)
-        gc = generalize.GeneralizeConfig(dataset=dataset, model=model, modes=tuple(p.stem for p in flatbuffers),
-                                         examples=cfg.shift_examples, cross_datasets=tuple(others),
-                                         max_eval_examples=tc.max_eval_examples, artifacts=cfg.artifacts,
-                                         data_root=cfg.data_root, cache_dir=cfg.cache_dir)
-        cross_sources = {o: data.source_key(o, cfg.data_root, cfg.cache_dir) for o in others}
-        chain.run("generalize", stages.key(stages.digests(flatbuffers), _settings(gc), source, cross_sources),
-                   lambda: [run / generalize.GENERALIZE_JSON, run / generalize.GENERALIZE_NPZ,
-                            *(evaluate.result_stem(p, p.stem, eval_dataset=o).with_suffix(ext)
-                              for o in others for p in flatbuffers for ext in (".json", ".npy"))],
-                   lambda: generalize.generalize(gc),
-                   f"{len(flatbuffers)} flatbuffers on shifted test images ({cfg.shift_examples or 'all'} per set)"
-                   + (f" and on {', '.join(others)}" if others else ""), generalize.headline)
-    for mode in cfg.export_modes:
-        if not (run / f"{mode}.tflite").is_file():
-            raise TfqError(f"--export_modes={mode}: no {run / f'{mode}.tflite'} (the stages above did not make it)")
-        for fmt in export.FORMATS:
-            xc = export.ExportConfig(dataset=dataset, model=model, mode=mode, format=fmt, artifacts=cfg.artifacts)
-            folder = run / "export" / f"{mode}_{fmt}"
-            chain.run(f"export {mode} {fmt}", stages.key(stages.digests([run / f"{mode}.tflite"]), _settings(xc), environment),
-                       lambda folder=folder: [folder / "export.json"], lambda xc=xc: export.export(xc),
-                       f"{mode}.tflite for {'a TFLite Micro app (C)' if fmt == 'c' else 'an Android app'}",
-                       lambda m: f"{m['folder']}: {', '.join(m['files'])}")
-    return {"ran": chain.ran, "skipped": chain.skipped, "produced": chain.produced}
+    chain = Chain(cfg, dataset, model, run, tc or train_config(cfg, dataset, model), source, environment, mapper)
+    rows = stages_for(cfg)
+    runner = stages.Stages(run, f"{dataset}_{model}", cfg.force, [s.name for s in rows])
+    for stage in rows:
+        c = stage.config(chain)
+        if stage.before:
+            stage.before(chain, c)
+        if stage.name == "train":  # a model `python -m tfq.train` made with these very settings counts as current
+            key = stages.key(c.fingerprint(), source)
+            made = artifacts.read_json(run / artifacts.TRAIN_JSON, default={})
+            if adoptable(made, run / artifacts.MODEL_FILE, c, source):
+                runner.adopt("train", key, made["wall_time_s"], stage.writes(chain, c))
+        else:
+            key = stage.key(chain, c)
+        runner.run(stage.name, key, lambda s=stage, c=c: s.writes(chain, c), lambda s=stage, c=c: s.function(chain, c),
+                   stage.what(chain, c), stage.headline)
+    return {"ran": runner.ran, "skipped": runner.skipped, "produced": runner.produced}
 
 
 def _count(n: int, noun: str) -> str:
@@ -341,19 +394,6 @@ def _for_workers(cfg: PipelineConfig) -> PipelineConfig:
     return cfg
 
 
-def _recorded_seconds(run: Path) -> float:
-    state = run / stages.STATE_FILE
-    return timing.chain_seconds(artifacts.read_json(state)) if state.is_file() else 0.0
-
-
-def _check_collected(label: str, produced: dict[str, str]) -> None:
-    """The files a chain's worker made must be here, as made: the artifacts folder is shared."""
-    for path, digest in produced.items():
-        if not Path(path).is_file() or artifacts.sha256(path) != digest:
-            raise TfqError(f"[{label}] a worker wrote {path}, but the driver does not see it there: every node "
-                           "must mount the artifacts folder at the same path")
-
-
 def pipeline(cfg: PipelineConfig) -> Path:
     """Run every stage for every dataset x model, then the report; returns the report folder.
     The chains run through `--executor` (one after another here, or as Ray tasks)."""
@@ -366,14 +406,14 @@ def pipeline(cfg: PipelineConfig) -> Path:
         # flagfiles are read here: a worker's working directory may not hold them
         jobs = {f"{d}_{m}": (cfg, d, m, environment, train_config(cfg, d, m)) for d in cfg.datasets for m in cfg.models}
         if ex.name != "local":  # longest recorded chain first: the slowest does not start last
-            jobs = dict(sorted(jobs.items(), key=lambda kv: -_recorded_seconds(Path(cfg.artifacts) / kv[0])))
+            jobs = dict(sorted(jobs.items(), key=lambda kv: -timing.recorded_seconds(Path(cfg.artifacts) / kv[0])))
         outcomes = ex.chains(run_pair, jobs)
     failed = [o for o in outcomes.values() if isinstance(o, executors.Failure)]
     for f in failed:  # every chain has returned: nothing else writes there now
         artifacts.remove_stale_temps(Path(cfg.artifacts) / f.label)
     for label, outcome in outcomes.items():
         if ex.name != "local" and not isinstance(outcome, executors.Failure):  # a worker may run elsewhere
-            _check_collected(label, outcome["produced"])
+            executors.check_collected(label, outcome["produced"])
             # the workers' own lines reach this console late, or deduplicated
             print(f"[{label}] finished through {ex.name}: ran {', '.join(outcome['ran']) or 'nothing'}; "
                       f"current: {', '.join(outcome['skipped']) or 'nothing'}", flush=True)

@@ -455,6 +455,21 @@ def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
     flags.DEFINE_integer("cpu_devices", 1, "Split the CPU into this many logical devices (for mirrored).", flag_values=fv)
 
 
+def from_flagfile(path: Path, dataset: str, model: str) -> TrainConfig:
+    """A training flagfile (`flags/<dataset>_<model>.cfg`), read by absl exactly as `python -m tfq.train
+    --flagfile=...` reads it; no file: the defaults for this dataset and model."""
+    fv = flags.FlagValues()
+    define_flags(fv)
+    try:
+        fv(["tfq.train", f"--dataset={dataset}", f"--model={model}", *([f"--flagfile={path}"] if path.is_file() else [])])
+    except flags.Error as e:
+        raise TfqError(f"{path}: {str(e).splitlines()[0]}") from None
+    tc = cli.config_from_flags(TrainConfig, fv)
+    if (tc.dataset, tc.model) != (dataset, model):
+        raise TfqError(f"{path} trains --dataset={tc.dataset} --model={tc.model}, not {dataset} {model}")
+    return tc
+
+
 def split_cpu(n: int) -> None:
     """Make `n` logical CPU devices; must run before TensorFlow touches a device."""
     if n > 1:

@@ -5,10 +5,13 @@ run folder's pipeline.json records them.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from tfq.core import artifacts
 
@@ -93,3 +96,33 @@ class Stages:
 
 def _duration(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
+
+
+_PLACES = ("artifacts", "data_root", "cache_dir")  # where files live does not change results
+
+
+def settings(config) -> dict:
+    """A stage config's settings as its key holds them."""
+    return {k: v for k, v in dataclasses.asdict(config).items() if k not in _PLACES}
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    """One row of the pipeline's table: its config from the chain (one dataset x model's run: settings,
+    folder, data source), the files whose digests its key holds beside that config's settings, the
+    files it writes, its plain function, and what it prints before and after."""
+    name: str
+    config: Callable[[Any], Any]
+    reads: Callable[[Any, Any], list[Path]]
+    writes: Callable[[Any, Any], list[Path]]
+    function: Callable[[Any, Any], Any]
+    what: Callable[[Any, Any], str]
+    headline: Callable[[Any], str]
+    enabled: Callable[[Any], bool] = lambda cfg: True  # from the pipeline's settings
+    key_also: Callable[[Any, Any], Any] = lambda chain, c: None  # more inputs than files (other datasets)
+    before: Callable[[Any, Any], None] | None = None  # tidying before the key is read
+
+    def key(self, chain, c) -> str:
+        """Its inputs' digests, its config's settings (where files live aside), the chain's data source
+        and environment, and anything else `key_also` names."""
+        return key(digests(self.reads(chain, c)), settings(c), chain.source, self.key_also(chain, c))

@@ -3,6 +3,9 @@ buy, the chains (one per run) being independent. `tfq.pipeline` adds up a chain 
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from tfq.core import artifacts
 from tfq.reporting.collect import Study
 
 STAGES = ("train", "convert", "qat", "evaluate", "sweep", "sensitivity", "mixed", "micro", "generalize", "export")
@@ -91,3 +94,9 @@ def scaleout(study: Study) -> list[str]:
            f"({_seconds(runs[longest]['stages'], 'train') or 0:,.0f} s) "
            "could go to Ray Train workers on other machines (`--strategy=ray`).", ""]
     return md
+
+
+def recorded_seconds(run: Path) -> float:
+    """A run folder's chain time as its pipeline.json recorded it (0 for a run not made yet)."""
+    state = run / "pipeline.json"
+    return chain_seconds(artifacts.read_json(state)) if state.is_file() else 0.0

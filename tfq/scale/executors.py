@@ -28,6 +28,7 @@ import tempfile
 import traceback
 from pathlib import Path
 
+from tfq.core import artifacts
 from tfq.core.artifacts import TfqError
 
 EXECUTORS = ("local", "ray")
@@ -214,7 +215,6 @@ def train_on_ray(train_fn, cfg, workers: int, address: str | None = None) -> dic
     `MultiWorkerMirroredStrategy` from the TF_CONFIG Ray writes.
     Every worker reads the data; worker 0 (the chief) writes the run folder. Returns train.json."""
     from tfq import data
-    from tfq.core import artifacts
 
     cfg = absolute_places(dataclasses.replace(cfg, strategy="ray", ray_workers=workers))
     cfg.validate()  # --ray_workers at least 1, among the rest
@@ -244,3 +244,11 @@ def train_on_ray(train_fn, cfg, workers: int, address: str | None = None) -> dic
     except Exception as e:  # noqa: BLE001 - Ray wraps the workers' tracebacks; one line for the user
         raise TfqError(f"training {cfg.dataset} {cfg.model} on {workers} Ray workers failed: {_last_error(e)}") from None
     return artifacts.read_json(artifacts.run_dir(cfg.artifacts, cfg.dataset, cfg.model) / artifacts.TRAIN_JSON)
+
+
+def check_collected(label: str, produced: dict[str, str]) -> None:
+    """The files a chain's worker made must be here, as made: the artifacts folder is shared."""
+    for path, digest in produced.items():
+        if not Path(path).is_file() or artifacts.sha256(path) != digest:
+            raise TfqError(f"[{label}] a worker wrote {path}, but the driver does not see it there: every node "
+                           "must mount the artifacts folder at the same path")
