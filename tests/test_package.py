@@ -17,9 +17,6 @@ PACKAGE = Path(tfq.__file__).parent
 STAGES = tfq.STAGES  # in the order they run: a stage may use an earlier stage's functions, never a later one's
 # The machinery, lowest first: a subpackage imports only those before it (and itself).
 LAYERS = ("core", "data", "models", "runtimes", "quant", "reporting", "scale")
-# Known and to be removed with the stage table (issue 24, item 2): `convert --mode=mixed` ranks layers
-# by the sensitivity stage's results.
-NOT_YET_DOWN = {("convert", "sensitivity")}
 MAX_LINES = 500
 
 
@@ -60,7 +57,7 @@ def test_every_import_points_down(path):
     bad = []
     for used in _imported_units(path) - {unit}:
         if unit in STAGES and used in STAGES:
-            if STAGES.index(used) > STAGES.index(unit) and (unit, used) not in NOT_YET_DOWN:
+            if STAGES.index(used) > STAGES.index(unit):
                 bad.append(f"stage {unit} imports the later stage {used}")
         elif unit in LAYERS and used in STAGES:
             bad.append(f"{unit}/ imports the stage {used}")
@@ -69,12 +66,6 @@ def test_every_import_points_down(path):
         elif used not in STAGES and used not in LAYERS:
             bad.append(f"imports tfq.{used}, which is neither a stage nor a subpackage")
     assert not bad, f"{path.relative_to(PACKAGE)}: " + "; ".join(bad)
-
-
-def test_the_known_exceptions_are_still_needed():
-    """An exception that no longer occurs is taken off the list, so the list cannot hide a new one."""
-    for unit, used in NOT_YET_DOWN:
-        assert used in _imported_units(PACKAGE / f"{unit}.py")
 
 
 @pytest.mark.parametrize("path", _modules(), ids=lambda p: str(p.relative_to(PACKAGE)))

@@ -11,18 +11,16 @@ trained model, after checking the file against what its row promises.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import time
 from pathlib import Path
 
-import numpy as np
 from absl import flags
 
-from tfq import data, models, sensitivity
+from tfq import data, models
 from tfq.core import artifacts, cli, console
 from tfq.core.artifacts import TfqError
 from tfq.core.backend import fresh_session, keras, tf, versions
-from tfq.quant import aeq, mixed
+from tfq.quant import aeq
 from tfq.quant.modes import (
     DEFAULT_CALIBRATION,
     MODES,
@@ -33,7 +31,7 @@ from tfq.quant.modes import (
     recipe_mode,
     verify,
 )
-from tfq.runtimes import flatbuffer, harness
+from tfq.runtimes import flatbuffer
 
 
 def converter_for(model: keras.Model, mode: Mode, *, calibration=None, io_type: str | None = None,
@@ -90,11 +88,6 @@ class ConvertConfig:
     seed: int = 0
     recipe: str | None = None  # an ai-edge-quantizer recipe file: convert with it instead of `modes`
     calibration_rule: str = "quantizer"  # ai-edge-quantizer files: its own moving average, or "minmax"
-    # --mode=mixed (alone): the smallest/fastest per-layer mix within these validation drops, in points
-    max_accuracy_drop: tuple[float, ...] = ()
-    objective: tuple[str, ...] = ("size",)
-    output: str = "mixed"  # file stem for one budget and objective; else (or if empty) mixed_<objective>_<budget>
-    latency_runs: int = 100
     max_eval_examples: int = 0
     data_root: str | None = None
     cache_dir: str | None = None
@@ -127,8 +120,9 @@ def convert(cfg: ConvertConfig, log=None) -> list[dict]:
     """Convert the trained model of `artifacts/<dataset>_<model>/` in each mode; returns the manifests."""
     data.get(cfg.dataset)
     models.get(cfg.model)
-    if "mixed" in cfg.modes or cfg.max_accuracy_drop:
-        return convert_mixed(cfg, log)
+    if "mixed" in cfg.modes:
+        raise TfqError("--mode=mixed goes alone (no other mode, no --recipe): it is the mixed stage, python -m "
+                       "tfq.mixed")
     modes = _modes(cfg)
     # --io_type and --per_channel=false apply to the modes that take them; a single mode must take them.
     variants = []
@@ -186,119 +180,13 @@ def convert(cfg: ConvertConfig, log=None) -> list[dict]:
     return results
 
 
-def mixed_names(cfg: ConvertConfig) -> list[tuple[float, str, str]]:
-    """(budget, objective, file stem) of each mixed model a config asks for."""
-    pairs = [(b, o) for o in dict.fromkeys(cfg.objective) for b in dict.fromkeys(map(float, cfg.max_accuracy_drop))]
-    if len(pairs) == 1 and cfg.output:
-        return [(*pairs[0], cfg.output)]
-    return [(b, o, f"mixed_{o}_{b:g}") for b, o in pairs]
-
-
-def _check_mixed(cfg: ConvertConfig) -> ConvertConfig:
-    try:
-        cfg = dataclasses.replace(cfg, max_accuracy_drop=tuple(float(b) for b in cfg.max_accuracy_drop))
-    except ValueError:
-        raise TfqError(f"--max_accuracy_drop={','.join(map(str, cfg.max_accuracy_drop))}: expected numbers "
-                       "of points, e.g. 0.3") from None
-    if list(cfg.modes) != ["mixed"] or cfg.recipe:
-        raise TfqError("--mode=mixed goes alone (no other mode, no --recipe), and --max_accuracy_drop only with it")
-    if not cfg.max_accuracy_drop:
-        raise TfqError("--mode=mixed needs --max_accuracy_drop (points of validation accuracy, e.g. 0.3)")
-    if any(not 0 <= b <= 100 for b in cfg.max_accuracy_drop):
-        raise TfqError(f"--max_accuracy_drop={','.join(map(str, cfg.max_accuracy_drop))}: points from 0 to 100")
-    bad = [o for o in cfg.objective if o not in mixed.OBJECTIVES]
-    if bad or not cfg.objective:
-        raise TfqError(f"--objective={','.join(cfg.objective)}: choose from {', '.join(mixed.OBJECTIVES)}")
-    if cfg.io_type or not cfg.per_channel:
-        raise TfqError("--io_type and --per_channel do not apply to --mode=mixed (each rung is its own recipe)")
-    cli.check_at_least(cfg, 1, "num_calibration", "latency_runs")
-    return cfg
-
-
-def convert_mixed(cfg: ConvertConfig, log=None) -> list[dict]:
-    """`--mode=mixed`: for each budget and objective, the per-layer precisions `tfq.quant.mixed.search`
-    chooses on the validation split, as a real file (every layer's precision read back), its
-    recipe (reusable with --recipe) and a manifest with the search path and validation and test
-    accuracy, size and latency. The sensitivity it ranks layers by is the run's sensitivity.json
-    when that was measured with the same float model and calibration; else it is measured here.
-    `log` gets each search step."""
-    cfg = _check_mixed(cfg)
-    run = artifacts.check_writable(artifacts.run_dir(cfg.artifacts, cfg.dataset, cfg.model))
-    sc = sensitivity.SensitivityConfig(dataset=cfg.dataset, model=cfg.model, artifacts=cfg.artifacts,
-                                       num_calibration=cfg.num_calibration, seed=cfg.seed,
-                                       max_eval_examples=cfg.max_eval_examples, data_root=cfg.data_root,
-                                       cache_dir=cfg.cache_dir)
-    scorer, digest, splits = sensitivity.scorer_for(sc, run)
-    sens = artifacts.read_json(run / sensitivity.SENSITIVITY_JSON, default={})
-    if sens.get("key") != sc.key(digest):
-        sens = sensitivity.sensitivity(sc)
-    test_images, test_labels = data.to_numpy(splits.test)
-    names = [layer.name for layer in scorer.layers]
-    uniform = {r: scorer.build(dict.fromkeys(names, r)) for r in ("float", "int8", "w4")}
-    test_correct = {}
-
-    def on_test(blob: bytes) -> np.ndarray:
-        key = hashlib.sha256(blob).hexdigest()
-        if key not in test_correct:
-            test_correct[key] = mixed.predict(blob, test_images) == test_labels
-        return test_correct[key]
-
-    results = []
-    for budget, objective, stem in mixed_names(cfg):
-        started = time.time()
-        found = mixed.search(scorer, sens, budget, objective, log=log)
-        rules = mixed.recipe(found["assignment"], scorer.layers)
-        blob = scorer.build(found["assignment"])
-        held = mixed.check(blob, found["assignment"], scorer.layers, f"{stem}.tflite")
-        val, val_float = scorer.correct(blob), scorer.float_correct
-        test, test_float = on_test(blob), on_test(uniform["float"])
-        manifest = {
-            "mode": "mixed", "file": f"{stem}.tflite", "recipe_file": f"{stem}.recipe.json",
-            "budget_pts": budget, "objective": objective, "ladder": found["ladder"],
-            "assignment": found["assignment"],
-            "layers": [{"name": layer.name, "params": layer.params, "macs": layer.macs, **held[layer.name]}
-                       for layer in scorer.layers],
-            "path": found["path"], "candidates": len(found["path"]),
-            "files_scored": found["files_scored"],  # candidates not already scored (cache shared by budgets)
-            "search_seconds": round(time.time() - started, 1),
-            "validation": {"examples": int(len(val)), "float32_accuracy": float(val_float.mean()),
-                           "accuracy": float(val.mean()), "vs_float32": mixed.paired_vs(val_float, val)},
-            "test": {"examples": int(len(test)), "float32_accuracy": float(test_float.mean()),
-                     "accuracy": float(test.mean()), "vs_float32": mixed.paired_vs(test_float, test),
-                     "uniform": {r: {"accuracy": float(on_test(b).mean()), "size_bytes": len(b),
-                                     "mixed_minus_uniform": mixed.paired_vs(on_test(b), test)}
-                                 for r, b in uniform.items()}},
-            "size_bytes": len(blob), "tflite_sha256": hashlib.sha256(blob).hexdigest(),
-            "calibration": sens["calibration"], "sensitivity": sensitivity.SENSITIVITY_JSON,
-            "remake": f"python -m tfq.convert --dataset={cfg.dataset} --model={cfg.model} --recipe={stem}.recipe.json "
-                      f"--calibration_rule={mixed.CALIBRATION_RULE} --num_calibration={cfg.num_calibration} "
-                      f"--seed={cfg.seed}",
-            "flatbuffer": flatbuffer.read(blob).summary(),
-            "source_model": {"path": str(run / artifacts.MODEL_FILE), "sha256": artifacts.sha256(run / artifacts.MODEL_FILE)},
-            "float32_sha256": digest, "versions": versions(),
-        }
-        results.append((manifest, blob, rules))
-    blobs = {"float32": uniform["float"], "int8": uniform["int8"], **{m["file"]: b for m, b, _ in results}}
-    latency = harness.interleaved_latency_us(
-        {k: harness.Classifier(b, label=k) for k, b in blobs.items()}, test_images[0], runs=cfg.latency_runs)
-    for manifest, blob, rules in results:
-        manifest["latency_us"] = {"mixed": latency[manifest["file"]]["p50"], "float32": latency["float32"]["p50"],
-                                  "int8": latency["int8"]["p50"], "runs": cfg.latency_runs}
-        stem = manifest["file"].removesuffix(".tflite")
-        with artifacts.atomic_paths(run / f"{stem}.tflite", run / f"{stem}.recipe.json",
-                                    run / f"{stem}.json") as (blob_tmp, recipe_tmp, json_tmp):
-            blob_tmp.write_bytes(blob)
-            artifacts.write_json(recipe_tmp, rules)
-            artifacts.write_json(json_tmp, manifest)
-    return [m for m, _, _ in results]
-
-
 FLAGS = flags.FLAGS
 
 
 def _define_flags() -> None:
     cli.define_common_flags()
-    flags.DEFINE_list("mode", ["int8"], f"One or more of {', '.join(MODES)}, or all; or mixed (alone).")
+    flags.DEFINE_list("mode", ["int8"], f"One or more of {', '.join(MODES)}, or all; mixed (alone) is the mixed "
+                      "stage (python -m tfq.mixed), which the command line hands over to.")
     flags.DEFINE_integer("num_calibration", DEFAULT_CALIBRATION, "Training images used to calibrate int8/int16x8.")
     flags.DEFINE_enum("io_type", None, ["float32", "int8", "uint8", "int16"],
                       "Input/output dtype (default: the mode's own).")
@@ -309,11 +197,6 @@ def _define_flags() -> None:
     flags.DEFINE_enum("calibration_rule", "quantizer", list(aeq.CALIBRATION_RULES),
                       "ai-edge-quantizer files: merge per-image ranges by the quantizer's own rule (a moving "
                       "average for min/max recipes) or keep the running min/max (minmax, as the TFLite converter).")
-    flags.DEFINE_list("max_accuracy_drop", [], "--mode=mixed: allowed drop in validation accuracy against "
-                      "float32, in points (several: one file each).")
-    flags.DEFINE_list("objective", ["size"], "--mode=mixed: size (smallest file) or latency (fastest on this CPU).")
-    flags.DEFINE_string("output", "mixed", "--mode=mixed: file stem for one budget and objective.")
-    flags.DEFINE_integer("latency_runs", 100, "--mode=mixed: timed batch-1 invokes per file.")
     cli.define_slice_flags()
 
 
@@ -323,19 +206,9 @@ def main(argv):
         raise TfqError("--recipe and --mode do not go together: a recipe is its own mode")
     for m in convert(cli.config_from_flags(ConvertConfig, modes="mode"), log=print):
         fb = m["flatbuffer"]
-        if m["mode"] == "mixed":
-            v, t = m["validation"], m["test"]
-            print(f"{m['file']}: {m['size_bytes']:,d} bytes, {m['latency_us']['mixed']:.0f} us; "
-                  f"{' '.join(x['name'] + '=' + x['rung'] for x in m['layers'])}; validation drop "
-                  f"{-v['vs_float32']['delta_pts']:.2f} pts (budget {m['budget_pts']:g}), test drop "
-                  f"{-t['vs_float32']['delta_pts']:.2f} pts [95% CI {-t['vs_float32']['ci95_pts'][1]:.2f}, "
-                  f"{-t['vs_float32']['ci95_pts'][0]:.2f}]; "
-                  f"{m['candidates']} candidates, {m['files_scored']} of them scored anew")
-            continue
         print(f"{m['file']:26s} {m['size_bytes']:>9,d} bytes  weights {'/'.join(fb['weight_dtypes'])}  "
               f"activations {'/'.join(fb['activation_dtypes'])}  in {fb['inputs'][0]['dtype']}")
 
 
 if __name__ == "__main__":
-    _define_flags()
-    cli.run(main)
+    cli.run(main, _define_flags)

@@ -1,15 +1,12 @@
 """The study in one command: `python -m tfq.pipeline --datasets=mnist --models=cnn`.
 
-For each dataset x model: train -> convert (every post-training mode, the converter's and
-ai-edge-quantizer's) -> qat -> evaluate (every flatbuffer) -> sweep (simulated precisions, checked
-against the real files) -> sensitivity (per layer) -> mixed (per-layer precisions within each
-accuracy budget) -> micro (every file under TFLite Micro) -> generalize (every file on shifted copies of
-the test split and on `--cross_datasets` that share its classes) -> export (`--export_modes`: C arrays
-and Android bundles), then one report over all runs. Orchestration only: each stage is the plain function
-of its module. A stage is skipped when its key (its settings plus the digests of the files it
-reads) matches the key recorded when it last finished and its outputs are still there, so a
-rerun does nothing and a changed flag reruns just the stages downstream of it (`--force` redoes
-everything). Keys and stage times live in `artifacts/<dataset>_<model>/pipeline.json`.
+For each dataset x model, the rows of `STAGES` in order: train -> convert -> qat -> evaluate -> sweep
+-> sensitivity -> mixed -> micro -> generalize, then `--export_modes`' C arrays and Android bundles,
+and one report over all runs. Each row names its config, the files its key reads and the files it
+writes, and calls its stage's plain function. A stage is skipped when its key (its settings plus the
+digests of the files it reads) matches the one recorded when it last finished and its outputs are
+still there, so a rerun does nothing and a changed flag reruns just the stages downstream of it
+(`--force` redoes everything); keys and times live in `artifacts/<dataset>_<model>/pipeline.json`.
 """
 
 from __future__ import annotations
@@ -21,11 +18,25 @@ from pathlib import Path
 
 from absl import flags
 
-from tfq import convert, data, evaluate, export, generalize, micro, models, qat, report, sensitivity, sweep, train
+from tfq import (
+    convert,
+    data,
+    evaluate,
+    export,
+    generalize,
+    micro,
+    mixed,
+    models,
+    qat,
+    report,
+    sensitivity,
+    sweep,
+    train,
+)
 from tfq.core import artifacts, cli, stages
 from tfq.core.artifacts import TfqError
 from tfq.core.backend import versions
-from tfq.quant import mixed, modes
+from tfq.quant import mixed_search, modes
 from tfq.reporting import timing
 from tfq.scale import executors
 
@@ -142,15 +153,11 @@ class Chain:
         return [*(self.file(m) for m in modes.MODES), self.file(modes.QAT_INT8.name)]
 
     def mixed_stems(self) -> list[str]:
-        return [stem for _, _, stem in convert.mixed_names(_mixed_config(self))] if self.cfg.mixed_budgets else []
+        return [stem for _, _, stem in mixed.planned(_mixed_config(self))] if self.cfg.mixed_budgets else []
 
     def flatbuffers(self) -> list[Path]:
         """Every file of the run: what TFLite Micro and the shifted sets measure."""
         return [*self.targets(), *(self.file(s) for s in self.mixed_stems())]
-
-
-def _train_config(chain: Chain) -> train.TrainConfig:
-    return chain.tc
 
 
 def _qat_config(chain: Chain) -> qat.QatConfig:
@@ -162,14 +169,13 @@ def _qat_config(chain: Chain) -> qat.QatConfig:
                          low_bit_learning_rate=cfg.qat_low_bit_learning_rate)
 
 
-def _mixed_config(chain: Chain) -> convert.ConvertConfig:
+def _mixed_config(chain: Chain) -> mixed.MixedConfig:
     cfg = chain.cfg
-    return convert.ConvertConfig(**chain.place(), modes=("mixed",), num_calibration=cfg.num_calibration,
-                                 max_accuracy_drop=cfg.mixed_budgets, objective=cfg.mixed_objectives, output="",
-                                 max_eval_examples=chain.tc.max_eval_examples)
+    return mixed.MixedConfig(**chain.place(), num_calibration=cfg.num_calibration, max_accuracy_drop=cfg.mixed_budgets,
+                             objective=cfg.mixed_objectives, output="", max_eval_examples=chain.tc.max_eval_examples)
 
 
-def _drop_other_budgets(chain: Chain, c: convert.ConvertConfig) -> None:
+def _drop_other_budgets(chain: Chain, c: mixed.MixedConfig) -> None:
     """The mixed stage's files for budgets no longer asked for."""
     stems = set(chain.mixed_stems())
     for old in chain.run.glob("mixed_*_*.json"):
@@ -197,7 +203,7 @@ def _cross(chain: Chain) -> list[str]:
 
 # The stages of one run, in order. Each reads only files the stages above it wrote.
 STAGES = (
-    stages.Stage("train", _train_config,
+    stages.Stage("train", lambda chain: chain.tc,
           reads=lambda chain, c: [], writes=lambda chain, c: [chain.run / artifacts.MODEL_FILE,
                                                              chain.run / artifacts.TRAIN_JSON],
           function=lambda chain, c: (executors.train_on_ray(train.train, c, c.ray_workers,
@@ -252,7 +258,7 @@ STAGES = (
                                                            if p.is_file())],
           writes=lambda chain, c: [chain.run / f"{stem}{ext}" for stem in chain.mixed_stems()
                                    for ext in (".tflite", ".recipe.json", ".json")],
-          function=lambda chain, c: convert.convert(c),
+          function=lambda chain, c: mixed.mixed(c),
           what=lambda chain, c: (f"mixed precision within {', '.join(f'{b:g}' for b in c.max_accuracy_drop)} points "
                                  f"({', '.join(c.objective)})"),
           headline=_sizes, enabled=lambda cfg: bool(cfg.mixed_budgets), before=_drop_other_budgets),
@@ -359,11 +365,11 @@ def validate(cfg: PipelineConfig) -> None:
     cli.check_at_least(cfg, 0, "epochs", "max_train_examples", "max_eval_examples")
     cli.check_at_least(cfg, 1, "qat_epochs", "num_calibration", "latency_runs", "threads", "sweep_calibration_draws")
     cli.check_at_least(cfg, 0, "sweep_grid_examples", "qat_low_bit_epochs", "qat_low_bit_learning_rate")
-    bad = [o for o in cfg.mixed_objectives if o not in mixed.OBJECTIVES]
+    bad = [o for o in cfg.mixed_objectives if o not in mixed_search.OBJECTIVES]
     if bad or any(not 0 <= b <= 100 for b in cfg.mixed_budgets):
         raise TfqError(f"--mixed_budgets={','.join(map(str, cfg.mixed_budgets))} --mixed_objectives="
                        f"{','.join(cfg.mixed_objectives)}: budgets are points from 0 to 100, objectives "
-                       f"{', '.join(mixed.OBJECTIVES)}")
+                       f"{', '.join(mixed_search.OBJECTIVES)}")
     cli.check_at_least(cfg, 0, "micro_examples", "shift_examples")
     executors.executor(cfg.executor, cfg.ray_address)  # a known executor; --ray_address only with ray
     for other in cfg.cross_datasets:
@@ -462,8 +468,8 @@ def _define_flags() -> None:
                          "Calibration draws per simulated activation range (spread).")
     flags.DEFINE_boolean("sensitivity", True, "Measure per-layer sensitivity (tfq.sensitivity).")
     flags.DEFINE_list("mixed_budgets", [], "Validation-accuracy budgets (points) for mixed-precision files "
-                      "(tfq.convert --mode=mixed); empty: none.")
-    flags.DEFINE_list("mixed_objectives", ["size"], f"Mixed-precision objectives: {', '.join(mixed.OBJECTIVES)}.")
+                      "(tfq.mixed); empty: none.")
+    flags.DEFINE_list("mixed_objectives", ["size"], f"Mixed-precision objectives: {', '.join(mixed_search.OBJECTIVES)}.")
     flags.DEFINE_boolean("micro", True, "Run every flatbuffer under TFLite Micro (tfq.micro): arena, accuracy, "
                          "agreement with LiteRT.")
     flags.DEFINE_integer("micro_examples", 0, "Test images per file under TFLite Micro (0: --max_eval_examples, else all).")
@@ -490,5 +496,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    _define_flags()
-    cli.run(main)
+    cli.run(main, _define_flags)

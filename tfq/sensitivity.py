@@ -1,7 +1,7 @@
 """Per-layer sensitivity: `python -m tfq.sensitivity --dataset=cifar10 --model=cnn`.
 
 For each weight layer (convolution, dense) of `float32.tflite` and each scheme (default: int8 and
-4-bit weights, rungs of `tfq.quant.mixed.RUNGS`), on the validation split:
+4-bit weights, rungs of `tfq.quant.mixed_search.RUNGS`), on the validation split:
 - only quantized: the accuracy drop against float32 when only that layer is quantized;
 - only float: the accuracy given back when only that layer is left in float in a model quantized
   everywhere else (what keeping it in float buys, in context);
@@ -9,7 +9,7 @@ For each weight layer (convolution, dense) of `float32.tflite` and each scheme (
   validation: SNR in dB and MSE against the float model, on `error_examples` images).
 Each drop comes with its paired 95% interval. Also measured: the uniform model of every rung
 (validation accuracy, bytes, batch-1 latency), which is what the mixed-precision ladder is made
-of. Writes `sensitivity.json`; the mixed-precision search (`tfq.quant.mixed`) reads it.
+of. Writes `sensitivity.json`; the mixed-precision search (`tfq.quant.mixed_search`) reads it.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from absl import flags
 from tfq import data, models
 from tfq.core import artifacts, cli, console
 from tfq.core.artifacts import TfqError
-from tfq.quant import aeq, mixed
+from tfq.quant import aeq, mixed_search
 from tfq.quant.modes import DEFAULT_CALIBRATION
 from tfq.reporting.drops import drops
 
@@ -47,10 +47,10 @@ class SensitivityConfig:
     def validate(self) -> None:
         data.get(self.dataset)
         models.get(self.model)
-        unknown = [s for s in self.schemes if s not in mixed.RUNG or s == "float"]
+        unknown = [s for s in self.schemes if s not in mixed_search.RUNG or s == "float"]
         if unknown or not self.schemes:
             raise TfqError(f"--schemes={','.join(self.schemes)}: choose from "
-                           f"{', '.join(r for r in mixed.RUNG if r != 'float')}")
+                           f"{', '.join(r for r in mixed_search.RUNG if r != 'float')}")
         cli.check_at_least(self, 1, "num_calibration", "error_examples", "latency_runs")
         cli.check_at_least(self, 0, "max_eval_examples")
 
@@ -59,7 +59,7 @@ class SensitivityConfig:
         float file, the calibration, the validation images (their source and slice), the schemes,
         and tfq's own code."""
         return {"float32_sha256": float_sha256, "num_calibration": self.num_calibration, "seed": self.seed,
-                "calibration_rule": mixed.CALIBRATION_RULE, "max_eval_examples": self.max_eval_examples,
+                "calibration_rule": mixed_search.CALIBRATION_RULE, "max_eval_examples": self.max_eval_examples,
                 "data": data.source_key(self.dataset, self.data_root, self.cache_dir), "schemes": list(self.schemes),
                 "code": artifacts.code_digest()}
 
@@ -77,17 +77,17 @@ def float_flatbuffer(run) -> tuple[bytes, str]:
     return path.read_bytes(), artifacts.sha256(path)
 
 
-def scorer_for(cfg, run) -> tuple[mixed.Scorer, str, data.Splits]:
+def scorer_for(cfg, run) -> tuple[mixed_search.Scorer, str, data.Splits]:
     """The validation scorer of a run: its float model, min/max calibration on `num_calibration`
     training images drawn by `seed`, and the validation split."""
     float_blob, digest = float_flatbuffer(run)
     splits = data.load(cfg.dataset, root=cfg.data_root, cache=cfg.cache_dir, max_eval=cfg.max_eval_examples or None)
     calibration = data.calibration_samples(splits, cfg.num_calibration, seed=cfg.seed)
     images, labels = data.to_numpy(splits.val)
-    return mixed.Scorer(float_blob, mixed.layers(float_blob), calibration, images, labels), digest, splits
+    return mixed_search.Scorer(float_blob, mixed_search.layers(float_blob), calibration, images, labels), digest, splits
 
 
-def _layer_errors(scorer: mixed.Scorer, blob: bytes, count: int) -> dict[str, dict]:
+def _layer_errors(scorer: mixed_search.Scorer, blob: bytes, count: int) -> dict[str, dict]:
     """ai-edge-quantizer's own per-tensor comparison (SNR, MSE) of each layer's output."""
     from ai_edge_quantizer import model_validator
     from ai_edge_quantizer.utils import validation_utils
@@ -111,22 +111,22 @@ def _finite(v) -> float | None:
     return None if v is None or not np.isfinite(float(v)) else float(v)
 
 
-def measure(scorer: mixed.Scorer, schemes: tuple[str, ...], *, error_examples: int, latency_runs: int) -> dict:
+def measure(scorer: mixed_search.Scorer, schemes: tuple[str, ...], *, error_examples: int, latency_runs: int) -> dict:
     """Every rung's uniform model, then each layer alone quantized and alone left float per scheme."""
     from tfq.runtimes.harness import Classifier, interleaved_latency_us
 
     float_correct = scorer.float_correct
     names = [layer.name for layer in scorer.layers]
-    uniform = {r.name: scorer.build(dict.fromkeys(names, r.name)) for r in mixed.RUNGS}
+    uniform = {r.name: scorer.build(dict.fromkeys(names, r.name)) for r in mixed_search.RUNGS}
     latency = interleaved_latency_us({r: Classifier(b, label=f"uniform {r}") for r, b in uniform.items()},
                                      scorer.images[0], runs=latency_runs)
     rungs = {}
     for r, blob in uniform.items():
         correct = scorer.correct(blob)
-        rungs[r] = {"val_accuracy": float(correct.mean()), "val_vs_float32": mixed.paired_vs(float_correct, correct),
+        rungs[r] = {"val_accuracy": float(correct.mean()), "val_vs_float32": mixed_search.paired_vs(float_correct, correct),
                     "size_bytes": len(blob),
                     "latency_us": latency[r]["p50"], "latency_spread_us": latency[r]["spread"],
-                    "description": mixed.RUNG[r].description}
+                    "description": mixed_search.RUNG[r].description}
     rows = [{"name": layer.name, "op": layer.op, "params": layer.params, "macs": layer.macs, "schemes": {}}
             for layer in scorer.layers]
     for scheme in schemes:
@@ -136,8 +136,8 @@ def measure(scorer: mixed.Scorer, schemes: tuple[str, ...], *, error_examples: i
             alone = scorer.correct(scorer.build({**dict.fromkeys(names, "float"), row["name"]: scheme}, "float"))
             spared = scorer.correct(scorer.build({**dict.fromkeys(names, scheme), row["name"]: "float"}, scheme))
             row["schemes"][scheme] = {
-                "only_quantized_vs_float32": mixed.paired_vs(float_correct, alone),
-                "only_float_vs_all_quantized": mixed.paired_vs(everywhere, spared),
+                "only_quantized_vs_float32": mixed_search.paired_vs(float_correct, alone),
+                "only_float_vs_all_quantized": mixed_search.paired_vs(everywhere, spared),
                 **errors[row["name"]],
             }
     ranking = {s: [r["name"] for r in sorted(rows, key=lambda r: -r["schemes"][s]["only_float_vs_all_quantized"]
@@ -153,7 +153,7 @@ def sensitivity(cfg: SensitivityConfig) -> dict:
     started = time.time()
     scorer, digest, splits = scorer_for(cfg, run)
     result = {"dataset": cfg.dataset, "model": cfg.model, "split": "validation", "key": cfg.key(digest),
-              "calibration": {"images": cfg.num_calibration, "seed": cfg.seed, "rule": mixed.CALIBRATION_RULE},
+              "calibration": {"images": cfg.num_calibration, "seed": cfg.seed, "rule": mixed_search.CALIBRATION_RULE},
               "error_examples": cfg.error_examples, "data_source": splits.source.to_json(),
               **measure(scorer, cfg.schemes, error_examples=cfg.error_examples, latency_runs=cfg.latency_runs)}
     result["evaluations"] = scorer.evaluations
@@ -199,5 +199,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    _define_flags()
-    cli.run(main)
+    cli.run(main, _define_flags)

@@ -69,8 +69,40 @@ def check_at_least(cfg, minimum, *names: str) -> None:
         raise TfqError(f"{', '.join(bad)}: must be at least {minimum}")
 
 
-def run(main) -> None:
-    """absl's app.run, with TfqError reported as one line and exit status 1."""
+def handed_over() -> str | None:
+    """The stage a command line belongs to when its stage hands it over (`tfq.HANDED_OVER`, e.g.
+    `python -m tfq.convert --mode=mixed` is the mixed stage's), else None."""
+    import tfq
+
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    stage = spec.name.rpartition(".")[2] if spec else None
+    args = sys.argv[1:]
+    given = {*args, *(f"{a}={b}" for a, b in zip(args, args[1:]))}  # --mode=mixed and --mode mixed
+    return next((target for (source, flag), target in tfq.HANDED_OVER.items() if source == stage and flag in given),
+                None)
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing, with a bad flag reported as one `error:` line and exit status 1."""
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as e:
+        print(f"error: {e} (--helpfull lists the flags)", file=sys.stderr)
+        sys.exit(1)
+
+
+def run(main, define_flags=None) -> None:
+    """absl's app.run over the stage's flags (`define_flags`), with TfqError reported as one line and exit
+    status 1. A command line that its stage hands over to another (`handed_over`) runs that stage's own
+    main instead, flags and all, before this stage defines any flag."""
+    target = handed_over()
+    if target:
+        import runpy
+
+        runpy.run_module(f"tfq.{target}", run_name="__main__", alter_sys=True)
+        return
+    if define_flags:
+        define_flags()
 
     def wrapped(argv):
         if not console.verbose():
@@ -84,4 +116,4 @@ def run(main) -> None:
             print(f"error: {e}", file=sys.stderr)
             sys.exit(1)
 
-    app.run(wrapped)
+    app.run(wrapped, flags_parser=_parse_flags)

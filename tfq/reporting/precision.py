@@ -56,7 +56,7 @@ def mixed(study: Study) -> list[str]:
         return []
     md = ["## Mixed precision under an accuracy budget", "",
           "`python -m tfq.convert --mode=mixed --max_accuracy_drop=B [--objective=size|latency]`: one precision per "
-          "layer, searched on the validation split (see `tfq/quant/mixed.py`), written as one ai-edge-quantizer file "
+          "layer, searched on the validation split (see `tfq/quant/mixed_search.py`), written as one ai-edge-quantizer file "
           "whose every layer's precision was read back. Budget B: the file may lose at most B points against "
           "float32 on validation. Δ is the file minus float32, in points, paired on the same images with 95% "
           "intervals; the test split was not used to choose anything.", "",
