@@ -77,20 +77,18 @@ def convert_model(model: keras.Model, mode: Mode, **kwargs) -> tuple[bytes, dict
 
 
 @dataclasses.dataclass
-class ConvertConfig:
-    dataset: str = "mnist"
-    model: str = "cnn"
-    modes: tuple[str, ...] = ("int8",)
-    artifacts: str = "artifacts"
-    num_calibration: int = DEFAULT_CALIBRATION
-    io_type: str | None = None
-    per_channel: bool = True
-    seed: int = 0
-    recipe: str | None = None  # an ai-edge-quantizer recipe file: convert with it instead of `modes`
-    calibration_rule: str = "quantizer"  # ai-edge-quantizer files: its own moving average, or "minmax"
-    max_eval_examples: int = 0
-    data_root: str | None = None
-    cache_dir: str | None = None
+class ConvertConfig(cli.Run):
+    modes: tuple[str, ...] = cli.setting(("int8",), f"One or more of {', '.join(MODES)}, or all; mixed (alone) is the mixed "
+                                                    "stage (python -m tfq.mixed), which the command line hands over to.", flag="mode")
+    num_calibration: int = cli.setting(DEFAULT_CALIBRATION, "Training images used to calibrate int8/int16x8.")
+    io_type: str | None = cli.setting(None, "Input/output dtype (default: the mode's own).", choices=["float32", "int8", "uint8", "int16"])
+    per_channel: bool = cli.setting(True, "Per-channel weight scales (false: one scale per tensor).")
+    seed: int = cli.setting(0, "Seed for picking calibration samples.")
+    recipe: str | None = cli.setting(None, "Quantize float32.tflite with this ai-edge-quantizer recipe (JSON) "
+                                           "instead of --mode; writes recipe_<file name>.tflite.")
+    calibration_rule: str = cli.setting("quantizer", "ai-edge-quantizer files: merge per-image ranges by the quantizer's own rule (a moving "
+                                                     "average for min/max recipes) or keep the running min/max (minmax, as the TFLite converter).", choices=list(aeq.CALIBRATION_RULES))
+    max_eval_examples: int = cli.setting(0, "Use only this many validation/test examples (0: all).")
 
 
 def _float_flatbuffer(run: Path, source_digest: str, made: dict) -> bytes:
@@ -184,20 +182,7 @@ FLAGS = flags.FLAGS
 
 
 def _define_flags() -> None:
-    cli.define_common_flags()
-    flags.DEFINE_list("mode", ["int8"], f"One or more of {', '.join(MODES)}, or all; mixed (alone) is the mixed "
-                      "stage (python -m tfq.mixed), which the command line hands over to.")
-    flags.DEFINE_integer("num_calibration", DEFAULT_CALIBRATION, "Training images used to calibrate int8/int16x8.")
-    flags.DEFINE_enum("io_type", None, ["float32", "int8", "uint8", "int16"],
-                      "Input/output dtype (default: the mode's own).")
-    flags.DEFINE_boolean("per_channel", True, "Per-channel weight scales (false: one scale per tensor).")
-    flags.DEFINE_integer("seed", 0, "Seed for picking calibration samples.")
-    flags.DEFINE_string("recipe", None, "Quantize float32.tflite with this ai-edge-quantizer recipe (JSON) "
-                        "instead of --mode; writes recipe_<file name>.tflite.")
-    flags.DEFINE_enum("calibration_rule", "quantizer", list(aeq.CALIBRATION_RULES),
-                      "ai-edge-quantizer files: merge per-image ranges by the quantizer's own rule (a moving "
-                      "average for min/max recipes) or keep the running min/max (minmax, as the TFLite converter).")
-    cli.define_slice_flags()
+    cli.define_flags(ConvertConfig)
 
 
 def main(argv):

@@ -46,24 +46,25 @@ def result_stem(run_file: Path, name: str, split: str = "test", eval_dataset: st
 
 
 @dataclasses.dataclass
-class EvalConfig:
-    dataset: str = "mnist"
-    model: str = "cnn"
-    modes: tuple[str, ...] = ("int8",)
-    tflite: str | None = None
-    reference: str | None = None  # with --tflite: the .tflite whose predictions agreement is against
-    artifacts: str = "artifacts"
-    threads: int = 1
-    processes: int = 0  # 0: every core; only for models XNNPACK does not take (see tfq.runtimes.litert)
-    batch_size: int = 256
-    latency_runs: int = 200
-    latency_rounds: int = 5
-    split: str = "test"  # "validation": for choosing settings (calibration count, ...), never the test split
-    max_eval_examples: int = 0
-    compare_naive: bool = False
-    eval_dataset: str | None = None  # score on this dataset's test split (same classes and image shape)
-    data_root: str | None = None
-    cache_dir: str | None = None
+class EvalConfig(cli.Run):
+    modes: tuple[str, ...] = cli.setting(("int8",), "Modes to evaluate (their <mode>.tflite), or all.", flag="mode")
+    tflite: str | None = cli.setting(None, "Evaluate this .tflite classifier instead of a mode's file.")
+    reference: str | None = cli.setting(None, "With --tflite: measure agreement (and the paired test) against this "
+                                              ".tflite's predictions; without it, no agreement is reported.")
+    threads: int = cli.setting(1, "Interpreter threads.")
+    processes: int = cli.setting(0, "Worker processes for the accuracy pass of models XNNPACK does not "
+                                    "take, e.g. 16x8 (0: one per core). XNNPACK models use one process.")
+    batch_size: int = cli.setting(256, "Batch for the accuracy pass (models with a dynamic batch).")
+    latency_runs: int = cli.setting(200, "Timed batch-1 invokes per model (after 20 warm-up runs).")
+    latency_rounds: int = cli.setting(5, "Rounds the models take turns in for latency (runs split evenly).")
+    # "validation": for choosing settings (calibration count, ...), never the test split
+    split: str = cli.setting("test", "Score on the test split (eval_<mode>.json) or on the "
+                                     "validation split (val_<mode>.json), where settings are chosen.", choices=list(SPLIT_PREFIX))
+    max_eval_examples: int = cli.setting(0, "Use only this many test examples (0: all).")
+    compare_naive: bool = cli.setting(False, "Also time the tutorials' image-by-image loop.")
+    eval_dataset: str | None = cli.setting(None, "Score on this dataset's test split instead (same classes and "
+                                                 "image shape, e.g. emnist_digits or usps for an MNIST run): xeval_<dataset>_<mode>.json; "
+                                                 "no latency.")
 
 
 def target_files(cfg: EvalConfig, run: Path) -> list[tuple[str, Path]]:
@@ -241,24 +242,7 @@ FLAGS = flags.FLAGS
 
 
 def _define_flags() -> None:
-    cli.define_common_flags()
-    flags.DEFINE_list("mode", ["int8"], "Modes to evaluate (their <mode>.tflite), or all.")
-    flags.DEFINE_string("tflite", None, "Evaluate this .tflite classifier instead of a mode's file.")
-    flags.DEFINE_string("reference", None, "With --tflite: measure agreement (and the paired test) against this "
-                        ".tflite's predictions; without it, no agreement is reported.")
-    flags.DEFINE_integer("threads", 1, "Interpreter threads.")
-    flags.DEFINE_integer("processes", 0, "Worker processes for the accuracy pass of models XNNPACK does not "
-                         "take, e.g. 16x8 (0: one per core). XNNPACK models use one process.")
-    flags.DEFINE_integer("batch_size", 256, "Batch for the accuracy pass (models with a dynamic batch).")
-    flags.DEFINE_integer("latency_runs", 200, "Timed batch-1 invokes per model (after 20 warm-up runs).")
-    flags.DEFINE_integer("latency_rounds", 5, "Rounds the models take turns in for latency (runs split evenly).")
-    flags.DEFINE_integer("max_eval_examples", 0, "Use only this many test examples (0: all).")
-    flags.DEFINE_enum("split", "test", list(SPLIT_PREFIX), "Score on the test split (eval_<mode>.json) or on the "
-                      "validation split (val_<mode>.json), where settings are chosen.")
-    flags.DEFINE_boolean("compare_naive", False, "Also time the tutorials' image-by-image loop.")
-    flags.DEFINE_string("eval_dataset", None, "Score on this dataset's test split instead (same classes and "
-                        "image shape, e.g. emnist_digits or usps for an MNIST run): xeval_<dataset>_<mode>.json; "
-                        "no latency.")
+    cli.define_flags(EvalConfig)
 
 
 def main(argv):

@@ -39,12 +39,9 @@ ALIGNMENT = 16  # TFLite Micro reads tensors in place from the array: keep it al
 
 
 @dataclasses.dataclass
-class ExportConfig:
-    dataset: str = "mnist"
-    model: str = "cnn"
-    mode: str = "int8"  # any .tflite of the run folder, by its stem
-    format: str = "c"
-    artifacts: str = "artifacts"
+class ExportConfig(cli.Run):
+    mode: str = cli.setting("int8", "Which flatbuffer of the run folder: its file stem (int8, qat_int8, ...).")
+    format: str = cli.setting("c", f"One of {', '.join(FORMATS)}.")
 
 
 def describe(fb: flatbuffer.Flatbuffer, spec: data.Dataset) -> dict:
@@ -177,9 +174,7 @@ FLAGS = flags.FLAGS
 
 
 def _define_flags() -> None:
-    cli.define_common_flags()
-    flags.DEFINE_string("mode", "int8", "Which flatbuffer of the run folder: its file stem (int8, qat_int8, ...).")
-    flags.DEFINE_string("format", "c", f"One of {', '.join(FORMATS)}.")
+    cli.define_flags(ExportConfig)
 
 
 def main(argv):

@@ -32,20 +32,16 @@ GENERALIZE_JSON, GENERALIZE_NPZ = "generalize.json", "generalize.npz"
 
 
 @dataclasses.dataclass
-class GeneralizeConfig:
-    dataset: str = "mnist"
-    model: str = "cnn"
-    modes: tuple[str, ...] = ("all",)
-    examples: int = 250  # test images per shifted set (a seeded subset; 0: the whole split)
-    seed: int = 0
-    cross_datasets: tuple[str, ...] = ()  # other datasets' test splits (same classes), e.g. usps
-    shift: bool = True
-    batch_size: int = 256
-    processes: int = 0  # 0: every core, for files XNNPACK does not take
+class GeneralizeConfig(cli.Run):
+    modes: tuple[str, ...] = cli.setting(("all",), "Files to measure (their <mode>.tflite), or all.", flag="mode")
+    examples: int = cli.setting(250, "Test images per shifted set: a seeded subset (0: all).")
+    seed: int = cli.setting(0, "Seed of the subset and of the corruptions' random draws.")
+    cross_datasets: tuple[str, ...] = cli.setting((), "Other datasets' test splits to score on (same classes), e.g. "
+                                                      "usps,usps_resized,emnist_digits for an MNIST run.")
+    shift: bool = cli.setting(True, "Score the shifted (corrupted) copies of the test split.")
+    batch_size: int = cli.setting(256, "Inference batch.")
+    processes: int = cli.setting(0, "Worker processes for files XNNPACK does not take (0: every core).")
     max_eval_examples: int = 0
-    artifacts: str = "artifacts"
-    data_root: str | None = None
-    cache_dir: str | None = None
 
 
 def compatible(dataset: str, others) -> list[str]:
@@ -199,16 +195,7 @@ FLAGS = flags.FLAGS
 
 
 def _define_flags() -> None:
-    cli.define_common_flags()
-    d = GeneralizeConfig()
-    flags.DEFINE_list("mode", list(d.modes), "Files to measure (their <mode>.tflite), or all.")
-    flags.DEFINE_integer("examples", d.examples, "Test images per shifted set: a seeded subset (0: all).")
-    flags.DEFINE_integer("seed", d.seed, "Seed of the subset and of the corruptions' random draws.")
-    flags.DEFINE_list("cross_datasets", [], "Other datasets' test splits to score on (same classes), e.g. "
-                      "usps,usps_resized,emnist_digits for an MNIST run.")
-    flags.DEFINE_boolean("shift", d.shift, "Score the shifted (corrupted) copies of the test split.")
-    flags.DEFINE_integer("batch_size", d.batch_size, "Inference batch.")
-    flags.DEFINE_integer("processes", d.processes, "Worker processes for files XNNPACK does not take (0: every core).")
+    cli.define_flags(GeneralizeConfig)
 
 
 def main(argv):

@@ -51,16 +51,12 @@ PARTS = (Part("256 KB flash", "flash", 256 * KB), Part("1 MB flash", "flash", 10
 
 
 @dataclasses.dataclass
-class MicroConfig:
-    dataset: str = "mnist"
-    model: str = "cnn"
-    modes: tuple[str, ...] = ("all",)  # file stems of the run folder; all: every .tflite in it
-    max_examples: int = 0  # the first N test images (0: all of them)
-    output: str = MICRO_JSON  # in the run folder
-    processes: int = 0  # 0: one per core
-    artifacts: str = "artifacts"
-    data_root: str | None = None
-    cache_dir: str | None = None
+class MicroConfig(cli.Run):
+    modes: tuple[str, ...] = cli.setting(("all",), "File stems of the run folder to run (int8, qat_int8, ...), or all.", flag="mode")
+    max_examples: int = cli.setting(0, "Run only the first N test images (0: the whole test split).")
+    output: str = cli.setting(MICRO_JSON, "Result file name in the run folder (benchmarks/micro_full.sh: "
+                                          "micro_full.json).")
+    processes: int = cli.setting(0, "Worker processes, each with its own interpreter (0: one per core).")
 
 
 def fits(size_bytes: int, arena_bytes: int | None) -> dict[str, bool | None]:
@@ -232,12 +228,7 @@ FLAGS = flags.FLAGS
 
 
 def _define_flags() -> None:
-    cli.define_common_flags()
-    flags.DEFINE_list("mode", ["all"], "File stems of the run folder to run (int8, qat_int8, ...), or all.")
-    flags.DEFINE_integer("max_examples", 0, "Run only the first N test images (0: the whole test split).")
-    flags.DEFINE_integer("processes", 0, "Worker processes, each with its own interpreter (0: one per core).")
-    flags.DEFINE_string("output", MICRO_JSON, "Result file name in the run folder (benchmarks/micro_full.sh: "
-                        "micro_full.json).")
+    cli.define_flags(MicroConfig)
 
 
 def _mark(ok) -> str:

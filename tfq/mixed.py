@@ -28,19 +28,16 @@ from tfq.runtimes import flatbuffer, harness
 
 
 @dataclasses.dataclass
-class MixedConfig:
-    dataset: str = "mnist"
-    model: str = "cnn"
-    artifacts: str = "artifacts"
-    max_accuracy_drop: tuple[float, ...] = ()  # validation drops allowed against float32, in points
-    objective: tuple[str, ...] = ("size",)
-    output: str = "mixed"  # file stem for one budget and objective; else (or if empty) mixed_<objective>_<budget>
-    num_calibration: int = DEFAULT_CALIBRATION
-    seed: int = 0
-    latency_runs: int = 100
-    max_eval_examples: int = 0
-    data_root: str | None = None
-    cache_dir: str | None = None
+class MixedConfig(cli.Run):
+    max_accuracy_drop: tuple[float, ...] = cli.setting((), "Allowed drop in validation accuracy against float32, in points "
+                                                           "(several: one file each).")
+    objective: tuple[str, ...] = cli.setting(("size",), "size (smallest file) or latency (fastest on this CPU); several: one "
+                                                        "file each.")
+    output: str = cli.setting("mixed", "File stem for one budget and objective.")
+    num_calibration: int = cli.setting(DEFAULT_CALIBRATION, "Training images that calibrate every rung.")
+    seed: int = cli.setting(0, "Seed for picking calibration samples.")
+    latency_runs: int = cli.setting(100, "Timed batch-1 invokes per file.")
+    max_eval_examples: int = cli.setting(0, "Use only this many validation/test examples (0: all).")
 
 
 def planned(cfg: MixedConfig) -> list[tuple[float, str, str]]:
@@ -152,17 +149,8 @@ FLAGS = flags.FLAGS
 
 
 def _define_flags() -> None:
-    cli.define_common_flags()
+    cli.define_flags(MixedConfig)
     flags.DEFINE_enum("mode", "mixed", ["mixed"], "Only mixed: lets `python -m tfq.convert --mode=mixed ...` run here.")
-    flags.DEFINE_list("max_accuracy_drop", [], "Allowed drop in validation accuracy against float32, in points "
-                      "(several: one file each).")
-    flags.DEFINE_list("objective", ["size"], "size (smallest file) or latency (fastest on this CPU); several: one "
-                      "file each.")
-    flags.DEFINE_string("output", "mixed", "File stem for one budget and objective.")
-    flags.DEFINE_integer("num_calibration", DEFAULT_CALIBRATION, "Training images that calibrate every rung.")
-    flags.DEFINE_integer("seed", 0, "Seed for picking calibration samples.")
-    flags.DEFINE_integer("latency_runs", 100, "Timed batch-1 invokes per file.")
-    cli.define_slice_flags()
 
 
 def main(argv):

@@ -40,44 +40,6 @@ from tfq.quant import mixed_search, modes
 from tfq.reporting import timing
 from tfq.scale import executors
 
-
-@dataclasses.dataclass
-class PipelineConfig:
-    datasets: tuple[str, ...] = ("mnist",)
-    models: tuple[str, ...] = ("cnn",)
-    artifacts: str = "artifacts"
-    flags_dir: str = "flags"
-    force: bool = False
-    epochs: int = 0  # 0: each flagfile's own
-    max_train_examples: int = 0
-    max_eval_examples: int = 0
-    qat_epochs: int = 1
-    qat_learning_rate: float = qat.QatConfig.learning_rate
-    qat_low_bit: tuple[str, ...] = tuple(qat.LOW_BIT)
-    qat_low_bit_epochs: int = qat.QatConfig.low_bit_epochs  # 0: --qat_epochs
-    qat_low_bit_learning_rate: float = qat.QatConfig.low_bit_learning_rate  # 0: --qat_learning_rate
-    num_calibration: int = modes.DEFAULT_CALIBRATION
-    latency_runs: int = 200
-    threads: int = 1
-    sweep_grid_examples: int = sweep.SweepConfig.grid_examples
-    sweep_calibration_draws: int = sweep.SweepConfig.calibration_draws
-    sweep: bool = True  # after the two above: in this class body the name then stops meaning the module
-    mixed_budgets: tuple[float, ...] = ()  # validation drops (points) for --mode=mixed; empty: no mixed stage
-    mixed_objectives: tuple[str, ...] = ("size",)
-    sensitivity: bool = True  # last, for the same reason as `sweep`
-    micro_examples: int = 0  # test images per file under TFLite Micro (0: --max_eval_examples, else all)
-    micro: bool = True  # after micro_examples, for the same reason as `sweep`
-    shift_examples: int = generalize.GeneralizeConfig.examples  # test images per shifted set (0: all)
-    cross_datasets: tuple[str, ...] = ()  # scored where a run's classes match (MNIST -> usps, emnist_digits)
-    generalize: bool = True  # after the two above, for the same reason as `sweep`
-    export_modes: tuple[str, ...] = ()  # files to export for apps, in every tfq.export format
-    executor: str = "local"  # or "ray": chains and sweep lines as Ray tasks (tfq.scale.executors)
-    ray_address: str | None = None  # HOST:PORT of a running Ray cluster; None: a local instance
-    data_root: str | None = None
-    cache_dir: str | None = None
-    preset: str = "full"  # the defaults the command line started from (PRESETS); the report names a first look
-
-
 # The defaults of `python -m tfq.pipeline` for every flag the user does not give. With no flags at all it
 # is a first look: every stage on the MNIST CNN in minutes, on fewer epochs, images and timings, in its own
 # folder (the committed study's stays untouched); `--preset=full` keeps every setting as the flagfiles and
@@ -88,6 +50,56 @@ PRESETS = {
                    "mixed_budgets": (1.0,), "micro_examples": 200, "shift_examples": 100},
     "full": {},
 }
+
+
+@dataclasses.dataclass
+class PipelineConfig:
+    datasets: tuple[str, ...] = cli.setting(("mnist",), f"Datasets: {', '.join(data.DATASETS)}.")
+    models: tuple[str, ...] = cli.setting(("cnn",), f"Models: {', '.join(models.MODELS)}.")
+    artifacts: str = cli.setting("artifacts", "Root of the run folders and the report.")
+    flags_dir: str = cli.setting("flags", "Folder of the tuned <dataset>_<model>.cfg training flagfiles.")
+    force: bool = cli.setting(False, "Redo every stage, current or not.")
+    epochs: int = cli.setting(0, "Override every flagfile's training epochs (0: keep them).")  # 0: each flagfile's own
+    max_train_examples: int = cli.setting(0, "Use only this many training examples (0: all).")
+    max_eval_examples: int = cli.setting(0, "Use only this many validation/test examples (0: all).")
+    qat_epochs: int = cli.setting(1, "QAT fine-tuning epochs (the float control gets the same).")
+    qat_learning_rate: float = cli.setting(qat.QatConfig.learning_rate, "QAT fine-tuning learning rate.")
+    qat_low_bit: tuple[str, ...] = cli.setting(tuple(qat.LOW_BIT), "Low-bit QAT schemes fine-tuned beside int8 (empty: none).")
+    qat_low_bit_epochs: int = cli.setting(qat.QatConfig.low_bit_epochs, "Low-bit QAT epochs (0: --qat_epochs).")
+    qat_low_bit_learning_rate: float = cli.setting(qat.QatConfig.low_bit_learning_rate, "Low-bit QAT learning rate (0: --qat_learning_rate).")
+    num_calibration: int = cli.setting(modes.DEFAULT_CALIBRATION, "Calibration images for int8/int16x8.")
+    latency_runs: int = cli.setting(200, "Timed batch-1 invokes per model.")
+    threads: int = cli.setting(1, "Interpreter threads for evaluation.")
+    sweep_grid_examples: int = cli.setting(sweep.SweepConfig.grid_examples, "Test images per sweep grid point (0: all).")
+    sweep_calibration_draws: int = cli.setting(sweep.SweepConfig.calibration_draws, "Calibration draws per simulated activation range (spread).")
+    # after the two above: in this class body the name then stops meaning the module
+    sweep: bool = cli.setting(True, "Run the simulated precision sweep after evaluate.")
+    mixed_budgets: tuple[float, ...] = cli.setting((), "Validation-accuracy budgets (points) for mixed-precision files "
+                                                       "(tfq.mixed); empty: none.")
+    mixed_objectives: tuple[str, ...] = cli.setting(("size",), f"Mixed-precision objectives: {', '.join(mixed_search.OBJECTIVES)}.")
+    # last, for the same reason as `sweep`
+    sensitivity: bool = cli.setting(True, "Measure per-layer sensitivity (tfq.sensitivity).")
+    micro_examples: int = cli.setting(0, "Test images per file under TFLite Micro (0: --max_eval_examples, else all).")
+    # after micro_examples, for the same reason as `sweep`
+    micro: bool = cli.setting(True, "Run every flatbuffer under TFLite Micro (tfq.micro): arena, accuracy, "
+                                    "agreement with LiteRT.")
+    shift_examples: int = cli.setting(generalize.GeneralizeConfig.examples, "Test images per shifted set, a seeded subset (0: all).")
+    cross_datasets: tuple[str, ...] = cli.setting((), "Other datasets to score each run on where the classes match, e.g. "
+                                                      "usps,usps_resized,emnist_digits (MNIST runs); empty: none.")
+    # after the two above, for the same reason as `sweep`
+    generalize: bool = cli.setting(True, "Score every flatbuffer on shifted test sets and --cross_datasets "
+                                         "(tfq.generalize).")
+    export_modes: tuple[str, ...] = cli.setting((), "Files (e.g. int8,qat_int8) to export as C arrays and Android bundles "
+                                                    "(tfq.export); empty: none.")
+    executor: str = cli.setting("local", "Where the chains (one per dataset x model) "
+                                         "and the sweep's lines run: here one after another, or as Ray tasks (pip install -e .[ray]).", choices=list(executors.EXECUTORS))
+    ray_address: str | None = cli.setting(None, "--executor=ray: HOST:PORT of a running cluster (`ray start --head`); "
+                                                "default: a local Ray instance for this run.")
+    data_root: str | None = cli.setting(None, "Raw dataset files (default: $TFQ_DATA_ROOT).")
+    cache_dir: str | None = cli.setting(None, "tfds build folder (default: $TFQ_CACHE_DIR or ~/.cache/tfq).")
+    # the defaults the command line started from (PRESETS); the report names a first look
+    preset: str = cli.setting("full", "The defaults for every flag not given: first_look "
+                                      "(every stage on the MNIST CNN in minutes, in artifacts/first_look) or full (the study's).", choices=list(PRESETS))
 
 
 def with_preset(cfg: PipelineConfig, given: set[str]) -> PipelineConfig:
@@ -443,50 +455,8 @@ FLAGS = flags.FLAGS
 
 
 def _define_flags() -> None:
-    flags.DEFINE_enum("preset", "first_look", list(PRESETS), "The defaults for every flag not given: first_look "
-                      "(every stage on the MNIST CNN in minutes, in artifacts/first_look) or full (the study's).")
-    flags.DEFINE_list("datasets", ["mnist"], f"Datasets: {', '.join(data.DATASETS)}.")
-    flags.DEFINE_list("models", ["cnn"], f"Models: {', '.join(models.MODELS)}.")
-    flags.DEFINE_string("artifacts", "artifacts", "Root of the run folders and the report.")
-    flags.DEFINE_string("flags_dir", "flags", "Folder of the tuned <dataset>_<model>.cfg training flagfiles.")
-    flags.DEFINE_boolean("force", False, "Redo every stage, current or not.")
-    flags.DEFINE_integer("epochs", 0, "Override every flagfile's training epochs (0: keep them).")
-    cli.define_slice_flags()
-    flags.DEFINE_integer("qat_epochs", 1, "QAT fine-tuning epochs (the float control gets the same).")
-    flags.DEFINE_float("qat_learning_rate", qat.QatConfig.learning_rate, "QAT fine-tuning learning rate.")
-    flags.DEFINE_list("qat_low_bit", list(qat.LOW_BIT), "Low-bit QAT schemes fine-tuned beside int8 (empty: none).")
-    flags.DEFINE_integer("qat_low_bit_epochs", qat.QatConfig.low_bit_epochs, "Low-bit QAT epochs (0: --qat_epochs).")
-    flags.DEFINE_float("qat_low_bit_learning_rate", qat.QatConfig.low_bit_learning_rate,
-                       "Low-bit QAT learning rate (0: --qat_learning_rate).")
-    flags.DEFINE_integer("num_calibration", modes.DEFAULT_CALIBRATION, "Calibration images for int8/int16x8.")
-    flags.DEFINE_integer("latency_runs", 200, "Timed batch-1 invokes per model.")
-    flags.DEFINE_integer("threads", 1, "Interpreter threads for evaluation.")
-    flags.DEFINE_boolean("sweep", True, "Run the simulated precision sweep after evaluate.")
-    flags.DEFINE_integer("sweep_grid_examples", sweep.SweepConfig.grid_examples,
-                         "Test images per sweep grid point (0: all).")
-    flags.DEFINE_integer("sweep_calibration_draws", sweep.SweepConfig.calibration_draws,
-                         "Calibration draws per simulated activation range (spread).")
-    flags.DEFINE_boolean("sensitivity", True, "Measure per-layer sensitivity (tfq.sensitivity).")
-    flags.DEFINE_list("mixed_budgets", [], "Validation-accuracy budgets (points) for mixed-precision files "
-                      "(tfq.mixed); empty: none.")
-    flags.DEFINE_list("mixed_objectives", ["size"], f"Mixed-precision objectives: {', '.join(mixed_search.OBJECTIVES)}.")
-    flags.DEFINE_boolean("micro", True, "Run every flatbuffer under TFLite Micro (tfq.micro): arena, accuracy, "
-                         "agreement with LiteRT.")
-    flags.DEFINE_integer("micro_examples", 0, "Test images per file under TFLite Micro (0: --max_eval_examples, else all).")
-    flags.DEFINE_boolean("generalize", True, "Score every flatbuffer on shifted test sets and --cross_datasets "
-                         "(tfq.generalize).")
-    flags.DEFINE_integer("shift_examples", generalize.GeneralizeConfig.examples,
-                         "Test images per shifted set, a seeded subset (0: all).")
-    flags.DEFINE_list("cross_datasets", [], "Other datasets to score each run on where the classes match, e.g. "
-                      "usps,usps_resized,emnist_digits (MNIST runs); empty: none.")
-    flags.DEFINE_list("export_modes", [], "Files (e.g. int8,qat_int8) to export as C arrays and Android bundles "
-                      "(tfq.export); empty: none.")
-    flags.DEFINE_enum("executor", "local", list(executors.EXECUTORS), "Where the chains (one per dataset x model) "
-                      "and the sweep's lines run: here one after another, or as Ray tasks (pip install -e .[ray]).")
-    flags.DEFINE_string("ray_address", None, "--executor=ray: HOST:PORT of a running cluster (`ray start --head`); "
-                        "default: a local Ray instance for this run.")
-    flags.DEFINE_string("data_root", None, "Raw dataset files (default: $TFQ_DATA_ROOT).")
-    flags.DEFINE_string("cache_dir", None, "tfds build folder (default: $TFQ_CACHE_DIR or ~/.cache/tfq).")
+    cli.define_flags(PipelineConfig)
+    FLAGS.set_default("preset", "first_look")  # the command line's default; PipelineConfig's own is full
 
 
 def main(argv):

@@ -38,24 +38,22 @@ SHIP_RECIPE = "ship_a8w4_qat.json"
 
 
 @dataclasses.dataclass
-class QatConfig:
-    dataset: str = "mnist"
-    model: str = "cnn"
-    epochs: int = 1
-    batch_size: int = 128
-    learning_rate: float = 1e-5  # 1e-4 moved the CIFAR-10 float model itself by -0.35 points in one epoch
-    artifacts: str = "artifacts"
-    num_calibration: int = modes.DEFAULT_CALIBRATION  # for the PTQ control
-    max_train_examples: int = 0
-    max_eval_examples: int = 0
-    seed: int = 0
-    low_bit: tuple[str, ...] = ()  # LOW_BIT schemes to fine-tune beside int8
+class QatConfig(cli.Run):
+    epochs: int = cli.setting(1, "QAT fine-tuning epochs (the float control gets the same).")
+    batch_size: int = cli.setting(128, "Batch size.")
+    # 1e-4 moved the CIFAR-10 float model itself by -0.35 points in one epoch
+    learning_rate: float = cli.setting(1e-5, "Adam learning rate for QAT and the control.")
+    num_calibration: int = cli.setting(modes.DEFAULT_CALIBRATION, "Calibration images for the PTQ control.")
+    max_train_examples: int = cli.setting(0, "Use only this many training examples (0: all).")
+    max_eval_examples: int = cli.setting(0, "Use only this many validation/test examples (0: all).")
+    seed: int = cli.setting(0, "Random seed.")
+    low_bit: tuple[str, ...] = cli.setting((), f"Also fine-tune these n-bit QAT schemes ({', '.join(LOW_BIT)}) against an "
+                                               "equally fine-tuned control; writes qat_lowbit.json.")
     # benchmarks/low_bit_qat.sh on the CIFAR-10 CNN's validation split: 2 epochs at 1e-4 (docs/precision-study.md).
     # They differ from the int8 stage's, so low-bit QAT gets a control of its own (0: the int8 values).
-    low_bit_epochs: int = 2
-    low_bit_learning_rate: float = 1e-4
-    data_root: str | None = None
-    cache_dir: str | None = None
+    low_bit_epochs: int = cli.setting(2, "Low-bit QAT epochs (0: --epochs).")
+    low_bit_learning_rate: float = cli.setting(1e-4, "Low-bit QAT learning rate (0: "
+                                                     "--learning_rate).")
 
     def validate(self) -> None:
         """Every flag, before the fine-tuning starts (not after it, when the control needs them)."""
@@ -298,19 +296,7 @@ FLAGS = flags.FLAGS
 
 
 def _define_flags() -> None:
-    cli.define_common_flags()
-    d = QatConfig()
-    flags.DEFINE_integer("epochs", d.epochs, "QAT fine-tuning epochs (the float control gets the same).")
-    flags.DEFINE_integer("batch_size", d.batch_size, "Batch size.")
-    flags.DEFINE_float("learning_rate", d.learning_rate, "Adam learning rate for QAT and the control.")
-    flags.DEFINE_integer("num_calibration", d.num_calibration, "Calibration images for the PTQ control.")
-    cli.define_slice_flags()
-    flags.DEFINE_integer("seed", d.seed, "Random seed.")
-    flags.DEFINE_list("low_bit", [], f"Also fine-tune these n-bit QAT schemes ({', '.join(LOW_BIT)}) against an "
-                      "equally fine-tuned control; writes qat_lowbit.json.")
-    flags.DEFINE_integer("low_bit_epochs", d.low_bit_epochs, "Low-bit QAT epochs (0: --epochs).")
-    flags.DEFINE_float("low_bit_learning_rate", d.low_bit_learning_rate, "Low-bit QAT learning rate (0: "
-                       "--learning_rate).")
+    cli.define_flags(QatConfig)
 
 
 def main(argv):

@@ -28,13 +28,8 @@ SCHEMES = {"int8": (8, 8), **qat.LOW_BIT}
 
 
 @dataclasses.dataclass
-class ScratchConfig:
-    dataset: str = "mnist"
-    model: str = "mlp"
-    scheme: str = "int8"
-    artifacts: str = "artifacts"
-    data_root: str | None = None
-    cache_dir: str | None = None
+class ScratchConfig(cli.Run):
+    scheme: str = cli.setting("int8", "int8 (tfmot's default scheme) or an n-bit scheme.", choices=list(SCHEMES))
 
 
 def _quantized(model: keras.Model, scheme: str) -> keras.Model:
@@ -108,8 +103,7 @@ FLAGS = flags.FLAGS
 
 
 def _define_flags() -> None:
-    cli.define_common_flags()
-    flags.DEFINE_enum("scheme", "int8", list(SCHEMES), "int8 (tfmot's default scheme) or an n-bit scheme.")
+    cli.define_flags(ScratchConfig)
 
 
 def main(argv):

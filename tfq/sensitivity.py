@@ -31,18 +31,13 @@ SENSITIVITY_JSON = "sensitivity.json"
 
 
 @dataclasses.dataclass
-class SensitivityConfig:
-    dataset: str = "mnist"
-    model: str = "cnn"
-    schemes: tuple[str, ...] = ("int8", "w4")
-    artifacts: str = "artifacts"
-    num_calibration: int = DEFAULT_CALIBRATION
-    seed: int = 0  # calibration draw
-    error_examples: int = 64  # validation images for the quantizer's per-tensor SNR/MSE
-    latency_runs: int = 100
-    max_eval_examples: int = 0
-    data_root: str | None = None
-    cache_dir: str | None = None
+class SensitivityConfig(cli.Run):
+    schemes: tuple[str, ...] = cli.setting(("int8", "w4"), "Rungs to measure each layer at.")
+    num_calibration: int = cli.setting(DEFAULT_CALIBRATION, "Training images for the min/max calibration.")
+    seed: int = cli.setting(0, "Seed of the calibration draw.")  # calibration draw
+    error_examples: int = cli.setting(64, "Validation images for the quantizer's per-tensor SNR/MSE.")
+    latency_runs: int = cli.setting(100, "Timed invokes per uniform model.")
+    max_eval_examples: int = cli.setting(0, "Use only this many validation/test examples (0: all).")
 
     def validate(self) -> None:
         data.get(self.dataset)
@@ -172,14 +167,7 @@ FLAGS = flags.FLAGS
 
 
 def _define_flags() -> None:
-    cli.define_common_flags()
-    cli.define_slice_flags()
-    flags.DEFINE_list("schemes", list(SensitivityConfig.schemes), "Rungs to measure each layer at.")
-    flags.DEFINE_integer("num_calibration", DEFAULT_CALIBRATION, "Training images for the min/max calibration.")
-    flags.DEFINE_integer("seed", 0, "Seed of the calibration draw.")
-    flags.DEFINE_integer("error_examples", SensitivityConfig.error_examples,
-                         "Validation images for the quantizer's per-tensor SNR/MSE.")
-    flags.DEFINE_integer("latency_runs", SensitivityConfig.latency_runs, "Timed invokes per uniform model.")
+    cli.define_flags(SensitivityConfig)
 
 
 def main(argv):

@@ -102,20 +102,15 @@ CONTRASTS = (
 AGREEMENT_TOLERANCE = {"accuracy_points": 0.15, "min_agreement": 0.995}  # issue 11's promise
 
 
-@dataclasses.dataclass(frozen=True)
-class SweepConfig:
-    dataset: str = "mnist"
-    model: str = "cnn"
-    artifacts: str = "artifacts"
-    bits: tuple[int, ...] = BITS
-    grid_examples: int = 1000  # test images per grid point (a seeded subset); 0: all
-    calibration_draws: int = 3  # draw 0 is the converter's own calibration images
-    num_calibration: int = modes.DEFAULT_CALIBRATION
-    seed: int = 0
-    checks: bool = True  # compare with the run's real files on the full test split
-    max_eval_examples: int = 0  # quick runs: only this many test images (0: all)
-    data_root: str | None = None
-    cache_dir: str | None = None
+@dataclasses.dataclass(unsafe_hash=True)  # hashable: the grid cache keys on it
+class SweepConfig(cli.Run):
+    bits: tuple[int, ...] = cli.setting(BITS, "Bit widths to simulate (2 to 16).")
+    grid_examples: int = cli.setting(1000, "Test images per grid point (a seeded subset; 0: all).")
+    calibration_draws: int = cli.setting(3, "Calibration draws for activation ranges (draw 0 = convert's).")
+    num_calibration: int = cli.setting(modes.DEFAULT_CALIBRATION, "Calibration images per draw.")
+    seed: int = cli.setting(0, "Seed of the grid subset and of calibration draw 0 (convert's --seed).")
+    checks: bool = cli.setting(True, "Compare with the run's real files on the full test split.")
+    max_eval_examples: int = cli.setting(0, "Use only this many test images (0: all).")
 
     def __post_init__(self):
         object.__setattr__(self, "bits", tuple(self.bits))  # hashable: the config keys the grid's cache
@@ -327,14 +322,7 @@ FLAGS = flags.FLAGS
 
 
 def _define_flags() -> None:
-    cli.define_common_flags()
-    flags.DEFINE_list("bits", [str(b) for b in BITS], "Bit widths to simulate (2 to 16).")
-    flags.DEFINE_integer("grid_examples", 1000, "Test images per grid point (a seeded subset; 0: all).")
-    flags.DEFINE_integer("calibration_draws", 3, "Calibration draws for activation ranges (draw 0 = convert's).")
-    flags.DEFINE_integer("num_calibration", modes.DEFAULT_CALIBRATION, "Calibration images per draw.")
-    flags.DEFINE_integer("seed", 0, "Seed of the grid subset and of calibration draw 0 (convert's --seed).")
-    flags.DEFINE_boolean("checks", True, "Compare with the run's real files on the full test split.")
-    flags.DEFINE_integer("max_eval_examples", 0, "Use only this many test images (0: all).")
+    cli.define_flags(SweepConfig)
 
 
 def main(argv):

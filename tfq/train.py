@@ -47,29 +47,27 @@ def fit_verbosity() -> int:
 
 
 @dataclasses.dataclass
-class TrainConfig:
-    dataset: str = "mnist"
-    model: str = "cnn"
-    epochs: int = 10
-    batch_size: int = 128
-    learning_rate: float = 3e-3
-    weight_decay: float = 1e-4
-    warmup_epochs: float = 1.0
-    dropout: float = 0.2
-    cnn_widths: tuple[int, ...] = (32, 64, 128)
-    mlp_hidden: tuple[int, ...] = (512, 256)
-    seed: int = 0
-    artifacts: str = "artifacts"
-    max_train_examples: int = 0
-    max_eval_examples: int = 0
-    strategy: str = "default"
-    ray_workers: int = 2  # --strategy=ray: Ray Train workers, one CPU each
-    ray_address: str | None = None  # --strategy=ray: HOST:PORT of a running cluster (None: a local instance)
-    early_stopping_patience: int = 0  # 0: train every epoch and keep the last one's weights
-    early_stopping_monitor: str = "val_loss"
-    tensorboard: bool = False
-    data_root: str | None = None
-    cache_dir: str | None = None
+class TrainConfig(cli.Run):
+    epochs: int = cli.setting(10, "Training epochs.")
+    batch_size: int = cli.setting(128, "Global batch size.")
+    learning_rate: float = cli.setting(3e-3, "Peak learning rate (after warm-up).")
+    weight_decay: float = cli.setting(1e-4, "AdamW weight decay.")
+    warmup_epochs: float = cli.setting(1.0, "Linear warm-up length, in epochs.")
+    dropout: float = cli.setting(0.2, "Dropout before the classifier.")
+    cnn_widths: tuple[int, ...] = cli.setting((32, 64, 128), "CNN channels per stage.")
+    mlp_hidden: tuple[int, ...] = cli.setting((512, 256), "MLP hidden layer widths.")
+    seed: int = cli.setting(0, "Random seed (weights, shuffling, augmentation).")
+    max_train_examples: int = cli.setting(0, "Use only this many training examples (0: all).")
+    max_eval_examples: int = cli.setting(0, "Use only this many validation/test examples (0: all).")
+    strategy: str = cli.setting("default", "tf.distribute strategy; `ray`: MultiWorkerMirroredStrategy "
+                                           "over --ray_workers Ray Train workers (pip install -e .[ray]).", choices=STRATEGIES)
+    ray_workers: int = cli.setting(2, "--strategy=ray: Ray Train workers (one CPU each).")
+    ray_address: str | None = cli.setting(None, "--strategy=ray: HOST:PORT of a running Ray cluster "
+                                                "(`ray start --head`); default: a local instance.")
+    early_stopping_patience: int = cli.setting(0, "Stop after this many epochs "
+                                                  "without a better --early_stopping_monitor and restore the best epoch (0: off).")
+    early_stopping_monitor: str = cli.setting("val_loss", "Validation measure early stopping watches.", choices=list(MONITORS))
+    tensorboard: bool = cli.setting(False, "Write TensorBoard logs to <run>/tensorboard/.")
 
     def validate(self) -> None:
         """Every flag, before any data is read or anything written."""
@@ -430,28 +428,7 @@ FLAGS = flags.FLAGS
 
 def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
     """The training flags, on `fv`: the CLI's, and the pipeline's reader of flagfiles."""
-    cli.define_common_flags(fv)
-    d = TrainConfig()
-    flags.DEFINE_integer("epochs", d.epochs, "Training epochs.", flag_values=fv)
-    flags.DEFINE_integer("batch_size", d.batch_size, "Global batch size.", flag_values=fv)
-    flags.DEFINE_float("learning_rate", d.learning_rate, "Peak learning rate (after warm-up).", flag_values=fv)
-    flags.DEFINE_float("weight_decay", d.weight_decay, "AdamW weight decay.", flag_values=fv)
-    flags.DEFINE_float("warmup_epochs", d.warmup_epochs, "Linear warm-up length, in epochs.", flag_values=fv)
-    flags.DEFINE_float("dropout", d.dropout, "Dropout before the classifier.", flag_values=fv)
-    flags.DEFINE_list("cnn_widths", [str(w) for w in d.cnn_widths], "CNN channels per stage.", flag_values=fv)
-    flags.DEFINE_list("mlp_hidden", [str(w) for w in d.mlp_hidden], "MLP hidden layer widths.", flag_values=fv)
-    flags.DEFINE_integer("seed", d.seed, "Random seed (weights, shuffling, augmentation).", flag_values=fv)
-    cli.define_slice_flags(fv)
-    flags.DEFINE_enum("strategy", d.strategy, STRATEGIES, "tf.distribute strategy; `ray`: MultiWorkerMirroredStrategy "
-                      "over --ray_workers Ray Train workers (pip install -e .[ray]).", flag_values=fv)
-    flags.DEFINE_integer("ray_workers", d.ray_workers, "--strategy=ray: Ray Train workers (one CPU each).", flag_values=fv)
-    flags.DEFINE_string("ray_address", d.ray_address, "--strategy=ray: HOST:PORT of a running Ray cluster "
-                        "(`ray start --head`); default: a local instance.", flag_values=fv)
-    flags.DEFINE_integer("early_stopping_patience", d.early_stopping_patience, "Stop after this many epochs "
-                         "without a better --early_stopping_monitor and restore the best epoch (0: off).", flag_values=fv)
-    flags.DEFINE_enum("early_stopping_monitor", d.early_stopping_monitor, list(MONITORS),
-                      "Validation measure early stopping watches.", flag_values=fv)
-    flags.DEFINE_boolean("tensorboard", d.tensorboard, "Write TensorBoard logs to <run>/tensorboard/.", flag_values=fv)
+    cli.define_flags(TrainConfig, fv)
     flags.DEFINE_integer("cpu_devices", 1, "Split the CPU into this many logical devices (for mirrored).", flag_values=fv)
 
 

@@ -16,6 +16,52 @@ from tfq.core import console
 from tfq.core.artifacts import TfqError
 
 
+def setting(default, help: str, *, flag: str | None = None, choices=None):
+    """A config field that is also a flag: its default and help text in one place, the flag named like
+    the field (or `flag`), an enum where `choices` are given. `define_flags` makes the flags."""
+    return dataclasses.field(default=default, metadata={"help": help, "flag": flag, "choices": choices})
+
+
+@dataclasses.dataclass
+class Run:
+    """What every stage's config holds first: which run (dataset x model) and where its files live."""
+    dataset: str = setting("mnist", "mnist, fashion_mnist, emnist_digits or cifar10.")
+    model: str = setting("cnn", "mlp or cnn.")
+    artifacts: str = setting("artifacts", "Root of the run folders <dataset>_<model>/.")
+    data_root: str | None = setting(None, "Folder of raw dataset files, one subfolder per dataset (default: "
+                                          "$TFQ_DATA_ROOT).")
+    cache_dir: str | None = setting(None, "Where tfds builds datasets (default: $TFQ_CACHE_DIR or ~/.cache/tfq).")
+
+    def run(self) -> dict:
+        """These settings alone, to hand to another stage's config."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(Run)}
+
+
+def define_flags(cls, fv: flags.FlagValues = flags.FLAGS) -> None:
+    """One absl flag per `setting` field of the config dataclass `cls` (a flag already defined, e.g. by
+    another config, is left as it is): its type from the field's, its default and help from the field."""
+    for field in dataclasses.fields(cls):
+        meta = field.metadata
+        if "help" not in meta:
+            continue
+        name = meta["flag"] or field.name
+        if name in fv:
+            continue
+        default, kind = field.default, str(field.type)
+        if meta["choices"] is not None:
+            flags.DEFINE_enum(name, default, list(meta["choices"]), meta["help"], flag_values=fv)
+        elif kind.startswith("tuple"):
+            flags.DEFINE_list(name, [str(v) for v in default], meta["help"], flag_values=fv)
+        elif kind == "bool":
+            flags.DEFINE_boolean(name, default, meta["help"], flag_values=fv)
+        elif kind == "int":
+            flags.DEFINE_integer(name, default, meta["help"], flag_values=fv)
+        elif kind == "float":
+            flags.DEFINE_float(name, default, meta["help"], flag_values=fv)
+        else:
+            flags.DEFINE_string(name, default, meta["help"], flag_values=fv)
+
+
 def define_common_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
     """--dataset, --model, --artifacts, --data_root, --cache_dir (once per FlagValues)."""
     if "dataset" in fv:
@@ -44,7 +90,7 @@ def config_from_flags(cls, fv: flags.FlagValues = flags.FLAGS, **renames):
     """
     defaults, values = cls(), {}
     for field in dataclasses.fields(cls):
-        name = renames.get(field.name, field.name)
+        name = renames.get(field.name) or field.metadata.get("flag") or field.name
         if name not in fv:
             continue
         value = fv[name].value
