@@ -1,7 +1,10 @@
-"""What every `python -m tfq.X` shares: the common absl flags and one-line errors.
+"""What every `python -m tfq.X` shares: settings that are flags, the run they belong to, one-line errors.
 
-Each CLI is a thin `main` over a plain function; `run(main)` turns a `TfqError` (bad input a
-user can fix) into one line on stderr and exit status 1, instead of a traceback.
+A stage's config is a dataclass of `setting` fields (default and help text side by side) over `Run`;
+`define_flags` makes its absl flags and `config_from_flags` reads them back. Each CLI is a thin `main`
+over a plain function; `run(main, define_flags)` turns a `TfqError` or a bad flag (input a user can
+fix) into one line on stderr and exit status 1, instead of a traceback, and hands a command line that
+its stage passes on (`tfq.HANDED_OVER`) to the stage it belongs to.
 """
 
 from __future__ import annotations
@@ -60,27 +63,6 @@ def define_flags(cls, fv: flags.FlagValues = flags.FLAGS) -> None:
             flags.DEFINE_float(name, default, meta["help"], flag_values=fv)
         else:
             flags.DEFINE_string(name, default, meta["help"], flag_values=fv)
-
-
-def define_common_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
-    """--dataset, --model, --artifacts, --data_root, --cache_dir (once per FlagValues)."""
-    if "dataset" in fv:
-        return
-    flags.DEFINE_string("dataset", "mnist", "mnist, fashion_mnist, emnist_digits or cifar10.", flag_values=fv)
-    flags.DEFINE_string("model", "cnn", "mlp or cnn.", flag_values=fv)
-    flags.DEFINE_string("artifacts", "artifacts", "Root of the run folders <dataset>_<model>/.", flag_values=fv)
-    flags.DEFINE_string(
-        "data_root", None, "Folder of raw dataset files, one subfolder per dataset "
-        "(default: $TFQ_DATA_ROOT).", flag_values=fv)
-    flags.DEFINE_string(
-        "cache_dir", None, "Where tfds builds datasets (default: $TFQ_CACHE_DIR or ~/.cache/tfq).", flag_values=fv)
-
-
-def define_slice_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
-    """--max_train_examples and --max_eval_examples: quick runs on part of the data."""
-    flags.DEFINE_integer("max_train_examples", 0, "Use only this many training examples (0: all).", flag_values=fv)
-    flags.DEFINE_integer("max_eval_examples", 0, "Use only this many validation/test examples (0: all).",
-                         flag_values=fv)
 
 
 def config_from_flags(cls, fv: flags.FlagValues = flags.FLAGS, **renames):
