@@ -68,9 +68,10 @@ def test_both_arms_see_the_same_batches_and_dropout_seeds(data_root, cache, monk
     import numpy as np
 
     from tfq import train
+    from tfq.models import fitting
 
     handed, seeds = [], []
-    real_epoch, real_fit = data.training_epoch, train.fit_epochs
+    real_epoch, real_fit = data.training_epoch, fitting.fit_epochs
 
     def recording_epoch(*args, **kw):
         ds = real_epoch(*args, **kw)

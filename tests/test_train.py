@@ -13,6 +13,7 @@ from tfq import models, train
 from tfq.core import artifacts
 from tfq.core.artifacts import TfqError
 from tfq.core.backend import keras
+from tfq.models import fitting
 
 SMALL = ("--max_train_examples=1500", "--max_eval_examples=300", "--epochs=2", "--batch_size=64")
 
@@ -78,13 +79,13 @@ def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(data_root, 
               max_train_examples=384, cnn_widths=(4, 8, 8), mlp_hidden=(32,), seed=3)
     whole = train.train(_config(tmp_path / "whole", **kw))
     if stop == "end":
-        real = train.reestimate_batchnorm
+        real = fitting.reestimate_batchnorm
 
         def killed(*a, **k):
-            monkeypatch.setattr(train, "reestimate_batchnorm", real)
+            monkeypatch.setattr(fitting, "reestimate_batchnorm", real)
             raise KeyboardInterrupt
 
-        monkeypatch.setattr(train, "reestimate_batchnorm", killed)
+        monkeypatch.setattr(fitting, "reestimate_batchnorm", killed)
         with pytest.raises(KeyboardInterrupt):
             train.train(_config(tmp_path / "resumed", **kw))
     else:
@@ -172,19 +173,6 @@ def test_a_short_cnn_run_reestimates_batchnorm_and_learns(run_cli, tmp_path):
     assert "BatchNorm statistics re-estimated over 24 training batches" in proc.stdout
 
 
-def test_reestimated_statistics_are_the_plain_mean_over_the_batches():
-    import numpy as np
-
-    inputs = keras.Input((3,))
-    model = keras.Model(inputs, keras.layers.BatchNormalization(momentum=0.9, name="bn")(inputs))
-    batches = [(np.full((4, 3), v, np.float32) + np.arange(4, dtype=np.float32)[:, None], None) for v in (1, 5, 9)]
-    assert train.reestimate_batchnorm(model, batches) == 3
-    bn = model.get_layer("bn")
-    np.testing.assert_allclose(bn.moving_mean.numpy(), [6.5] * 3, rtol=1e-6)  # means 2.5, 6.5, 10.5
-    np.testing.assert_allclose(bn.moving_variance.numpy(), [1.25] * 3, rtol=1e-5)  # each batch's variance
-    assert bn.momentum == 0.9
-
-
 def test_long_runs_keep_their_statistics(data_root, cache, tmp_path, monkeypatch):
     monkeypatch.setattr(train, "BN_REESTIMATE_BELOW_STEPS", 1)
     result = train.train(_config(tmp_path, data_root=str(data_root), cache_dir=str(cache), model="cnn",
@@ -260,20 +248,6 @@ def test_tensorboard_logs_every_epochs_loss_and_accuracy(run_cli, tmp_path):
                     for value in event.summary.value:
                         steps.setdefault(value.tag, set()).add(event.step)
             assert steps["epoch_loss"] == steps["epoch_accuracy"] == set(range(epochs)), (part, steps)
-
-
-@pytest.mark.parametrize("index, chief", [(0, True), (1, False)])
-def test_with_ray_trains_tf_config_only_worker_0_is_chief(monkeypatch, index, chief):
-    """Ray Train writes {"cluster": {"worker": [...]}, "task": {"type": "worker", "index": i}}; only
-    worker 0 may write the run folder."""
-    import types
-
-    from tfq.core.backend import tf
-
-    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"worker": ["10.0.0.1:2222", "10.0.0.2:2222"]},
-                                                "task": {"type": "worker", "index": index}}))
-    resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
-    assert train._is_chief(types.SimpleNamespace(cluster_resolver=resolver)) is chief
 
 
 def test_ray_settings_leave_other_runs_fingerprints_alone():

@@ -21,10 +21,10 @@ from tfq import convert, data, models
 from tfq.core import artifacts, cli, stats
 from tfq.core.artifacts import TfqError
 from tfq.core.backend import fresh_session, keras, tfmot, versions
+from tfq.models.fitting import fit_epochs
 from tfq.quant import modes
 from tfq.quant.modes import MODES, QAT_INT8
 from tfq.runtimes import flatbuffer, harness
-from tfq.train import fit_epochs
 
 QAT_MODEL_FILE = "qat_model.h5"  # tfmot wrappers do not round-trip the .keras format
 LOW_BIT_JSON = "qat_lowbit.json"

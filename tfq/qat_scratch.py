@@ -20,9 +20,10 @@ from tfq import convert, data, evaluate, models, qat
 from tfq.core import artifacts, cli, stats
 from tfq.core.artifacts import TfqError
 from tfq.core.backend import fresh_session, keras, tfmot, versions
+from tfq.models.fitting import compile_for_training, fit_epochs
 from tfq.quant import modes
 from tfq.runtimes import flatbuffer, harness
-from tfq.train import TrainConfig, compile_for_training, fit_epochs
+from tfq.train import TrainConfig
 
 SCHEMES = {"int8": (8, 8), **qat.LOW_BIT}
 

@@ -10,7 +10,7 @@ PATIENCE_SHOWN = 3  # the training table says what early stopping with this pati
 
 def early_stop(values: list[float], patience: int, better=min) -> tuple[int, int]:
     """(epochs run, best epoch), 1-based: Keras' early-stopping rule (strict improvement, restore
-    the best) replayed on one recorded validation curve, as `tfq.train.EarlyStopping` applies it."""
+    the best) replayed on one recorded validation curve, as `tfq.models.fitting.EarlyStopping` applies it."""
     best = 0
     for i, v in enumerate(values):
         if v != values[best] and better(v, values[best]) == v:
