@@ -108,9 +108,9 @@ def converted(trained, tmp_path_factory, data_root, cache):
 @pytest.fixture
 def mock_root(tmp_path, monkeypatch):
     """An empty data root on a machine where tfds' servers answer: tfds' mock replaces the download."""
-    from tfq import data
+    from tfq.data import sources
 
-    monkeypatch.setattr(data, "_unreachable", lambda urls: None)
+    monkeypatch.setattr(sources, "unreachable", lambda urls: None)
     root = tmp_path / "empty-root"
     root.mkdir()
     return root

@@ -17,6 +17,7 @@ from tests.conftest import error_lines
 from tfq import data
 from tfq.core.artifacts import TfqError
 from tfq.core.backend import tf
+from tfq.data import sources
 
 
 def _idx_image_hashes(path) -> set[str]:
@@ -165,7 +166,7 @@ def test_local_files_come_first_even_where_tfds_could_download(data_root, tmp_pa
     def must_not_ask(urls):
         raise AssertionError("the network was consulted although the files are local")
 
-    monkeypatch.setattr(data, "_unreachable", must_not_ask)
+    monkeypatch.setattr(sources, "unreachable", must_not_ask)
     with tfds.testing.mock_data(num_examples=10), pytest.MonkeyPatch.context() as inside:
         calls = _recording_download(inside)  # undone before mock_data restores tfds (see the helper)
         splits = data.load("mnist", root=data_root, cache=tmp_path / "cache")
@@ -177,7 +178,7 @@ def test_local_files_come_first_even_where_tfds_could_download(data_root, tmp_pa
 def test_without_local_files_tfds_downloads_into_the_datasets_own_cache(tmp_path, monkeypatch):
     monkeypatch.delenv(data.DATA_ROOT_ENV, raising=False)
     asked = []
-    monkeypatch.setattr(data, "_unreachable", lambda urls: asked.extend(urls))  # returns None: reachable
+    monkeypatch.setattr(sources, "unreachable", lambda urls: asked.extend(urls))  # returns None: reachable
     with tfds.testing.mock_data(num_examples=10), pytest.MonkeyPatch.context() as inside:
         calls = _recording_download(inside)
         splits = data.load("fashion_mnist", root=None, cache=tmp_path / "cache")
@@ -189,7 +190,7 @@ def test_without_local_files_tfds_downloads_into_the_datasets_own_cache(tmp_path
 
 def test_offline_without_local_files_fails_within_seconds_for_real(tmp_path, monkeypatch):
     monkeypatch.delenv(data.DATA_ROOT_ENV, raising=False)
-    if data._unreachable(list(tfds.builder("mnist").url_infos)) is None:
+    if sources.unreachable(list(tfds.builder("mnist").url_infos)) is None:
         pytest.skip("this machine reaches tfds' download server; the offline path cannot be shown here")
     started = time.time()
     with pytest.raises(TfqError, match="tfds cannot download it either .*not reachable|did not answer"):
@@ -205,7 +206,7 @@ def test_an_unanswered_connection_is_given_up_after_the_timeout(monkeypatch):
 
     monkeypatch.setattr(socket, "create_connection", hang)
     started = time.time()
-    why = data._unreachable(["https://example.invalid/x.gz"], timeout=0.5)
+    why = sources.unreachable(["https://example.invalid/x.gz"], timeout=0.5)
     assert "did not answer within" in why and time.time() - started < 3
 
 
