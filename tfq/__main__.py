@@ -12,7 +12,9 @@ from tfq import STAGES
 
 def _summary(stage: str) -> str:
     """The first line of a stage's docstring, read without importing it (TensorFlow takes seconds)."""
-    doc = ast.get_docstring(ast.parse((Path(__file__).parent / f"{stage}.py").read_text())) or ""
+    here = Path(__file__).parent
+    path = here / f"{stage}.py" if (here / f"{stage}.py").is_file() else here / stage / "__init__.py"  # a package
+    doc = ast.get_docstring(ast.parse(path.read_text())) or ""
     return doc.splitlines()[0] if doc else ""
 
 

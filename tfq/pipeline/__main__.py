@@ -1,0 +1,28 @@
+"""`python -m tfq.pipeline`: the pipeline's flags, from PipelineConfig, and its main."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from absl import flags
+
+from tfq.core import cli
+from tfq.pipeline import pipeline
+from tfq.pipeline.config import PipelineConfig, with_preset
+
+FLAGS = flags.FLAGS
+
+
+def _define_flags() -> None:
+    cli.define_flags(PipelineConfig)
+    FLAGS.set_default("preset", "first_look")  # the command line's default; PipelineConfig's own is full
+
+
+def main(argv):
+    del argv
+    given = {name for name in dataclasses.asdict(PipelineConfig()) if name in FLAGS and FLAGS[name].present}
+    pipeline(with_preset(cli.config_from_flags(PipelineConfig), given))
+
+
+if __name__ == "__main__":
+    cli.run(main, _define_flags)
