@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # tfq's one entry point: bootstraps its virtualenv, then runs a stage or the tests.
 #   ./tfq.sh test [pytest args]       the test suite, on every core
-#   ./tfq.sh lint                     ruff over the tree (what .ci/run checks before the tests)
+#   ./tfq.sh lint                     ruff format --check and ruff check (what .ci/run runs first)
 #   ./tfq.sh <stage> [flags]          python -m tfq.<stage>, e.g. ./tfq.sh train --dataset=mnist
 # The virtualenv (.venv, or $TFQ_VENV) is made on first use from pyproject.toml and the pinned
 # constraints.txt, and remade when either changes.
@@ -28,6 +28,7 @@ if [ "$stage" = test ]; then
   exec "$venv/bin/python" -m pytest "$@"
 fi
 if [ "$stage" = lint ]; then
+  "$venv/bin/ruff" format --check --quiet tfq tests benchmarks
   exec "$venv/bin/ruff" check --quiet tfq tests benchmarks "$@"
 fi
 exec "$venv/bin/python" -m "tfq.$stage" "$@"
