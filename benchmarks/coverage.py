@@ -58,21 +58,30 @@ def simulated(pb: float, pc: float, n: int, interval, seed: int = 0) -> float:
 
 
 def main() -> None:
-    print("| b / c of n | case | conditional (old) | score, uncorrected | score, corrected (tfq) | "
-          "tfq's interval at the observed counts |")
+    print(
+        "| b / c of n | case | conditional (old) | score, uncorrected | score, corrected (tfq) | "
+        "tfq's interval at the observed counts |"
+    )
     print("|---|---|---:|---:|---:|---|")
     for b, c, n, what in CASES:
         pb, pc = b / n, c / n
-        cells = [f"{100 * stats.exact_coverage(pb, pc, n, f):.1f}% (sim {100 * simulated(pb, pc, n, f):.1f}%)"
-                 for f in (conditional, uncorrected, stats.intervals)]
+        cells = [
+            f"{100 * stats.exact_coverage(pb, pc, n, f):.1f}% (sim {100 * simulated(pb, pc, n, f):.1f}%)"
+            for f in (conditional, uncorrected, stats.intervals)
+        ]
         lo, hi = stats.interval_pts(b, c, n)
-        print(f"| {b} / {c} of {n:,d} | {what} | " + " | ".join(cells)
-              + f" | {100 * (c - b) / n:+.2f} [{lo:+.2f}, {hi:+.2f}] |")
+        print(
+            f"| {b} / {c} of {n:,d} | {what} | "
+            + " | ".join(cells)
+            + f" | {100 * (c - b) / n:+.2f} [{lo:+.2f}, {hi:+.2f}] |"
+        )
     grid = [(b, c) for b in (1, 2, 3, 4, 5, 6, 8, 10, 15, 20, 30, 60, 100) for c in (0, 1, 2, 5, 20)]
     for name, f in (("uncorrected", uncorrected), ("corrected (tfq)", stats.intervals)):
         worst = min((stats.exact_coverage(b / 10_000, c / 10_000, 10_000, f), b, c) for b, c in grid)
-        print(f"\nworst exact coverage of the score interval, {name}, over {len(grid)} truths b in 1..100, "
-              f"c in 0..20 of 10,000: {100 * worst[0]:.1f}% at {worst[1]} / {worst[2]}")
+        print(
+            f"\nworst exact coverage of the score interval, {name}, over {len(grid)} truths b in 1..100, "
+            f"c in 0..20 of 10,000: {100 * worst[0]:.1f}% at {worst[1]} / {worst[2]}"
+        )
 
 
 if __name__ == "__main__":

@@ -25,9 +25,12 @@ def main(run: str, mode: str, n: str = "2000") -> None:
     for name, xnnpack in (("LiteRT with XNNPACK", True), ("LiteRT built-in kernels", False)):
         other = litert.run_batches(litert.batched_interpreter(blob, 256, xnnpack=xnnpack), x)
         diff = np.abs(micro.astype(np.int64) - other.astype(np.int64))
-        print(f"{run} {mode}, TFLite Micro against {name} on {len(x):,d} images: same class "
-              f"{(micro.argmax(1) == other.argmax(1)).mean():.2%}, identical raw outputs {(diff == 0).all(1).mean():.2%}, "
-              f"largest output difference {diff.max()} steps")
+        print(
+            f"{run} {mode}, TFLite Micro against {name} on {len(x):,d} images: same class "
+            f"{(micro.argmax(1) == other.argmax(1)).mean():.2%}, "
+            f"identical raw outputs {(diff == 0).all(1).mean():.2%}, "
+            f"largest output difference {diff.max()} steps"
+        )
 
 
 if __name__ == "__main__":

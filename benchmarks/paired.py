@@ -23,8 +23,10 @@ def main(run: str, *modes: str) -> None:
             sys.exit(f"error: {a} and {b} were not both scored on the {len(labels)} test images")
         pa, pb = (np.load(folder / f"eval_{m}.npy") for m in (a, b))
         t = stats.paired(pa == labels, pb == labels)
-        print(f"{run}: {b} minus {a}: {t['delta_pts']:+.2f} points [{t['ci95_pts'][0]:+.2f}, {t['ci95_pts'][1]:+.2f}], "
-              f"McNemar p = {t['p_value']:.3g} ({(pa == labels).mean():.2%} -> {(pb == labels).mean():.2%})")
+        print(
+            f"{run}: {b} minus {a}: {t['delta_pts']:+.2f} points [{t['ci95_pts'][0]:+.2f}, {t['ci95_pts'][1]:+.2f}], "
+            f"McNemar p = {t['p_value']:.3g} ({(pa == labels).mean():.2%} -> {(pb == labels).mean():.2%})"
+        )
 
 
 if __name__ == "__main__":

@@ -24,13 +24,17 @@ def main(run: str, workers: str = "2") -> None:
     many = executors.train_on_ray(train.train, dataclasses.replace(cfg, artifacts="artifacts_ray_train"), int(workers))
     images, labels = data.to_numpy(data.load(dataset).test)
     scaled = data.scale(images).numpy()
-    correct = [models.load_trained(folder).predict(scaled, batch_size=1000, verbose=0).argmax(1) == labels
-               for folder in (one_dir, artifacts.run_dir("artifacts_ray_train", dataset, model))]
+    correct = [
+        models.load_trained(folder).predict(scaled, batch_size=1000, verbose=0).argmax(1) == labels
+        for folder in (one_dir, artifacts.run_dir("artifacts_ray_train", dataset, model))
+    ]
     t = stats.paired(*correct)
-    print(f"{run}: 1 worker {correct[0].mean():.2%} in {one['wall_time_s']:.0f} s; {workers} Ray Train workers "
-          f"{correct[1].mean():.2%} in {many['wall_time_s']:.0f} s (replicas {many['replicas']}); "
-          f"{workers} minus 1: {t['delta_pts']:+.2f} points [{t['ci95_pts'][0]:+.2f}, {t['ci95_pts'][1]:+.2f}], "
-          f"McNemar p = {t['p_value']:.3g} on {t['images']:,d} test images")
+    print(
+        f"{run}: 1 worker {correct[0].mean():.2%} in {one['wall_time_s']:.0f} s; {workers} Ray Train workers "
+        f"{correct[1].mean():.2%} in {many['wall_time_s']:.0f} s (replicas {many['replicas']}); "
+        f"{workers} minus 1: {t['delta_pts']:+.2f} points [{t['ci95_pts'][0]:+.2f}, {t['ci95_pts'][1]:+.2f}], "
+        f"McNemar p = {t['p_value']:.3g} on {t['images']:,d} test images"
+    )
 
 
 if __name__ == "__main__":

@@ -38,10 +38,21 @@ def run_cli(data_root, cache):
     """Run `python -m tfq.<module> <args>` the way a user does; returns CompletedProcess."""
 
     def run(module: str, *args: str, env: dict | None = None, timeout: float = 600):
-        full_env = {**os.environ, "TFQ_DATA_ROOT": str(data_root), "TFQ_CACHE_DIR": str(cache),
-                    "TFQ_OFFLINE": "1", **(env or {})}
-        return subprocess.run([sys.executable, "-m", f"tfq.{module}", *args], cwd=REPO, env=full_env,
-                              capture_output=True, text=True, timeout=timeout)
+        full_env = {
+            **os.environ,
+            "TFQ_DATA_ROOT": str(data_root),
+            "TFQ_CACHE_DIR": str(cache),
+            "TFQ_OFFLINE": "1",
+            **(env or {}),
+        }
+        return subprocess.run(
+            [sys.executable, "-m", f"tfq.{module}", *args],
+            cwd=REPO,
+            env=full_env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
 
     return run
 
@@ -78,9 +89,19 @@ def trained(tmp_path_factory, data_root, cache):
 
     def build(root: Path) -> None:
         for model in ("cnn", "mlp"):
-            train.train(train.TrainConfig(
-                dataset="mnist", model=model, epochs=2, batch_size=64, max_train_examples=3000,
-                max_eval_examples=500, artifacts=str(root), data_root=str(data_root), cache_dir=str(cache)))
+            train.train(
+                train.TrainConfig(
+                    dataset="mnist",
+                    model=model,
+                    epochs=2,
+                    batch_size=64,
+                    max_train_examples=3000,
+                    max_eval_examples=500,
+                    artifacts=str(root),
+                    data_root=str(data_root),
+                    cache_dir=str(cache),
+                )
+            )
 
     return built_once(tmp_path_factory, "artifacts", build)
 
@@ -95,9 +116,17 @@ def converted(trained, tmp_path_factory, data_root, cache):
 
     def build(root: Path) -> None:
         shutil.copytree(trained / "mnist_cnn", root / "mnist_cnn")
-        manifests = convert.convert(convert.ConvertConfig(
-            dataset="mnist", model="cnn", modes=("all",), artifacts=str(root), num_calibration=100,
-            data_root=str(data_root), cache_dir=str(cache)))
+        manifests = convert.convert(
+            convert.ConvertConfig(
+                dataset="mnist",
+                model="cnn",
+                modes=("all",),
+                artifacts=str(root),
+                num_calibration=100,
+                data_root=str(data_root),
+                cache_dir=str(cache),
+            )
+        )
         artifacts.write_json(root / "manifests.json", manifests)
 
     made = built_once(tmp_path_factory, "converted", build)

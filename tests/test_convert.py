@@ -78,8 +78,14 @@ def test_int8_predictions_agree_with_the_float_model(converted, data_root, cache
 
 
 def test_variants_uint8_io_and_per_tensor_weights(trained, data_root, cache):
-    common = dict(dataset="mnist", model="mlp", artifacts=str(trained), num_calibration=50,
-                  data_root=str(data_root), cache_dir=str(cache))
+    common = dict(
+        dataset="mnist",
+        model="mlp",
+        artifacts=str(trained),
+        num_calibration=50,
+        data_root=str(data_root),
+        cache_dir=str(cache),
+    )
     (u8,) = convert.convert(convert.ConvertConfig(modes=("int8",), io_type="uint8", **common))
     (pt,) = convert.convert(convert.ConvertConfig(modes=("int8",), per_channel=False, **common))
     run = trained / "mnist_mlp"
@@ -110,8 +116,14 @@ def test_cli_converts_one_mode(run_cli, trained):
         (("--mode=mixed",), "--mode=mixed needs --max_accuracy_drop"),
         (("--mode=mixed,int8",), "--mode=mixed goes alone"),
         (("--max_accuracy_drop=0.3",), "Unknown command line flag 'max_accuracy_drop'"),  # the mixed stage's flag
-        (("--mode=mixed", "--max_accuracy_drop=abc"), "--max_accuracy_drop=abc: expected a comma-separated list of float"),
-        (("--mode=mixed", "--max_accuracy_drop=0.3", "--objective=speed"), "--objective=speed: choose from size, latency"),
+        (
+            ("--mode=mixed", "--max_accuracy_drop=abc"),
+            "--max_accuracy_drop=abc: expected a comma-separated list of float",
+        ),
+        (
+            ("--mode=mixed", "--max_accuracy_drop=0.3", "--objective=speed"),
+            "--objective=speed: choose from size, latency",
+        ),
         (("--mode=mixed", "--max_accuracy_drop=0.3"), "float32.tflite does not exist"),
     ],
 )
@@ -139,16 +151,25 @@ def test_a_failed_conversion_leaves_no_partial_files(trained, monkeypatch, data_
     def crash_on_dynamic(model, mode, **kwargs):
         conv, settings = real(model, mode, **kwargs)
         if mode.name == "dynamic":
+
             def crash():
                 raise RuntimeError("simulated converter crash")
+
             conv.convert = crash
         return conv, settings
 
     monkeypatch.setattr(convert, "converter_for", crash_on_dynamic)
     with pytest.raises(TfqError, match="--mode=dynamic: conversion failed: simulated converter crash"):
-        convert.convert(convert.ConvertConfig(dataset="mnist", model="mlp", modes=("float32", "dynamic"),
-                                              artifacts=str(trained), data_root=str(data_root),
-                                              cache_dir=str(cache)))
+        convert.convert(
+            convert.ConvertConfig(
+                dataset="mnist",
+                model="mlp",
+                modes=("float32", "dynamic"),
+                artifacts=str(trained),
+                data_root=str(data_root),
+                cache_dir=str(cache),
+            )
+        )
     assert (run / "float32.tflite").is_file()  # the mode before the failure is whole
     assert not list(run.glob("dynamic.*")) and not list(run.glob(".*"))
 
@@ -198,8 +219,14 @@ def test_recipes_start_from_a_current_float32_file(trained, data_root, cache, tm
     shutil.copytree(trained / "mnist_mlp", run)
     for f in run.glob("float32.*"):
         f.unlink()
-    cfg = convert.ConvertConfig(dataset="mnist", model="mlp", modes=("aeq_dyn_w8",), artifacts=str(tmp_path),
-                                data_root=str(data_root), cache_dir=str(cache))
+    cfg = convert.ConvertConfig(
+        dataset="mnist",
+        model="mlp",
+        modes=("aeq_dyn_w8",),
+        artifacts=str(tmp_path),
+        data_root=str(data_root),
+        cache_dir=str(cache),
+    )
     with pytest.raises(TfqError, match="float32.tflite, which does not exist; make it with"):
         convert.convert(cfg)
     convert.convert(dataclasses.replace(cfg, modes=("float32",)))
@@ -208,5 +235,3 @@ def test_recipes_start_from_a_current_float32_file(trained, data_root, cache, tm
     (run / "float32.json").write_text(json.dumps(manifest))
     with pytest.raises(TfqError, match="was not made from the current model.keras"):
         convert.convert(cfg)
-
-

@@ -50,9 +50,18 @@ def test_inputs_are_quantized_with_the_models_own_scale_and_zero_point(converted
     assert q16.dtype == np.int16 and zero_point == 0
     np.testing.assert_array_equal(q16[0, :6, 0, 0], np.round(np.array([0, 1, 127, 128, 254, 255]) / 255 / scale))
     # uint8 (legacy io): scale 1/255, zero point 0 -> the pixel itself
-    (u8,) = convert.convert(convert.ConvertConfig(dataset="mnist", model="cnn", modes=("int8",), io_type="uint8",
-                                                  num_calibration=50, artifacts=str(trained),
-                                                  data_root=str(data_root), cache_dir=str(cache)))
+    (u8,) = convert.convert(
+        convert.ConvertConfig(
+            dataset="mnist",
+            model="cnn",
+            modes=("int8",),
+            io_type="uint8",
+            num_calibration=50,
+            artifacts=str(trained),
+            data_root=str(data_root),
+            cache_dir=str(cache),
+        )
+    )
     cu8 = harness.Classifier(run / u8["file"])
     qu8 = cu8.prepare(image)
     assert qu8.dtype == np.uint8 and qu8[0, :6, 0, 0].tolist() == [0, 1, 127, 128, 254, 255]
@@ -72,8 +81,14 @@ def test_delegation_report_names_ops_outside_xnnpack(converted):
 
 def test_cli_writes_eval_json_with_every_measure(run_cli, converted):
     run = converted[0]
-    proc = run_cli("evaluate", "--mode=int8,float32,int16x8", f"--artifacts={run.parent}",
-                   "--max_eval_examples=500", "--latency_runs=200", "--processes=2")
+    proc = run_cli(
+        "evaluate",
+        "--mode=int8,float32,int16x8",
+        f"--artifacts={run.parent}",
+        "--max_eval_examples=500",
+        "--latency_runs=200",
+        "--processes=2",
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     r = json.loads((run / "eval_int8.json").read_text())
     assert r["examples"] == 500 and 0.5 < r["accuracy"] <= 1 and 0.9 <= r["agreement"] <= 1
@@ -93,18 +108,20 @@ def _tflite(model: keras.Model) -> bytes:
     return blob
 
 
-@pytest.mark.parametrize("content, message", [
-    (b"garbage that is not a flatbuffer", "is not a TFLite flatbuffer"),
-    ("truncated", "damaged TFLite flatbuffer"),
-    ("cifar_shaped", "takes images of shape [32, 32, 3], but the dataset's are [28, 28, 1]"),
-    ("two_outputs", "is not an image classifier"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"garbage that is not a flatbuffer", "is not a TFLite flatbuffer"),
+        ("truncated", "damaged TFLite flatbuffer"),
+        ("cifar_shaped", "takes images of shape [32, 32, 3], but the dataset's are [28, 28, 1]"),
+        ("two_outputs", "is not an image classifier"),
+    ],
+)
 def test_bad_models_give_a_clear_error_and_non_zero_exit(run_cli, converted, tmp_path, content, message):
     if content == "truncated":
         content = (converted[0] / "int8.tflite").read_bytes()[:5000]
     elif content == "cifar_shaped":
-        content = _tflite(keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Flatten(),
-                                            keras.layers.Dense(10)]))
+        content = _tflite(keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Flatten(), keras.layers.Dense(10)]))
     elif content == "two_outputs":
         inp = keras.Input((28, 28, 1))
         flat = keras.layers.Flatten()(inp)
@@ -168,20 +185,44 @@ def test_a_tflite_run_takes_a_reference_or_reports_no_agreement(run_cli, convert
 
 def test_the_validation_split_is_scored_apart_from_the_test_split(converted, data_root, cache):
     run = converted[0]
-    evaluate.evaluate(evaluate.EvalConfig(modes=("int8",), max_eval_examples=100, latency_runs=5,
-                                          artifacts=str(run.parent), data_root=str(data_root), cache_dir=str(cache)))
+    evaluate.evaluate(
+        evaluate.EvalConfig(
+            modes=("int8",),
+            max_eval_examples=100,
+            latency_runs=5,
+            artifacts=str(run.parent),
+            data_root=str(data_root),
+            cache_dir=str(cache),
+        )
+    )
     test_before = (run / "eval_int8.json").read_bytes()
-    (r,) = evaluate.evaluate(evaluate.EvalConfig(modes=("int8",), split="validation", max_eval_examples=300,
-                                                 latency_runs=5, artifacts=str(run.parent), data_root=str(data_root),
-                                                 cache_dir=str(cache)))
+    (r,) = evaluate.evaluate(
+        evaluate.EvalConfig(
+            modes=("int8",),
+            split="validation",
+            max_eval_examples=300,
+            latency_runs=5,
+            artifacts=str(run.parent),
+            data_root=str(data_root),
+            cache_dir=str(cache),
+        )
+    )
     assert r["split"] == "validation" and r["examples"] == 300 and (run / "val_int8.json").is_file()
     assert (run / "eval_int8.json").read_bytes() == test_before
 
 
 def test_eval_dataset_scores_another_datasets_test_split_beside_the_run(converted, data_root, cache):
     run, _ = converted
-    ec = evaluate.EvalConfig(dataset="mnist", model="cnn", modes=("int8", "float32"), artifacts=str(run.parent),
-                             eval_dataset="usps", max_eval_examples=150, data_root=str(data_root), cache_dir=str(cache))
+    ec = evaluate.EvalConfig(
+        dataset="mnist",
+        model="cnn",
+        modes=("int8", "float32"),
+        artifacts=str(run.parent),
+        eval_dataset="usps",
+        max_eval_examples=150,
+        data_root=str(data_root),
+        cache_dir=str(cache),
+    )
     own = {p: p.stat().st_mtime_ns for p in run.glob("eval_*")}
     results = {r["name"]: r for r in evaluate.evaluate(ec)}
     x, y = data.to_numpy(data.load("usps", root=data_root, cache=cache).test, limit=150)
@@ -203,9 +244,17 @@ def test_eval_dataset_through_emnist_digits_on_tfds_mock_data(converted, mock_ro
 
     run, _ = converted
     with tfds.testing.mock_data(num_examples=60):
-        results = evaluate.evaluate(evaluate.EvalConfig(
-            dataset="mnist", model="cnn", modes=("float32", "int8"), artifacts=str(run.parent),
-            eval_dataset="emnist_digits", data_root=str(mock_root), cache_dir=str(tmp_path / "cache")))
+        results = evaluate.evaluate(
+            evaluate.EvalConfig(
+                dataset="mnist",
+                model="cnn",
+                modes=("float32", "int8"),
+                artifacts=str(run.parent),
+                eval_dataset="emnist_digits",
+                data_root=str(mock_root),
+                cache_dir=str(tmp_path / "cache"),
+            )
+        )
     saved = json.loads((run / "xeval_emnist_digits_int8.json").read_text())
     assert saved["examples"] == 60 and saved["eval_dataset"] == "emnist_digits"
     assert saved["data_source"]["description"].startswith("tfds emnist/digits")
@@ -214,11 +263,25 @@ def test_eval_dataset_through_emnist_digits_on_tfds_mock_data(converted, mock_ro
 
 def test_eval_dataset_must_share_classes_and_shape(converted, tmp_path):
     run, _ = converted
-    for other, message in (("cifar10", "a mnist model cannot be scored on it"),
-                           ("fashion_mnist", "classes or image shape"), ("kmnist", "unknown dataset 'kmnist'")):
+    for other, message in (
+        ("cifar10", "a mnist model cannot be scored on it"),
+        ("fashion_mnist", "classes or image shape"),
+        ("kmnist", "unknown dataset 'kmnist'"),
+    ):
         with pytest.raises(TfqError, match=message):
-            evaluate.evaluate(evaluate.EvalConfig(dataset="mnist", model="cnn", modes=("int8",),
-                                                  artifacts=str(run.parent), eval_dataset=other))
+            evaluate.evaluate(
+                evaluate.EvalConfig(
+                    dataset="mnist", model="cnn", modes=("int8",), artifacts=str(run.parent), eval_dataset=other
+                )
+            )
     with pytest.raises(TfqError, match="--split=validation does not go with it"):
-        evaluate.evaluate(evaluate.EvalConfig(dataset="mnist", model="cnn", modes=("int8",), artifacts=str(run.parent),
-                                              eval_dataset="usps", split="validation"))
+        evaluate.evaluate(
+            evaluate.EvalConfig(
+                dataset="mnist",
+                model="cnn",
+                modes=("int8",),
+                artifacts=str(run.parent),
+                eval_dataset="usps",
+                split="validation",
+            )
+        )

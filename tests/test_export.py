@@ -41,13 +41,27 @@ int main(int argc, char **argv) {{
 @pytest.mark.skipif(shutil.which("cc") is None, reason="no system C compiler")
 def test_the_c_array_compiles_and_holds_the_file_and_its_constants(converted, tmp_path):
     run, _ = converted
-    m = export.export(export.ExportConfig(dataset="mnist", model="cnn", mode="int8", format="c",
-                                          artifacts=str(run.parent)))
+    m = export.export(
+        export.ExportConfig(dataset="mnist", model="cnn", mode="int8", format="c", artifacts=str(run.parent))
+    )
     folder = run / "export" / "int8_c"
     assert sorted(p.name for p in folder.iterdir()) == ["export.json", "int8.c", "int8.h"]
     (tmp_path / "main.c").write_text(PROGRAM.format(stem="int8", ident="int8", macro="INT8"))
-    build = subprocess.run(["cc", "-std=c11", "-Wall", "-Werror", f"-I{folder}", str(tmp_path / "main.c"),
-                            str(folder / "int8.c"), "-o", str(tmp_path / "prog")], capture_output=True, text=True)
+    build = subprocess.run(
+        [
+            "cc",
+            "-std=c11",
+            "-Wall",
+            "-Werror",
+            f"-I{folder}",
+            str(tmp_path / "main.c"),
+            str(folder / "int8.c"),
+            "-o",
+            str(tmp_path / "prog"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert build.returncode == 0, build.stderr
     ran = subprocess.run([str(tmp_path / "prog"), str(tmp_path / "bytes.tflite")], capture_output=True, text=True)
     assert ran.returncode == 0, ran.stderr
@@ -72,16 +86,30 @@ def test_the_c_array_also_builds_as_cpp_as_tflite_micro_apps_do(converted, tmp_p
     folder = run / "export" / "int8_c"
     shutil.copy(folder / "int8.c", tmp_path / "int8.cc")
     (tmp_path / "main.cc").write_text('#include "int8.h"\nint main() { return tfq_int8_model_len > 0 ? 0 : 1; }\n')
-    build = subprocess.run(["c++", "-std=c++17", "-Wall", "-Werror", f"-I{folder}", str(tmp_path / "main.cc"),
-                            str(tmp_path / "int8.cc"), "-o", str(tmp_path / "prog")], capture_output=True, text=True)
+    build = subprocess.run(
+        [
+            "c++",
+            "-std=c++17",
+            "-Wall",
+            "-Werror",
+            f"-I{folder}",
+            str(tmp_path / "main.cc"),
+            str(tmp_path / "int8.cc"),
+            "-o",
+            str(tmp_path / "prog"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert build.returncode == 0, build.stderr
     assert subprocess.run([str(tmp_path / "prog")]).returncode == 0
 
 
 def test_the_android_bundle_has_the_model_labels_and_normalization(converted):
     run, _ = converted
-    export.export(export.ExportConfig(dataset="mnist", model="cnn", mode="int8", format="android",
-                                      artifacts=str(run.parent)))
+    export.export(
+        export.ExportConfig(dataset="mnist", model="cnn", mode="int8", format="android", artifacts=str(run.parent))
+    )
     folder = run / "export" / "int8_android"
     assert (folder / "int8.tflite").read_bytes() == (run / "int8.tflite").read_bytes()
     assert (folder / "labels.txt").read_text().splitlines() == list("0123456789")
@@ -91,11 +119,14 @@ def test_the_android_bundle_has_the_model_labels_and_normalization(converted):
     assert info["input"]["dtype"] == "int8" and info["model"] == "int8.tflite"
 
 
-@pytest.mark.parametrize("args, message", [
-    (("--format=coreml",), "unknown format 'coreml'; choose one of: c, android"),
-    (("--mode=int3",), "no "),
-    (("--dataset=imagenet",), "unknown dataset 'imagenet'"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("--format=coreml",), "unknown format 'coreml'; choose one of: c, android"),
+        (("--mode=int3",), "no "),
+        (("--dataset=imagenet",), "unknown dataset 'imagenet'"),
+    ],
+)
 def test_bad_input_is_one_line_and_writes_nothing(run_cli, tmp_path, args, message):
     proc = run_cli("export", f"--artifacts={tmp_path}", *args, timeout=120)
     assert proc.returncode == 1 and message in error_lines(proc.stderr)[0], proc.stderr[-2000:]
@@ -107,8 +138,9 @@ def test_the_c_array_of_offset_weights_holds_them_inline_for_tflite_micro(conver
 
     run, _ = converted
     blob = (run / "aeq_a8w8.tflite").read_bytes()
-    m = export.export(export.ExportConfig(dataset="mnist", model="cnn", mode="aeq_a8w8", format="c",
-                                          artifacts=str(run.parent)))
+    m = export.export(
+        export.ExportConfig(dataset="mnist", model="cnn", mode="aeq_a8w8", format="c", artifacts=str(run.parent))
+    )
     inline = flatbuffer.inline_buffers(blob)
     assert m["buffers_inlined"] == flatbuffer.read(blob).offset_buffers > 0
     assert m["array_sha256"] == hashlib.sha256(inline).hexdigest() and m["array_bytes"] == len(inline)

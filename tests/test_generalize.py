@@ -19,9 +19,17 @@ MODES = ("float32", "int8", "aeq_w4")
 @pytest.fixture(scope="module")
 def measured(converted, data_root, cache):
     run, _ = converted
-    cfg = generalize.GeneralizeConfig(dataset="mnist", model="cnn", modes=MODES, examples=30,
-                                      cross_datasets=("usps",), max_eval_examples=120, artifacts=str(run.parent),
-                                      data_root=str(data_root), cache_dir=str(cache))
+    cfg = generalize.GeneralizeConfig(
+        dataset="mnist",
+        model="cnn",
+        modes=MODES,
+        examples=30,
+        cross_datasets=("usps",),
+        max_eval_examples=120,
+        artifacts=str(run.parent),
+        data_root=str(data_root),
+        cache_dir=str(cache),
+    )
     return run, cfg, generalize.generalize(cfg)
 
 
@@ -29,11 +37,14 @@ def test_every_file_is_scored_on_every_set_and_the_json_matches_the_saved_predic
     run, _, result = measured
     assert json.loads((run / "generalize.json").read_text()) == json.loads(json.dumps(result))
     shift = result["shift"]
-    assert shift["examples"] == 30 and shift["of_test_images"] == 120 and shift["sets"] == corruptions.set_names("mnist")
+    assert (
+        shift["examples"] == 30 and shift["of_test_images"] == 120 and shift["sets"] == corruptions.set_names("mnist")
+    )
     saved = np.load(run / "generalize.npz")
     indices = saved["shift/indices"]
-    _, labels = data.to_numpy(data.load("mnist", root=result["config"]["data_root"],
-                                        cache=result["config"]["cache_dir"]).test, limit=120)
+    _, labels = data.to_numpy(
+        data.load("mnist", root=result["config"]["data_root"], cache=result["config"]["cache_dir"]).test, limit=120
+    )
     assert len(indices) == 30 and np.array_equal(indices, corruptions.subset(120, 30, 0))
     rows = {v["name"]: v for v in shift["variants"]}
     assert set(rows) == set(MODES)
@@ -42,7 +53,9 @@ def test_every_file_is_scored_on_every_set_and_the_json_matches_the_saved_predic
         assert pred.shape == (len(shift["sets"]), 30)
         for i, set_name in enumerate(shift["sets"]):
             assert row["accuracy"][set_name] == pytest.approx((pred[i] == labels[indices]).mean())
-            assert row["agreement_with_float32"][set_name] == pytest.approx((pred[i] == saved["shift/float32"][i]).mean())
+            assert row["agreement_with_float32"][set_name] == pytest.approx(
+                (pred[i] == saved["shift/float32"][i]).mean()
+            )
     assert all(v == 1.0 for v in rows["float32"]["agreement_with_float32"].values()) and "gap" not in rows["float32"]
 
 
@@ -71,7 +84,9 @@ def test_the_gap_under_shift_is_the_mean_of_the_per_set_gaps(measured):
         assert set(gap["by_corruption"]) == {c.name for c in corruptions.SMALL}
         for c in corruptions.SMALL:  # a corruption's gap is the mean of its severities' gaps
             levels = [f"{c.name}/{lv}" for lv in (1, 2, 3)]
-            assert gap["by_corruption"][c.name]["pts"] == pytest.approx(100 * np.mean([acc[s] - ref[s] for s in levels]))
+            assert gap["by_corruption"][c.name]["pts"] == pytest.approx(
+                100 * np.mean([acc[s] - ref[s] for s in levels])
+            )
 
 
 def test_other_datasets_go_through_evaluate_and_land_beside_the_run(measured):
@@ -103,13 +118,17 @@ def test_gaps_pair_images_known_values():
 def test_a_dataset_without_matching_classes_or_float32_is_a_clear_error(converted, tmp_path):
     run, _ = converted
     with pytest.raises(TfqError, match="a mnist model cannot be scored on it"):
-        generalize.generalize(generalize.GeneralizeConfig(dataset="mnist", model="cnn", cross_datasets=("cifar10",),
-                                                          artifacts=str(run.parent)))
+        generalize.generalize(
+            generalize.GeneralizeConfig(
+                dataset="mnist", model="cnn", cross_datasets=("cifar10",), artifacts=str(run.parent)
+            )
+        )
     (tmp_path / "mnist_cnn").mkdir()
     (tmp_path / "mnist_cnn" / "int8.tflite").write_bytes((run / "int8.tflite").read_bytes())
     with pytest.raises(TfqError, match="no .*float32.tflite: gaps are against float32"):
-        generalize.generalize(generalize.GeneralizeConfig(dataset="mnist", model="cnn", modes=("int8",),
-                                                          artifacts=str(tmp_path)))
+        generalize.generalize(
+            generalize.GeneralizeConfig(dataset="mnist", model="cnn", modes=("int8",), artifacts=str(tmp_path))
+        )
     assert generalize.compatible("mnist", ["usps", "cifar10", "mnist", "emnist_digits"]) == ["usps", "emnist_digits"]
 
 
@@ -118,9 +137,18 @@ def test_emnist_digits_end_to_end_on_tfds_mock_data(converted, mock_root, tmp_pa
 
     run, _ = converted
     with tfds.testing.mock_data(num_examples=50):
-        result = generalize.generalize(generalize.GeneralizeConfig(
-            dataset="mnist", model="cnn", modes=("float32", "int8"), shift=False, cross_datasets=("emnist_digits",),
-            artifacts=str(run.parent), data_root=str(mock_root), cache_dir=str(tmp_path / "cache")))
+        result = generalize.generalize(
+            generalize.GeneralizeConfig(
+                dataset="mnist",
+                model="cnn",
+                modes=("float32", "int8"),
+                shift=False,
+                cross_datasets=("emnist_digits",),
+                artifacts=str(run.parent),
+                data_root=str(mock_root),
+                cache_dir=str(tmp_path / "cache"),
+            )
+        )
     (emnist,) = result["cross"]
     assert emnist["dataset"] == "emnist_digits" and emnist["examples"] == 50 and "shift" not in result
     assert {v["name"] for v in emnist["variants"]} == {"float32", "int8"}
@@ -128,10 +156,12 @@ def test_emnist_digits_end_to_end_on_tfds_mock_data(converted, mock_root, tmp_pa
 
 def test_cli_bad_input_is_one_line_and_writes_nothing(run_cli, converted, tmp_path):
     run, _ = converted
-    for args, message in ((("--mode=int3",), "unknown mode 'int3'"),
-                          (("--cross_datasets=cifar10",), "a mnist model cannot be scored on it"),
-                          (("--noshift",), "--noshift with no --cross_datasets leaves nothing to measure"),
-                          (("--examples=-1",), "--examples=-1")):
+    for args, message in (
+        (("--mode=int3",), "unknown mode 'int3'"),
+        (("--cross_datasets=cifar10",), "a mnist model cannot be scored on it"),
+        (("--noshift",), "--noshift with no --cross_datasets leaves nothing to measure"),
+        (("--examples=-1",), "--examples=-1"),
+    ):
         proc = run_cli("generalize", "--dataset=mnist", "--model=cnn", f"--artifacts={run.parent}", *args, timeout=120)
         assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
         assert message in error_lines(proc.stderr)[0]

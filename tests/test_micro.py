@@ -14,8 +14,16 @@ from tfq import micro
 @pytest.fixture(scope="module")
 def measured(converted, data_root, cache):
     run, _ = converted
-    result = micro.micro(micro.MicroConfig(dataset="mnist", model="cnn", max_examples=60, artifacts=str(run.parent),
-                                           data_root=str(data_root), cache_dir=str(cache)))
+    result = micro.micro(
+        micro.MicroConfig(
+            dataset="mnist",
+            model="cnn",
+            max_examples=60,
+            artifacts=str(run.parent),
+            data_root=str(data_root),
+            cache_dir=str(cache),
+        )
+    )
     return run, result, {v["name"]: v for v in result["variants"]}
 
 
@@ -62,11 +70,28 @@ def test_saved_litert_classes_are_reused_and_equal_bytes_are_measured_once(conve
     shutil.copy(run / "int8.tflite", folder / "int8.tflite")
     shutil.copy(run / "aeq_a8w8.tflite", folder / "aeq_a8w8.tflite")
     shutil.copy(run / "int8.tflite", folder / "qat_int8.tflite")  # same bytes under another name
-    evaluate.evaluate(evaluate.EvalConfig(dataset="mnist", model="cnn", modes=("int8", "aeq_a8w8"),
-                                          artifacts=str(tmp_path), latency_runs=1, latency_rounds=1,
-                                          data_root=str(data_root), cache_dir=str(cache)))
-    result = micro.micro(micro.MicroConfig(dataset="mnist", model="cnn", max_examples=40, artifacts=str(tmp_path),
-                                           data_root=str(data_root), cache_dir=str(cache)))
+    evaluate.evaluate(
+        evaluate.EvalConfig(
+            dataset="mnist",
+            model="cnn",
+            modes=("int8", "aeq_a8w8"),
+            artifacts=str(tmp_path),
+            latency_runs=1,
+            latency_rounds=1,
+            data_root=str(data_root),
+            cache_dir=str(cache),
+        )
+    )
+    result = micro.micro(
+        micro.MicroConfig(
+            dataset="mnist",
+            model="cnn",
+            max_examples=40,
+            artifacts=str(tmp_path),
+            data_root=str(data_root),
+            cache_dir=str(cache),
+        )
+    )
     by_name = {v["name"]: v for v in result["variants"]}
     assert by_name["int8"]["litert_reference"].startswith("saved by evaluate")
     assert by_name["qat_int8"]["same_bytes_as"] == "int8" and by_name["qat_int8"]["file"].endswith("qat_int8.tflite")
@@ -84,12 +109,22 @@ def test_a_file_that_fails_while_running_is_reported_not_fatal(converted, data_r
     shutil.copy(run / "int8.tflite", tmp_path / "mnist_cnn" / "int8.tflite")
 
     def fails(*_args, **_kw):
-        raise tflm.MicroError("a TFLite Micro worker process failed (exit 1): TFLite Micro's CONV_2D kernel (op 2) "
-                              "fails to invoke: Type INT4 not supported.")
+        raise tflm.MicroError(
+            "a TFLite Micro worker process failed (exit 1): TFLite Micro's CONV_2D kernel (op 2) "
+            "fails to invoke: Type INT4 not supported."
+        )
 
     monkeypatch.setattr(tflm, "run_in_processes", fails)
-    result = micro.micro(micro.MicroConfig(dataset="mnist", model="cnn", max_examples=10, artifacts=str(tmp_path),
-                                           data_root=str(data_root), cache_dir=str(cache)))
+    result = micro.micro(
+        micro.MicroConfig(
+            dataset="mnist",
+            model="cnn",
+            max_examples=10,
+            artifacts=str(tmp_path),
+            data_root=str(data_root),
+            cache_dir=str(cache),
+        )
+    )
     v = result["variants"][0]
     assert not v["runs"] and v["unsupported_op"] == "CONV_2D" and "fails to invoke" in v["error"]
 
@@ -108,11 +143,14 @@ def test_the_cli_prints_the_table_and_names_what_it_cannot_run(run_cli, converte
     assert (run / micro.MICRO_JSON).read_bytes() == before  # nothing written
 
 
-@pytest.mark.parametrize("args, message", [
-    (("--mode=int3",), "unknown mode 'int3'"),
-    (("--max_examples=-1",), "--max_examples=-1"),
-    (("--dataset=imagenet",), "unknown dataset 'imagenet'"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("--mode=int3",), "unknown mode 'int3'"),
+        (("--max_examples=-1",), "--max_examples=-1"),
+        (("--dataset=imagenet",), "unknown dataset 'imagenet'"),
+    ],
+)
 def test_bad_input_is_one_line_and_writes_nothing(run_cli, tmp_path, args, message):
     proc = run_cli("micro", f"--artifacts={tmp_path}", *args, timeout=120)
     assert proc.returncode == 1 and message in error_lines(proc.stderr)[0], proc.stderr[-2000:]
@@ -120,7 +158,15 @@ def test_bad_input_is_one_line_and_writes_nothing(run_cli, tmp_path, args, messa
 
 
 def test_fits_reads_flash_and_ram_against_each_part():
-    assert micro.fits(256 * 1024, 64 * 1024) == {"256 KB flash": True, "1 MB flash": True, "64 KB RAM": True,
-                                                 "256 KB RAM": True}
-    assert micro.fits(256 * 1024 + 1, None) == {"256 KB flash": False, "1 MB flash": True, "64 KB RAM": None,
-                                                "256 KB RAM": None}
+    assert micro.fits(256 * 1024, 64 * 1024) == {
+        "256 KB flash": True,
+        "1 MB flash": True,
+        "64 KB RAM": True,
+        "256 KB RAM": True,
+    }
+    assert micro.fits(256 * 1024 + 1, None) == {
+        "256 KB flash": False,
+        "1 MB flash": True,
+        "64 KB RAM": None,
+        "256 KB RAM": None,
+    }

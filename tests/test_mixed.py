@@ -9,7 +9,8 @@ from tfq import convert
 
 
 def test_convert_mode_mixed_is_the_mixed_stage_and_writes_a_file_its_recipe_and_a_manifest_that_hold_what_they_say(
-        run_cli, trained, data_root, cache, tmp_path):
+    run_cli, trained, data_root, cache, tmp_path
+):
     import shutil
 
     from tfq import sensitivity
@@ -17,12 +18,29 @@ def test_convert_mode_mixed_is_the_mixed_stage_and_writes_a_file_its_recipe_and_
 
     run = tmp_path / "mnist_mlp"
     shutil.copytree(trained / "mnist_mlp", run)
-    convert.convert(convert.ConvertConfig(dataset="mnist", model="mlp", modes=("float32",), artifacts=str(tmp_path),
-                                          data_root=str(data_root), cache_dir=str(cache)))
+    convert.convert(
+        convert.ConvertConfig(
+            dataset="mnist",
+            model="mlp",
+            modes=("float32",),
+            artifacts=str(tmp_path),
+            data_root=str(data_root),
+            cache_dir=str(cache),
+        )
+    )
     # the search ranks layers by the run's sensitivity.json when it was measured with the same settings
-    sensitivity.sensitivity(sensitivity.SensitivityConfig(
-        dataset="mnist", model="mlp", artifacts=str(tmp_path), num_calibration=50, max_eval_examples=300,
-        latency_runs=10, data_root=str(data_root), cache_dir=str(cache)))
+    sensitivity.sensitivity(
+        sensitivity.SensitivityConfig(
+            dataset="mnist",
+            model="mlp",
+            artifacts=str(tmp_path),
+            num_calibration=50,
+            max_eval_examples=300,
+            latency_runs=10,
+            data_root=str(data_root),
+            cache_dir=str(cache),
+        )
+    )
     measured = (run / "sensitivity.json").read_bytes()
     common = (f"--artifacts={tmp_path}", "--model=mlp", "--num_calibration=50", "--max_eval_examples=300")
     proc = run_cli("convert", *common, "--mode=mixed", "--max_accuracy_drop=0.5", "--latency_runs=10")
@@ -33,8 +51,9 @@ def test_convert_mode_mixed_is_the_mixed_stage_and_writes_a_file_its_recipe_and_
     assert -m["validation"]["vs_float32"]["delta_pts"] <= 0.5 and m["validation"]["examples"] == 300
     assert m["test"]["examples"] == 300 and set(m["test"]["uniform"]) == {"float", "int8", "w4"}
     assert m["path"][0]["action"] == "start: every layer w4" and m["candidates"] == len(m["path"])
-    held = mixed_search.read_back((run / "mixed.tflite").read_bytes(),
-                                  mixed_search.layers((run / "float32.tflite").read_bytes()), "mixed.tflite")
+    held = mixed_search.read_back(
+        (run / "mixed.tflite").read_bytes(), mixed_search.layers((run / "float32.tflite").read_bytes()), "mixed.tflite"
+    )
     assert {n: v["rung"] for n, v in held.items()} == m["assignment"] == {x["name"]: x["rung"] for x in m["layers"]}
     assert m["size_bytes"] == (run / "mixed.tflite").stat().st_size and m["latency_us"]["mixed"] > 0
     assert (run / "sensitivity.json").read_bytes() == measured  # reused, not measured again

@@ -35,7 +35,9 @@ def _imported_units(path: Path) -> set[str]:
             if len(parts) > 1:
                 units.add(parts[1])
             else:  # `from tfq import train`: a module; `from tfq import STAGES`: a name of the package itself
-                units |= {a.name for a in node.names if (PACKAGE / f"{a.name}.py").is_file() or (PACKAGE / a.name).is_dir()}
+                units |= {
+                    a.name for a in node.names if (PACKAGE / f"{a.name}.py").is_file() or (PACKAGE / a.name).is_dir()
+                }
         elif isinstance(node, ast.Import):
             units |= {a.name.split(".")[1] for a in node.names if a.name.startswith("tfq.")}
     return units
@@ -82,13 +84,18 @@ def test_tfq_with_no_stage_lists_every_stage_and_an_unknown_one_is_one_error():
     assert [line.split()[0] for line in listed.stdout.splitlines() if line.startswith("  ")] == list(STAGES)
     unknown = subprocess.run([sys.executable, "-m", "tfq", "trian"], capture_output=True, text=True, timeout=120)
     assert unknown.returncode == 2 and unknown.stderr.splitlines() == [
-        f"error: unknown stage 'trian'; choose one of: {', '.join(STAGES)}"]
+        f"error: unknown stage 'trian'; choose one of: {', '.join(STAGES)}"
+    ]
 
 
-@pytest.mark.parametrize("command", [[sys.executable, "-m", "tfq"], [str(Path(sys.executable).parent / "tfq")]],
-                         ids=["python -m tfq", "tfq script"])
+@pytest.mark.parametrize(
+    "command",
+    [[sys.executable, "-m", "tfq"], [str(Path(sys.executable).parent / "tfq")]],
+    ids=["python -m tfq", "tfq script"],
+)
 def test_python_dash_m_tfq_and_the_tfq_script_run_a_stage_as_its_module_does(command, tmp_path):
     missing = tmp_path / "missing.tflite"
-    proc = subprocess.run([*command, "evaluate", f"--tflite={missing}", "--dataset=mnist"], capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run(
+        [*command, "evaluate", f"--tflite={missing}", "--dataset=mnist"], capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 1 and error_lines(proc.stderr) == [f"error: {missing} does not exist"]

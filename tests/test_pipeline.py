@@ -15,8 +15,9 @@ from tfq.core.artifacts import TfqError
 from tfq.quant import modes
 
 STAGES = ("train", "convert", "qat", "evaluate", "sweep", "sensitivity", "mixed", "micro", "generalize")
-SMALL = dict(max_train_examples=600, max_eval_examples=200, epochs=1, latency_runs=20, num_calibration=50,
-             shift_examples=40)
+SMALL = dict(
+    max_train_examples=600, max_eval_examples=200, epochs=1, latency_runs=20, num_calibration=50, shift_examples=40
+)
 
 
 @pytest.fixture(scope="module")
@@ -29,22 +30,44 @@ def study(tmp_path_factory, data_root, cache):
     from tests.conftest import REPO
 
     root = tmp_path_factory.mktemp("study")
-    args = [f"--{k}={v}" for k, v in SMALL.items()] + ["--mixed_budgets=1.0", "--export_modes=int8",
-                                                       "--cross_datasets=usps,cifar10"]
+    args = [f"--{k}={v}" for k, v in SMALL.items()] + [
+        "--mixed_budgets=1.0",
+        "--export_modes=int8",
+        "--cross_datasets=usps,cifar10",
+    ]
     proc = subprocess.run(
-        [sys.executable, "-m", "tfq.pipeline", "--preset=full", "--datasets=mnist", "--models=mlp", f"--artifacts={root}",
-         *args],
-        cwd=REPO, capture_output=True, text=True, timeout=900,
+        [
+            sys.executable,
+            "-m",
+            "tfq.pipeline",
+            "--preset=full",
+            "--datasets=mnist",
+            "--models=mlp",
+            f"--artifacts={root}",
+            *args,
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=900,
         # its own empty cache: the first build of MNIST, with tfds' progress bars to keep back, is in it
-        env={**os.environ, "TFQ_DATA_ROOT": str(data_root), "TFQ_CACHE_DIR": str(root / "cache"),
-             "TFQ_OFFLINE": "1"})
+        env={**os.environ, "TFQ_DATA_ROOT": str(data_root), "TFQ_CACHE_DIR": str(root / "cache"), "TFQ_OFFLINE": "1"},
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return root, proc.stdout, proc.stderr
 
 
 def _config(root, data_root, cache, **kw) -> pipeline.PipelineConfig:
-    return pipeline.PipelineConfig(datasets=("mnist",), models=("mlp",), artifacts=str(root), mixed_budgets=(1.0,),
-                                   cross_datasets=("usps", "cifar10"), data_root=str(data_root), cache_dir=str(cache), **{**SMALL, **kw})
+    return pipeline.PipelineConfig(
+        datasets=("mnist",),
+        models=("mlp",),
+        artifacts=str(root),
+        mixed_budgets=(1.0,),
+        cross_datasets=("usps", "cifar10"),
+        data_root=str(data_root),
+        cache_dir=str(cache),
+        **{**SMALL, **kw},
+    )
 
 
 def test_pipeline_writes_every_file(study):
@@ -55,14 +78,38 @@ def test_pipeline_writes_every_file(study):
     for stage in STAGES:
         assert re.search(rf"^\[mnist_mlp\] {stage}: done in [0-9.]+ s; .*[0-9]", stdout, re.M), stage
     report = root / "report"
-    for name in ("sweep.json", "sweep.csv", "qat_lowbit.json", "sensitivity.json", "mixed_size_1.tflite",
-                 "mixed_size_1.json", "mixed_size_1.recipe.json", "micro.json", "export/int8_c/int8.h",
-                 "export/int8_c/int8.c", "export/int8_android/labels.txt", "export/int8_android/int8.tflite",
-                 "generalize.json", "generalize.npz", "xeval_usps_int8.json", "xeval_usps_float32.npy"):
+    for name in (
+        "sweep.json",
+        "sweep.csv",
+        "qat_lowbit.json",
+        "sensitivity.json",
+        "mixed_size_1.tflite",
+        "mixed_size_1.json",
+        "mixed_size_1.recipe.json",
+        "micro.json",
+        "export/int8_c/int8.h",
+        "export/int8_c/int8.c",
+        "export/int8_android/labels.txt",
+        "export/int8_android/int8.tflite",
+        "generalize.json",
+        "generalize.npz",
+        "xeval_usps_int8.json",
+        "xeval_usps_float32.npy",
+    ):
         assert (run / name).is_file(), name
-    for name in ("report.md", "results.csv", "results.json", "accuracy_vs_size_mnist.png", "latency.png",
-                 "per_class_int8.png", "bits_mnist_mlp.png", "sensitivity_mnist_mlp.png", "mixed_mnist_mlp.png",
-                 "training_mnist_mlp.png", "shift_mnist_mlp.png"):
+    for name in (
+        "report.md",
+        "results.csv",
+        "results.json",
+        "accuracy_vs_size_mnist.png",
+        "latency.png",
+        "per_class_int8.png",
+        "bits_mnist_mlp.png",
+        "sensitivity_mnist_mlp.png",
+        "mixed_mnist_mlp.png",
+        "training_mnist_mlp.png",
+        "shift_mnist_mlp.png",
+    ):
         assert (report / name).is_file(), name
     for png in report.glob("*.png"):
         with Image.open(png) as im:
@@ -80,7 +127,9 @@ def test_pipeline_writes_every_file(study):
     assert "## Generalization: quantization under shift and on other datasets" in text
     assert "### mnist_mlp on other datasets" in text and "| int8 | " in text.split("### mnist_mlp on other")[1]
     assert "## Training curves: what the validation split says" in text
-    assert "## On a microcontroller: TFLite Micro" in text and re.search(r"^\| int8 \| [0-9,]+ B \| [0-9,]+ B \| ", text, re.M)
+    assert "## On a microcontroller: TFLite Micro" in text and re.search(
+        r"^\| int8 \| [0-9,]+ B \| [0-9,]+ B \| ", text, re.M
+    )
     micro = {v["name"]: v for v in json.loads((run / "micro.json").read_text())["variants"]}
     assert set(micro) == {*modes.MODES, "qat_int8", "mixed_size_1"} and micro["int8"]["runs"]
     assert not micro["float16"]["runs"] and micro["float16"]["unsupported_op"] == "DEQUANTIZE"
@@ -95,8 +144,10 @@ def test_pipeline_writes_every_file(study):
 
 
 # What a default run must not print: library start-up logs, progress bars, warnings, tracebacks.
-NOISE = re.compile(r"Traceback|I0000|E0000|W0000|WARNING|Warning|warn\(|cuInit|cuda|Downloading|Dl Completed|"
-                   r"Extraction|Generating|Shuffling|fully_quantize|INFO:|NodeDef|HDF5|absl::")
+NOISE = re.compile(
+    r"Traceback|I0000|E0000|W0000|WARNING|Warning|warn\(|cuInit|cuda|Downloading|Dl Completed|"
+    r"Extraction|Generating|Shuffling|fully_quantize|INFO:|NodeDef|HDF5|absl::"
+)
 
 
 def test_a_default_run_prints_only_tfqs_lines_and_keras_epochs(study):
@@ -104,23 +155,29 @@ def test_a_default_run_prints_only_tfqs_lines_and_keras_epochs(study):
     assert stderr == ""
     assert not NOISE.search(stdout), NOISE.search(stdout)
     for line in stdout.splitlines():
-        assert re.match(r"^(\[\w+\] [\w. ]+: |\d+/\d+ - |Epoch \d+/\d+$|pipeline finished in|(mnist|usps): building the tfds dataset "
-                        r"from the files in|BatchNorm statistics re-estimated)", line), line
+        assert re.match(
+            r"^(\[\w+\] [\w. ]+: |\d+/\d+ - |Epoch \d+/\d+$|pipeline finished in|"
+            r"(mnist|usps): building the tfds dataset "
+            r"from the files in|BatchNorm statistics re-estimated)",
+            line,
+        ), line
 
 
 def test_bad_flags_fail_before_any_stage_runs(run_cli, tmp_path):
     (tmp_path / "flags").mkdir()
     (tmp_path / "flags" / "mnist_mlp.cfg").write_text("--epochs=two\n")
-    for args, message in [(("--qat_epochs=0",), "--qat_epochs=0: must be at least 1"),
-                          (("--datasets=mnist,imagenet",), "unknown dataset 'imagenet'"),
-                          ((f"--flags_dir={tmp_path / 'flags'}",), "mnist_mlp.cfg: flag --epochs=two: invalid literal"),
-                          (("--artifacts=/proc/nope",), "cannot write to /proc/nope"),
-                          (("--mixed_budgets=0.3", "--mixed_objectives=speed"), "--mixed_objectives=speed"),
-                          (("--export_modes=int3",), "--export_modes=int3: choose from"),
-                          (("--micro_examples=-5",), "--micro_examples=-5"),
-                          (("--shift_examples=-1",), "--shift_examples=-1"),
-                          (("--cross_datasets=emnist_digits",), "dataset 'emnist_digits' is not available offline"),
-                          (("--cross_datasets=usps2",), "unknown dataset 'usps2'")]:
+    for args, message in [
+        (("--qat_epochs=0",), "--qat_epochs=0: must be at least 1"),
+        (("--datasets=mnist,imagenet",), "unknown dataset 'imagenet'"),
+        ((f"--flags_dir={tmp_path / 'flags'}",), "mnist_mlp.cfg: flag --epochs=two: invalid literal"),
+        (("--artifacts=/proc/nope",), "cannot write to /proc/nope"),
+        (("--mixed_budgets=0.3", "--mixed_objectives=speed"), "--mixed_objectives=speed"),
+        (("--export_modes=int3",), "--export_modes=int3: choose from"),
+        (("--micro_examples=-5",), "--micro_examples=-5"),
+        (("--shift_examples=-1",), "--shift_examples=-1"),
+        (("--cross_datasets=emnist_digits",), "dataset 'emnist_digits' is not available offline"),
+        (("--cross_datasets=usps2",), "unknown dataset 'usps2'"),
+    ]:
         proc = run_cli("pipeline", "--models=mlp", f"--artifacts={tmp_path / 'a'}", *args, timeout=120)
         assert proc.returncode == 1 and error_lines(proc.stderr) and message in error_lines(proc.stderr)[0], proc.stderr
         assert "Traceback" not in proc.stderr
@@ -161,8 +218,17 @@ def test_files_replaced_outside_the_pipeline_are_not_taken_for_its_own(study, da
     capsys.readouterr()
     int8 = root / "mnist_mlp" / "int8.tflite"
     ours = int8.read_bytes()
-    convert.convert(convert.ConvertConfig(dataset="mnist", model="mlp", modes=("int8",), artifacts=str(root),
-                                          num_calibration=10, data_root=str(data_root), cache_dir=str(cache)))
+    convert.convert(
+        convert.ConvertConfig(
+            dataset="mnist",
+            model="mlp",
+            modes=("int8",),
+            artifacts=str(root),
+            num_calibration=10,
+            data_root=str(data_root),
+            cache_dir=str(cache),
+        )
+    )
     pipeline.pipeline(_config(root, data_root, cache))
     out = capsys.readouterr().out
     assert "[mnist_mlp] convert: its files changed since it wrote them" in out
@@ -187,13 +253,17 @@ def test_a_model_trained_outside_is_adopted_only_when_made_by_this_code(study, d
     run = root / "mnist_mlp"
     made = json.loads((run / artifacts.TRAIN_JSON).read_text())
     tc = pipeline.train_config(_config(root, data_root, cache), "mnist", "mlp")
-    source = {"data": data.source_key("mnist", str(data_root), str(cache)), "versions": versions(),
-              "code": artifacts.code_digest()}
+    source = {
+        "data": data.source_key("mnist", str(data_root), str(cache)),
+        "versions": versions(),
+        "code": artifacts.code_digest(),
+    }
     assert made["code"] == artifacts.code_digest()
     assert pipeline.adoptable(made, run / artifacts.MODEL_FILE, tc, source)
     assert not pipeline.adoptable({**made, "code": "older tfq code"}, run / artifacts.MODEL_FILE, tc, source)
-    assert not pipeline.adoptable({k: v for k, v in made.items() if k != "code"}, run / artifacts.MODEL_FILE, tc,
-                                  source)  # train.json from before it recorded the code
+    assert not pipeline.adoptable(
+        {k: v for k, v in made.items() if k != "code"}, run / artifacts.MODEL_FILE, tc, source
+    )  # train.json from before it recorded the code
 
 
 def test_flagfiles_feed_training_and_reject_unknown_flags(tmp_path):

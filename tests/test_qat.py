@@ -14,9 +14,19 @@ from tfq.runtimes import flatbuffer
 
 @pytest.fixture(scope="module")
 def qat_result(trained, data_root, cache):
-    return qat.qat(qat.QatConfig(dataset="mnist", model="cnn", epochs=1, max_train_examples=1000,
-                                 max_eval_examples=300, num_calibration=50, artifacts=str(trained),
-                                 data_root=str(data_root), cache_dir=str(cache)))
+    return qat.qat(
+        qat.QatConfig(
+            dataset="mnist",
+            model="cnn",
+            epochs=1,
+            max_train_examples=1000,
+            max_eval_examples=300,
+            num_calibration=50,
+            artifacts=str(trained),
+            data_root=str(data_root),
+            cache_dir=str(cache),
+        )
+    )
 
 
 def test_qat_int8_is_integer_only_with_the_int8_io_contract(qat_result, trained):
@@ -49,12 +59,15 @@ def test_qat_without_a_trained_model_names_the_command(run_cli, tmp_path):
     assert "python -m tfq.train --dataset=cifar10 --model=mlp" in error_lines(proc.stderr)[0]
 
 
-@pytest.mark.parametrize("args, message", [
-    (("--batch_size=0",), "--batch_size=0: must be at least 1"),
-    (("--num_calibration=0",), "--num_calibration=0: must be at least 1"),
-    (("--learning_rate=-1",), "--learning_rate=-1.0: must be above 0"),
-    (("--artifacts=/proc/nope",), "cannot write to /proc/nope/mnist_cnn"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("--batch_size=0",), "--batch_size=0: must be at least 1"),
+        (("--num_calibration=0",), "--num_calibration=0: must be at least 1"),
+        (("--learning_rate=-1",), "--learning_rate=-1.0: must be above 0"),
+        (("--artifacts=/proc/nope",), "cannot write to /proc/nope/mnist_cnn"),
+    ],
+)
 def test_every_flag_is_checked_before_fine_tuning(run_cli, trained, args, message):
     """Against a real trained model: a bad flag used only by the control still stops QAT up front."""
     proc = run_cli("qat", f"--artifacts={trained}", "--max_train_examples=500", *args, timeout=120)
@@ -79,20 +92,46 @@ def test_both_arms_see_the_same_batches_and_dropout_seeds(data_root, cache, monk
         return ds
 
     def recording_fit(model, *args, **kw):
-        seeds.append([layer._random_generator._seed for layer in model.submodules  # noqa: SLF001
-                      if isinstance(layer, keras.layers.Dropout)])
+        seeds.append(
+            [
+                layer._random_generator._seed
+                for layer in model.submodules  # noqa: SLF001
+                if isinstance(layer, keras.layers.Dropout)
+            ]
+        )
         return real_fit(model, *args, **kw)
 
     monkeypatch.setattr(data, "training_epoch", recording_epoch)
     monkeypatch.setattr(qat, "fit_epochs", recording_fit)
     root = tmp_path / "a"
-    train.train(train.TrainConfig(dataset="cifar10", model="mlp", mlp_hidden=(16,), epochs=1, max_train_examples=256,
-                                  max_eval_examples=64, artifacts=str(root), data_root=str(data_root),
-                                  cache_dir=str(cache)))
+    train.train(
+        train.TrainConfig(
+            dataset="cifar10",
+            model="mlp",
+            mlp_hidden=(16,),
+            epochs=1,
+            max_train_examples=256,
+            max_eval_examples=64,
+            artifacts=str(root),
+            data_root=str(data_root),
+            cache_dir=str(cache),
+        )
+    )
     handed.clear()
-    qat.qat(qat.QatConfig(dataset="cifar10", model="mlp", epochs=2, batch_size=64, max_train_examples=256,
-                          max_eval_examples=64, num_calibration=16, artifacts=str(root), data_root=str(data_root),
-                          cache_dir=str(cache)))
+    qat.qat(
+        qat.QatConfig(
+            dataset="cifar10",
+            model="mlp",
+            epochs=2,
+            batch_size=64,
+            max_train_examples=256,
+            max_eval_examples=64,
+            num_calibration=16,
+            artifacts=str(root),
+            data_root=str(data_root),
+            cache_dir=str(cache),
+        )
+    )
     assert len(handed) == 4  # QAT epochs 1 and 2, then the control's
     for a, b in zip(handed[:2], handed[2:]):
         assert len(a) == len(b) == 4
@@ -108,7 +147,9 @@ def test_qat_records_paired_tests_on_the_same_images(qat_result):
         assert t["images"] == 300 and t["only_reference_right"] + t["only_other_right"] <= 300
     acc = qat_result["accuracy"]  # the counts and the two accuracies come from the same 300 images
     t = qat_result["qat_vs_ptq"]
-    assert t["only_other_right"] - t["only_reference_right"] == round(300 * (acc["qat_int8"] - acc["ptq_int8_of_finetuned"]))
+    assert t["only_other_right"] - t["only_reference_right"] == round(
+        300 * (acc["qat_int8"] - acc["ptq_int8_of_finetuned"])
+    )
 
 
 def test_qat_refuses_a_flatbuffer_with_float_ops(qat_result, trained, monkeypatch, data_root, cache):
@@ -124,9 +165,22 @@ def test_qat_refuses_a_flatbuffer_with_float_ops(qat_result, trained, monkeypatc
 
     monkeypatch.setattr(convert, "convert_model", float_for_qat)
     before = (trained / "mnist_cnn" / "qat_int8.tflite").read_bytes()
-    with pytest.raises(TfqError, match="qat_int8.tflite: --mode=qat_int8 promises int8 input and output, but the file takes float32"):
-        qat.qat(qat.QatConfig(dataset="mnist", model="cnn", epochs=1, max_train_examples=200, max_eval_examples=50,
-                              num_calibration=20, artifacts=str(trained), data_root=str(data_root), cache_dir=str(cache)))
+    with pytest.raises(
+        TfqError, match="qat_int8.tflite: --mode=qat_int8 promises int8 input and output, but the file takes float32"
+    ):
+        qat.qat(
+            qat.QatConfig(
+                dataset="mnist",
+                model="cnn",
+                epochs=1,
+                max_train_examples=200,
+                max_eval_examples=50,
+                num_calibration=20,
+                artifacts=str(trained),
+                data_root=str(data_root),
+                cache_dir=str(cache),
+            )
+        )
     assert (trained / "mnist_cnn" / "qat_int8.tflite").read_bytes() == before  # nothing replaced
 
 
@@ -141,22 +195,54 @@ def test_the_same_file_alone_or_after_other_work_in_the_process(trained, run_cli
         (tmp_path / name / "mnist_cnn").mkdir(parents=True)
         shutil.copy(trained / "mnist_cnn" / "model.keras", tmp_path / name / "mnist_cnn" / "model.keras")
     small = dict(epochs=1, max_train_examples=400, max_eval_examples=100, num_calibration=20, seed=0)
-    train.train(train.TrainConfig(model="mlp", epochs=1, max_train_examples=300, max_eval_examples=50, seed=11,
-                                  artifacts=str(tmp_path / "other"), data_root=str(data_root), cache_dir=str(cache)))
-    qat.qat(qat.QatConfig(dataset="mnist", model="cnn", artifacts=str(tmp_path / "after_training"),
-                          data_root=str(data_root), cache_dir=str(cache), **small))
+    train.train(
+        train.TrainConfig(
+            model="mlp",
+            epochs=1,
+            max_train_examples=300,
+            max_eval_examples=50,
+            seed=11,
+            artifacts=str(tmp_path / "other"),
+            data_root=str(data_root),
+            cache_dir=str(cache),
+        )
+    )
+    qat.qat(
+        qat.QatConfig(
+            dataset="mnist",
+            model="cnn",
+            artifacts=str(tmp_path / "after_training"),
+            data_root=str(data_root),
+            cache_dir=str(cache),
+            **small,
+        )
+    )
     proc = run_cli("qat", f"--artifacts={tmp_path / 'alone'}", *(f"--{k}={v}" for k, v in small.items()))
     assert proc.returncode == 0, proc.stderr[-2000:]
-    digests = {name: artifacts.sha256(tmp_path / name / "mnist_cnn" / "qat_int8.tflite")
-               for name in ("after_training", "alone")}
+    digests = {
+        name: artifacts.sha256(tmp_path / name / "mnist_cnn" / "qat_int8.tflite")
+        for name in ("after_training", "alone")
+    }
     assert digests["after_training"] == digests["alone"]
 
 
 @pytest.fixture(scope="module")
 def low_bit_result(trained, converted, data_root, cache):  # converted: the run's float32.tflite is there
-    qat.qat(qat.QatConfig(dataset="mnist", model="cnn", epochs=1, max_train_examples=1000, max_eval_examples=300,
-                          num_calibration=50, low_bit=("w4a8", "w4a4"), low_bit_epochs=2,
-                          artifacts=str(trained), data_root=str(data_root), cache_dir=str(cache)))
+    qat.qat(
+        qat.QatConfig(
+            dataset="mnist",
+            model="cnn",
+            epochs=1,
+            max_train_examples=1000,
+            max_eval_examples=300,
+            num_calibration=50,
+            low_bit=("w4a8", "w4a4"),
+            low_bit_epochs=2,
+            artifacts=str(trained),
+            data_root=str(data_root),
+            cache_dir=str(cache),
+        )
+    )
     return json.loads((trained / "mnist_cnn" / qat.LOW_BIT_JSON).read_text())
 
 
@@ -176,14 +262,17 @@ def test_low_bit_qat_against_ptq_at_the_same_widths(low_bit_result, trained):
     float_file = trained / "mnist_cnn" / "float32.tflite"
     assert shipped["float32_sha256"] == artifacts.sha256(float_file)
     e = r["schemes"]["w4a8"]
-    for key, acc in (("vs_float32_file", e["accuracy"]["qat_shipped_a8w4"]),
-                     ("ptq_file_vs_float32_file", e["accuracy"]["ptq_a8w4_file"])):
+    for key, acc in (
+        ("vs_float32_file", e["accuracy"]["qat_shipped_a8w4"]),
+        ("ptq_file_vs_float32_file", e["accuracy"]["ptq_a8w4_file"]),
+    ):
         t = shipped[key]
         assert t["images"] == 300 and t["ci95_pts"][0] <= t["delta_pts"] <= t["ci95_pts"][1]
         float_acc = acc - t["delta_pts"] / 100  # the same float32 file under both
         assert 0.5 < float_acc <= 1
-    assert shipped["vs_float32_file"]["delta_pts"] - shipped["ptq_file_vs_float32_file"]["delta_pts"] == \
-        pytest.approx(shipped["vs_ptq_file"]["delta_pts"])
+    assert shipped["vs_float32_file"]["delta_pts"] - shipped["ptq_file_vs_float32_file"]["delta_pts"] == pytest.approx(
+        shipped["vs_ptq_file"]["delta_pts"]
+    )
     assert "shipped" not in r["schemes"]["w4a4"]  # no kernel takes 4-bit activations
 
 
@@ -200,8 +289,10 @@ def test_float_twin_holds_the_qat_weights_on_their_own_grids(trained):
         elif isinstance(layer, keras.layers.Dense):
             assert len(set(layer.kernel.numpy().ravel())) <= 15  # one grid for the whole tensor
     bn = [layer.name for layer in twin.layers if isinstance(layer, keras.layers.BatchNormalization)]
-    assert bn and all((twin.get_layer(n).moving_variance.numpy() == float_model.get_layer(n).moving_variance.numpy())
-                      .all() for n in bn)
+    assert bn and all(
+        (twin.get_layer(n).moving_variance.numpy() == float_model.get_layer(n).moving_variance.numpy()).all()
+        for n in bn
+    )
 
 
 def test_qat_from_the_first_step(run_cli, trained):

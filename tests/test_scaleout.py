@@ -23,8 +23,17 @@ from tfq.scale import executors
 pytest.importorskip("ray")  # the dev extra installs it; the default install does not
 pytestmark = pytest.mark.xdist_group("ray")  # one local Ray instance at a time
 
-SMALL = dict(max_train_examples=600, max_eval_examples=200, epochs=1, latency_runs=20, num_calibration=50,
-             sweep_grid_examples=100, sweep_calibration_draws=2, qat_low_bit=(), mixed_budgets=(1.0,))
+SMALL = dict(
+    max_train_examples=600,
+    max_eval_examples=200,
+    epochs=1,
+    latency_runs=20,
+    num_calibration=50,
+    sweep_grid_examples=100,
+    sweep_calibration_draws=2,
+    qat_low_bit=(),
+    mixed_budgets=(1.0,),
+)
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +53,10 @@ def test_executors_are_named_and_ray_address_needs_ray():
 
 def test_the_local_run_never_imports_ray():
     """Ray is an optional extra: the default executor and every stage module work without it."""
-    code = ("import sys; from tfq import pipeline, scaleout, train, sweep; from tfq.scale import executors; "
-            "print(executors.executor('local').chains(lambda n, mapper=map: n, {'a': (1,)}), 'ray' in sys.modules)")
+    code = (
+        "import sys; from tfq import pipeline, scaleout, train, sweep; from tfq.scale import executors; "
+        "print(executors.executor('local').chains(lambda n, mapper=map: n, {'a': (1,)}), 'ray' in sys.modules)"
+    )
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and proc.stdout.split()[-1] == "False", proc.stderr[-2000:]
 
@@ -125,8 +136,15 @@ def _tiny_run(root, *, accuracy=0.5, latency=1.0, weights=b"w"):
     run = root / "mnist_mlp"
     run.mkdir(parents=True)
     artifacts.write_json(run / "pipeline.json", {})
-    artifacts.write_json(run / "eval_int8.json", {"accuracy": accuracy, "latency_ms": {"p50": latency},
-                                                  "path": str(run / "int8.tflite"), "versions": {"numpy": str(latency)}})
+    artifacts.write_json(
+        run / "eval_int8.json",
+        {
+            "accuracy": accuracy,
+            "latency_ms": {"p50": latency},
+            "path": str(run / "int8.tflite"),
+            "versions": {"numpy": str(latency)},
+        },
+    )
     (run / "int8.tflite").write_bytes(weights)
     return root
 
@@ -135,7 +153,8 @@ def test_differences_sees_results_and_leaves_out_times_and_paths(tmp_path):
     a = _tiny_run(tmp_path / "a")
     assert scaleout.differences(a, _tiny_run(tmp_path / "b", latency=9.0)) == []  # latency, path, versions aside
     assert scaleout.differences(a, _tiny_run(tmp_path / "c", accuracy=0.51)) == [
-        "mnist_mlp/eval_int8.json: .accuracy: 0.5 vs 0.51"]
+        "mnist_mlp/eval_int8.json: .accuracy: 0.5 vs 0.51"
+    ]
     assert scaleout.differences(a, _tiny_run(tmp_path / "d", weights=b"v")) == ["mnist_mlp/int8.tflite: bytes differ"]
     (tmp_path / "d" / "mnist_mlp" / "sweep.json").write_text("{}")
     assert "mnist_mlp/sweep.json: only in" in scaleout.differences(a, tmp_path / "d")[0]
@@ -144,11 +163,26 @@ def test_differences_sees_results_and_leaves_out_times_and_paths(tmp_path):
 def _ray_cli(root, data_root, cache, *extra):
     args = [f"--{k}={','.join(map(str, v)) if isinstance(v, tuple) else v}" for k, v in SMALL.items()]
     return subprocess.run(
-        [sys.executable, "-m", "tfq.pipeline", "--preset=full", "--datasets=mnist,fashion_mnist", "--models=mlp",
-         f"--artifacts={root}", *args,
-         "--nomicro", "--nogeneralize", "--executor=ray", *extra],
-        cwd=REPO, capture_output=True, text=True, timeout=900,
-        env={**os.environ, "TFQ_DATA_ROOT": str(data_root), "TFQ_CACHE_DIR": str(cache), "TFQ_OFFLINE": "1"})
+        [
+            sys.executable,
+            "-m",
+            "tfq.pipeline",
+            "--preset=full",
+            "--datasets=mnist,fashion_mnist",
+            "--models=mlp",
+            f"--artifacts={root}",
+            *args,
+            "--nomicro",
+            "--nogeneralize",
+            "--executor=ray",
+            *extra,
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "TFQ_DATA_ROOT": str(data_root), "TFQ_CACHE_DIR": str(cache), "TFQ_OFFLINE": "1"},
+    )
 
 
 @pytest.fixture(scope="module")
@@ -156,9 +190,18 @@ def through_ray(tmp_path_factory, data_root, cache):
     """Two small MLP chains (MNIST, Fashion-MNIST, with mixed precision) run locally, in this process,
     and through `python -m tfq.pipeline --executor=ray` on a local Ray instance."""
     local, ray_root = tmp_path_factory.mktemp("local"), tmp_path_factory.mktemp("ray")
-    pipeline.pipeline(pipeline.PipelineConfig(datasets=("mnist", "fashion_mnist"), models=("mlp",), artifacts=str(local),
-                                              micro=False, generalize=False, data_root=str(data_root),
-                                              cache_dir=str(cache), **SMALL))
+    pipeline.pipeline(
+        pipeline.PipelineConfig(
+            datasets=("mnist", "fashion_mnist"),
+            models=("mlp",),
+            artifacts=str(local),
+            micro=False,
+            generalize=False,
+            data_root=str(data_root),
+            cache_dir=str(cache),
+            **SMALL,
+        )
+    )
     proc = _ray_cli(ray_root, data_root, cache)
     assert proc.returncode == 0, proc.stderr[-3000:] + proc.stdout[-3000:]
     return local, ray_root, proc.stdout
@@ -172,8 +215,16 @@ def test_the_study_through_ray_gives_the_local_results(through_ray):
         assert f"[{run}] finished through ray: ran train, convert, qat, evaluate, sweep, sensitivity, mixed" in stdout
     assert scaleout.differences(local, ray_root) == []
     compared = {p.name for p in (ray_root / "fashion_mnist_mlp").iterdir()}
-    assert {"train.json", "int8.tflite", "eval_int8.npy", "sweep.json", "sensitivity.json", "qat_int8.tflite",
-            "mixed_size_1.recipe.json", "mixed_size_1.tflite"} <= compared  # not a vacuous comparison
+    assert {
+        "train.json",
+        "int8.tflite",
+        "eval_int8.npy",
+        "sweep.json",
+        "sensitivity.json",
+        "qat_int8.tflite",
+        "mixed_size_1.recipe.json",
+        "mixed_size_1.tflite",
+    } <= compared  # not a vacuous comparison
     local_recipe = json.loads((local / "fashion_mnist_mlp" / "mixed_size_1.recipe.json").read_text())
     assert json.loads((ray_root / "fashion_mnist_mlp" / "mixed_size_1.recipe.json").read_text()) == local_recipe
     assert not list(ray_root.rglob(f"{artifacts.TEMP_PREFIX}*"))
@@ -181,7 +232,9 @@ def test_the_study_through_ray_gives_the_local_results(through_ray):
 
 def test_a_rerun_through_ray_or_locally_redoes_nothing(through_ray, data_root, cache, capsys):
     _, ray_root, _ = through_ray
-    before = {run: (ray_root / run / "pipeline.json").read_text() for run in ("mnist_mlp", "fashion_mnist_mlp", "report")}
+    before = {
+        run: (ray_root / run / "pipeline.json").read_text() for run in ("mnist_mlp", "fashion_mnist_mlp", "report")
+    }
     again = _ray_cli(ray_root, data_root, cache)
     assert again.returncode == 0, again.stderr[-3000:]
     stages = "train, convert, qat, evaluate, sweep, sensitivity, mixed"
@@ -189,9 +242,18 @@ def test_a_rerun_through_ray_or_locally_redoes_nothing(through_ray, data_root, c
         assert f"[{run}] finished through ray: ran nothing; current: {stages}" in again.stdout, again.stdout[-3000:]
     assert "[report] report: current, skipped" in again.stdout
     # the keys do not depend on the executor: the plain run finds the same stages current
-    pipeline.pipeline(pipeline.PipelineConfig(datasets=("mnist", "fashion_mnist"), models=("mlp",),
-                                              artifacts=str(ray_root), micro=False, generalize=False,
-                                              data_root=str(data_root), cache_dir=str(cache), **SMALL))
+    pipeline.pipeline(
+        pipeline.PipelineConfig(
+            datasets=("mnist", "fashion_mnist"),
+            models=("mlp",),
+            artifacts=str(ray_root),
+            micro=False,
+            generalize=False,
+            data_root=str(data_root),
+            cache_dir=str(cache),
+            **SMALL,
+        )
+    )
     assert ": done in" not in capsys.readouterr().out
     assert {run: (ray_root / run / "pipeline.json").read_text() for run in before} == before  # nothing re-recorded
 
@@ -203,8 +265,9 @@ def test_a_chain_that_fails_on_ray_names_its_run_and_the_other_chain_finishes(th
     proc = _ray_cli(root, data_root, cache, "--nosweep", "--nosensitivity", "--mixed_budgets=")
     errors = error_lines(proc.stderr)
     assert proc.returncode == 1 and errors, proc.stderr[-2000:]
-    assert re.match(r"error: 1 of 2 runs failed, so no report: fashion_mnist_mlp: cannot write to .*fashion_mnist_mlp",
-                    errors[0]), errors
+    assert re.match(
+        r"error: 1 of 2 runs failed, so no report: fashion_mnist_mlp: cannot write to .*fashion_mnist_mlp", errors[0]
+    ), errors
     assert "[mnist_mlp] finished through ray: ran nothing" in proc.stdout and not (root / "report").exists()
 
 
@@ -227,8 +290,9 @@ def test_ray_train_with_two_workers_trains_as_well_as_one(trained, data_root, ca
     from tfq.core import stats
 
     one = artifacts.read_json(trained / "mnist_mlp" / artifacts.TRAIN_JSON)
-    cfg = train.TrainConfig(**{**one["config"], "artifacts": str(tmp_path), "data_root": str(data_root),
-                               "cache_dir": str(cache)})
+    cfg = train.TrainConfig(
+        **{**one["config"], "artifacts": str(tmp_path), "data_root": str(data_root), "cache_dir": str(cache)}
+    )
     two = executors.train_on_ray(train.train, cfg, workers=2)
     assert two["replicas"] == 2 and two["strategy"] == "ray" and two["fingerprint"] != one["fingerprint"]
     assert sorted(p.name for p in (tmp_path / "mnist_mlp").iterdir()) == [artifacts.MODEL_FILE, artifacts.TRAIN_JSON]
@@ -236,8 +300,10 @@ def test_ray_train_with_two_workers_trains_as_well_as_one(trained, data_root, ca
     splits = data.load("mnist", root=str(data_root), cache=str(cache), max_eval=cfg.max_eval_examples)
     images, labels = data.to_numpy(splits.test)
     scaled = data.scale(images).numpy()
-    correct = [models.load_trained(folder).predict(scaled, verbose=0).argmax(1) == labels
-               for folder in (trained / "mnist_mlp", tmp_path / "mnist_mlp")]
+    correct = [
+        models.load_trained(folder).predict(scaled, verbose=0).argmax(1) == labels
+        for folder in (trained / "mnist_mlp", tmp_path / "mnist_mlp")
+    ]
     paired = stats.paired(*correct)
     assert abs(two["test_accuracy"] - one["test_accuracy"]) * 100 == pytest.approx(abs(paired["delta_pts"]), abs=0.01)
     assert paired["p_value"] > 0.01 and abs(paired["delta_pts"]) < 3, paired

@@ -15,9 +15,17 @@ from tfq.core.artifacts import TfqError
 @pytest.fixture(scope="module")
 def measured(converted, data_root, cache):
     run, _ = converted
-    cfg = sensitivity.SensitivityConfig(dataset="mnist", model="cnn", artifacts=str(run.parent), num_calibration=50,
-                                        error_examples=8, latency_runs=10, max_eval_examples=300,
-                                        data_root=str(data_root), cache_dir=str(cache))
+    cfg = sensitivity.SensitivityConfig(
+        dataset="mnist",
+        model="cnn",
+        artifacts=str(run.parent),
+        num_calibration=50,
+        error_examples=8,
+        latency_runs=10,
+        max_eval_examples=300,
+        data_root=str(data_root),
+        cache_dir=str(cache),
+    )
     return cfg, sensitivity.sensitivity(cfg), run
 
 
@@ -44,7 +52,9 @@ def test_every_layer_has_both_measures_per_scheme_with_intervals_around_them(mea
 def test_uniform_rungs_are_measured_and_ordered_by_size(measured):
     _, result, _ = measured
     r = result["rungs"]
-    assert r["float"]["val_drop_pts"] == 0 and r["w4"]["size_bytes"] < r["int8"]["size_bytes"] < r["float"]["size_bytes"]
+    assert (
+        r["float"]["val_drop_pts"] == 0 and r["w4"]["size_bytes"] < r["int8"]["size_bytes"] < r["float"]["size_bytes"]
+    )
     assert r["int8"]["size_bytes"] < r["a16w8"]["size_bytes"] < r["float"]["size_bytes"]
     assert all(v["latency_us"] > 0 for v in r.values())
 
@@ -61,10 +71,12 @@ def test_it_is_refused_for_a_float_file_of_another_model(measured, tmp_path):
 
 
 def test_bad_flags_are_one_line_errors(run_cli, tmp_path):
-    for args, message in [(("--schemes=int3",), "--schemes=int3: choose from w4, int8, a16w8"),
-                          (("--dataset=imagenet",), "unknown dataset 'imagenet'"),
-                          (("--error_examples=0",), "--error_examples=0: must be at least 1"),
-                          ((), "float32.tflite does not exist")]:
+    for args, message in [
+        (("--schemes=int3",), "--schemes=int3: choose from w4, int8, a16w8"),
+        (("--dataset=imagenet",), "unknown dataset 'imagenet'"),
+        (("--error_examples=0",), "--error_examples=0: must be at least 1"),
+        ((), "float32.tflite does not exist"),
+    ]:
         proc = run_cli("sensitivity", f"--artifacts={tmp_path}", *args, timeout=120)
         assert proc.returncode == 1 and message in error_lines(proc.stderr)[0], proc.stderr[-2000:]
     assert not list(tmp_path.rglob("*.json"))

@@ -15,8 +15,14 @@ from tfq.quant.simulate import FAILED, NOT_INFORMATIVE, PASSED, check_verdict
 
 def test_sweep_cli_writes_the_grid_and_the_checks(run_cli, converted):
     run, _ = converted
-    proc = run_cli("sweep", f"--artifacts={run.parent}", "--bits=2,8", "--calibration_draws=2",
-                   "--grid_examples=200", "--max_eval_examples=1000")
+    proc = run_cli(
+        "sweep",
+        f"--artifacts={run.parent}",
+        "--bits=2,8",
+        "--calibration_draws=2",
+        "--grid_examples=200",
+        "--max_eval_examples=1000",
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads((run / "sweep.json").read_text())
     assert result["grid_examples"] == 200 and result["calibration_seeds"] == [0, 1]
@@ -34,8 +40,9 @@ def test_sweep_cli_writes_the_grid_and_the_checks(run_cli, converted):
     for c in checks.values():
         assert c["examples"] == 1000 and c["agreement"] >= 0.99, c
         assert c["informative"] == (c["float_file_disagreements"] >= sweep.MIN_INFORMATIVE)
-        assert c["verdict"] == check_verdict(c) and c["passed"] is (None if c["verdict"] == NOT_INFORMATIVE
-                                                                   else c["verdict"] == PASSED)
+        assert c["verdict"] == check_verdict(c) and c["passed"] is (
+            None if c["verdict"] == NOT_INFORMATIVE else c["verdict"] == PASSED
+        )
         assert c["float_agreement"] == pytest.approx(1 - c["float_file_disagreements"] / 1000)
     assert checks["int8.tflite"]["verdict"] in (PASSED, NOT_INFORMATIVE), checks["int8.tflite"]
     rows = list(csv.DictReader((run / "sweep.csv").open()))

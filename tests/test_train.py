@@ -37,8 +37,15 @@ def test_cli_trains_saves_a_reloadable_model_and_train_json(run_cli, tmp_path):
 
 
 def _config(tmp_path, **kw) -> train.TrainConfig:
-    base = dict(dataset="mnist", model="mlp", epochs=2, batch_size=64, max_train_examples=1000,
-                max_eval_examples=200, artifacts=str(tmp_path))
+    base = dict(
+        dataset="mnist",
+        model="mlp",
+        epochs=2,
+        batch_size=64,
+        max_train_examples=1000,
+        max_eval_examples=200,
+        artifacts=str(tmp_path),
+    )
     return train.TrainConfig(**{**base, **kw})
 
 
@@ -66,17 +73,29 @@ class _InterruptAt(keras.callbacks.Callback):
             raise KeyboardInterrupt
 
 
-@pytest.mark.parametrize("dataset, model, stop", [
-    ("fashion_mnist", "mlp", 2), ("fashion_mnist", "mlp", 1), ("cifar10", "cnn", 2), ("cifar10", "cnn", "end")])
-def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(data_root, cache, tmp_path, monkeypatch,
-                                                                    dataset, model, stop):
+@pytest.mark.parametrize(
+    "dataset, model, stop",
+    [("fashion_mnist", "mlp", 2), ("fashion_mnist", "mlp", 1), ("cifar10", "cnn", 2), ("cifar10", "cnn", "end")],
+)
+def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(
+    data_root, cache, tmp_path, monkeypatch, dataset, model, stop
+):
     """Interrupted before epoch 3 (or 2) of 3, or killed after the last checkpoint but before the
     model was saved, then resumed: shuffles, augmentation (flips; crops on CIFAR-10), dropout
     masks, optimizer and learning-rate state, BatchNorm re-estimation and history must all match."""
     import numpy as np
 
-    kw = dict(dataset=dataset, model=model, data_root=str(data_root), cache_dir=str(cache), epochs=3,
-              max_train_examples=384, cnn_widths=(4, 8, 8), mlp_hidden=(32,), seed=3)
+    kw = dict(
+        dataset=dataset,
+        model=model,
+        data_root=str(data_root),
+        cache_dir=str(cache),
+        epochs=3,
+        max_train_examples=384,
+        cnn_widths=(4, 8, 8),
+        mlp_hidden=(32,),
+        seed=3,
+    )
     whole = train.train(_config(tmp_path / "whole", **kw))
     if stop == "end":
         real = fitting.reestimate_batchnorm
@@ -116,8 +135,7 @@ def test_an_interrupted_run_resumes_from_its_last_finished_epoch(data_root, cach
 
 
 def test_mirrored_strategy_trains_on_two_logical_cpus(run_cli, tmp_path):
-    proc = run_cli("train", "--model=mlp", *SMALL, "--strategy=mirrored", "--cpu_devices=2",
-                   f"--artifacts={tmp_path}")
+    proc = run_cli("train", "--model=mlp", *SMALL, "--strategy=mirrored", "--cpu_devices=2", f"--artifacts={tmp_path}")
     assert proc.returncode == 0, proc.stderr[-2000:]
     info = json.loads((tmp_path / "mnist_mlp" / "train.json").read_text())
     assert info["replicas"] == 2 and info["strategy"] == "mirrored"
@@ -163,8 +181,14 @@ def test_a_foreign_model_file_is_a_clear_error(tmp_path):
 
 def test_a_short_cnn_run_reestimates_batchnorm_and_learns(run_cli, tmp_path):
     """24 optimizer steps leave BatchNorm's moving statistics behind the weights (11% before the fix)."""
-    proc = run_cli("train", "--model=cnn", "--epochs=1", "--max_train_examples=3000", "--max_eval_examples=1000",
-                   f"--artifacts={tmp_path}")
+    proc = run_cli(
+        "train",
+        "--model=cnn",
+        "--epochs=1",
+        "--max_train_examples=3000",
+        "--max_eval_examples=1000",
+        f"--artifacts={tmp_path}",
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     info = json.loads((tmp_path / "mnist_cnn" / "train.json").read_text())
     bn = info["batchnorm_reestimated"]
@@ -175,14 +199,30 @@ def test_a_short_cnn_run_reestimates_batchnorm_and_learns(run_cli, tmp_path):
 
 def test_long_runs_keep_their_statistics(data_root, cache, tmp_path, monkeypatch):
     monkeypatch.setattr(train, "BN_REESTIMATE_BELOW_STEPS", 1)
-    result = train.train(_config(tmp_path, data_root=str(data_root), cache_dir=str(cache), model="cnn",
-                                 epochs=1, max_train_examples=256, cnn_widths=(4, 8, 8)))
+    result = train.train(
+        _config(
+            tmp_path,
+            data_root=str(data_root),
+            cache_dir=str(cache),
+            model="cnn",
+            epochs=1,
+            max_train_examples=256,
+            cnn_widths=(4, 8, 8),
+        )
+    )
     assert result["batchnorm_reestimated"] is None
 
 
 # Overfits within a few epochs: 300 images, no dropout or weight decay, a high learning rate.
-_OVERFIT = dict(epochs=20, max_train_examples=300, learning_rate=0.01, dropout=0.0, weight_decay=0.0,
-                mlp_hidden=(64,), early_stopping_patience=2)
+_OVERFIT = dict(
+    epochs=20,
+    max_train_examples=300,
+    learning_rate=0.01,
+    dropout=0.0,
+    weight_decay=0.0,
+    mlp_hidden=(64,),
+    early_stopping_patience=2,
+)
 
 
 def _val_loss(run, data_root, cache) -> float:
@@ -222,8 +262,10 @@ def test_an_early_stopped_run_resumed_stops_and_restores_as_an_uninterrupted_one
 
 def test_early_stopping_off_keeps_the_training_key_and_the_last_epoch(data_root, cache, tmp_path):
     base = _config(tmp_path)
-    assert dataclasses.replace(base, early_stopping_monitor="val_accuracy", tensorboard=True).fingerprint() \
-        == base.fingerprint()  # off: runs trained before the option existed stay current
+    assert (
+        dataclasses.replace(base, early_stopping_monitor="val_accuracy", tensorboard=True).fingerprint()
+        == base.fingerprint()
+    )  # off: runs trained before the option existed stay current
     assert dataclasses.replace(base, early_stopping_patience=3).fingerprint() != base.fingerprint()
     assert dataclasses.replace(base, max_eval_examples=500).fingerprint() == base.fingerprint()  # only scored on
     watched = dataclasses.replace(base, early_stopping_patience=3)  # early stopping picks its epoch on them
@@ -237,8 +279,16 @@ def test_tensorboard_logs_every_epochs_loss_and_accuracy(run_cli, tmp_path):
 
     logs = tmp_path / "mnist_mlp" / "tensorboard"
     for epochs in (3, 2):  # a new run replaces the old run's logs instead of mixing with them
-        proc = run_cli("train", "--dataset=mnist", "--model=mlp", "--max_train_examples=300",
-                       "--max_eval_examples=100", f"--epochs={epochs}", "--tensorboard", f"--artifacts={tmp_path}")
+        proc = run_cli(
+            "train",
+            "--dataset=mnist",
+            "--model=mlp",
+            "--max_train_examples=300",
+            "--max_eval_examples=100",
+            f"--epochs={epochs}",
+            "--tensorboard",
+            f"--artifacts={tmp_path}",
+        )
         assert proc.returncode == 0, proc.stderr[-2000:]
         for part in ("train", "validation"):
             steps: dict[str, set] = {}

@@ -10,7 +10,21 @@ flatbuffer reader), `quant` (modes, recipes, simulation, mixed-precision search)
 from tfq.core import backend as _backend  # noqa: F401  (must run before anything imports TensorFlow)
 
 # The stages, in the order they run: each may use an earlier stage's functions, never a later one's.
-STAGES = ("train", "convert", "qat", "evaluate", "qat_scratch", "sweep", "sensitivity", "mixed", "micro",
-          "generalize", "export", "scaleout", "report", "pipeline")
+STAGES = (
+    "train",
+    "convert",
+    "qat",
+    "evaluate",
+    "qat_scratch",
+    "sweep",
+    "sensitivity",
+    "mixed",
+    "micro",
+    "generalize",
+    "export",
+    "scaleout",
+    "report",
+    "pipeline",
+)
 # A command line one stage hands to another, flags and all (`tfq.core.cli.run`): (stage, flag) -> stage.
 HANDED_OVER = {("convert", "--mode=mixed"): "mixed"}

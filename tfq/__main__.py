@@ -20,8 +20,14 @@ def _summary(stage: str) -> str:
 
 def usage() -> str:
     width = max(map(len, STAGES))
-    return "\n".join(["usage: tfq <stage> [--flags] (tfq <stage> --help lists a stage's flags)", "", "stages:",
-                      *(f"  {s:<{width}}  {_summary(s)}" for s in STAGES)])
+    return "\n".join(
+        [
+            "usage: tfq <stage> [--flags] (tfq <stage> --help lists a stage's flags)",
+            "",
+            "stages:",
+            *(f"  {s:<{width}}  {_summary(s)}" for s in STAGES),
+        ]
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -34,14 +34,20 @@ from tfq.quant.modes import (
 from tfq.runtimes import flatbuffer
 
 
-def converter_for(model: keras.Model, mode: Mode, *, calibration=None, io_type: str | None = None,
-                  per_channel: bool = True) -> tuple[tf.lite.TFLiteConverter, dict]:
+def converter_for(
+    model: keras.Model, mode: Mode, *, calibration=None, io_type: str | None = None, per_channel: bool = True
+) -> tuple[tf.lite.TFLiteConverter, dict]:
     """TFLiteConverter set up for `mode`; also returns the settings as plain data for the manifest."""
     io_type = check_variant(mode, io_type, per_channel)
     conv = tf.lite.TFLiteConverter.from_keras_model(model)
-    settings = {"optimizations": [], "supported_ops": [mode.ops], "supported_types": list(mode.supported_types),
-                "inference_input_type": io_type, "inference_output_type": io_type,
-                "per_channel": per_channel if mode.per_channel_option else None}
+    settings = {
+        "optimizations": [],
+        "supported_ops": [mode.ops],
+        "supported_types": list(mode.supported_types),
+        "inference_input_type": io_type,
+        "inference_output_type": io_type,
+        "per_channel": per_channel if mode.per_channel_option else None,
+    }
     if mode.optimize:
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
         settings["optimizations"] = ["DEFAULT"]
@@ -78,16 +84,29 @@ def convert_model(model: keras.Model, mode: Mode, **kwargs) -> tuple[bytes, dict
 
 @dataclasses.dataclass
 class ConvertConfig(cli.Run):
-    modes: tuple[str, ...] = cli.setting(("int8",), f"One or more of {', '.join(MODES)}, or all; mixed (alone) is the mixed "
-                                                    "stage (python -m tfq.mixed), which the command line hands over to.", flag="mode")
+    modes: tuple[str, ...] = cli.setting(
+        ("int8",),
+        f"One or more of {', '.join(MODES)}, or all; mixed (alone) is the mixed "
+        "stage (python -m tfq.mixed), which the command line hands over to.",
+        flag="mode",
+    )
     num_calibration: int = cli.setting(DEFAULT_CALIBRATION, "Training images used to calibrate int8/int16x8.")
-    io_type: str | None = cli.setting(None, "Input/output dtype (default: the mode's own).", choices=["float32", "int8", "uint8", "int16"])
+    io_type: str | None = cli.setting(
+        None, "Input/output dtype (default: the mode's own).", choices=["float32", "int8", "uint8", "int16"]
+    )
     per_channel: bool = cli.setting(True, "Per-channel weight scales (false: one scale per tensor).")
     seed: int = cli.setting(0, "Seed for picking calibration samples.")
-    recipe: str | None = cli.setting(None, "Quantize float32.tflite with this ai-edge-quantizer recipe (JSON) "
-                                           "instead of --mode; writes recipe_<file name>.tflite.")
-    calibration_rule: str = cli.setting("quantizer", "ai-edge-quantizer files: merge per-image ranges by the quantizer's own rule (a moving "
-                                                     "average for min/max recipes) or keep the running min/max (minmax, as the TFLite converter).", choices=list(aeq.CALIBRATION_RULES))
+    recipe: str | None = cli.setting(
+        None,
+        "Quantize float32.tflite with this ai-edge-quantizer recipe (JSON) "
+        "instead of --mode; writes recipe_<file name>.tflite.",
+    )
+    calibration_rule: str = cli.setting(
+        "quantizer",
+        "ai-edge-quantizer files: merge per-image ranges by the quantizer's own rule (a moving "
+        "average for min/max recipes) or keep the running min/max (minmax, as the TFLite converter).",
+        choices=list(aeq.CALIBRATION_RULES),
+    )
     max_eval_examples: int = cli.setting(0, "Use only this many validation/test examples (0: all).")
 
 
@@ -98,8 +117,10 @@ def _float_flatbuffer(run: Path, source_digest: str, made: dict) -> bytes:
         return made["float32"]
     path = run / "float32.tflite"
     manifest = artifacts.read_json(run / "float32.json", default=None)
-    remake = f"python -m tfq.convert --dataset={run.name.rpartition('_')[0]} --model={run.name.rpartition('_')[2]} " \
-             f"--mode=float32 --artifacts={run.parent}"
+    remake = (
+        f"python -m tfq.convert --dataset={run.name.rpartition('_')[0]} --model={run.name.rpartition('_')[2]} "
+        f"--mode=float32 --artifacts={run.parent}"
+    )
     if not path.is_file():
         raise TfqError(f"ai-edge-quantizer recipes start from {path}, which does not exist; make it with: {remake}")
     if (manifest or {}).get("source_model", {}).get("sha256") != source_digest:
@@ -119,8 +140,9 @@ def convert(cfg: ConvertConfig, log=None) -> list[dict]:
     data.get(cfg.dataset)
     models.get(cfg.model)
     if "mixed" in cfg.modes:
-        raise TfqError("--mode=mixed goes alone (no other mode, no --recipe): it is the mixed stage, python -m "
-                       "tfq.mixed")
+        raise TfqError(
+            "--mode=mixed goes alone (no other mode, no --recipe): it is the mixed stage, python -m tfq.mixed"
+        )
     modes = _modes(cfg)
     # --io_type and --per_channel=false apply to the modes that take them; a single mode must take them.
     variants = []
@@ -142,19 +164,32 @@ def convert(cfg: ConvertConfig, log=None) -> list[dict]:
         splits = data.load(cfg.dataset, root=cfg.data_root, cache=cfg.cache_dir)
         calibration = data.calibration_samples(splits, cfg.num_calibration, seed=cfg.seed)
     results, made = [], {}
-    for mode, io_type, per_channel in console.progress(variants, f"converting {cfg.dataset}_{cfg.model}",
-                                                       unit="mode"):
+    for mode, io_type, per_channel in console.progress(variants, f"converting {cfg.dataset}_{cfg.model}", unit="mode"):
         started = time.time()
         if mode.family == "aeq":
             recipe = aeq.load(mode.recipe)
-            blob = aeq.quantize(_float_flatbuffer(run, source_digest, made), recipe,
-                                calibration if mode.calibrate else None, f"--mode={mode.name}",
-                                calibration_rule=cfg.calibration_rule)
-            settings = {"tool": "ai-edge-quantizer", "recipe_file": Path(mode.recipe).name, "recipe": recipe,
-                        "from": "float32.tflite", "calibration_rule": cfg.calibration_rule}
+            blob = aeq.quantize(
+                _float_flatbuffer(run, source_digest, made),
+                recipe,
+                calibration if mode.calibrate else None,
+                f"--mode={mode.name}",
+                calibration_rule=cfg.calibration_rule,
+            )
+            settings = {
+                "tool": "ai-edge-quantizer",
+                "recipe_file": Path(mode.recipe).name,
+                "recipe": recipe,
+                "from": "float32.tflite",
+                "calibration_rule": cfg.calibration_rule,
+            }
         else:
-            blob, settings = convert_model(model, mode, calibration=calibration if mode.calibrate else None,
-                                           io_type=io_type, per_channel=per_channel)
+            blob, settings = convert_model(
+                model,
+                mode,
+                calibration=calibration if mode.calibrate else None,
+                io_type=io_type,
+                per_channel=per_channel,
+            )
         name = output_name(mode, io_type, per_channel)
         made[name] = blob
         fb = flatbuffer.read(blob, label=f"{name}.tflite")
@@ -191,8 +226,10 @@ def main(argv):
         raise TfqError("--recipe and --mode do not go together: a recipe is its own mode")
     for m in convert(cli.config_from_flags(ConvertConfig, modes="mode"), log=print):
         fb = m["flatbuffer"]
-        print(f"{m['file']:26s} {m['size_bytes']:>9,d} bytes  weights {'/'.join(fb['weight_dtypes'])}  "
-              f"activations {'/'.join(fb['activation_dtypes'])}  in {fb['inputs'][0]['dtype']}")
+        print(
+            f"{m['file']:26s} {m['size_bytes']:>9,d} bytes  weights {'/'.join(fb['weight_dtypes'])}  "
+            f"activations {'/'.join(fb['activation_dtypes'])}  in {fb['inputs'][0]['dtype']}"
+        )
 
 
 if __name__ == "__main__":

@@ -49,22 +49,35 @@ def result_stem(run_file: Path, name: str, split: str = "test", eval_dataset: st
 class EvalConfig(cli.Run):
     modes: tuple[str, ...] = cli.setting(("int8",), "Modes to evaluate (their <mode>.tflite), or all.", flag="mode")
     tflite: str | None = cli.setting(None, "Evaluate this .tflite classifier instead of a mode's file.")
-    reference: str | None = cli.setting(None, "With --tflite: measure agreement (and the paired test) against this "
-                                              ".tflite's predictions; without it, no agreement is reported.")
+    reference: str | None = cli.setting(
+        None,
+        "With --tflite: measure agreement (and the paired test) against this "
+        ".tflite's predictions; without it, no agreement is reported.",
+    )
     threads: int = cli.setting(1, "Interpreter threads.")
-    processes: int = cli.setting(0, "Worker processes for the accuracy pass of models XNNPACK does not "
-                                    "take, e.g. 16x8 (0: one per core). XNNPACK models use one process.")
+    processes: int = cli.setting(
+        0,
+        "Worker processes for the accuracy pass of models XNNPACK does not "
+        "take, e.g. 16x8 (0: one per core). XNNPACK models use one process.",
+    )
     batch_size: int = cli.setting(256, "Batch for the accuracy pass (models with a dynamic batch).")
     latency_runs: int = cli.setting(200, "Timed batch-1 invokes per model (after 20 warm-up runs).")
     latency_rounds: int = cli.setting(5, "Rounds the models take turns in for latency (runs split evenly).")
     # "validation": for choosing settings (calibration count, ...), never the test split
-    split: str = cli.setting("test", "Score on the test split (eval_<mode>.json) or on the "
-                                     "validation split (val_<mode>.json), where settings are chosen.", choices=list(SPLIT_PREFIX))
+    split: str = cli.setting(
+        "test",
+        "Score on the test split (eval_<mode>.json) or on the "
+        "validation split (val_<mode>.json), where settings are chosen.",
+        choices=list(SPLIT_PREFIX),
+    )
     max_eval_examples: int = cli.setting(0, "Use only this many test examples (0: all).")
     compare_naive: bool = cli.setting(False, "Also time the tutorials' image-by-image loop.")
-    eval_dataset: str | None = cli.setting(None, "Score on this dataset's test split instead (same classes and "
-                                                 "image shape, e.g. emnist_digits or usps for an MNIST run): xeval_<dataset>_<mode>.json; "
-                                                 "no latency.")
+    eval_dataset: str | None = cli.setting(
+        None,
+        "Score on this dataset's test split instead (same classes and "
+        "image shape, e.g. emnist_digits or usps for an MNIST run): xeval_<dataset>_<mode>.json; "
+        "no latency.",
+    )
 
 
 def target_files(cfg: EvalConfig, run: Path) -> list[tuple[str, Path]]:
@@ -75,8 +88,10 @@ def target_files(cfg: EvalConfig, run: Path) -> list[tuple[str, Path]]:
     if "all" in names:
         names = sorted(p.stem for p in run.glob("*.tflite")) if run.is_dir() else []
         if not names:
-            raise TfqError(f"no .tflite files in {run}; make them with: python -m tfq.convert "
-                           f"--dataset={cfg.dataset} --model={cfg.model} --mode=all")
+            raise TfqError(
+                f"no .tflite files in {run}; make them with: python -m tfq.convert "
+                f"--dataset={cfg.dataset} --model={cfg.model} --mode=all"
+            )
     out = []
     for name in names:
         path = run / f"{name}.tflite"
@@ -84,8 +99,9 @@ def target_files(cfg: EvalConfig, run: Path) -> list[tuple[str, Path]]:
             if not name.startswith(tuple(modes.KNOWN)):
                 raise TfqError(f"unknown mode {name!r}; choose one of: {', '.join(modes.KNOWN)}, all")
             maker = "qat" if name == "qat_int8" else f"convert --mode={name}"
-            raise TfqError(f"no {path}; make it with: python -m tfq.{maker} --dataset={cfg.dataset} "
-                           f"--model={cfg.model}")
+            raise TfqError(
+                f"no {path}; make it with: python -m tfq.{maker} --dataset={cfg.dataset} --model={cfg.model}"
+            )
         out.append((name, path))
     return out
 
@@ -109,11 +125,15 @@ def evaluate(cfg: EvalConfig) -> list[dict]:
     cross = cross_dataset(cfg)
     if cross and cfg.split != "test":
         raise TfqError(f"--eval_dataset={cross} scores its test split; --split={cfg.split} does not go with it")
-    classifiers = {name: harness.Classifier(path, threads=cfg.threads, batch_size=cfg.batch_size,
-                                    input_shape=spec.shape, num_classes=spec.num_classes)
-                   for name, path in targets}
-    splits = data.load(cross or cfg.dataset, root=cfg.data_root, cache=cfg.cache_dir,
-                       max_eval=cfg.max_eval_examples or None)
+    classifiers = {
+        name: harness.Classifier(
+            path, threads=cfg.threads, batch_size=cfg.batch_size, input_shape=spec.shape, num_classes=spec.num_classes
+        )
+        for name, path in targets
+    }
+    splits = data.load(
+        cross or cfg.dataset, root=cfg.data_root, cache=cfg.cache_dir, max_eval=cfg.max_eval_examples or None
+    )
     images, labels = data.to_numpy(splits.test if cfg.split == "test" else splits.val)
     # float32 goes first when it is a target: its own pass then serves as the agreement reference.
     targets.sort(key=lambda t: t[0] != "float32")
@@ -145,15 +165,21 @@ def evaluate(cfg: EvalConfig) -> list[dict]:
             "eval_dataset": cross or cfg.dataset,
             **metrics(pred, labels, spec.num_classes, reference),
             "reference": reference_info,
-            "vs_reference": None if reference is None or is_reference else stats.paired(reference == labels,
-                                                                                       pred == labels),
+            "vs_reference": None
+            if reference is None or is_reference
+            else stats.paired(reference == labels, pred == labels),
             "split": cfg.split,
             "examples": int(len(labels)),
             "size_bytes": fb.size_bytes,
             "weight_bytes": fb.weight_bytes,
-            "throughput": {"batch_size": clf.batch_size, "processes": processes, "images_per_s": len(labels) / (t3 - t0),
-                           "harness_s": t3 - t0, "invoke_s": t2 - t1,
-                           "overhead_ratio": (t3 - t0) / max(t2 - t1, 1e-9)},
+            "throughput": {
+                "batch_size": clf.batch_size,
+                "processes": processes,
+                "images_per_s": len(labels) / (t3 - t0),
+                "harness_s": t3 - t0,
+                "invoke_s": t2 - t1,
+                "overhead_ratio": (t3 - t0) / max(t2 - t1, 1e-9),
+            },
             "threads": cfg.threads,
             "cpu": harness.cpu_model(),
             **delegation,
@@ -164,12 +190,18 @@ def evaluate(cfg: EvalConfig) -> list[dict]:
             t0 = time.perf_counter()
             naive = harness.naive_predictions(path, images)
             naive_s = time.perf_counter() - t0
-            result["naive_loop"] = {"seconds": naive_s, "accuracy": float((naive == labels).mean()),
-                                    "speedup": naive_s / result["throughput"]["harness_s"]}
+            result["naive_loop"] = {
+                "seconds": naive_s,
+                "accuracy": float((naive == labels).mean()),
+                "speedup": naive_s / result["throughput"]["harness_s"],
+            }
         results.append(result)
     # latency does not depend on the images: measured with the run's own test split, not again here
-    latency = None if cross else harness.interleaved_latency_us(classifiers, images[0], runs=cfg.latency_runs,
-                                                        rounds=cfg.latency_rounds)
+    latency = (
+        None
+        if cross
+        else harness.interleaved_latency_us(classifiers, images[0], runs=cfg.latency_runs, rounds=cfg.latency_rounds)
+    )
     for result in results:
         if latency:
             result["latency_us"] = latency[result["name"]]
@@ -190,9 +222,14 @@ def saved_predictions(path: Path, examples: int, source: dict) -> np.ndarray | N
     result = artifacts.read_json(path.parent / f"eval_{path.stem}.json", default=None) or {}
     saved = result.get("predictions") or {}
     npy = path.parent / saved.get("file", "-")
-    if (result.get("tflite_sha256") != artifacts.sha256(path) or result.get("examples") != examples
-            or result.get("split") != "test" or result.get("data_source") != json.loads(json.dumps(source, default=str))
-            or not npy.is_file() or artifacts.sha256(npy) != saved.get("sha256")):
+    if (
+        result.get("tflite_sha256") != artifacts.sha256(path)
+        or result.get("examples") != examples
+        or result.get("split") != "test"
+        or result.get("data_source") != json.loads(json.dumps(source, default=str))
+        or not npy.is_file()
+        or artifacts.sha256(npy) != saved.get("sha256")
+    ):
         return None
     return np.load(npy)
 
@@ -203,8 +240,10 @@ def cross_dataset(cfg: EvalConfig) -> str | None:
         return None
     own, other = data.get(cfg.dataset), data.get(cfg.eval_dataset)
     if (own.labels, own.shape) != (other.labels, other.shape):
-        raise TfqError(f"--eval_dataset={other.name}: its classes or image shape ({other.shape}) are not "
-                       f"{own.name}'s ({own.shape}); a {own.name} model cannot be scored on it")
+        raise TfqError(
+            f"--eval_dataset={other.name}: its classes or image shape ({other.shape}) are not "
+            f"{own.name}'s ({own.shape}); a {own.name} model cannot be scored on it"
+        )
     return other.name
 
 
@@ -222,6 +261,7 @@ def _reference(cfg: EvalConfig, run: Path, targets: dict, images) -> tuple:
     """Predictions agreement is measured against, and what they came from: with --tflite only
     --reference (else none); otherwise float32 (a target, which then serves itself, or the run
     folder's float32.tflite, else its Keras model)."""
+
     def from_tflite(path: Path, what: str) -> tuple:
         clf = harness.Classifier(path, threads=cfg.threads, batch_size=cfg.batch_size)
         return clf.predict(images).argmax(1), _describe_reference(path, what)
@@ -251,9 +291,11 @@ def main(argv):
     for r in results:
         agree = f"{r['agreement']:.4f}" if r["agreement"] is not None else "-"
         p50 = f"p50 {r['latency_us']['p50']:8.1f} us  " if "latency_us" in r else ""
-        line = (f"{r['name']:18s} acc {r['accuracy']:.4f}  agree {agree}  {r['size_bytes']:>9,d} B  "
-                f"{p50}{r['examples']} images of {r['eval_dataset']} in "
-                f"{r['throughput']['harness_s']:.3f} s")
+        line = (
+            f"{r['name']:18s} acc {r['accuracy']:.4f}  agree {agree}  {r['size_bytes']:>9,d} B  "
+            f"{p50}{r['examples']} images of {r['eval_dataset']} in "
+            f"{r['throughput']['harness_s']:.3f} s"
+        )
         if "naive_loop" in r:
             line += f"  (image-by-image loop {r['naive_loop']['seconds']:.2f} s)"
         print(line)

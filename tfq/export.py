@@ -48,12 +48,25 @@ def describe(fb: flatbuffer.Flatbuffer, spec: data.Dataset) -> dict:
     """What an app needs to feed the model and read its answer, from the flatbuffer itself."""
     io = fb.io()
     inp, out = io["inputs"][0], io["outputs"][0]
-    return {"input": {"shape": inp["shape"], "dtype": inp["dtype"], "scale": inp["scale"],
-                      "zero_point": inp["zero_point"], "pixel_scale": PIXEL_SCALE,
-                      "pixels": "uint8 0..255, rows x columns x channels, as the training images"},
-            "output": {"shape": out["shape"], "dtype": out["dtype"], "scale": out["scale"],
-                       "zero_point": out["zero_point"], "meaning": "class scores (softmax), in label order"},
-            "labels": list(spec.labels), "size_bytes": fb.size_bytes}
+    return {
+        "input": {
+            "shape": inp["shape"],
+            "dtype": inp["dtype"],
+            "scale": inp["scale"],
+            "zero_point": inp["zero_point"],
+            "pixel_scale": PIXEL_SCALE,
+            "pixels": "uint8 0..255, rows x columns x channels, as the training images",
+        },
+        "output": {
+            "shape": out["shape"],
+            "dtype": out["dtype"],
+            "scale": out["scale"],
+            "zero_point": out["zero_point"],
+            "meaning": "class scores (softmax), in label order",
+        },
+        "labels": list(spec.labels),
+        "size_bytes": fb.size_bytes,
+    }
 
 
 def _identifier(text: str) -> str:
@@ -83,16 +96,16 @@ extern "C" {{
 #endif
 
 #define TFQ_{macro}_ALIGNMENT {ALIGNMENT}
-#define TFQ_{macro}_INPUT_DIMS {len(i['shape'])}
-#define TFQ_{macro}_OUTPUT_DIMS {len(o['shape'])}
-#define TFQ_{macro}_NUM_CLASSES {len(info['labels'])}
-#define TFQ_{macro}_INPUT_SCALE {_c_float(i['scale'])}
-#define TFQ_{macro}_INPUT_ZERO_POINT {int(i['zero_point'] or 0)}
-#define TFQ_{macro}_OUTPUT_SCALE {_c_float(o['scale'])}
-#define TFQ_{macro}_OUTPUT_ZERO_POINT {int(o['zero_point'] or 0)}
+#define TFQ_{macro}_INPUT_DIMS {len(i["shape"])}
+#define TFQ_{macro}_OUTPUT_DIMS {len(o["shape"])}
+#define TFQ_{macro}_NUM_CLASSES {len(info["labels"])}
+#define TFQ_{macro}_INPUT_SCALE {_c_float(i["scale"])}
+#define TFQ_{macro}_INPUT_ZERO_POINT {int(i["zero_point"] or 0)}
+#define TFQ_{macro}_OUTPUT_SCALE {_c_float(o["scale"])}
+#define TFQ_{macro}_OUTPUT_ZERO_POINT {int(o["zero_point"] or 0)}
 #define TFQ_{macro}_PIXEL_SCALE {_c_float(PIXEL_SCALE)}
-#define TFQ_{macro}_INPUT_TYPE "{i['dtype']}"
-#define TFQ_{macro}_OUTPUT_TYPE "{o['dtype']}"
+#define TFQ_{macro}_INPUT_TYPE "{i["dtype"]}"
+#define TFQ_{macro}_OUTPUT_TYPE "{o["dtype"]}"
 
 extern const unsigned char {name}_model[];
 extern const unsigned int {name}_model_len;
@@ -106,15 +119,18 @@ extern const char *const {name}_labels[TFQ_{macro}_NUM_CLASSES];
 
 #endif /* TFQ_{macro}_H_ */
 """
-    rows = [", ".join(f"0x{b:02x}" for b in blob[k:k + 12]) for k in range(0, len(blob), 12)]
-    source = (f'#include "{stem}.h"\n\n'
-              "#ifdef __cplusplus\n#define TFQ_ALIGNED(n) alignas(n)\n#else\n#define TFQ_ALIGNED(n) _Alignas(n)\n#endif\n\n"
-              f"TFQ_ALIGNED({ALIGNMENT}) const unsigned char {name}_model[] = {{\n  " + ",\n  ".join(rows) + "\n};\n"
-              f"const unsigned int {name}_model_len = {len(blob)};\n"
-              f"const int {name}_input_shape[TFQ_{macro}_INPUT_DIMS] = {{{', '.join(map(str, i['shape']))}}};\n"
-              f"const int {name}_output_shape[TFQ_{macro}_OUTPUT_DIMS] = {{{', '.join(map(str, o['shape']))}}};\n"
-              f"const char *const {name}_labels[TFQ_{macro}_NUM_CLASSES] = {{"
-              + ", ".join(_c_string(label) for label in info["labels"]) + "};\n")
+    rows = [", ".join(f"0x{b:02x}" for b in blob[k : k + 12]) for k in range(0, len(blob), 12)]
+    source = (
+        f'#include "{stem}.h"\n\n'
+        "#ifdef __cplusplus\n#define TFQ_ALIGNED(n) alignas(n)\n#else\n#define TFQ_ALIGNED(n) _Alignas(n)\n#endif\n\n"
+        f"TFQ_ALIGNED({ALIGNMENT}) const unsigned char {name}_model[] = {{\n  " + ",\n  ".join(rows) + "\n};\n"
+        f"const unsigned int {name}_model_len = {len(blob)};\n"
+        f"const int {name}_input_shape[TFQ_{macro}_INPUT_DIMS] = {{{', '.join(map(str, i['shape']))}}};\n"
+        f"const int {name}_output_shape[TFQ_{macro}_OUTPUT_DIMS] = {{{', '.join(map(str, o['shape']))}}};\n"
+        f"const char *const {name}_labels[TFQ_{macro}_NUM_CLASSES] = {{"
+        + ", ".join(_c_string(label) for label in info["labels"])
+        + "};\n"
+    )
     return header, source
 
 
@@ -127,16 +143,25 @@ def export(cfg: ExportConfig) -> dict:
     run = artifacts.run_dir(cfg.artifacts, cfg.dataset, cfg.model)
     path = run / f"{cfg.mode}.tflite"
     if not path.is_file():
-        raise TfqError(f"no {path}; make it with: python -m tfq.convert --dataset={cfg.dataset} "
-                       f"--model={cfg.model} --mode={cfg.mode} (or the pipeline)")
+        raise TfqError(
+            f"no {path}; make it with: python -m tfq.convert --dataset={cfg.dataset} "
+            f"--model={cfg.model} --mode={cfg.mode} (or the pipeline)"
+        )
     blob = path.read_bytes()
     fb = flatbuffer.read(blob, label=str(path))
     info = describe(fb, spec)
     if len(info["labels"]) != int(np.prod(info["output"]["shape"][1:])):
         raise TfqError(f"{path} outputs {info['output']['shape']} scores for {len(info['labels'])} labels")
     folder = artifacts.check_writable(run / "export") / f"{cfg.mode}_{cfg.format}"
-    manifest = {"format": cfg.format, "mode": cfg.mode, "dataset": cfg.dataset, "model": cfg.model,
-                "tflite": str(path), "tflite_sha256": artifacts.sha256(path), **info}
+    manifest = {
+        "format": cfg.format,
+        "mode": cfg.mode,
+        "dataset": cfg.dataset,
+        "model": cfg.model,
+        "tflite": str(path),
+        "tflite_sha256": artifacts.sha256(path),
+        **info,
+    }
     # the folder is written aside, then swapped in whole: an app never picks up half an export
     staging = folder.with_name(f"{artifacts.TEMP_PREFIX}{folder.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
@@ -180,8 +205,10 @@ def _define_flags() -> None:
 def main(argv):
     del argv
     m = export(cli.config_from_flags(ExportConfig))
-    print(f"{m['folder']}: {', '.join(m['files'])} ({m['size_bytes']:,d}-byte model, input "
-          f"{m['input']['dtype']} {m['input']['shape']}, output {m['output']['dtype']} {m['output']['shape']})")
+    print(
+        f"{m['folder']}: {', '.join(m['files'])} ({m['size_bytes']:,d}-byte model, input "
+        f"{m['input']['dtype']} {m['input']['shape']}, output {m['output']['dtype']} {m['output']['shape']})"
+    )
     print(json.dumps({"input": m["input"], "output": {k: m["output"][k] for k in ("dtype", "scale", "zero_point")}}))
 
 

@@ -36,8 +36,11 @@ class GeneralizeConfig(cli.Run):
     modes: tuple[str, ...] = cli.setting(("all",), "Files to measure (their <mode>.tflite), or all.", flag="mode")
     examples: int = cli.setting(250, "Test images per shifted set: a seeded subset (0: all).")
     seed: int = cli.setting(0, "Seed of the subset and of the corruptions' random draws.")
-    cross_datasets: tuple[str, ...] = cli.setting((), "Other datasets' test splits to score on (same classes), e.g. "
-                                                      "usps,usps_resized,emnist_digits for an MNIST run.")
+    cross_datasets: tuple[str, ...] = cli.setting(
+        (),
+        "Other datasets' test splits to score on (same classes), e.g. "
+        "usps,usps_resized,emnist_digits for an MNIST run.",
+    )
     shift: bool = cli.setting(True, "Score the shifted (corrupted) copies of the test split.")
     batch_size: int = cli.setting(256, "Inference batch.")
     processes: int = cli.setting(0, "Worker processes for files XNNPACK does not take (0: every core).")
@@ -76,8 +79,10 @@ def _targets(cfg: GeneralizeConfig, run: Path) -> list[tuple[str, Path]]:
     targets = evaluate.target_files(ec, run)
     if not any(name == "float32" for name, _ in targets):
         if not (run / "float32.tflite").is_file():
-            raise TfqError(f"no {run / 'float32.tflite'}: gaps are against float32; make it with: "
-                           f"python -m tfq.convert --dataset={cfg.dataset} --model={cfg.model} --mode=float32")
+            raise TfqError(
+                f"no {run / 'float32.tflite'}: gaps are against float32; make it with: "
+                f"python -m tfq.convert --dataset={cfg.dataset} --model={cfg.model} --mode=float32"
+            )
         targets.append(("float32", run / "float32.tflite"))
     return sorted(targets, key=lambda t: (t[0] != "float32", t[0]))
 
@@ -114,8 +119,9 @@ def shift(cfg: GeneralizeConfig, run: Path, targets, spec) -> tuple[dict, dict]:
             # another file gave these very classes on every image of every set: not separate evidence
             "same_predictions_as": None if twin == name else twin,
             "accuracy": {n: float(correct[i].mean()) for i, n in enumerate(names)},
-            "agreement_with_float32": {n: float((pred[i] == predictions["float32"][i]).mean())
-                                       for i, n in enumerate(names)},
+            "agreement_with_float32": {
+                n: float((pred[i] == predictions["float32"][i]).mean()) for i, n in enumerate(names)
+            },
             "mean_shift_accuracy": float(correct[1:].mean()),
             "seconds": round(seconds[name], 2),
         }
@@ -139,16 +145,34 @@ def shift(cfg: GeneralizeConfig, run: Path, targets, spec) -> tuple[dict, dict]:
 
 def cross(cfg: GeneralizeConfig, other: str, targets) -> dict:
     """Every target on another dataset's whole test split, through `tfq.evaluate --eval_dataset`."""
-    ec = evaluate.EvalConfig(dataset=cfg.dataset, model=cfg.model, modes=tuple(n for n, _ in targets),
-                             artifacts=cfg.artifacts, eval_dataset=other, batch_size=cfg.batch_size,
-                             processes=cfg.processes, max_eval_examples=cfg.max_eval_examples,
-                             data_root=cfg.data_root, cache_dir=cfg.cache_dir)
+    ec = evaluate.EvalConfig(
+        dataset=cfg.dataset,
+        model=cfg.model,
+        modes=tuple(n for n, _ in targets),
+        artifacts=cfg.artifacts,
+        eval_dataset=other,
+        batch_size=cfg.batch_size,
+        processes=cfg.processes,
+        max_eval_examples=cfg.max_eval_examples,
+        data_root=cfg.data_root,
+        cache_dir=cfg.cache_dir,
+    )
     results = evaluate.evaluate(ec)
-    return {"dataset": other, "examples": results[0]["examples"], "data_source": results[0]["data_source"],
-            "variants": [{"name": r["name"], "accuracy": r["accuracy"], "agreement_with_float32": r["agreement"],
-                          "vs_float32": r["vs_reference"],
-                          "file": str(evaluate.result_stem(Path(r["file"]), r["name"], eval_dataset=other))
-                          + ".json"} for r in results]}
+    return {
+        "dataset": other,
+        "examples": results[0]["examples"],
+        "data_source": results[0]["data_source"],
+        "variants": [
+            {
+                "name": r["name"],
+                "accuracy": r["accuracy"],
+                "agreement_with_float32": r["agreement"],
+                "vs_float32": r["vs_reference"],
+                "file": str(evaluate.result_stem(Path(r["file"]), r["name"], eval_dataset=other)) + ".json",
+            }
+            for r in results
+        ],
+    }
 
 
 def generalize(cfg: GeneralizeConfig) -> dict:
@@ -163,8 +187,12 @@ def generalize(cfg: GeneralizeConfig) -> dict:
         raise TfqError("--noshift with no --cross_datasets leaves nothing to measure")
     run = artifacts.check_writable(artifacts.run_dir(cfg.artifacts, cfg.dataset, cfg.model))
     targets = _targets(cfg, run)
-    result = {"dataset": cfg.dataset, "model": cfg.model, "config": dataclasses.asdict(cfg),
-              "files": {name: artifacts.sha256(path) for name, path in targets}}
+    result = {
+        "dataset": cfg.dataset,
+        "model": cfg.model,
+        "config": dataclasses.asdict(cfg),
+        "files": {name: artifacts.sha256(path) for name, path in targets},
+    }
     npz = {}
     if cfg.shift:
         result["shift"], npz = shift(cfg, run, targets, spec)
@@ -183,7 +211,9 @@ def headline(result: dict) -> str:
     rows = {v["name"]: v for v in result.get("shift", {}).get("variants", [])}
     if "int8" in rows and "gap" in rows["int8"]:
         g = rows["int8"]["gap"]
-        parts.append(f"int8 minus float32: clean {g['clean']['delta_pts']:+.2f}, shifted {g['shift']['pts']:+.2f} points")
+        parts.append(
+            f"int8 minus float32: clean {g['clean']['delta_pts']:+.2f}, shifted {g['shift']['pts']:+.2f} points"
+        )
     for c in result.get("cross", []):
         f32 = next((v for v in c["variants"] if v["name"] == "float32"), None)
         if f32:
@@ -206,18 +236,25 @@ def main(argv):
         print(f"{len(s['sets']) - 1} shifted sets x {s['examples']} images:")
         for v in s["variants"]:
             g = v.get("gap")
-            line = f"  {v['name']:20s} clean {100 * v['accuracy']['clean']:6.2f}%  shifted {100 * v['mean_shift_accuracy']:6.2f}%"
+            line = (
+                f"  {v['name']:20s} clean {100 * v['accuracy']['clean']:6.2f}%  "
+                f"shifted {100 * v['mean_shift_accuracy']:6.2f}%"
+            )
             if g:
                 d = g["shift_minus_clean"]
-                line += (f"  gap clean {g['clean']['delta_pts']:+.2f}  shifted {g['shift']['pts']:+.2f}  "
-                         f"difference {d['pts']:+.2f} [{d['ci95_pts'][0]:+.2f}, {d['ci95_pts'][1]:+.2f}] pts, "
-                         f"p {d['p_value']:.3f}")
+                line += (
+                    f"  gap clean {g['clean']['delta_pts']:+.2f}  shifted {g['shift']['pts']:+.2f}  "
+                    f"difference {d['pts']:+.2f} [{d['ci95_pts'][0]:+.2f}, {d['ci95_pts'][1]:+.2f}] pts, "
+                    f"p {d['p_value']:.3f}"
+                )
             print(line)
     for c in r["cross"]:
         print(f"{c['dataset']} ({c['examples']} test images):")
         for v in c["variants"]:
-            print(f"  {v['name']:20s} {100 * v['accuracy']:6.2f}%  agreement with float32 "
-                  f"{100 * (v['agreement_with_float32'] or 0):6.2f}%")
+            print(
+                f"  {v['name']:20s} {100 * v['accuracy']:6.2f}%  agreement with float32 "
+                f"{100 * (v['agreement_with_float32'] or 0):6.2f}%"
+            )
 
 
 if __name__ == "__main__":

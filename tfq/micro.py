@@ -45,17 +45,24 @@ class Part:
 
 
 KB = 1024
-PARTS = (Part("256 KB flash", "flash", 256 * KB), Part("1 MB flash", "flash", 1024 * KB),
-         Part("64 KB RAM", "ram", 64 * KB), Part("256 KB RAM", "ram", 256 * KB))
+PARTS = (
+    Part("256 KB flash", "flash", 256 * KB),
+    Part("1 MB flash", "flash", 1024 * KB),
+    Part("64 KB RAM", "ram", 64 * KB),
+    Part("256 KB RAM", "ram", 256 * KB),
+)
 """Common microcontroller sizes (e.g. Cortex-M4 parts with 256 KB or 1 MB of flash, 64 or 256 KB of RAM)."""
 
 
 @dataclasses.dataclass
 class MicroConfig(cli.Run):
-    modes: tuple[str, ...] = cli.setting(("all",), "File stems of the run folder to run (int8, qat_int8, ...), or all.", flag="mode")
+    modes: tuple[str, ...] = cli.setting(
+        ("all",), "File stems of the run folder to run (int8, qat_int8, ...), or all.", flag="mode"
+    )
     max_examples: int = cli.setting(0, "Run only the first N test images (0: the whole test split).")
-    output: str = cli.setting(MICRO_JSON, "Result file name in the run folder (benchmarks/micro_full.sh: "
-                                          "micro_full.json).")
+    output: str = cli.setting(
+        MICRO_JSON, "Result file name in the run folder (benchmarks/micro_full.sh: micro_full.json)."
+    )
     processes: int = cli.setting(0, "Worker processes, each with its own interpreter (0: one per core).")
 
 
@@ -71,7 +78,9 @@ def tensor_types(fb: flatbuffer.Flatbuffer, index: int) -> str:
     ins = [fb.tensors[i] for i in op.inputs if i >= 0]
     acts = sorted({t.dtype for t in ins if not t.constant})
     consts = sorted({t.dtype for t in ins if t.constant and int(np.prod(t.shape or (1,))) > 8})
-    return ", ".join([*([f"{'/'.join(acts)} input"] if acts else []), *([f"{'/'.join(consts)} weights"] if consts else [])])
+    return ", ".join(
+        [*([f"{'/'.join(acts)} input"] if acts else []), *([f"{'/'.join(consts)} weights"] if consts else [])]
+    )
 
 
 def probe(blob: bytes, fb: flatbuffer.Flatbuffer, example: np.ndarray | None = None) -> dict:
@@ -90,8 +99,14 @@ def _cannot(e: tflm.MicroError, fb: flatbuffer.Flatbuffer) -> dict:
     return {"runs": False, "unsupported_op": op, "error": f"{e}{where}"}
 
 
-def run_images(blob: bytes, fb: flatbuffer.Flatbuffer, images: np.ndarray, labels: np.ndarray, processes: int,
-               litert_predictions: np.ndarray | None) -> tuple[dict, np.ndarray | None]:
+def run_images(
+    blob: bytes,
+    fb: flatbuffer.Flatbuffer,
+    images: np.ndarray,
+    labels: np.ndarray,
+    processes: int,
+    litert_predictions: np.ndarray | None,
+) -> tuple[dict, np.ndarray | None]:
     """Probe the bytes, then (if they run) the images through TFLite Micro with the smallest arena:
     accuracy, and agreement with LiteRT's classes (`litert_predictions`, or LiteRT run here on
     these very bytes). Returns the result and LiteRT's classes."""
@@ -111,41 +126,53 @@ def run_images(blob: bytes, fb: flatbuffer.Flatbuffer, images: np.ndarray, label
     if litert_predictions is None:
         delegation = clf.delegation()
         litert_predictions = harness.dequantize(
-            clf.invoke_prepared(x, 1 if delegation["xnnpack"] else litert.cores()), clf.output).argmax(1)
+            clf.invoke_prepared(x, 1 if delegation["xnnpack"] else litert.cores()), clf.output
+        ).argmax(1)
         reference = f"LiteRT run here on the same bytes (sha256 {hashlib.sha256(blob).hexdigest()[:16]})"
-    return {**found,
-            "examples": int(len(labels)),
-            "accuracy": float((pred == labels).mean()),
-            "litert_accuracy": float((litert_predictions == labels).mean()),
-            "litert_reference": reference,
-            "agreement_with_litert": float((pred == litert_predictions).mean()),
-            "disagreements": int((pred != litert_predictions).sum()),
-            "vs_litert": stats.paired(litert_predictions == labels, pred == labels),
-            "host_ms_per_image": 1000 * seconds * processes / len(labels)}, litert_predictions
+    return {
+        **found,
+        "examples": int(len(labels)),
+        "accuracy": float((pred == labels).mean()),
+        "litert_accuracy": float((litert_predictions == labels).mean()),
+        "litert_reference": reference,
+        "agreement_with_litert": float((pred == litert_predictions).mean()),
+        "disagreements": int((pred != litert_predictions).sum()),
+        "vs_litert": stats.paired(litert_predictions == labels, pred == labels),
+        "host_ms_per_image": 1000 * seconds * processes / len(labels),
+    }, litert_predictions
 
 
-def measure(name: str, path: Path, images: np.ndarray, labels: np.ndarray, processes: int,
-            litert_predictions: np.ndarray | None) -> dict:
+def measure(
+    name: str, path: Path, images: np.ndarray, labels: np.ndarray, processes: int, litert_predictions: np.ndarray | None
+) -> dict:
     """One file under TFLite Micro. A file with weights at `Buffer.offset` (ai-edge-quantizer's)
     is first run as written on `AS_WRITTEN_EXAMPLES` images, then measured with its buffers moved
     inline (`flatbuffer.inline_buffers`), the bytes an app would flash, against LiteRT run on those
     same inlined bytes (which must give the saved classes of the file as written, if there are any)."""
     blob = path.read_bytes()
     fb = flatbuffer.read(blob, label=str(path))
-    entry = {"name": name, "file": str(path), "tflite_sha256": artifacts.sha256(path), "size_bytes": fb.size_bytes,
-             "ops": fb.op_counts(), "activation_dtypes": sorted(fb.dtypes("activations")),
-             "weight_dtypes": sorted(fb.dtypes("weights"))}
+    entry = {
+        "name": name,
+        "file": str(path),
+        "tflite_sha256": artifacts.sha256(path),
+        "size_bytes": fb.size_bytes,
+        "ops": fb.op_counts(),
+        "activation_dtypes": sorted(fb.dtypes("activations")),
+        "weight_dtypes": sorted(fb.dtypes("weights")),
+    }
     if fb.offset_buffers:
         k = min(AS_WRITTEN_EXAMPLES, len(labels))
-        entry["as_written"], _ = run_images(blob, fb, images[:k], labels[:k], processes,
-                                            None if litert_predictions is None else litert_predictions[:k])
+        entry["as_written"], _ = run_images(
+            blob, fb, images[:k], labels[:k], processes, None if litert_predictions is None else litert_predictions[:k]
+        )
         saved, moved = litert_predictions, fb.offset_buffers
         blob = flatbuffer.inline_buffers(blob, label=str(path))
         fb = flatbuffer.read(blob, label=f"{path}, buffers inlined")
         entry["buffers_inlined"] = {"offset_buffers": moved, "sha256": hashlib.sha256(blob).hexdigest()}
         result, inlined = run_images(blob, fb, images, labels, processes, None)
         entry["buffers_inlined"]["litert_same_classes_as_saved"] = (
-            None if saved is None or inlined is None else bool(np.array_equal(saved, inlined)))
+            None if saved is None or inlined is None else bool(np.array_equal(saved, inlined))
+        )
     else:
         result, _ = run_images(blob, fb, images, labels, processes, litert_predictions)
     entry.update(result)
@@ -193,14 +220,22 @@ def micro(cfg: MicroConfig, report_unsupported: bool = False) -> dict:
         if digest in seen:  # the same bytes give the same answers: measured once
             variants.append({**seen[digest], "name": name, "file": str(path), "same_bytes_as": seen[digest]["name"]})
             continue
-        entry = measure(name, path, images, labels, processes,
-                        _litert_predictions(path, examples, full, source))
+        entry = measure(name, path, images, labels, processes, _litert_predictions(path, examples, full, source))
         seen[digest] = entry
         variants.append(entry)
-    result = {"dataset": cfg.dataset, "model": cfg.model, "examples": examples, "test_examples": full,
-              "num_classes": spec.num_classes, "processes": processes, "data_source": source,
-              "parts": [dataclasses.asdict(p) for p in PARTS], "runtime": _runtime_version(),
-              "cpu": harness.cpu_model(), "variants": variants}
+    result = {
+        "dataset": cfg.dataset,
+        "model": cfg.model,
+        "examples": examples,
+        "test_examples": full,
+        "num_classes": spec.num_classes,
+        "processes": processes,
+        "data_source": source,
+        "parts": [dataclasses.asdict(p) for p in PARTS],
+        "runtime": _runtime_version(),
+        "cpu": harness.cpu_model(),
+        "variants": variants,
+    }
     if named:
         failed = [v for v in variants if not v["runs"]]
         if failed:
@@ -219,9 +254,12 @@ def headline(result: dict) -> str:
     """The pipeline's one line for this stage: how many files ran, int8's arena and agreement."""
     runs = [v for v in result["variants"] if v["runs"]]
     int8 = next((v for v in runs if v["name"] == "int8"), None)
-    return (f"{len(runs)}/{len(result['variants'])} run" + (
+    return f"{len(runs)}/{len(result['variants'])} run" + (
         f"; int8: {int8['arena_bytes']:,d}-byte arena, {100 * int8['agreement_with_litert']:.2f}% agreement "
-        f"with LiteRT on {int8['examples']:,d} images" if int8 else ""))
+        f"with LiteRT on {int8['examples']:,d} images"
+        if int8
+        else ""
+    )
 
 
 FLAGS = flags.FLAGS
@@ -239,13 +277,17 @@ def main(argv):
     del argv
     result = micro(cli.config_from_flags(MicroConfig, modes="mode"))
     print(f"TFLite Micro, {result['examples']:,d} test images of {result['dataset']} ({result['runtime']})")
-    print(f"{'file':22s} {'flash B':>10s} {'arena B':>9s} {'accuracy':>9s} {'agree':>8s}  "
-          + "  ".join(p.name for p in PARTS))
+    print(
+        f"{'file':22s} {'flash B':>10s} {'arena B':>9s} {'accuracy':>9s} {'agree':>8s}  "
+        + "  ".join(p.name for p in PARTS)
+    )
     for v in result["variants"]:
         if v["runs"]:
-            print(f"{v['name']:22s} {v['flash_bytes']:10,d} {v['arena_bytes']:9,d} {100 * v['accuracy']:8.2f}% "
-                  f"{100 * v['agreement_with_litert']:7.2f}%  "
-                  + "  ".join(f"{_mark(v['fits'][p.name]):>{len(p.name)}s}" for p in PARTS))
+            print(
+                f"{v['name']:22s} {v['flash_bytes']:10,d} {v['arena_bytes']:9,d} {100 * v['accuracy']:8.2f}% "
+                f"{100 * v['agreement_with_litert']:7.2f}%  "
+                + "  ".join(f"{_mark(v['fits'][p.name]):>{len(p.name)}s}" for p in PARTS)
+            )
         else:
             print(f"{v['name']:22s} {v['flash_bytes']:10,d}  does not run: {v['error']}")
 

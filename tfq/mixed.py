@@ -29,10 +29,12 @@ from tfq.runtimes import flatbuffer, harness
 
 @dataclasses.dataclass
 class MixedConfig(cli.Run):
-    max_accuracy_drop: tuple[float, ...] = cli.setting((), "Allowed drop in validation accuracy against float32, in points "
-                                                           "(several: one file each).")
-    objective: tuple[str, ...] = cli.setting(("size",), "size (smallest file) or latency (fastest on this CPU); several: one "
-                                                        "file each.")
+    max_accuracy_drop: tuple[float, ...] = cli.setting(
+        (), "Allowed drop in validation accuracy against float32, in points (several: one file each)."
+    )
+    objective: tuple[str, ...] = cli.setting(
+        ("size",), "size (smallest file) or latency (fastest on this CPU); several: one file each."
+    )
     output: str = cli.setting("mixed", "File stem for one budget and objective.")
     num_calibration: int = cli.setting(DEFAULT_CALIBRATION, "Training images that calibrate every rung.")
     seed: int = cli.setting(0, "Seed for picking calibration samples.")
@@ -52,8 +54,9 @@ def _check(cfg: MixedConfig) -> MixedConfig:
     try:
         cfg = dataclasses.replace(cfg, max_accuracy_drop=tuple(float(b) for b in cfg.max_accuracy_drop))
     except ValueError:
-        raise TfqError(f"--max_accuracy_drop={','.join(map(str, cfg.max_accuracy_drop))}: expected numbers "
-                       "of points, e.g. 0.3") from None
+        raise TfqError(
+            f"--max_accuracy_drop={','.join(map(str, cfg.max_accuracy_drop))}: expected numbers of points, e.g. 0.3"
+        ) from None
     if not cfg.max_accuracy_drop:
         raise TfqError("--mode=mixed needs --max_accuracy_drop (points of validation accuracy, e.g. 0.3)")
     if any(not 0 <= b <= 100 for b in cfg.max_accuracy_drop):
@@ -76,10 +79,16 @@ def mixed(cfg: MixedConfig, log=None) -> list[dict]:
     models.get(cfg.model)
     cfg = _check(cfg)
     run = artifacts.check_writable(artifacts.run_dir(cfg.artifacts, cfg.dataset, cfg.model))
-    sc = sensitivity.SensitivityConfig(dataset=cfg.dataset, model=cfg.model, artifacts=cfg.artifacts,
-                                       num_calibration=cfg.num_calibration, seed=cfg.seed,
-                                       max_eval_examples=cfg.max_eval_examples, data_root=cfg.data_root,
-                                       cache_dir=cfg.cache_dir)
+    sc = sensitivity.SensitivityConfig(
+        dataset=cfg.dataset,
+        model=cfg.model,
+        artifacts=cfg.artifacts,
+        num_calibration=cfg.num_calibration,
+        seed=cfg.seed,
+        max_eval_examples=cfg.max_eval_examples,
+        data_root=cfg.data_root,
+        cache_dir=cfg.cache_dir,
+    )
     scorer, digest, splits = sensitivity.scorer_for(sc, run)
     sens = artifacts.read_json(run / sensitivity.SENSITIVITY_JSON, default={})
     if sens.get("key") != sc.key(digest):
@@ -105,40 +114,74 @@ def mixed(cfg: MixedConfig, log=None) -> list[dict]:
         val, val_float = scorer.correct(blob), scorer.float_correct
         test, test_float = on_test(blob), on_test(uniform["float"])
         manifest = {
-            "mode": "mixed", "file": f"{stem}.tflite", "recipe_file": f"{stem}.recipe.json",
-            "budget_pts": budget, "objective": objective, "ladder": found["ladder"],
+            "mode": "mixed",
+            "file": f"{stem}.tflite",
+            "recipe_file": f"{stem}.recipe.json",
+            "budget_pts": budget,
+            "objective": objective,
+            "ladder": found["ladder"],
             "assignment": found["assignment"],
-            "layers": [{"name": layer.name, "params": layer.params, "macs": layer.macs, **held[layer.name]}
-                       for layer in scorer.layers],
-            "path": found["path"], "candidates": len(found["path"]),
+            "layers": [
+                {"name": layer.name, "params": layer.params, "macs": layer.macs, **held[layer.name]}
+                for layer in scorer.layers
+            ],
+            "path": found["path"],
+            "candidates": len(found["path"]),
             "files_scored": found["files_scored"],  # candidates not already scored (cache shared by budgets)
             "search_seconds": round(time.time() - started, 1),
-            "validation": {"examples": int(len(val)), "float32_accuracy": float(val_float.mean()),
-                           "accuracy": float(val.mean()), "vs_float32": mixed_search.paired_vs(val_float, val)},
-            "test": {"examples": int(len(test)), "float32_accuracy": float(test_float.mean()),
-                     "accuracy": float(test.mean()), "vs_float32": mixed_search.paired_vs(test_float, test),
-                     "uniform": {r: {"accuracy": float(on_test(b).mean()), "size_bytes": len(b),
-                                     "mixed_minus_uniform": mixed_search.paired_vs(on_test(b), test)}
-                                 for r, b in uniform.items()}},
-            "size_bytes": len(blob), "tflite_sha256": hashlib.sha256(blob).hexdigest(),
-            "calibration": sens["calibration"], "sensitivity": sensitivity.SENSITIVITY_JSON,
+            "validation": {
+                "examples": int(len(val)),
+                "float32_accuracy": float(val_float.mean()),
+                "accuracy": float(val.mean()),
+                "vs_float32": mixed_search.paired_vs(val_float, val),
+            },
+            "test": {
+                "examples": int(len(test)),
+                "float32_accuracy": float(test_float.mean()),
+                "accuracy": float(test.mean()),
+                "vs_float32": mixed_search.paired_vs(test_float, test),
+                "uniform": {
+                    r: {
+                        "accuracy": float(on_test(b).mean()),
+                        "size_bytes": len(b),
+                        "mixed_minus_uniform": mixed_search.paired_vs(on_test(b), test),
+                    }
+                    for r, b in uniform.items()
+                },
+            },
+            "size_bytes": len(blob),
+            "tflite_sha256": hashlib.sha256(blob).hexdigest(),
+            "calibration": sens["calibration"],
+            "sensitivity": sensitivity.SENSITIVITY_JSON,
             "remake": f"python -m tfq.convert --dataset={cfg.dataset} --model={cfg.model} --recipe={stem}.recipe.json "
-                      f"--calibration_rule={mixed_search.CALIBRATION_RULE} --num_calibration={cfg.num_calibration} "
-                      f"--seed={cfg.seed}",
+            f"--calibration_rule={mixed_search.CALIBRATION_RULE} --num_calibration={cfg.num_calibration} "
+            f"--seed={cfg.seed}",
             "flatbuffer": flatbuffer.read(blob).summary(),
-            "source_model": {"path": str(run / artifacts.MODEL_FILE), "sha256": artifacts.sha256(run / artifacts.MODEL_FILE)},
-            "float32_sha256": digest, "versions": versions(),
+            "source_model": {
+                "path": str(run / artifacts.MODEL_FILE),
+                "sha256": artifacts.sha256(run / artifacts.MODEL_FILE),
+            },
+            "float32_sha256": digest,
+            "versions": versions(),
         }
         results.append((manifest, blob, rules))
     blobs = {"float32": uniform["float"], "int8": uniform["int8"], **{m["file"]: b for m, b, _ in results}}
     latency = harness.interleaved_latency_us(
-        {k: harness.Classifier(b, label=k) for k, b in blobs.items()}, test_images[0], runs=cfg.latency_runs)
+        {k: harness.Classifier(b, label=k) for k, b in blobs.items()}, test_images[0], runs=cfg.latency_runs
+    )
     for manifest, blob, rules in results:
-        manifest["latency_us"] = {"mixed": latency[manifest["file"]]["p50"], "float32": latency["float32"]["p50"],
-                                  "int8": latency["int8"]["p50"], "runs": cfg.latency_runs}
+        manifest["latency_us"] = {
+            "mixed": latency[manifest["file"]]["p50"],
+            "float32": latency["float32"]["p50"],
+            "int8": latency["int8"]["p50"],
+            "runs": cfg.latency_runs,
+        }
         stem = manifest["file"].removesuffix(".tflite")
-        with artifacts.atomic_paths(run / f"{stem}.tflite", run / f"{stem}.recipe.json",
-                                    run / f"{stem}.json") as (blob_tmp, recipe_tmp, json_tmp):
+        with artifacts.atomic_paths(run / f"{stem}.tflite", run / f"{stem}.recipe.json", run / f"{stem}.json") as (
+            blob_tmp,
+            recipe_tmp,
+            json_tmp,
+        ):
             blob_tmp.write_bytes(blob)
             artifacts.write_json(recipe_tmp, rules)
             artifacts.write_json(json_tmp, manifest)
@@ -157,12 +200,14 @@ def main(argv):
     del argv
     for m in mixed(cli.config_from_flags(MixedConfig), log=print):
         v, t = m["validation"], m["test"]
-        print(f"{m['file']}: {m['size_bytes']:,d} bytes, {m['latency_us']['mixed']:.0f} us; "
-              f"{' '.join(x['name'] + '=' + x['rung'] for x in m['layers'])}; validation drop "
-              f"{-v['vs_float32']['delta_pts']:.2f} pts (budget {m['budget_pts']:g}), test drop "
-              f"{-t['vs_float32']['delta_pts']:.2f} pts [95% CI {-t['vs_float32']['ci95_pts'][1]:.2f}, "
-              f"{-t['vs_float32']['ci95_pts'][0]:.2f}]; "
-              f"{m['candidates']} candidates, {m['files_scored']} of them scored anew")
+        print(
+            f"{m['file']}: {m['size_bytes']:,d} bytes, {m['latency_us']['mixed']:.0f} us; "
+            f"{' '.join(x['name'] + '=' + x['rung'] for x in m['layers'])}; validation drop "
+            f"{-v['vs_float32']['delta_pts']:.2f} pts (budget {m['budget_pts']:g}), test drop "
+            f"{-t['vs_float32']['delta_pts']:.2f} pts [95% CI {-t['vs_float32']['ci95_pts'][1]:.2f}, "
+            f"{-t['vs_float32']['ci95_pts'][0]:.2f}]; "
+            f"{m['candidates']} candidates, {m['files_scored']} of them scored anew"
+        )
 
 
 if __name__ == "__main__":

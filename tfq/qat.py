@@ -47,13 +47,15 @@ class QatConfig(cli.Run):
     max_train_examples: int = cli.setting(0, "Use only this many training examples (0: all).")
     max_eval_examples: int = cli.setting(0, "Use only this many validation/test examples (0: all).")
     seed: int = cli.setting(0, "Random seed.")
-    low_bit: tuple[str, ...] = cli.setting((), f"Also fine-tune these n-bit QAT schemes ({', '.join(LOW_BIT)}) against an "
-                                               "equally fine-tuned control; writes qat_lowbit.json.")
+    low_bit: tuple[str, ...] = cli.setting(
+        (),
+        f"Also fine-tune these n-bit QAT schemes ({', '.join(LOW_BIT)}) against an "
+        "equally fine-tuned control; writes qat_lowbit.json.",
+    )
     # benchmarks/low_bit_qat.sh on the CIFAR-10 CNN's validation split: 2 epochs at 1e-4 (docs/precision-study.md).
     # They differ from the int8 stage's, so low-bit QAT gets a control of its own (0: the int8 values).
     low_bit_epochs: int = cli.setting(2, "Low-bit QAT epochs (0: --epochs).")
-    low_bit_learning_rate: float = cli.setting(1e-4, "Low-bit QAT learning rate (0: "
-                                                     "--learning_rate).")
+    low_bit_learning_rate: float = cli.setting(1e-4, "Low-bit QAT learning rate (0: --learning_rate).")
 
     def validate(self) -> None:
         """Every flag, before the fine-tuning starts (not after it, when the control needs them)."""
@@ -72,10 +74,12 @@ class QatConfig(cli.Run):
 def _fit(model: keras.Model, cfg: QatConfig, cached_train, spec, val_ds) -> dict:
     """One arm's fine-tuning: epoch e's batches are `data.training_epoch(seed, e)` for both arms."""
     keras.utils.set_random_seed(cfg.seed)
-    model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate),
-                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    return fit_epochs(model, cached_train, spec, batch_size=cfg.batch_size, seed=cfg.seed, epochs=cfg.epochs,
-                      val_ds=val_ds)
+    model.compile(
+        optimizer=keras.optimizers.Adam(cfg.learning_rate), loss="sparse_categorical_crossentropy", metrics=["accuracy"]
+    )
+    return fit_epochs(
+        model, cached_train, spec, batch_size=cfg.batch_size, seed=cfg.seed, epochs=cfg.epochs, val_ds=val_ds
+    )
 
 
 def _tflite_pred(blob: bytes, x) -> np.ndarray:
@@ -95,8 +99,13 @@ def qat(cfg: QatConfig) -> dict:
     # gives the same files alone, in a pipeline, or after a skipped train
     fresh_session(cfg.seed)
     float_model = models.load_trained(run)
-    splits = data.load(cfg.dataset, root=cfg.data_root, cache=cfg.cache_dir,
-                       max_train=cfg.max_train_examples or None, max_eval=cfg.max_eval_examples or None)
+    splits = data.load(
+        cfg.dataset,
+        root=cfg.data_root,
+        cache=cfg.cache_dir,
+        max_train=cfg.max_train_examples or None,
+        max_eval=cfg.max_eval_examples or None,
+    )
     val_ds = data.batches(splits.val, cfg.batch_size)
     cached_train = splits.train.cache()
     test_x, test_y = data.to_numpy(splits.test)
@@ -139,20 +148,30 @@ def qat(cfg: QatConfig) -> dict:
         "description": QAT_INT8.description,
         "size_bytes": len(qat_blob),
         "converter": settings,
-        "qat": {"epochs": cfg.epochs, "learning_rate": cfg.learning_rate, "batch_size": cfg.batch_size,
-                "train_examples": int(splits.train.cardinality()), "time_s": round(qat_time, 1),
-                "history": qat_history},
+        "qat": {
+            "epochs": cfg.epochs,
+            "learning_rate": cfg.learning_rate,
+            "batch_size": cfg.batch_size,
+            "train_examples": int(splits.train.cardinality()),
+            "time_s": round(qat_time, 1),
+            "history": qat_history,
+        },
         "test_examples": len(test_y),
         "accuracy": {name: float(c.mean()) for name, c in correct.items()},
         # paired on the same test images: McNemar's test and a 95% interval, in points
         "qat_vs_ptq": stats.paired(correct["ptq_int8_of_finetuned"], correct["qat_int8"]),
         "qat_vs_float_finetuned": stats.paired(correct["float_finetuned"], correct["qat_int8"]),
-        "control": {"what": "float model fine-tuned with the same epochs, learning rate, batches (order and "
-                            "augmentation) and seeds, then int8 post-training quantized", "time_s": round(control_time, 1),
-                    "history": control_history},
+        "control": {
+            "what": "float model fine-tuned with the same epochs, learning rate, batches (order and "
+            "augmentation) and seeds, then int8 post-training quantized",
+            "time_s": round(control_time, 1),
+            "history": control_history,
+        },
         "flatbuffer": qat_fb.summary(),
-        "source_model": {"path": str(run / artifacts.MODEL_FILE),
-                         "sha256": artifacts.sha256(run / artifacts.MODEL_FILE)},
+        "source_model": {
+            "path": str(run / artifacts.MODEL_FILE),
+            "sha256": artifacts.sha256(run / artifacts.MODEL_FILE),
+        },
         "data_source": splits.source.to_json(),
         "versions": versions(),
     }
@@ -161,8 +180,9 @@ def qat(cfg: QatConfig) -> dict:
     result["qat_drop_vs_float"] = acc["float_finetuned"] - acc["qat_int8"]
     low_bit = None
     if cfg.low_bit:
-        lcfg = dataclasses.replace(cfg, epochs=cfg.low_bit_epochs or cfg.epochs,
-                                   learning_rate=cfg.low_bit_learning_rate or cfg.learning_rate)
+        lcfg = dataclasses.replace(
+            cfg, epochs=cfg.low_bit_epochs or cfg.epochs, learning_rate=cfg.low_bit_learning_rate or cfg.learning_rate
+        )
         low_control, low_correct = control, correct["float_finetuned"]
         if (lcfg.epochs, lcfg.learning_rate) != (cfg.epochs, cfg.learning_rate):
             keras.utils.set_random_seed(cfg.seed)  # as for the int8 control
@@ -175,12 +195,21 @@ def qat(cfg: QatConfig) -> dict:
         else:
             low_history, low_control_s = control_history, 0.0  # the int8 control serves
         float_file = run / "float32.tflite"  # the reference every file's delta is against (convert made it)
-        low_bit = _low_bit(lcfg, float_model, low_control, low_correct, calibration,
-                           (cached_train, spec, val_ds), test_x, test_y,
-                           float_file.read_bytes() if float_file.is_file() else None)
+        low_bit = _low_bit(
+            lcfg,
+            float_model,
+            low_control,
+            low_correct,
+            calibration,
+            (cached_train, spec, val_ds),
+            test_x,
+            test_y,
+            float_file.read_bytes() if float_file.is_file() else None,
+        )
         low_bit.update(control_history=low_history, control_time_s=low_control_s)
-        low_bit.update(source_model=result["source_model"], data_source=result["data_source"],
-                       versions=result["versions"])
+        low_bit.update(
+            source_model=result["source_model"], data_source=result["data_source"], versions=result["versions"]
+        )
 
     if not low_bit:  # an older run's low-bit results would otherwise pass for this one's
         (run / LOW_BIT_JSON).unlink(missing_ok=True)
@@ -197,12 +226,14 @@ def qat(cfg: QatConfig) -> dict:
 def _n_bit_model(float_model: keras.Model, weight_bits: int, activation_bits: int) -> keras.Model:
     q = tfmot().quantization.keras
     scheme = q.experimental.default_n_bit.DefaultNBitQuantizeScheme(
-        num_bits_weight=weight_bits, num_bits_activation=activation_bits)
+        num_bits_weight=weight_bits, num_bits_activation=activation_bits
+    )
     try:
         return q.quantize_apply(q.quantize_annotate_model(float_model), scheme)
     except (ValueError, RuntimeError) as e:
-        raise TfqError(f"tfmot cannot quantize the model at w{weight_bits}a{activation_bits}: "
-                       f"{str(e).splitlines()[0][:200]}") from None
+        raise TfqError(
+            f"tfmot cannot quantize the model at w{weight_bits}a{activation_bits}: {str(e).splitlines()[0][:200]}"
+        ) from None
 
 
 def float_twin(qat_model: keras.Model, float_model: keras.Model, weight_bits: int) -> keras.Model:
@@ -233,8 +264,17 @@ def _ship_a8w4(model: keras.Model, calibration) -> bytes:
     return aeq.quantize(float_blob, aeq.load(aeq.RECIPES / SHIP_RECIPE), calibration, "QAT a8w4 shipping")
 
 
-def _low_bit(cfg: QatConfig, float_model, control, control_correct, calibration, training, test_x, test_y,
-             float_blob: bytes | None = None) -> dict:
+def _low_bit(
+    cfg: QatConfig,
+    float_model,
+    control,
+    control_correct,
+    calibration,
+    training,
+    test_x,
+    test_y,
+    float_blob: bytes | None = None,
+) -> dict:
     """Each LOW_BIT scheme: QAT fine-tuning (the batches and seeds of the int8 arms), its Keras
     accuracy against post-training quantization of the equally fine-tuned control at the same
     widths (simulated), and for w4a8 both shipped as real a8w4 files."""
@@ -242,9 +282,14 @@ def _low_bit(cfg: QatConfig, float_model, control, control_correct, calibration,
 
     scaled = data.scale(test_x).numpy()
     ptq = Simulator(control, calibration)
-    out = {"what": "tfmot n-bit QAT against PTQ of the equally fine-tuned float control",
-           "epochs": cfg.epochs, "learning_rate": cfg.learning_rate, "test_examples": int(len(test_y)),
-           "float_finetuned": float(control_correct.mean()), "schemes": {}}
+    out = {
+        "what": "tfmot n-bit QAT against PTQ of the equally fine-tuned float control",
+        "epochs": cfg.epochs,
+        "learning_rate": cfg.learning_rate,
+        "test_examples": int(len(test_y)),
+        "float_finetuned": float(control_correct.mean()),
+        "schemes": {},
+    }
     control_file = None
     for name in cfg.low_bit:
         w_bits, a_bits = LOW_BIT[name]
@@ -259,10 +304,15 @@ def _low_bit(cfg: QatConfig, float_model, control, control_correct, calibration,
         # min/max activation ranges
         ptq_scheme = Scheme(w_bits, True, True, a_bits, False, "minmax", dense_per_channel=False)
         ptq_correct = ptq.predict(scaled, ptq_scheme).argmax(1) == test_y
-        entry = {"weight_bits": w_bits, "activation_bits": a_bits, "time_s": round(fit_s, 1), "history": history,
-                 "accuracy": {"qat_keras": float(qat_correct.mean()), "ptq_simulated": float(ptq_correct.mean())},
-                 "qat_vs_ptq": stats.paired(ptq_correct, qat_correct),
-                 "qat_vs_float_finetuned": stats.paired(control_correct, qat_correct)}
+        entry = {
+            "weight_bits": w_bits,
+            "activation_bits": a_bits,
+            "time_s": round(fit_s, 1),
+            "history": history,
+            "accuracy": {"qat_keras": float(qat_correct.mean()), "ptq_simulated": float(ptq_correct.mean())},
+            "qat_vs_ptq": stats.paired(ptq_correct, qat_correct),
+            "qat_vs_float_finetuned": stats.paired(control_correct, qat_correct),
+        }
         if a_bits == 8 and w_bits == 4:
             twin = float_twin(qat_model, float_model, w_bits)
             shipped = _ship_a8w4(twin, calibration)
@@ -270,18 +320,24 @@ def _low_bit(cfg: QatConfig, float_model, control, control_correct, calibration,
             shipped_pred = _tflite_pred(shipped, test_x)
             shipped_correct = shipped_pred == test_y
             control_file_correct = _tflite_correct(control_file, test_x, test_y)
-            entry["accuracy"].update(qat_shipped_a8w4=float(shipped_correct.mean()),
-                                     ptq_a8w4_file=float(control_file_correct.mean()))
-            entry["shipped"] = {"recipe": SHIP_RECIPE, "size_bytes": len(shipped),
-                                "weight_dtypes": sorted(flatbuffer.read(shipped).dtypes("weights")),
-                                "vs_qat_keras": stats.paired(qat_correct, shipped_correct),
-                                "agreement_with_qat_keras": float(np.mean(shipped_pred == qat_pred)),
-                                "vs_ptq_file": stats.paired(control_file_correct, shipped_correct)}
+            entry["accuracy"].update(
+                qat_shipped_a8w4=float(shipped_correct.mean()), ptq_a8w4_file=float(control_file_correct.mean())
+            )
+            entry["shipped"] = {
+                "recipe": SHIP_RECIPE,
+                "size_bytes": len(shipped),
+                "weight_dtypes": sorted(flatbuffer.read(shipped).dtypes("weights")),
+                "vs_qat_keras": stats.paired(qat_correct, shipped_correct),
+                "agreement_with_qat_keras": float(np.mean(shipped_pred == qat_pred)),
+                "vs_ptq_file": stats.paired(control_file_correct, shipped_correct),
+            }
             if float_blob is not None:  # like with like: each shipped file against the run's float32 file
                 float_file_correct = _tflite_correct(float_blob, test_x, test_y)
-                entry["shipped"].update(float32_sha256=hashlib.sha256(float_blob).hexdigest(),
-                                        vs_float32_file=stats.paired(float_file_correct, shipped_correct),
-                                        ptq_file_vs_float32_file=stats.paired(float_file_correct, control_file_correct))
+                entry["shipped"].update(
+                    float32_sha256=hashlib.sha256(float_blob).hexdigest(),
+                    vs_float32_file=stats.paired(float_file_correct, shipped_correct),
+                    ptq_file_vs_float32_file=stats.paired(float_file_correct, control_file_correct),
+                )
         out["schemes"][name] = entry
     return out
 
@@ -303,8 +359,10 @@ def main(argv):
     del argv
     r = qat(cli.config_from_flags(QatConfig))
     a = r["accuracy"]
-    print(f"qat_int8 {a['qat_int8']:.4f}  ptq int8 (same fine-tuning) {a['ptq_int8_of_finetuned']:.4f}  "
-          f"float fine-tuned {a['float_finetuned']:.4f}  -> {r['file']} ({r['size_bytes']:,d} bytes)")
+    print(
+        f"qat_int8 {a['qat_int8']:.4f}  ptq int8 (same fine-tuning) {a['ptq_int8_of_finetuned']:.4f}  "
+        f"float fine-tuned {a['float_finetuned']:.4f}  -> {r['file']} ({r['size_bytes']:,d} bytes)"
+    )
 
 
 if __name__ == "__main__":

@@ -49,31 +49,56 @@ def from_scratch(cfg: ScratchConfig) -> dict:
     float_model = models.load_trained(run)  # the comparison; fail before training if it is missing
     made = artifacts.read_json(run / artifacts.TRAIN_JSON)
     if made.get("batchnorm_reestimated"):
-        raise TfqError(f"{run / artifacts.TRAIN_JSON}: the float run was too short for its BatchNorm statistics "
-                       "(they were re-estimated after it); train it with its flagfile first")
+        raise TfqError(
+            f"{run / artifacts.TRAIN_JSON}: the float run was too short for its BatchNorm statistics "
+            "(they were re-estimated after it); train it with its flagfile first"
+        )
     saved = {k: tuple(v) if isinstance(v, list) else v for k, v in made["config"].items()}
-    tc = dataclasses.replace(TrainConfig(**saved), artifacts=cfg.artifacts, data_root=cfg.data_root,
-                             cache_dir=cfg.cache_dir)
+    tc = dataclasses.replace(
+        TrainConfig(**saved), artifacts=cfg.artifacts, data_root=cfg.data_root, cache_dir=cfg.cache_dir
+    )
     tc.validate()
     spec = data.get(cfg.dataset)
     fresh_session(tc.seed)
-    splits = data.load(cfg.dataset, root=cfg.data_root, cache=cfg.cache_dir,
-                       max_train=tc.max_train_examples or None, max_eval=tc.max_eval_examples or None)
+    splits = data.load(
+        cfg.dataset,
+        root=cfg.data_root,
+        cache=cfg.cache_dir,
+        max_train=tc.max_train_examples or None,
+        max_eval=tc.max_eval_examples or None,
+    )
     steps = -(-int(splits.train.cardinality()) // tc.batch_size)
     model = _quantized(models.build(cfg.model, spec.shape, spec.num_classes, **tc.model_kwargs()), cfg.scheme)
     compile_for_training(model, tc, steps)
     started = time.time()
-    history = fit_epochs(model, splits.train.cache(), spec, batch_size=tc.batch_size, seed=tc.seed, epochs=tc.epochs,
-                         val_ds=data.batches(splits.val, tc.batch_size))
+    history = fit_epochs(
+        model,
+        splits.train.cache(),
+        spec,
+        batch_size=tc.batch_size,
+        seed=tc.seed,
+        epochs=tc.epochs,
+        val_ds=data.batches(splits.val, tc.batch_size),
+    )
     fit_s = time.time() - started
 
     test_x, test_y = data.to_numpy(splits.test)
     scaled = data.scale(test_x).numpy()
-    correct = {"float32": models.predict_classes(float_model, scaled) == test_y,
-               "qat_from_scratch_keras": models.predict_classes(model, scaled) == test_y}
-    result = {"scheme": cfg.scheme, "weight_bits": SCHEMES[cfg.scheme][0], "activation_bits": SCHEMES[cfg.scheme][1],
-              "dataset": cfg.dataset, "model": cfg.model, "train_config": dataclasses.asdict(tc),
-              "fit_time_s": round(fit_s, 1), "history": history, "test_examples": int(len(test_y))}
+    correct = {
+        "float32": models.predict_classes(float_model, scaled) == test_y,
+        "qat_from_scratch_keras": models.predict_classes(model, scaled) == test_y,
+    }
+    result = {
+        "scheme": cfg.scheme,
+        "weight_bits": SCHEMES[cfg.scheme][0],
+        "activation_bits": SCHEMES[cfg.scheme][1],
+        "dataset": cfg.dataset,
+        "model": cfg.model,
+        "train_config": dataclasses.asdict(tc),
+        "fit_time_s": round(fit_s, 1),
+        "history": history,
+        "test_examples": int(len(test_y)),
+    }
     blob = None
     if cfg.scheme == "int8":
         blob, _ = convert.convert_model(model, modes.QAT_INT8)
@@ -81,16 +106,21 @@ def from_scratch(cfg: ScratchConfig) -> dict:
         correct["qat_from_scratch_int8_file"] = harness.Classifier(blob).predict(test_x).argmax(1) == test_y
         result["size_bytes"] = len(blob)
     # the other timings on the same images, where their files are current
-    for name, path in (("ptq_int8_file", run / "int8.tflite"), ("finetuned_qat_int8_file", run / "qat_int8.tflite"),
-                       ("ptq_a8w4_file", run / "aeq_a8w4.tflite")):
+    for name, path in (
+        ("ptq_int8_file", run / "int8.tflite"),
+        ("finetuned_qat_int8_file", run / "qat_int8.tflite"),
+        ("ptq_a8w4_file", run / "aeq_a8w4.tflite"),
+    ):
         saved_pred = evaluate.saved_predictions(path, len(test_y), splits.source.to_json()) if path.is_file() else None
         if saved_pred is not None:
             correct[name] = saved_pred == test_y
     result["accuracy"] = {k: float(v.mean()) for k, v in correct.items()}
     result["vs_float32"] = {k: stats.paired(correct["float32"], v) for k, v in correct.items() if k != "float32"}
-    result.update(source_model={"path": str(run / artifacts.MODEL_FILE),
-                                "sha256": artifacts.sha256(run / artifacts.MODEL_FILE)},
-                  data_source=splits.source.to_json(), versions=versions())
+    result.update(
+        source_model={"path": str(run / artifacts.MODEL_FILE), "sha256": artifacts.sha256(run / artifacts.MODEL_FILE)},
+        data_source=splits.source.to_json(),
+        versions=versions(),
+    )
     stem = run / f"qat_scratch_{cfg.scheme}"
     paths = [stem.with_suffix(".json"), *([stem.with_suffix(".tflite")] if blob else [])]
     with artifacts.atomic_paths(*paths) as tmps:

@@ -63,9 +63,15 @@ SECTIONS = (
 )
 
 
-def report(artifacts_root: str | Path = "artifacts", out: str | Path | None = None, *,
-           datasets=tuple(data.DATASETS), models=("mlp", "cnn"), command: str | None = None,
-           note: str | None = None) -> Path:
+def report(
+    artifacts_root: str | Path = "artifacts",
+    out: str | Path | None = None,
+    *,
+    datasets=tuple(data.DATASETS),
+    models=("mlp", "cnn"),
+    command: str | None = None,
+    note: str | None = None,
+) -> Path:
     """Write the report folder from the run folders' result files; returns report.md's path. `note`, if
     given, stands under the title (the pipeline's first look says what it cut)."""
     for d in datasets:
@@ -85,15 +91,37 @@ def report(artifacts_root: str | Path = "artifacts", out: str | Path | None = No
     writer.writerows(flat)
     with artifacts.atomic_path(out / "results.csv") as tmp:
         tmp.write_text(buf.getvalue())
-    artifacts.write_json(out / "results.json", {"rows": rows, "stale": stale_results, "runs": {
-        n: {"train": r["train"] and {k: r["train"].get(k) for k in ("test_accuracy", "epochs", "wall_time_s", "params",
-                                                                   "macs", "data_source")},
-            "qat": r["qat"] and {k: r["qat"][k] for k in ("accuracy", "qat_gain_over_ptq", "qat_drop_vs_float")},
-            "stages": r["stages"]} for n, r in runs.items()}, "headline": headline.headline_facts(rows, runs)})
+    artifacts.write_json(
+        out / "results.json",
+        {
+            "rows": rows,
+            "stale": stale_results,
+            "runs": {
+                n: {
+                    "train": r["train"]
+                    and {
+                        k: r["train"].get(k)
+                        for k in ("test_accuracy", "epochs", "wall_time_s", "params", "macs", "data_source")
+                    },
+                    "qat": r["qat"]
+                    and {k: r["qat"][k] for k in ("accuracy", "qat_gain_over_ptq", "qat_drop_vs_float")},
+                    "stages": r["stages"],
+                }
+                for n, r in runs.items()
+            },
+            "headline": headline.headline_facts(rows, runs),
+        },
+    )
 
-    md = ["# tfq quantization study", "",
-          f"Made {time.strftime('%Y-%m-%d')} on {rows[0]['cpu']}, LiteRT with {rows[0]['threads']} thread(s)"
-          + (f", by `{command}`" if command else "") + ".", "", *([note, ""] if note else [])]
+    md = [
+        "# tfq quantization study",
+        "",
+        f"Made {time.strftime('%Y-%m-%d')} on {rows[0]['cpu']}, LiteRT with {rows[0]['threads']} thread(s)"
+        + (f", by `{command}`" if command else "")
+        + ".",
+        "",
+        *([note, ""] if note else []),
+    ]
     for section in SECTIONS:
         md += section(study)
     with artifacts.atomic_path(out / REPORT_MD) as tmp:
@@ -109,8 +137,9 @@ def _define_flags() -> None:
     flags.DEFINE_list("datasets", list(data.DATASETS), "Datasets to include.")
     flags.DEFINE_list("models", ["mlp", "cnn"], "Models to include.")
     flags.DEFINE_string("out", None, "Report folder (default: <artifacts>/report).")
-    flags.DEFINE_string("readme", None, "Also rewrite this README's generated headline paragraph from the "
-                                        "report's results.json.")
+    flags.DEFINE_string(
+        "readme", None, "Also rewrite this README's generated headline paragraph from the report's results.json."
+    )
 
 
 def main(argv):

@@ -15,8 +15,10 @@ from tfq.core.artifacts import TfqError
 
 # What may differ between two runs of the same study: where, when and how fast.
 # `code` is tfq's source digest; a Keras file's digest changes with its save date (compared apart).
-_VOLATILE = re.compile(r"\w*_s|time_s|(\w+_)?seconds|finished|started|latency(_\w+)?|\w+_ms(_\w+)?|"
-                       r"throughput(_\w+)?|images_per_s|speedup(_\w+)?|versions|artifacts|data_root|cache_dir|code")
+_VOLATILE = re.compile(
+    r"\w*_s|time_s|(\w+_)?seconds|finished|started|latency(_\w+)?|\w+_ms(_\w+)?|"
+    r"throughput(_\w+)?|images_per_s|speedup(_\w+)?|versions|artifacts|data_root|cache_dir|code"
+)
 _RESULT_FILES = (".json", ".tflite", ".npy", ".npz", ".csv", ".c", ".h", ".txt", ".keras")
 
 
@@ -25,11 +27,25 @@ def _result_files(run: Path) -> set[str]:
     benchmark added beside the study are not the study's)."""
     import json
 
-    recorded = {name for stage in json.loads((run / "pipeline.json").read_text()).values()
-                for name in stage.get("outputs", {})} if (run / "pipeline.json").is_file() else set()
-    return {p.relative_to(run).as_posix() for p in run.rglob("*") if p.is_file() and p.suffix in _RESULT_FILES
-            and "tensorboard" not in p.parts and p.name != "pipeline.json" and not p.name.startswith(".")
-            and (not recorded or f"{p.parent.name}/{p.name}" in recorded)}
+    recorded = (
+        {
+            name
+            for stage in json.loads((run / "pipeline.json").read_text()).values()
+            for name in stage.get("outputs", {})
+        }
+        if (run / "pipeline.json").is_file()
+        else set()
+    )
+    return {
+        p.relative_to(run).as_posix()
+        for p in run.rglob("*")
+        if p.is_file()
+        and p.suffix in _RESULT_FILES
+        and "tensorboard" not in p.parts
+        and p.name != "pipeline.json"
+        and not p.name.startswith(".")
+        and (not recorded or f"{p.parent.name}/{p.name}" in recorded)
+    }
 
 
 def _keras_contents(path: Path) -> dict[str, bytes]:
@@ -68,8 +84,10 @@ def differences(a: str | os.PathLike, b: str | os.PathLike) -> list[str]:
         for name in sorted(n for n in names & other if not n.endswith(".keras")):
             pa, pb = a / run / name, b / run / name
             if pa.suffix == ".json":
-                out += [f"{run}/{name}: {d}" for d in _json_diff(json.loads(pa.read_text()), json.loads(pb.read_text()),
-                                                               aliases=aliases)]
+                out += [
+                    f"{run}/{name}: {d}"
+                    for d in _json_diff(json.loads(pa.read_text()), json.loads(pb.read_text()), aliases=aliases)
+                ]
             elif pa.suffix == ".npz":
                 with np.load(pa) as za, np.load(pb) as zb:
                     if sorted(za.files) != sorted(zb.files) or any(not np.array_equal(za[k], zb[k]) for k in za.files):
@@ -82,9 +100,15 @@ def differences(a: str | os.PathLike, b: str | os.PathLike) -> list[str]:
 def _json_diff(x, y, where: str = "", *, aliases=({}, {})) -> list[str]:
     if isinstance(x, dict) and isinstance(y, dict):
         keys = [k for k in {*x, *y} if not _VOLATILE.fullmatch(str(k))]
-        return [d for k in sorted(keys, key=str) for d in
-                (_json_diff(x[k], y[k], f"{where}.{k}", aliases=aliases) if k in x and k in y
-                 else [f"{where}.{k}: only on one side"])]
+        return [
+            d
+            for k in sorted(keys, key=str)
+            for d in (
+                _json_diff(x[k], y[k], f"{where}.{k}", aliases=aliases)
+                if k in x and k in y
+                else [f"{where}.{k}: only on one side"]
+            )
+        ]
     if isinstance(x, list) and isinstance(y, list):
         if len(x) != len(y):
             return [f"{where}: {len(x)} vs {len(y)} items"]
@@ -116,7 +140,8 @@ if __name__ == "__main__":
 
     from tfq.core import cli
 
-    flags.DEFINE_list("compare", None, "Two artifacts folders of the same study (A,B): print how their results differ.",
-                      required=True)
+    flags.DEFINE_list(
+        "compare", None, "Two artifacts folders of the same study (A,B): print how their results differ.", required=True
+    )
     flags.register_validator("compare", lambda v: len(v) == 2, "--compare takes two folders: A,B")
     cli.run(main)

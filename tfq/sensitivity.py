@@ -44,8 +44,10 @@ class SensitivityConfig(cli.Run):
         models.get(self.model)
         unknown = [s for s in self.schemes if s not in mixed_search.RUNG or s == "float"]
         if unknown or not self.schemes:
-            raise TfqError(f"--schemes={','.join(self.schemes)}: choose from "
-                           f"{', '.join(r for r in mixed_search.RUNG if r != 'float')}")
+            raise TfqError(
+                f"--schemes={','.join(self.schemes)}: choose from "
+                f"{', '.join(r for r in mixed_search.RUNG if r != 'float')}"
+            )
         cli.check_at_least(self, 1, "num_calibration", "error_examples", "latency_runs")
         cli.check_at_least(self, 0, "max_eval_examples")
 
@@ -53,17 +55,25 @@ class SensitivityConfig(cli.Run):
         """What a sensitivity.json must match to be reused for a scorer built from this config: the
         float file, the calibration, the validation images (their source and slice), the schemes,
         and tfq's own code."""
-        return {"float32_sha256": float_sha256, "num_calibration": self.num_calibration, "seed": self.seed,
-                "calibration_rule": mixed_search.CALIBRATION_RULE, "max_eval_examples": self.max_eval_examples,
-                "data": data.source_key(self.dataset, self.data_root, self.cache_dir), "schemes": list(self.schemes),
-                "code": artifacts.code_digest()}
+        return {
+            "float32_sha256": float_sha256,
+            "num_calibration": self.num_calibration,
+            "seed": self.seed,
+            "calibration_rule": mixed_search.CALIBRATION_RULE,
+            "max_eval_examples": self.max_eval_examples,
+            "data": data.source_key(self.dataset, self.data_root, self.cache_dir),
+            "schemes": list(self.schemes),
+            "code": artifacts.code_digest(),
+        }
 
 
 def float_flatbuffer(run) -> tuple[bytes, str]:
     """The run's float32.tflite and its digest, refused when it was not made from the current model."""
     path, model = run / "float32.tflite", run / artifacts.MODEL_FILE
-    remake = (f"python -m tfq.convert --dataset={run.name.rpartition('_')[0]} "
-              f"--model={run.name.rpartition('_')[2]} --mode=float32 --artifacts={run.parent}")
+    remake = (
+        f"python -m tfq.convert --dataset={run.name.rpartition('_')[0]} "
+        f"--model={run.name.rpartition('_')[2]} --mode=float32 --artifacts={run.parent}"
+    )
     if not path.is_file() or not model.is_file():
         raise TfqError(f"{path} does not exist (or its trained model is missing); make it with: {remake}")
     manifest = artifacts.read_json(run / "float32.json", default=None)
@@ -91,14 +101,17 @@ def _layer_errors(scorer: mixed_search.Scorer, blob: bytes, count: int) -> dict[
     test = {key: [{name: x[None, ...]} for x in data.scale(scorer.images[:count]).numpy()]}
     metrics = [validation_utils.ValidationErrorMetric.SNR, validation_utils.ValidationErrorMetric.MSE]
     with console.quiet():
-        result = model_validator.compare_model(scorer.float_blob, blob, test, metrics, use_xnnpack=True,
-                                               num_threads=1).get_all_tensor_results()
+        result = model_validator.compare_model(
+            scorer.float_blob, blob, test, metrics, use_xnnpack=True, num_threads=1
+        ).get_all_tensor_results()
     out = {}
     for layer in scorer.layers:
         values = result.get(layer.output) or {}
         snr = _finite(values.get("snr"))  # a power ratio
-        out[layer.name] = {"snr_db": None if snr is None or snr <= 0 else 10 * float(np.log10(snr)),
-                           "mse": _finite(values.get("mse"))}
+        out[layer.name] = {
+            "snr_db": None if snr is None or snr <= 0 else 10 * float(np.log10(snr)),
+            "mse": _finite(values.get("mse")),
+        }
     return out
 
 
@@ -113,17 +126,24 @@ def measure(scorer: mixed_search.Scorer, schemes: tuple[str, ...], *, error_exam
     float_correct = scorer.float_correct
     names = [layer.name for layer in scorer.layers]
     uniform = {r.name: scorer.build(dict.fromkeys(names, r.name)) for r in mixed_search.RUNGS}
-    latency = interleaved_latency_us({r: Classifier(b, label=f"uniform {r}") for r, b in uniform.items()},
-                                     scorer.images[0], runs=latency_runs)
+    latency = interleaved_latency_us(
+        {r: Classifier(b, label=f"uniform {r}") for r, b in uniform.items()}, scorer.images[0], runs=latency_runs
+    )
     rungs = {}
     for r, blob in uniform.items():
         correct = scorer.correct(blob)
-        rungs[r] = {"val_accuracy": float(correct.mean()), "val_vs_float32": mixed_search.paired_vs(float_correct, correct),
-                    "size_bytes": len(blob),
-                    "latency_us": latency[r]["p50"], "latency_spread_us": latency[r]["spread"],
-                    "description": mixed_search.RUNG[r].description}
-    rows = [{"name": layer.name, "op": layer.op, "params": layer.params, "macs": layer.macs, "schemes": {}}
-            for layer in scorer.layers]
+        rungs[r] = {
+            "val_accuracy": float(correct.mean()),
+            "val_vs_float32": mixed_search.paired_vs(float_correct, correct),
+            "size_bytes": len(blob),
+            "latency_us": latency[r]["p50"],
+            "latency_spread_us": latency[r]["spread"],
+            "description": mixed_search.RUNG[r].description,
+        }
+    rows = [
+        {"name": layer.name, "op": layer.op, "params": layer.params, "macs": layer.macs, "schemes": {}}
+        for layer in scorer.layers
+    ]
     for scheme in schemes:
         errors = _layer_errors(scorer, uniform[scheme], error_examples)
         everywhere = scorer.correct(uniform[scheme])
@@ -135,10 +155,20 @@ def measure(scorer: mixed_search.Scorer, schemes: tuple[str, ...], *, error_exam
                 "only_float_vs_all_quantized": mixed_search.paired_vs(everywhere, spared),
                 **errors[row["name"]],
             }
-    ranking = {s: [r["name"] for r in sorted(rows, key=lambda r: -r["schemes"][s]["only_float_vs_all_quantized"]
-                                                 ["delta_pts"])] for s in schemes}
-    return drops({"float_val_accuracy": float(float_correct.mean()), "val_examples": int(len(float_correct)),
-                  "rungs": rungs, "schemes": list(schemes), "layers": rows, "most_sensitive": ranking})
+    ranking = {
+        s: [r["name"] for r in sorted(rows, key=lambda r: -r["schemes"][s]["only_float_vs_all_quantized"]["delta_pts"])]
+        for s in schemes
+    }
+    return drops(
+        {
+            "float_val_accuracy": float(float_correct.mean()),
+            "val_examples": int(len(float_correct)),
+            "rungs": rungs,
+            "schemes": list(schemes),
+            "layers": rows,
+            "most_sensitive": ranking,
+        }
+    )
 
 
 def sensitivity(cfg: SensitivityConfig) -> dict:
@@ -147,10 +177,16 @@ def sensitivity(cfg: SensitivityConfig) -> dict:
     run = artifacts.check_writable(artifacts.run_dir(cfg.artifacts, cfg.dataset, cfg.model))
     started = time.time()
     scorer, digest, splits = scorer_for(cfg, run)
-    result = {"dataset": cfg.dataset, "model": cfg.model, "split": "validation", "key": cfg.key(digest),
-              "calibration": {"images": cfg.num_calibration, "seed": cfg.seed, "rule": mixed_search.CALIBRATION_RULE},
-              "error_examples": cfg.error_examples, "data_source": splits.source.to_json(),
-              **measure(scorer, cfg.schemes, error_examples=cfg.error_examples, latency_runs=cfg.latency_runs)}
+    result = {
+        "dataset": cfg.dataset,
+        "model": cfg.model,
+        "split": "validation",
+        "key": cfg.key(digest),
+        "calibration": {"images": cfg.num_calibration, "seed": cfg.seed, "rule": mixed_search.CALIBRATION_RULE},
+        "error_examples": cfg.error_examples,
+        "data_source": splits.source.to_json(),
+        **measure(scorer, cfg.schemes, error_examples=cfg.error_examples, latency_runs=cfg.latency_runs),
+    }
     result["evaluations"] = scorer.evaluations
     result["seconds"] = round(time.time() - started, 1)
     artifacts.write_json(run / SENSITIVITY_JSON, result)
@@ -175,14 +211,18 @@ def main(argv):
     result = sensitivity(cli.config_from_flags(SensitivityConfig))
     print(f"float32 validation accuracy {100 * result['float_val_accuracy']:.2f}% on {result['val_examples']} images")
     for r, v in result["rungs"].items():
-        print(f"  every layer {r:6s} drop {v['val_drop_pts']:+.2f} pts  {v['size_bytes']:>9,d} bytes  "
-              f"{v['latency_us']:8.0f} us")
+        print(
+            f"  every layer {r:6s} drop {v['val_drop_pts']:+.2f} pts  {v['size_bytes']:>9,d} bytes  "
+            f"{v['latency_us']:8.0f} us"
+        )
     for s in result["schemes"]:
         print(f"{s}: only-quantized drop / only-float recovery (pts), SNR (dB)")
         for row in result["layers"]:
             v = row["schemes"][s]
             snr = f"{v['snr_db']:.1f}" if v["snr_db"] is not None else "-"
-            print(f"  {row['name']:12s} {v['only_quantized_drop_pts']:+6.2f}  {v['only_float_recovery_pts']:+6.2f}  {snr}")
+            print(
+                f"  {row['name']:12s} {v['only_quantized_drop_pts']:+6.2f}  {v['only_float_recovery_pts']:+6.2f}  {snr}"
+            )
     print(f"wrote {artifacts.run_dir(FLAGS.artifacts, FLAGS.dataset, FLAGS.model) / SENSITIVITY_JSON}")
 
 

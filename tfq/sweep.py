@@ -65,11 +65,16 @@ LINES = (
     Line("weights", "asymmetric, per-tensor", dict(weight_symmetric=False, per_channel=False), None),
     Line("activations", "asymmetric, min/max", None, _A_MINMAX),
     Line("activations", "symmetric, min/max", None, dict(activation_symmetric=True, activation_range="minmax")),
-    Line("activations", "asymmetric, percentile", None, dict(activation_symmetric=False,
-                                                             activation_range="percentile")),
+    Line(
+        "activations", "asymmetric, percentile", None, dict(activation_symmetric=False, activation_range="percentile")
+    ),
     Line("activations", "asymmetric, MSE", None, dict(activation_symmetric=False, activation_range="mse")),
-    Line("activations", "asymmetric, moving-average min/max (ai-edge-quantizer)", None,
-         dict(activation_symmetric=False, activation_range="ema")),
+    Line(
+        "activations",
+        "asymmetric, moving-average min/max (ai-edge-quantizer)",
+        None,
+        dict(activation_symmetric=False, activation_range="ema"),
+    ),
     Line("both", "TFLite int8 scheme (w sym/channel, a asym min/max)", _W_SC, _A_MINMAX),
     Line("both", "w per-tensor, a asym min/max", _W_ST, _A_MINMAX),
     Line("both", "w sym/channel, a symmetric", _W_SC, dict(activation_symmetric=True, activation_range="minmax")),
@@ -94,8 +99,11 @@ CONTRASTS = (
     ("activations: symmetric minus asymmetric (min/max)", "symmetric, min/max", "asymmetric, min/max"),
     ("activations: percentile minus min/max", "asymmetric, percentile", "asymmetric, min/max"),
     ("activations: MSE minus min/max", "asymmetric, MSE", "asymmetric, min/max"),
-    ("activations: moving average (ai-edge-quantizer) minus min/max",
-     "asymmetric, moving-average min/max (ai-edge-quantizer)", "asymmetric, min/max"),
+    (
+        "activations: moving average (ai-edge-quantizer) minus min/max",
+        "asymmetric, moving-average min/max (ai-edge-quantizer)",
+        "asymmetric, min/max",
+    ),
     ("weights: per-tensor minus per-channel (symmetric)", "symmetric, per-tensor", "symmetric, per-channel"),
     ("weights: asymmetric minus symmetric (per-channel)", "asymmetric, per-channel", "symmetric, per-channel"),
 )
@@ -135,6 +143,7 @@ def _grid_subset(n_total: int, n: int, seed: int) -> np.ndarray:
 class _Grid:
     """What every line of one sweep reads: the test images, the grid subset, one simulator per
     calibration draw and float's predictions."""
+
     splits: data.Splits
     images: np.ndarray
     labels: np.ndarray
@@ -156,8 +165,10 @@ def _grid(cfg: SweepConfig, model_sha256: str) -> _Grid:
     scaled = data.scale(images).numpy()
     subset = _grid_subset(len(labels), cfg.grid_examples, cfg.seed)
     # Draw 0 is exactly what convert calibrates on (same count and seed); the others add spread.
-    sims = [Simulator(model, data.calibration_samples(splits, cfg.num_calibration, seed=cfg.seed + d), seed=d)
-            for d in range(cfg.calibration_draws)]
+    sims = [
+        Simulator(model, data.calibration_samples(splits, cfg.num_calibration, seed=cfg.seed + d), seed=d)
+        for d in range(cfg.calibration_draws)
+    ]
     float_pred = sims[0].predict(scaled[subset], Scheme()).argmax(1)
     return _Grid(splits, images, labels, scaled, subset, sims, float_pred)
 
@@ -175,9 +186,16 @@ def line_points(cfg: SweepConfig, model_sha256: str, index: int) -> tuple[list[d
         preds = [s.predict(g.scaled[g.subset], scheme).argmax(1) for s in draws]
         correct[bits] = [p == labels for p in preds]
         acc = [float(c.mean()) for c in correct[bits]]
-        points.append({"bits": bits, "scheme": scheme.name, "accuracy": acc, "mean": float(np.mean(acc)),
-                       "spread": [min(acc), max(acc)],
-                       "agreement_with_float": float(np.mean([(p == g.float_pred).mean() for p in preds]))})
+        points.append(
+            {
+                "bits": bits,
+                "scheme": scheme.name,
+                "accuracy": acc,
+                "mean": float(np.mean(acc)),
+                "spread": [min(acc), max(acc)],
+                "agreement_with_float": float(np.mean([(p == g.float_pred).mean() for p in preds])),
+            }
+        )
     return points, correct
 
 
@@ -200,13 +218,17 @@ def _sweep(cfg: SweepConfig, run, started: float, map_lines) -> dict:
     g = _grid(cfg, digest)
     lines, correct = [], {}
     computed = map_lines(functools.partial(line_points, cfg, digest), range(len(LINES)))
-    for line, (points, line_correct) in zip(LINES, console.progress(computed, "sweep", total=len(LINES), unit="scheme")):
+    for line, (points, line_correct) in zip(
+        LINES, console.progress(computed, "sweep", total=len(LINES), unit="scheme")
+    ):
         lines.append({"family": line.family, "label": line.label, "points": points})
         correct.update({(line.label, bits): c for bits, c in line_correct.items()})
     labels, subset = g.labels, g.subset
     result = {
-        "dataset": cfg.dataset, "model": cfg.model,
-        "grid_examples": int(len(subset)), "grid_subset_seed": cfg.seed,
+        "dataset": cfg.dataset,
+        "model": cfg.model,
+        "grid_examples": int(len(subset)),
+        "grid_subset_seed": cfg.seed,
         "float_accuracy_grid": float((g.float_pred == labels[subset]).mean()),
         "calibration_samples": cfg.num_calibration,
         "calibration_seeds": [cfg.seed + d for d in range(cfg.calibration_draws)],
@@ -232,8 +254,14 @@ def _contrasts(correct: dict, bits: tuple[int, ...]) -> list[dict]:
         for b in bits:
             draws = [stats.paired(ref, other) for ref, other in zip(correct[baseline, b], correct[line, b])]
             deltas = [d["delta_pts"] for d in draws]
-            points.append({"bits": b, "delta_pts": float(np.mean(deltas)), "draw_range_pts": [min(deltas), max(deltas)],
-                           "draws": draws})
+            points.append(
+                {
+                    "bits": b,
+                    "delta_pts": float(np.mean(deltas)),
+                    "draw_range_pts": [min(deltas), max(deltas)],
+                    "draws": draws,
+                }
+            )
         out.append({"label": label, "line": line, "baseline": baseline, "points": points})
     return out
 
@@ -260,14 +288,25 @@ def compare_with_file(real: np.ndarray, simulated: np.ndarray, floated: np.ndarr
     sim_only, float_only = int((parted & (simulated == real)).sum()), int((~parted & (simulated != real)).sum())
     informative = int(parted.sum()) >= MIN_INFORMATIVE
     p = stats.mcnemar_p(float_only, sim_only)
-    within = gap <= AGREEMENT_TOLERANCE["accuracy_points"] and float((real == simulated).mean()) >= \
-        AGREEMENT_TOLERANCE["min_agreement"]
-    check = {"examples": int(len(labels)), "real_accuracy": real_acc, "simulated_accuracy": sim_acc,
-             "float_accuracy": float((floated == labels).mean()), "gap_points": gap,
-             "agreement": float((real == simulated).mean()), "float_agreement": float((real == floated).mean()),
-             "float_file_disagreements": int(parted.sum()),
-             "sim_only_agrees": sim_only, "float_only_agrees": float_only, "better_than_float_p": p,
-             "within_tolerance": within, "informative": informative}
+    within = (
+        gap <= AGREEMENT_TOLERANCE["accuracy_points"]
+        and float((real == simulated).mean()) >= AGREEMENT_TOLERANCE["min_agreement"]
+    )
+    check = {
+        "examples": int(len(labels)),
+        "real_accuracy": real_acc,
+        "simulated_accuracy": sim_acc,
+        "float_accuracy": float((floated == labels).mean()),
+        "gap_points": gap,
+        "agreement": float((real == simulated).mean()),
+        "float_agreement": float((real == floated).mean()),
+        "float_file_disagreements": int(parted.sum()),
+        "sim_only_agrees": sim_only,
+        "float_only_agrees": float_only,
+        "better_than_float_p": p,
+        "within_tolerance": within,
+        "informative": informative,
+    }
     verdict = check_verdict(check)
     return {**check, "verdict": verdict, "passed": None if verdict == NOT_INFORMATIVE else verdict == PASSED}
 
@@ -289,8 +328,14 @@ def _checks(run, sim: Simulator, scaled, images, labels, source: dict) -> list[d
             processes = 1 if clf.delegation()["xnnpack"] else litert.cores()
             real = harness.dequantize(clf.invoke_prepared(clf.prepare(images), processes), clf.output).argmax(1)
         simulated = sim.predict(scaled, scheme).argmax(1)
-        out.append({"file": path.name, "tflite_sha256": artifacts.sha256(path), "scheme": scheme.name,
-                    **compare_with_file(real, simulated, floated, labels)})
+        out.append(
+            {
+                "file": path.name,
+                "tflite_sha256": artifacts.sha256(path),
+                "scheme": scheme.name,
+                **compare_with_file(real, simulated, floated, labels),
+            }
+        )
     return out
 
 
@@ -301,8 +346,17 @@ def _csv(result: dict) -> str:
     for line in result["lines"]:
         for p in line["points"]:
             for d, acc in enumerate(p["accuracy"]):
-                w.writerow([line["family"], line["label"], p["bits"], p["scheme"], d, f"{acc:.4f}",
-                            f"{p['agreement_with_float']:.4f}"])
+                w.writerow(
+                    [
+                        line["family"],
+                        line["label"],
+                        p["bits"],
+                        p["scheme"],
+                        d,
+                        f"{acc:.4f}",
+                        f"{p['agreement_with_float']:.4f}",
+                    ]
+                )
     return buf.getvalue()
 
 
@@ -312,10 +366,12 @@ def headline(result: dict) -> str:
     worst = min(checks, key=lambda c: c["agreement"]) if checks else None
     verdicts = [check_verdict(c) for c in checks]
     failed = verdicts.count(FAILED)
-    return (f"{verdicts.count(PASSED)}/{len(checks) - verdicts.count(NOT_INFORMATIVE)} informative checks passed"
-            + (f", {failed} failed" if failed else "")
-            + f" ({verdicts.count(NOT_INFORMATIVE)} of {len(checks)} could not tell the simulation from float32)"
-            + (f"; lowest agreement {100 * worst['agreement']:.2f}%, {worst['file']}" if worst else ""))
+    return (
+        f"{verdicts.count(PASSED)}/{len(checks) - verdicts.count(NOT_INFORMATIVE)} informative checks passed"
+        + (f", {failed} failed" if failed else "")
+        + f" ({verdicts.count(NOT_INFORMATIVE)} of {len(checks)} could not tell the simulation from float32)"
+        + (f"; lowest agreement {100 * worst['agreement']:.2f}%, {worst['file']}" if worst else "")
+    )
 
 
 FLAGS = flags.FLAGS
@@ -328,16 +384,20 @@ def _define_flags() -> None:
 def main(argv):
     del argv
     result = sweep(cli.config_from_flags(SweepConfig))
-    print(f"{result['dataset']} {result['model']}: float {100 * result['float_accuracy_grid']:.2f}% on "
-          f"{result['grid_examples']} test images, {result['time_s']} s")
+    print(
+        f"{result['dataset']} {result['model']}: float {100 * result['float_accuracy_grid']:.2f}% on "
+        f"{result['grid_examples']} test images, {result['time_s']} s"
+    )
     for line in result["lines"]:
         accs = "  ".join(f"{p['bits']}:{100 * p['mean']:5.1f}" for p in line["points"])
         print(f"  {line['family']:11s} {line['label'][:34]:34s} {accs}")
     for c in result["checks"]:
-        print(f"  check {c['file']:24s} real {100 * c['real_accuracy']:.2f}  simulated "
-              f"{100 * c['simulated_accuracy']:.2f}  agreement {100 * c['agreement']:.2f}% (float "
-              f"{100 * c['float_agreement']:.2f}%)  " + {True: "passed", False: "FAILED",
-                                                        None: "not informative"}[c["passed"]])
+        print(
+            f"  check {c['file']:24s} real {100 * c['real_accuracy']:.2f}  simulated "
+            f"{100 * c['simulated_accuracy']:.2f}  agreement {100 * c['agreement']:.2f}% (float "
+            f"{100 * c['float_agreement']:.2f}%)  "
+            + {True: "passed", False: "FAILED", None: "not informative"}[c["passed"]]
+        )
 
 
 if __name__ == "__main__":

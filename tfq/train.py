@@ -44,14 +44,22 @@ class TrainConfig(cli.Run):
     seed: int = cli.setting(0, "Random seed (weights, shuffling, augmentation).")
     max_train_examples: int = cli.setting(0, "Use only this many training examples (0: all).")
     max_eval_examples: int = cli.setting(0, "Use only this many validation/test examples (0: all).")
-    strategy: str = cli.setting("default", "tf.distribute strategy; `ray`: MultiWorkerMirroredStrategy "
-                                           "over --ray_workers Ray Train workers (pip install -e .[ray]).", choices=fitting.STRATEGIES)
+    strategy: str = cli.setting(
+        "default",
+        "tf.distribute strategy; `ray`: MultiWorkerMirroredStrategy "
+        "over --ray_workers Ray Train workers (pip install -e .[ray]).",
+        choices=fitting.STRATEGIES,
+    )
     ray_workers: int = cli.setting(2, "--strategy=ray: Ray Train workers (one CPU each).")
-    ray_address: str | None = cli.setting(None, "--strategy=ray: HOST:PORT of a running Ray cluster "
-                                                "(`ray start --head`); default: a local instance.")
-    early_stopping_patience: int = cli.setting(0, "Stop after this many epochs "
-                                                  "without a better --early_stopping_monitor and restore the best epoch (0: off).")
-    early_stopping_monitor: str = cli.setting("val_loss", "Validation measure early stopping watches.", choices=list(fitting.MONITORS))
+    ray_address: str | None = cli.setting(
+        None, "--strategy=ray: HOST:PORT of a running Ray cluster (`ray start --head`); default: a local instance."
+    )
+    early_stopping_patience: int = cli.setting(
+        0, "Stop after this many epochs without a better --early_stopping_monitor and restore the best epoch (0: off)."
+    )
+    early_stopping_monitor: str = cli.setting(
+        "val_loss", "Validation measure early stopping watches.", choices=list(fitting.MONITORS)
+    )
     tensorboard: bool = cli.setting(False, "Write TensorBoard logs to <run>/tensorboard/.")
 
     def validate(self) -> None:
@@ -63,11 +71,19 @@ class TrainConfig(cli.Run):
         cli.check_at_least(self, 1, "epochs", "batch_size", "ray_workers")
         if self.ray_address and self.strategy != "ray":
             raise TfqError(f"--ray_address={self.ray_address} needs --strategy=ray")
-        cli.check_at_least(self, 0, "weight_decay", "warmup_epochs", "max_train_examples", "max_eval_examples",
-                           "early_stopping_patience")
+        cli.check_at_least(
+            self,
+            0,
+            "weight_decay",
+            "warmup_epochs",
+            "max_train_examples",
+            "max_eval_examples",
+            "early_stopping_patience",
+        )
         if self.early_stopping_monitor not in fitting.MONITORS:
-            raise TfqError(f"--early_stopping_monitor={self.early_stopping_monitor}: choose one of: "
-                           f"{', '.join(fitting.MONITORS)}")
+            raise TfqError(
+                f"--early_stopping_monitor={self.early_stopping_monitor}: choose one of: {', '.join(fitting.MONITORS)}"
+            )
         if not self.learning_rate > 0:
             raise TfqError(f"--learning_rate={self.learning_rate}: must be above 0")
         if not 0 <= self.dropout < 1:
@@ -84,8 +100,11 @@ class TrainConfig(cli.Run):
         """Identifies what a checkpoint belongs to: everything that changes what training sees or
         does, not where files go. The validation subset (`max_eval_examples`) counts when early
         stopping watches it: it picks the epoch whose weights are kept."""
-        keyed = {k: v for k, v in dataclasses.asdict(self).items()
-                 if k not in ("artifacts", "data_root", "cache_dir", "tensorboard", "ray_address")}  # not the weights
+        keyed = {
+            k: v
+            for k, v in dataclasses.asdict(self).items()
+            if k not in ("artifacts", "data_root", "cache_dir", "tensorboard", "ray_address")
+        }  # not the weights
         if self.strategy != "ray":  # the same key as before Ray Train existed
             keyed.pop("ray_workers")
         if not self.early_stopping_patience:  # off: the same key as before the option existed
@@ -102,8 +121,13 @@ def train(cfg: TrainConfig, *, callbacks=()) -> dict:
     strategy = fitting.make_strategy(cfg.strategy)  # first: a multi-worker strategy must exist before any TensorFlow op
     fresh_session(cfg.seed)
     source_key = data.source_key(cfg.dataset, cfg.data_root, cfg.cache_dir)  # before a first build changes it
-    splits = data.load(cfg.dataset, root=cfg.data_root, cache=cfg.cache_dir,
-                       max_train=cfg.max_train_examples or None, max_eval=cfg.max_eval_examples or None)
+    splits = data.load(
+        cfg.dataset,
+        root=cfg.data_root,
+        cache=cfg.cache_dir,
+        max_train=cfg.max_train_examples or None,
+        max_eval=cfg.max_eval_examples or None,
+    )
 
     cached_train = fitting.sharded(splits.train, strategy).cache()  # shared by every epoch
     val_ds = data.batches(fitting.sharded(splits.val, strategy), cfg.batch_size)
@@ -129,9 +153,14 @@ def train(cfg: TrainConfig, *, callbacks=()) -> dict:
         if start_epoch == 0 and state.chief:
             shutil.rmtree(logs, ignore_errors=True)  # a new run's curves, not appended to an old run's
         # only the chief writes the run's logs; other workers log to their scratch folder
-        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(logs if state.chief else state.scratch / TENSORBOARD_DIR)))
-    stopper = (fitting.EarlyStopping(model, cfg.early_stopping_monitor, cfg.early_stopping_patience, backup, state.chief)
-               if cfg.early_stopping_patience else None)
+        callbacks.append(
+            keras.callbacks.TensorBoard(log_dir=str(logs if state.chief else state.scratch / TENSORBOARD_DIR))
+        )
+    stopper = (
+        fitting.EarlyStopping(model, cfg.early_stopping_monitor, cfg.early_stopping_patience, backup, state.chief)
+        if cfg.early_stopping_patience
+        else None
+    )
     so_far: dict[str, list[float]] = {}
 
     def after_epoch(epoch, history, seconds):
@@ -144,9 +173,23 @@ def train(cfg: TrainConfig, *, callbacks=()) -> dict:
 
     done = stopper is not None and start_epoch > 0 and stopper.after_epoch(start_epoch - 1, state.history)
     started = time.time()
-    fitted = {} if done else fitting.fit_epochs(
-        model, cached_train, spec, batch_size=cfg.batch_size, seed=cfg.seed, epochs=cfg.epochs, val_ds=val_ds,
-        start_epoch=start_epoch, callbacks=callbacks, after_epoch=after_epoch, stop=stop)
+    fitted = (
+        {}
+        if done
+        else fitting.fit_epochs(
+            model,
+            cached_train,
+            spec,
+            batch_size=cfg.batch_size,
+            seed=cfg.seed,
+            epochs=cfg.epochs,
+            val_ds=val_ds,
+            start_epoch=start_epoch,
+            callbacks=callbacks,
+            after_epoch=after_epoch,
+            stop=stop,
+        )
+    )
     wall = state.seconds + time.time() - started  # fitting time of every epoch, across resumes
     history = {k: state.history.get(k, []) + fitted.get(k, []) for k in {*state.history, *fitted}}
     state.close()
@@ -158,14 +201,21 @@ def train(cfg: TrainConfig, *, callbacks=()) -> dict:
     if steps * cfg.epochs < fitting.BN_REESTIMATE_BELOW_STEPS:  # decided by the run's length alone, resumed or not
         before = float(model.evaluate(val_ds, verbose=0)[1])
         with strategy.scope():
-            n = fitting.reestimate_batchnorm(model, data.batches(splits.train, cfg.batch_size)
-                                     .take(fitting.BN_REESTIMATE_MAX_BATCHES))
+            n = fitting.reestimate_batchnorm(
+                model, data.batches(splits.train, cfg.batch_size).take(fitting.BN_REESTIMATE_MAX_BATCHES)
+            )
         if n:
-            reestimated = {"why": f"{steps * cfg.epochs} optimizer steps (< {fitting.BN_REESTIMATE_BELOW_STEPS})",
-                           "batches": n, "val_accuracy_before": before,
-                           "val_accuracy_after": float(model.evaluate(val_ds, verbose=0)[1])}
-            print(f"BatchNorm statistics re-estimated over {n} training batches after a short run: "
-                  f"validation accuracy {before:.4f} -> {reestimated['val_accuracy_after']:.4f}", flush=True)
+            reestimated = {
+                "why": f"{steps * cfg.epochs} optimizer steps (< {fitting.BN_REESTIMATE_BELOW_STEPS})",
+                "batches": n,
+                "val_accuracy_before": before,
+                "val_accuracy_after": float(model.evaluate(val_ds, verbose=0)[1]),
+            }
+            print(
+                f"BatchNorm statistics re-estimated over {n} training batches after a short run: "
+                f"validation accuracy {before:.4f} -> {reestimated['val_accuracy_after']:.4f}",
+                flush=True,
+            )
     test_loss, test_acc = model.evaluate(test_ds, verbose=0)
 
     # every worker saves (saving may run collective ops), the chief into the run folder
@@ -178,9 +228,15 @@ def train(cfg: TrainConfig, *, callbacks=()) -> dict:
         "model": cfg.model,
         "test_accuracy": float(test_acc),
         "test_loss": float(test_loss),
-        "val_accuracy": (reestimated["val_accuracy_after"] if reestimated
-                         else float(history["val_accuracy"][early["best_epoch"] - 1]) if early
-                         else float(history["val_accuracy"][-1]) if history else None),
+        "val_accuracy": (
+            reestimated["val_accuracy_after"]
+            if reestimated
+            else float(history["val_accuracy"][early["best_epoch"] - 1])
+            if early
+            else float(history["val_accuracy"][-1])
+            if history
+            else None
+        ),
         "early_stopping": early,
         "batchnorm_reestimated": reestimated,
         "epochs": cfg.epochs,
@@ -217,7 +273,9 @@ FLAGS = flags.FLAGS
 def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
     """The training flags, on `fv`: the CLI's, and the pipeline's reader of flagfiles."""
     cli.define_flags(TrainConfig, fv)
-    flags.DEFINE_integer("cpu_devices", 1, "Split the CPU into this many logical devices (for mirrored).", flag_values=fv)
+    flags.DEFINE_integer(
+        "cpu_devices", 1, "Split the CPU into this many logical devices (for mirrored).", flag_values=fv
+    )
 
 
 def from_flagfile(path: Path, dataset: str, model: str) -> TrainConfig:
@@ -226,7 +284,14 @@ def from_flagfile(path: Path, dataset: str, model: str) -> TrainConfig:
     fv = flags.FlagValues()
     define_flags(fv)
     try:
-        fv(["tfq.train", f"--dataset={dataset}", f"--model={model}", *([f"--flagfile={path}"] if path.is_file() else [])])
+        fv(
+            [
+                "tfq.train",
+                f"--dataset={dataset}",
+                f"--model={model}",
+                *([f"--flagfile={path}"] if path.is_file() else []),
+            ]
+        )
     except flags.Error as e:
         raise TfqError(f"{path}: {str(e).splitlines()[0]}") from None
     tc = cli.config_from_flags(TrainConfig, fv)
@@ -252,8 +317,10 @@ def main(argv):
         result = executors.train_on_ray(train, cfg, cfg.ray_workers, cfg.ray_address)
     else:
         result = train(cfg)
-    print(f"{result['dataset']} {result['model']}: test accuracy {result['test_accuracy']:.4f} "
-          f"in {result['wall_time_s']:.0f} s -> {artifacts.run_dir(FLAGS.artifacts, FLAGS.dataset, FLAGS.model)}")
+    print(
+        f"{result['dataset']} {result['model']}: test accuracy {result['test_accuracy']:.4f} "
+        f"in {result['wall_time_s']:.0f} s -> {artifacts.run_dir(FLAGS.artifacts, FLAGS.dataset, FLAGS.model)}"
+    )
 
 
 if __name__ == "__main__":

@@ -29,9 +29,11 @@ def test_what_cpp_writes_to_the_descriptors_is_kept_back(capfd, not_verbose):
 
 def test_python_prints_inside_the_block_are_kept_back_in_a_real_process():
     """tfds' 'Downloading and preparing' goes through sys.stdout; pytest's capture hides that path."""
-    code = ("import sys; from tfq.core import console\n"
-            "with console.quiet():\n    print('Downloading and preparing'); print('warn', file=sys.stderr)\n"
-            "print('tfq line')")
+    code = (
+        "import sys; from tfq.core import console\n"
+        "with console.quiet():\n    print('Downloading and preparing'); print('warn', file=sys.stderr)\n"
+        "print('tfq line')"
+    )
     env = {k: v for k, v in os.environ.items() if k != console.VERBOSE_ENV}
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 0 and proc.stdout == "tfq line\n" and proc.stderr == ""

@@ -43,10 +43,20 @@ def test_identical_models_show_no_difference_but_keep_an_honest_interval():
     assert lo == pytest.approx(-hi) and hi == pytest.approx(0.04787, rel=1e-3)
 
 
-@pytest.mark.parametrize("b, c, n", [
-    (11, 2, 10_000), (19, 1, 2_007), (6, 0, 10_000), (4, 0, 10_000), (490, 207, 10_000),  # seen in the study
-    (5, 5, 250), (2, 2, 250), (20, 20, 2_007), (50, 50, 10_000),  # no difference
-])
+@pytest.mark.parametrize(
+    "b, c, n",
+    [
+        (11, 2, 10_000),
+        (19, 1, 2_007),
+        (6, 0, 10_000),
+        (4, 0, 10_000),
+        (490, 207, 10_000),  # seen in the study
+        (5, 5, 250),
+        (2, 2, 250),
+        (20, 20, 2_007),
+        (50, 50, 10_000),  # no difference
+    ],
+)
 def test_the_interval_holds_its_95_percent_with_the_observed_rates_as_truth(b, c, n):
     """At least 95% in each case (the issue asks 94%; without the continuity correction 4 / 0 of
     10,000 gets 93.1%, so this can fail)."""
@@ -66,6 +76,7 @@ def test_without_the_continuity_correction_the_check_fails():
 def test_the_old_conditional_interval_undercovers_and_the_enumeration_sees_it():
     """The enumeration can fail: the widest interval that holds b + c fixed (tfq's old one lay
     inside it) covers 6-of-10,000-one-way about half the time."""
+
     def conditional(b, c, n):  # both ends inside +-(b + c) / n: it cannot reach past the point
         d = (b + c) / n
         return -d * (b > 0), d * (c > 0)
@@ -131,11 +142,20 @@ def test_paired_mean_reports_the_images_that_differ():
 def test_a_saved_result_is_restated_from_its_counts_alone():
     """An old interval, p, verdict and even a Δ that does not match its counts are all recomputed, at any
     depth; what carries no counts is left as it was."""
-    old = {"delta_pts": 0.06, "ci95_pts": [-0.02, 0.06], "only_reference_right": 6, "only_other_right": 0,
-           "images": 10_000, "p_value": 0.9, "distinguishable": False}
-    saved = {"runs": [{"vs_float32": old, "note": "kept"}], "no_counts": {"ci95_pts": [1.0, 2.0]},
-             "verdict_only": {"only_reference_right": 0, "only_other_right": 9, "images": 100,
-                              "distinguishable": False}}
+    old = {
+        "delta_pts": 0.06,
+        "ci95_pts": [-0.02, 0.06],
+        "only_reference_right": 6,
+        "only_other_right": 0,
+        "images": 10_000,
+        "p_value": 0.9,
+        "distinguishable": False,
+    }
+    saved = {
+        "runs": [{"vs_float32": old, "note": "kept"}],
+        "no_counts": {"ci95_pts": [1.0, 2.0]},
+        "verdict_only": {"only_reference_right": 0, "only_other_right": 9, "images": 100, "distinguishable": False},
+    }
     new = stats.restated(saved)
     vs = new["runs"][0]["vs_float32"]
     assert vs["delta_pts"] == pytest.approx(-0.06) and vs["p_value"] == pytest.approx(0.03125)  # 2 / 2**6

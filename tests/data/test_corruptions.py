@@ -53,8 +53,9 @@ def test_the_same_seed_gives_the_same_bytes_and_another_seed_other_noise():
     many = _bar(16)
     signs = [{np.sign(_moments(im)[2]) for im in C.corrupt(many, "mnist", "rotation/2", seed=s)} for s in (0, 1)]
     assert signs[0] == signs[1] == {-1.0, 1.0}
-    assert not np.array_equal(C.corrupt(many, "mnist", "rotation/2", seed=0), C.corrupt(many, "mnist", "rotation/2",
-                                                                                          seed=1))
+    assert not np.array_equal(
+        C.corrupt(many, "mnist", "rotation/2", seed=0), C.corrupt(many, "mnist", "rotation/2", seed=1)
+    )
     scene = _scene(2)
     for c in C.COLOUR:  # glass_blur and impulse_noise have generators of their own: seeded too
         name = f"{c.name}/2"
@@ -84,7 +85,7 @@ def test_blur_widens_the_stroke_by_the_claimed_sigma():
         after = C.corrupt(x, "mnist", f"gaussian_blur/{level}")[0, 12, :, 0].astype(np.float64)
         sigma = _level("gaussian_blur", level)
         # a Gaussian blur adds sigma^2 to the stroke's variance (rounding to uint8 aside)
-        assert variance(after) - variance(before) == pytest.approx(sigma ** 2, rel=0.25), level
+        assert variance(after) - variance(before) == pytest.approx(sigma**2, rel=0.25), level
         assert abs(after.sum() - before.sum()) / before.sum() < 0.05
 
 
@@ -142,8 +143,11 @@ def test_elastic_distortion_moves_pixels_locally_not_as_one_shift():
             _, (cy1, cx1), _, _ = _moments(after)
             assert abs(cy1 - cy0) < 2 and abs(cx1 - cx0) < 2  # the shape stays where it was
             assert np.corrcoef(before.ravel(), after.ravel())[0, 1] > 0.5
-            best_shift = min(np.abs(np.roll(before, (dy, dx), axis=(0, 1)).astype(int) - after).mean()
-                             for dy in range(-3, 4) for dx in range(-3, 4))
+            best_shift = min(
+                np.abs(np.roll(before, (dy, dx), axis=(0, 1)).astype(int) - after).mean()
+                for dy in range(-3, 4)
+                for dx in range(-3, 4)
+            )
             assert best_shift > 1.0, level  # no whole-image shift explains it
 
 
@@ -211,8 +215,12 @@ def test_shifted_sets_come_from_the_cache_the_second_time(tmp_path, monkeypatch)
     # another seed, other images, another dataset's table or other code: another file
     other = x.copy()
     other[0, 0, 0] = 1
-    keys = {C.cache_key("mnist", x, 0), C.cache_key("mnist", x, 1), C.cache_key("mnist", other, 0),
-            C.cache_key("fashion_mnist", x, 0)}
+    keys = {
+        C.cache_key("mnist", x, 0),
+        C.cache_key("mnist", x, 1),
+        C.cache_key("mnist", other, 0),
+        C.cache_key("fashion_mnist", x, 0),
+    }
     assert len(keys) == 3  # mnist and fashion_mnist share the 28x28 table: the same images make the same sets
     monkeypatch.setattr(C.Path, "read_text", lambda self, *a, **k: "changed code")
     assert C.cache_key("mnist", x, 0) not in keys

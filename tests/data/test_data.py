@@ -155,8 +155,13 @@ def _recording_download(monkeypatch) -> list[dict]:
     calls = []
 
     def fake(self, *, download_dir=None, download_config=None, **_):
-        calls.append({"dataset": self.name, "download_dir": download_dir,
-                      "manual_dir": download_config.manual_dir if download_config else None})
+        calls.append(
+            {
+                "dataset": self.name,
+                "download_dir": download_dir,
+                "manual_dir": download_config.manual_dir if download_config else None,
+            }
+        )
 
     monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", fake)
     return calls
@@ -171,8 +176,13 @@ def test_local_files_come_first_even_where_tfds_could_download(data_root, tmp_pa
         calls = _recording_download(inside)  # undone before mock_data restores tfds (see the helper)
         splits = data.load("mnist", root=data_root, cache=tmp_path / "cache")
     assert splits.source.description.endswith("(official files)")
-    assert calls == [{"dataset": "mnist", "download_dir": str(tmp_path / "cache" / "mnist" / "downloads"),
-                      "manual_dir": str(data_root / "mnist")}]
+    assert calls == [
+        {
+            "dataset": "mnist",
+            "download_dir": str(tmp_path / "cache" / "mnist" / "downloads"),
+            "manual_dir": str(data_root / "mnist"),
+        }
+    ]
 
 
 def test_without_local_files_tfds_downloads_into_the_datasets_own_cache(tmp_path, monkeypatch):
@@ -183,8 +193,13 @@ def test_without_local_files_tfds_downloads_into_the_datasets_own_cache(tmp_path
         calls = _recording_download(inside)
         splits = data.load("fashion_mnist", root=None, cache=tmp_path / "cache")
     assert "downloaded by tfds" in splits.source.description
-    assert calls == [{"dataset": "fashion_mnist", "manual_dir": None,
-                      "download_dir": str(tmp_path / "cache" / "fashion_mnist" / "downloads")}]
+    assert calls == [
+        {
+            "dataset": "fashion_mnist",
+            "manual_dir": None,
+            "download_dir": str(tmp_path / "cache" / "fashion_mnist" / "downloads"),
+        }
+    ]
     assert asked and all("fashion-mnist" in u for u in asked)  # tfds' own registered URLs
 
 
@@ -230,7 +245,9 @@ def test_a_damaged_raw_file_is_named_with_its_size_and_what_tfds_expects(data_ro
     # same size, other bytes: the checksum catches it
     blob = bytearray((data_root / "mnist" / "train-labels-idx1-ubyte.gz").read_bytes())
     blob[-1] ^= 0xFF
-    (root / "mnist" / "train-images-idx3-ubyte.gz").write_bytes((data_root / "mnist" / "train-images-idx3-ubyte.gz").read_bytes())
+    (root / "mnist" / "train-images-idx3-ubyte.gz").write_bytes(
+        (data_root / "mnist" / "train-images-idx3-ubyte.gz").read_bytes()
+    )
     (root / "mnist" / "train-labels-idx1-ubyte.gz").write_bytes(bytes(blob))
     with pytest.raises(TfqError, match=r"train-labels-idx1-ubyte.gz is damaged .* with sha256 "):
         data.load("mnist", root=root, cache=tmp_path / "cache")
@@ -238,8 +255,9 @@ def test_a_damaged_raw_file_is_named_with_its_size_and_what_tfds_expects(data_ro
 
 def test_a_damaged_raw_file_is_one_line_from_the_cli(run_cli, data_root, tmp_path):
     root = _truncated_copy(data_root, tmp_path)
-    proc = run_cli("train", f"--data_root={root}", f"--cache_dir={tmp_path / 'c'}", f"--artifacts={tmp_path / 'a'}",
-                   timeout=120)
+    proc = run_cli(
+        "train", f"--data_root={root}", f"--cache_dir={tmp_path / 'c'}", f"--artifacts={tmp_path / 'a'}", timeout=120
+    )
     assert proc.returncode == 1 and "Traceback" not in proc.stderr and "NonMatchingChecksum" not in proc.stderr
     assert [line for line in proc.stderr.splitlines() if line.strip()] == error_lines(proc.stderr)
     assert "train-images-idx3-ubyte.gz is damaged" in error_lines(proc.stderr)[0]
@@ -261,8 +279,7 @@ def test_emnist_images_are_transposed_upright(mock_root, tmp_path):
     """tfds serves EMNIST transposed; tfq hands out each image transposed back."""
     with tfds.testing.mock_data(num_examples=5):
         ours, _ = data.to_numpy(data.load("emnist_digits", root=mock_root, cache=tmp_path / "c").test)
-        raw = tfds.builder("emnist/digits", data_dir=str(tmp_path / "raw")).as_dataset(
-            split="test", as_supervised=True)
+        raw = tfds.builder("emnist/digits", data_dir=str(tmp_path / "raw")).as_dataset(split="test", as_supervised=True)
         raw_x, _ = data.to_numpy(raw)
     assert ours.shape == raw_x.shape == (5, 28, 28, 1)
     assert not np.array_equal(ours, raw_x)
@@ -340,8 +357,11 @@ def test_a_damaged_usps_file_is_named_against_tfqs_own_checksum(data_root, tmp_p
     raw.mkdir(parents=True)
     (raw / "zip.train.gz").write_bytes((data_root / "usps" / "zip.train.gz").read_bytes())
     (raw / "zip.test.gz").write_bytes((data_root / "usps" / "zip.test.gz").read_bytes()[:-100])
-    with pytest.raises(TfqError, match=r"zip.test.gz is damaged or not the official file: 439,108 bytes, but tfq "
-                                       r"expects 439,208 bytes with sha256 8dacc3c6e136af6c"):
+    with pytest.raises(
+        TfqError,
+        match=r"zip.test.gz is damaged or not the official file: 439,108 bytes, but tfq "
+        r"expects 439,208 bytes with sha256 8dacc3c6e136af6c",
+    ):
         data.load("usps", root=tmp_path / "root", cache=tmp_path / "cache")
 
 

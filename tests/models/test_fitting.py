@@ -31,7 +31,11 @@ def test_with_ray_trains_tf_config_only_worker_0_is_chief(monkeypatch, index, ch
 
     from tfq.core.backend import tf
 
-    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"worker": ["10.0.0.1:2222", "10.0.0.2:2222"]},
-                                                "task": {"type": "worker", "index": index}}))
+    monkeypatch.setenv(
+        "TF_CONFIG",
+        json.dumps(
+            {"cluster": {"worker": ["10.0.0.1:2222", "10.0.0.2:2222"]}, "task": {"type": "worker", "index": index}}
+        ),
+    )
     resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
     assert fitting.is_chief(types.SimpleNamespace(cluster_resolver=resolver)) is chief

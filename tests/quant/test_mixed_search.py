@@ -30,8 +30,15 @@ def test_layers_are_the_weight_ops_with_their_keras_names_and_sizes(float_cnn):
     assert [layer.name for layer in found] == CNN_LAYERS
     assert [layer.op for layer in found] == ["CONV_2D"] * 6 + ["FULLY_CONNECTED"]
     # 3x3 convolutions, 1 -> 32 -> 32 -> 64 -> 64 -> 128 -> 128 channels, then 128 -> 10
-    assert [layer.params for layer in found] == [9 * 32, 9 * 32 * 32, 9 * 32 * 64, 9 * 64 * 64, 9 * 64 * 128,
-                                                 9 * 128 * 128, 128 * 10]
+    assert [layer.params for layer in found] == [
+        9 * 32,
+        9 * 32 * 32,
+        9 * 32 * 64,
+        9 * 64 * 64,
+        9 * 64 * 128,
+        9 * 128 * 128,
+        128 * 10,
+    ]
     assert found[0].macs == 28 * 28 * 32 * 9 and found[-1].macs == 1280
     graph = u.read_model(float_cnn).subgraphs[0]
     scopes = [u.get_op_scope(op, graph.tensors) for op in graph.operators]
@@ -43,7 +50,9 @@ def test_layers_are_the_weight_ops_with_their_keras_names_and_sizes(float_cnn):
 def test_a_uniform_assignment_is_the_uniform_recipe(float_cnn):
     found = mixed_search.layers(float_cnn)
     for rung in ("w4", "int8", "a16w8"):
-        assert mixed_search.recipe(dict.fromkeys(CNN_LAYERS, rung), found) == aeq.load(aeq.RECIPES / mixed_search.RUNG[rung].recipe)
+        assert mixed_search.recipe(dict.fromkeys(CNN_LAYERS, rung), found) == aeq.load(
+            aeq.RECIPES / mixed_search.RUNG[rung].recipe
+        )
     assert mixed_search.recipe(dict.fromkeys(CNN_LAYERS, "float"), found) == []
     rules = mixed_search.recipe({**dict.fromkeys(CNN_LAYERS, "int8"), "probs": "float", "conv1_1": "a16w8"}, found)
     assert [r["regex"] for r in rules][0] == ".*" and len(rules) == 3
@@ -69,8 +78,9 @@ def test_every_layer_holds_its_rung_in_a_real_mixed_file(float_cnn, data_root, c
     with pytest.raises(TfqError, match="mixed.tflite: no CONV_2D writes conv1_1's output"):
         mixed_search.read_back(blob, [dataclasses.replace(found[0], output="another model's tensor")], "mixed.tflite")
     # a rule the quantizer skipped shows up as a layer that does not hold its rung
-    with pytest.raises(TfqError, match="did not apply the recipe: conv1_1 holds float32 weights / float32 "
-                                       "activations, not int8"):
+    with pytest.raises(
+        TfqError, match="did not apply the recipe: conv1_1 holds float32 weights / float32 activations, not int8"
+    ):
         mixed_search.check(blob, {**assignment, "conv1_1": "int8"}, found, "mixed.tflite")
 
 
@@ -93,24 +103,39 @@ class _Model:
 
     def drop_pts(self, assignment, default=None):
         self.seen.add(tuple(sorted(assignment.items())))
-        size = sum(self.sizes[layer.name] * mixed_search.RUNG[assignment[layer.name]].weight_bits for layer in self.layers)
+        size = sum(
+            self.sizes[layer.name] * mixed_search.RUNG[assignment[layer.name]].weight_bits for layer in self.layers
+        )
         return sum(self.drops[n][r] for n, r in assignment.items()), b"x" * size
 
 
 def _sensitivity(layers, drops):
     zero = {"size_bytes": 0, "latency_us": 0}
-    return {"rungs": {"w4": {**zero, "size_bytes": 1}, "int8": {**zero, "size_bytes": 2},
-                      "a16w8": {**zero, "size_bytes": 3}, "float": {**zero, "size_bytes": 8}},
-            "layers": [{"name": layer.name, "schemes": {s: {"only_float_recovery_pts": drops[layer.name][s]}
-                                                        for s in ("w4", "int8")}} for layer in layers]}
+    return {
+        "rungs": {
+            "w4": {**zero, "size_bytes": 1},
+            "int8": {**zero, "size_bytes": 2},
+            "a16w8": {**zero, "size_bytes": 3},
+            "float": {**zero, "size_bytes": 8},
+        },
+        "layers": [
+            {
+                "name": layer.name,
+                "schemes": {s: {"only_float_recovery_pts": drops[layer.name][s]} for s in ("w4", "int8")},
+            }
+            for layer in layers
+        ],
+    }
 
 
 def test_the_search_meets_the_budget_with_the_fewest_bytes_it_can_find_and_a_bounded_number_of_files():
     layers = [mixed_search.Layer(n, "CONV_2D", n, n, p, p) for n, p in (("a", 100), ("b", 1000), ("c", 10000))]
     # "a" is tiny and sensitive, "c" is big and robust: a 1-point budget keeps only "a" above 4 bits
-    drops = {"a": {"w4": 3.0, "int8": 0.2, "a16w8": 0.1, "float": 0.0},
-             "b": {"w4": 0.5, "int8": 0.1, "a16w8": 0.05, "float": 0.0},
-             "c": {"w4": 0.3, "int8": 0.1, "a16w8": 0.05, "float": 0.0}}
+    drops = {
+        "a": {"w4": 3.0, "int8": 0.2, "a16w8": 0.1, "float": 0.0},
+        "b": {"w4": 0.5, "int8": 0.1, "a16w8": 0.05, "float": 0.0},
+        "c": {"w4": 0.3, "int8": 0.1, "a16w8": 0.05, "float": 0.0},
+    }
     model = _Model(layers, drops, {layer.name: layer.params for layer in layers})
     sens = _sensitivity(layers, drops)
     found = mixed_search.search(model, sens, 1.0, "size")
@@ -124,13 +149,22 @@ def test_the_search_meets_the_budget_with_the_fewest_bytes_it_can_find_and_a_bou
     assert zero["assignment"] == dict.fromkeys("abc", "float")
     assert len(zero["path"]) <= bound
     # a budget the uniform 4-bit model meets: nothing to raise
-    loose = mixed_search.search(_Model(layers, drops, {layer.name: layer.params for layer in layers}), sens, 4.0, "size")
+    loose = mixed_search.search(
+        _Model(layers, drops, {layer.name: layer.params for layer in layers}), sens, 4.0, "size"
+    )
     assert loose["assignment"] == dict.fromkeys("abc", "w4") and len(loose["path"]) == 1
     # a sensitivity that ranks "b" first misleads the climb; the backward pass undoes that raise
     misled = _sensitivity(layers, {**drops, "a": {"w4": 0.1, "int8": 0.1}, "b": {"w4": 5.0, "int8": 0.1}})
-    found = mixed_search.search(_Model(layers, drops, {layer.name: layer.params for layer in layers}), misled, 1.0, "size")
+    found = mixed_search.search(
+        _Model(layers, drops, {layer.name: layer.params for layer in layers}), misled, 1.0, "size"
+    )
     assert [step["action"] for step in found["path"]] == [
-        "start: every layer w4", "raise b w4 -> int8", "raise a w4 -> int8", "try a int8 -> w4", "try b int8 -> w4"]
+        "start: every layer w4",
+        "raise b w4 -> int8",
+        "raise a w4 -> int8",
+        "try a int8 -> w4",
+        "try b int8 -> w4",
+    ]
     assert found["assignment"] == {"a": "int8", "b": "w4", "c": "w4"}
     with pytest.raises(TfqError, match="--objective=speed"):
         mixed_search.search(model, sens, 1.0, "speed")

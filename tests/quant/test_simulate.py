@@ -35,13 +35,13 @@ def test_weight_grids(bits):
     sym = fake_quant_weights(kernel, bits, symmetric=True, per_channel=True)
     for c in range(kernel.shape[-1]):
         levels = np.unique(sym[..., c])
-        assert len(levels) <= 2 ** bits - 1  # narrow range: -(2^(b-1)-1) .. 2^(b-1)-1
+        assert len(levels) <= 2**bits - 1  # narrow range: -(2^(b-1)-1) .. 2^(b-1)-1
         step = np.abs(kernel[..., c]).max() / (2 ** (bits - 1) - 1)
         np.testing.assert_allclose(levels / step, np.round(levels / step), atol=1e-3)
         assert np.abs(sym[..., c]).max() == pytest.approx(np.abs(kernel[..., c]).max(), rel=1e-5)
     per_tensor = fake_quant_weights(kernel, bits, symmetric=False, per_channel=False)
-    assert len(np.unique(per_tensor)) <= 2 ** bits
-    assert np.abs(per_tensor - kernel).max() <= (kernel.max() - kernel.min()) / (2 ** bits - 1)
+    assert len(np.unique(per_tensor)) <= 2**bits
+    assert np.abs(per_tensor - kernel).max() <= (kernel.max() - kernel.min()) / (2**bits - 1)
 
 
 def test_bad_schemes_are_clear_errors():
@@ -56,10 +56,13 @@ def _real(path, images):
     return clf.predict(images).argmax(1)
 
 
-@pytest.mark.parametrize("name, scheme", [
-    ("int8", Scheme(8, True, True, 8, False, "minmax")),
-    ("aeq_a8w8", Scheme(8, True, True, 8, False, "ema")),
-])
+@pytest.mark.parametrize(
+    "name, scheme",
+    [
+        ("int8", Scheme(8, True, True, 8, False, "minmax")),
+        ("aeq_a8w8", Scheme(8, True, True, 8, False, "ema")),
+    ],
+)
 def test_8bit_simulation_reproduces_the_real_file_where_float_does_not(converted, mnist, name, scheme):
     """An 8-bit file agrees with the float model on almost every test image, so the test images
     alone hardly test the simulation. Blends of two digits sit near the decision boundary, where

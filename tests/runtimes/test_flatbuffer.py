@@ -23,7 +23,7 @@ def test_inlining_offset_buffers_keeps_every_tensor_and_aligns_the_weights(conve
             data = new.Buffers(i)
             start = data._tab.Vector(data._tab.Offset(4))  # noqa: SLF001
             assert start % flatbuffer.ALIGN == 0
-            assert inline[start:start + data.DataLength()] == blob[b.offset:b.offset + b.size]
+            assert inline[start : start + data.DataLength()] == blob[b.offset : b.offset + b.size]
             moved += 1
     assert moved == before.offset_buffers
     assert flatbuffer.read(flatbuffer.inline_buffers(inline)).tensors == before.tensors  # nothing left to move

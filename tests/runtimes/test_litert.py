@@ -33,13 +33,14 @@ def test_batched_interpreter_resizes_a_dynamic_batch(converted):
 
 def test_a_failing_worker_is_one_clear_error():
     with pytest.raises(litert.LiteRTError, match="worker process failed"):
-        litert.run_in_processes(b"not a flatbuffer", np.zeros((4, 28, 28, 1), np.float32), processes=2,
-                                batch_size=2)
+        litert.run_in_processes(b"not a flatbuffer", np.zeros((4, 28, 28, 1), np.float32), processes=2, batch_size=2)
 
 
 def test_the_worker_module_loads_without_tensorflow():
-    probe = ("import importlib.util, sys; spec = importlib.util.spec_from_file_location('w', sys.argv[1]); "
-             "spec.loader.exec_module(importlib.util.module_from_spec(spec)); "
-             "print(sorted(m for m in ('tensorflow', 'tfq', 'keras') if m in sys.modules))")
+    probe = (
+        "import importlib.util, sys; spec = importlib.util.spec_from_file_location('w', sys.argv[1]); "
+        "spec.loader.exec_module(importlib.util.module_from_spec(spec)); "
+        "print(sorted(m for m in ('tensorflow', 'tfq', 'keras') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", probe, litert.__file__], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

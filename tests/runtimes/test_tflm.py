@@ -59,16 +59,26 @@ def test_a_load_that_fails_or_crashes_in_the_child_is_one_line(converted, tmp_pa
     assert not tflm.runs_in_child((run / "int8.tflite").read_bytes(), 64)
 
 
-@pytest.mark.parametrize("log, kind, op, index", [
-    ("conv.cc:12 Hybrid models are not supported on TFLite Micro.\nNode CONV_2D (number 3) failed to prepare "
-     "with status 1\n", "unsupported", "CONV_2D", 3),
-    ("Didn't find op for builtin opcode 'GELU' version '1'\n", "unsupported", "GELU", None),
-    ("Failed to resize buffer. Requested: 50176, available 43400, missing: 6776\n", "arena", None, None),
-    ("something new\n", "other", None, None),
-])
+@pytest.mark.parametrize(
+    "log, kind, op, index",
+    [
+        (
+            "conv.cc:12 Hybrid models are not supported on TFLite Micro.\nNode CONV_2D (number 3) failed to prepare "
+            "with status 1\n",
+            "unsupported",
+            "CONV_2D",
+            3,
+        ),
+        ("Didn't find op for builtin opcode 'GELU' version '1'\n", "unsupported", "GELU", None),
+        ("Failed to resize buffer. Requested: 50176, available 43400, missing: 6776\n", "arena", None, None),
+        ("something new\n", "other", None, None),
+    ],
+)
 def test_reasons_are_read_from_tflite_micros_log(log, kind, op, index):
     e = tflm.reason(log)
     assert (e.kind, e.op, e.index) == (kind, op, index)
     if op == "CONV_2D":
-        assert str(e) == "TFLite Micro's CONV_2D kernel (op 3) fails to prepare: Hybrid models are not supported on " \
-                         "TFLite Micro."
+        assert (
+            str(e) == "TFLite Micro's CONV_2D kernel (op 3) fails to prepare: Hybrid models are not supported on "
+            "TFLite Micro."
+        )

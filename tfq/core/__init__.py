@@ -1,1 +1,2 @@
-"""What every stage stands on: atomic artifacts and digests, the TensorFlow/Keras 2 backend, console and CLI plumbing, paired statistics."""
+"""What every stage stands on: atomic artifacts and digests, the TensorFlow/Keras 2 backend, settings
+and flags, console output, the stage runner, paired statistics."""

@@ -55,9 +55,19 @@ def versions() -> dict:
     }
     from importlib import metadata
 
-    for dist in ("tensorflow-datasets", "tensorflow-model-optimization", "ai-edge-litert", "ai-edge-quantizer",
-                 "tflite-micro", "albumentations", "albucore", "imagecorruptions-imaug", "opencv-python-headless",
-                 "scikit-image", "scipy"):
+    for dist in (
+        "tensorflow-datasets",
+        "tensorflow-model-optimization",
+        "ai-edge-litert",
+        "ai-edge-quantizer",
+        "tflite-micro",
+        "albumentations",
+        "albucore",
+        "imagecorruptions-imaug",
+        "opencv-python-headless",
+        "scikit-image",
+        "scipy",
+    ):
         try:
             out[dist.replace("-", "_")] = metadata.version(dist)
         except metadata.PackageNotFoundError:

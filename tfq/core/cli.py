@@ -28,11 +28,13 @@ def setting(default, help: str, *, flag: str | None = None, choices=None):
 @dataclasses.dataclass
 class Run:
     """What every stage's config holds first: which run (dataset x model) and where its files live."""
+
     dataset: str = setting("mnist", "mnist, fashion_mnist, emnist_digits or cifar10.")
     model: str = setting("cnn", "mlp or cnn.")
     artifacts: str = setting("artifacts", "Root of the run folders <dataset>_<model>/.")
-    data_root: str | None = setting(None, "Folder of raw dataset files, one subfolder per dataset (default: "
-                                          "$TFQ_DATA_ROOT).")
+    data_root: str | None = setting(
+        None, "Folder of raw dataset files, one subfolder per dataset (default: $TFQ_DATA_ROOT)."
+    )
     cache_dir: str | None = setting(None, "Where tfds builds datasets (default: $TFQ_CACHE_DIR or ~/.cache/tfq).")
 
     def run(self) -> dict:
@@ -79,13 +81,19 @@ def config_from_flags(cls, fv: flags.FlagValues = flags.FLAGS, **renames):
         if isinstance(value, list):
             default = getattr(defaults, field.name)
             declared = re.match(r"tuple\[(int|float|str)\b", str(field.type))  # for an empty default
-            cast = (type(default[0]) if isinstance(default, tuple) and default
-                    else {"int": int, "float": float}.get(declared.group(1), str) if declared else str)
+            cast = (
+                type(default[0])
+                if isinstance(default, tuple) and default
+                else {"int": int, "float": float}.get(declared.group(1), str)
+                if declared
+                else str
+            )
             try:
                 value = tuple(cast(v) for v in value)
             except ValueError:
-                raise TfqError(f"--{name}={','.join(value)}: expected a comma-separated list of "
-                               f"{cast.__name__} values") from None
+                raise TfqError(
+                    f"--{name}={','.join(value)}: expected a comma-separated list of {cast.__name__} values"
+                ) from None
         values[field.name] = value
     return cls(**values)
 
@@ -106,8 +114,9 @@ def handed_over() -> str | None:
     stage = spec.name.rpartition(".")[2] if spec else None
     args = sys.argv[1:]
     given = {*args, *(f"{a}={b}" for a, b in zip(args, args[1:]))}  # --mode=mixed and --mode mixed
-    return next((target for (source, flag), target in tfq.HANDED_OVER.items() if source == stage and flag in given),
-                None)
+    return next(
+        (target for (source, flag), target in tfq.HANDED_OVER.items() if source == stage and flag in given), None
+    )
 
 
 def _parse_flags(argv: list[str]) -> list[str]:

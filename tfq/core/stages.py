@@ -50,8 +50,7 @@ class Stages:
     def adopt(self, name: str, key: str, seconds: float, outputs) -> None:
         """Count outputs made outside the pipeline (e.g. by `python -m tfq.train`) as current."""
         if name not in self.state:
-            self.state[name] = {"key": key, "seconds": round(seconds, 1), "adopted": True,
-                                "outputs": digests(outputs)}
+            self.state[name] = {"key": key, "seconds": round(seconds, 1), "adopted": True, "outputs": digests(outputs)}
 
     def run(self, name: str, key: str, outputs, fn, what: str, headline) -> None:
         """`outputs` is a callable: the files must exist after `fn`, and still exist to skip.
@@ -65,29 +64,37 @@ class Stages:
                 self._produced(found)
                 self.skipped.append(name)
                 return
-            print(f"{label}: its files changed since it wrote them (made or replaced outside the pipeline); "
-                  "running it again", flush=True)
+            print(
+                f"{label}: its files changed since it wrote them (made or replaced outside the pipeline); "
+                "running it again",
+                flush=True,
+            )
         print(f"{label}: {what}{self._progress(name)}", flush=True)
         started = time.time()
         result = fn()
         seconds = time.time() - started
         found = hashes(outputs())
-        self.state[name] = {"key": key, "seconds": round(seconds, 1),
-                            "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "outputs": named(found)}
+        self.state[name] = {
+            "key": key,
+            "seconds": round(seconds, 1),
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "outputs": named(found),
+        }
         artifacts.write_json(self.state_path, self.state)
         self._produced(found)
         self.ran.append(name)
         print(f"{label}: done in {seconds:.1f} s; {headline(result)}", flush=True)
 
     def _progress(self, name: str) -> str:
-        """" (stage k of n, m s in; about t left by the recorded times)": the estimate only where every
+        """ " (stage k of n, m s in; about t left by the recorded times)": the estimate only where every
         stage still to run has a time recorded in this folder from an earlier run."""
         if name not in self.planned:
             return ""
         k = self.planned.index(name)
         left = [self.state.get(n, {}).get("seconds") for n in self.planned[k:]]
-        estimate = (f"; about {_duration(sum(left))} left by the recorded times"
-                    if all(t is not None for t in left) else "")
+        estimate = (
+            f"; about {_duration(sum(left))} left by the recorded times" if all(t is not None for t in left) else ""
+        )
         return f" (stage {k + 1} of {len(self.planned)}, {_duration(time.time() - self.started)} in{estimate})"
 
     def _produced(self, found: dict[Path, str]) -> None:
@@ -111,6 +118,7 @@ class Stage:
     """One row of the pipeline's table: its config from the chain (one dataset x model's run: settings,
     folder, data source), the files whose digests its key holds beside that config's settings, the
     files it writes, its plain function, and what it prints before and after."""
+
     name: str
     config: Callable[[Any], Any]
     reads: Callable[[Any, Any], list[Path]]

@@ -25,8 +25,9 @@ def mcnemar_p(only_a: int, only_b: int) -> float:
         return 1.0
     k = min(only_a, only_b)
     log_half = n * math.log(0.5)
-    tail = sum(math.exp(math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) + log_half)
-               for i in range(k + 1))
+    tail = sum(
+        math.exp(math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) + log_half) for i in range(k + 1)
+    )
     return min(1.0, 2.0 * tail)
 
 
@@ -46,8 +47,11 @@ def _tango_score(b: np.ndarray, c: np.ndarray, n: int, delta: np.ndarray) -> np.
     excess = c - b - n * delta
     excess = np.sign(excess) * np.maximum(np.abs(excess) - CONTINUITY, 0.0)
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(variance > 0, excess / np.sqrt(np.maximum(variance, 1e-300)),
-                        np.where(excess == 0, 0.0, np.sign(excess) * np.inf))
+        return np.where(
+            variance > 0,
+            excess / np.sqrt(np.maximum(variance, 1e-300)),
+            np.where(excess == 0, 0.0, np.sign(excess) * np.inf),
+        )
 
 
 def intervals(only_reference, only_other, images: int) -> tuple[np.ndarray, np.ndarray]:
@@ -82,11 +86,13 @@ def interval_pts(only_reference: int, only_other: int, images: int) -> list[floa
     return [100 * float(lo[0]), 100 * float(hi[0])]
 
 
-def exact_coverage(p_only_reference: float, p_only_other: float, images: int, interval=intervals,
-                   floor: float = 1e-12) -> float:
+def exact_coverage(
+    p_only_reference: float, p_only_other: float, images: int, interval=intervals, floor: float = 1e-12
+) -> float:
     """The probability that `interval` covers the true difference p_only_other - p_only_reference
     when the four cells are drawn from a multinomial with these discordance rates: every (b, c)
     summed exactly, except cells rarer than `floor` (counted as misses, so this is a lower bound)."""
+
     def counts(p: float) -> np.ndarray:
         mean, sd = p * images, math.sqrt(p * images * (1 - p)) + 1
         return np.arange(max(0, int(mean - 9 * sd)), min(images, int(mean + 9 * sd) + 10) + 1)
@@ -94,13 +100,18 @@ def exact_coverage(p_only_reference: float, p_only_other: float, images: int, in
     b, c = np.meshgrid(counts(p_only_reference), counts(p_only_other), indexing="ij")
     b, c = b.ravel(), c.ravel()
     b, c = b[b + c <= images], c[b + c <= images]
-    log_p = np.array([math.lgamma(images + 1) - math.lgamma(x + 1) - math.lgamma(y + 1) - math.lgamma(images - x - y + 1)
-                      for x, y in zip(b, c)])
+    log_p = np.array(
+        [
+            math.lgamma(images + 1) - math.lgamma(x + 1) - math.lgamma(y + 1) - math.lgamma(images - x - y + 1)
+            for x, y in zip(b, c)
+        ]
+    )
     for k, p in ((b, p_only_reference), (c, p_only_other)):
         log_p = log_p + (k * math.log(p) if p > 0 else np.where(k > 0, -np.inf, 0.0))
     concordant = 1 - p_only_reference - p_only_other  # 0 when every image is discordant
-    log_p = log_p + ((images - b - c) * math.log(concordant) if concordant > 0
-                     else np.where(b + c < images, -np.inf, 0.0))
+    log_p = log_p + (
+        (images - b - c) * math.log(concordant) if concordant > 0 else np.where(b + c < images, -np.inf, 0.0)
+    )
     prob = np.exp(log_p)
     keep = prob > floor
     lo, hi = interval(b[keep], c[keep], images)
@@ -117,9 +128,15 @@ def paired(reference_correct: np.ndarray, other_correct: np.ndarray) -> dict:
     n = len(ref)
     only_ref, only_other = int((ref & ~other).sum()), int((~ref & other).sum())
     p = mcnemar_p(only_ref, only_other)
-    return {"delta_pts": 100 * (only_other - only_ref) / n, "ci95_pts": interval_pts(only_ref, only_other, n),
-            "only_reference_right": only_ref, "only_other_right": only_other, "images": n,
-            "p_value": p, "distinguishable": p < ALPHA}
+    return {
+        "delta_pts": 100 * (only_other - only_ref) / n,
+        "ci95_pts": interval_pts(only_ref, only_other, n),
+        "only_reference_right": only_ref,
+        "only_other_right": only_other,
+        "images": n,
+        "p_value": p,
+        "distinguishable": p < ALPHA,
+    }
 
 
 def restated(result):
@@ -171,8 +188,13 @@ def paired_mean(values: np.ndarray, seed: int = 0) -> dict:
     """Per-image paired differences (each image's own mean over sets, in [-1, 1]) in points: the
     mean, a 95% bootstrap interval over images, the sign-flip p and how many images differ at all."""
     v = np.asarray(values, np.float64)
-    return {"pts": 100 * float(v.mean()), "ci95_pts": [100 * x for x in bootstrap_ci(v, seed)],
-            "p_value": sign_flip_p(v, seed), "images_differing": int((v != 0).sum()), "images": int(len(v))}
+    return {
+        "pts": 100 * float(v.mean()),
+        "ci95_pts": [100 * x for x in bootstrap_ci(v, seed)],
+        "p_value": sign_flip_p(v, seed),
+        "images_differing": int((v != 0).sum()),
+        "images": int(len(v)),
+    }
 
 
 def holm(p_values: list[float]) -> list[float]:

@@ -47,8 +47,10 @@ _USPS_FILES = ("zip.train.gz", "zip.test.gz")
 
 
 # tfds registers no checksums for a builder of tfq's own: the ESL files' sizes and sha256 here
-_USPS_SUMS = (("zip.train.gz", 1829071, "66ebf231ab51f2cf6ac1a892d0f98ccffee1079d7a5db638c1f11f366046ca16"),
-              ("zip.test.gz", 439208, "8dacc3c6e136af6c3488de9e5113a7daf140c8c2f1f0b61c54ee02f03f1a962f"))
+_USPS_SUMS = (
+    ("zip.train.gz", 1829071, "66ebf231ab51f2cf6ac1a892d0f98ccffee1079d7a5db638c1f11f366046ca16"),
+    ("zip.test.gz", 439208, "8dacc3c6e136af6c3488de9e5113a7daf140c8c2f1f0b61c54ee02f03f1a962f"),
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,25 +83,43 @@ DATASETS: dict[str, Dataset] = {
             "fashion_mnist",
             "fashion_mnist",
             (28, 28, 1),
-            ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-             "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
+            ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
             _IDX_FILES,
             augment=("flip",),
         ),
         Dataset(
-            "emnist_digits", "emnist/digits", (28, 28, 1), tuple("0123456789"), ("gzip.zip",),
-            transpose=True, online_only=True,
+            "emnist_digits",
+            "emnist/digits",
+            (28, 28, 1),
+            tuple("0123456789"),
+            ("gzip.zip",),
+            transpose=True,
+            online_only=True,
         ),
-        Dataset("usps", "tfq_usps/mnist_frame", (28, 28, 1), tuple("0123456789"), _USPS_FILES,
-                checksums=_USPS_SUMS, own_builder="usps"),
-        Dataset("usps_resized", "tfq_usps/resized", (28, 28, 1), tuple("0123456789"), _USPS_FILES,
-                raw_folder="usps", checksums=_USPS_SUMS, own_builder="usps"),
+        Dataset(
+            "usps",
+            "tfq_usps/mnist_frame",
+            (28, 28, 1),
+            tuple("0123456789"),
+            _USPS_FILES,
+            checksums=_USPS_SUMS,
+            own_builder="usps",
+        ),
+        Dataset(
+            "usps_resized",
+            "tfq_usps/resized",
+            (28, 28, 1),
+            tuple("0123456789"),
+            _USPS_FILES,
+            raw_folder="usps",
+            checksums=_USPS_SUMS,
+            own_builder="usps",
+        ),
         Dataset(
             "cifar10",
             "cifar10",
             (32, 32, 3),
-            ("airplane", "automobile", "bird", "cat", "deer",
-             "dog", "frog", "horse", "ship", "truck"),
+            ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
             ("cifar-10-binary.tar.gz",),
             augment=("flip", "crop"),
             jpeg_folder="cifar10_jpeg",
@@ -210,8 +230,9 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return int.from_bytes(hashlib.sha256(f"tfq/{seed}/{epoch}".encode()).digest()[:4], "little")
 
 
-def training_epoch(cached: tf.data.Dataset, spec: Dataset, batch_size: int, *, seed: int,
-                   epoch: int) -> tf.data.Dataset:
+def training_epoch(
+    cached: tf.data.Dataset, spec: Dataset, batch_size: int, *, seed: int, epoch: int
+) -> tf.data.Dataset:
     """One epoch of training batches, shuffled and augmented from (seed, epoch) alone.
 
     `cached` is the training split after `.cache()`, built once per stage and shared by every

@@ -46,17 +46,37 @@ SMALL = (
     Corruption("shear", "geometric", "albumentations", (15, 30, 45), "degrees of x-shear, either way"),
     Corruption("translation", "geometric", "albumentations", (2, 4, 6), "px up, down, left or right"),
     Corruption("scale", "geometric", "albumentations", (0.8, 0.65, 0.5), "zoom factor"),
-    Corruption("brightness_contrast", "photometric", "albumentations", ((0.1, -0.3), (0.2, -0.5), (0.3, -0.7)),
-               "(brightness, contrast) shares"),
+    Corruption(
+        "brightness_contrast",
+        "photometric",
+        "albumentations",
+        ((0.1, -0.3), (0.2, -0.5), (0.3, -0.7)),
+        "(brightness, contrast) shares",
+    ),
     Corruption("elastic", "elastic", "albumentations", (20, 35, 50), "alpha at sigma 4 px"),
 )
-_FAMILY = {"gaussian_noise": "noise", "shot_noise": "noise", "impulse_noise": "noise",
-           "defocus_blur": "blur", "glass_blur": "blur", "motion_blur": "blur", "zoom_blur": "blur",
-           "snow": "weather", "frost": "weather", "fog": "weather", "brightness": "weather",
-           "contrast": "digital", "elastic_transform": "digital", "pixelate": "digital", "jpeg_compression": "digital"}
+_FAMILY = {
+    "gaussian_noise": "noise",
+    "shot_noise": "noise",
+    "impulse_noise": "noise",
+    "defocus_blur": "blur",
+    "glass_blur": "blur",
+    "motion_blur": "blur",
+    "zoom_blur": "blur",
+    "snow": "weather",
+    "frost": "weather",
+    "fog": "weather",
+    "brightness": "weather",
+    "contrast": "digital",
+    "elastic_transform": "digital",
+    "pixelate": "digital",
+    "jpeg_compression": "digital",
+}
 # CIFAR-10-C's fifteen, in its order; severities 1, 3 and 5 of 5.
-COLOUR = tuple(Corruption(name, family, "imagecorruptions", (1, 3, 5), "imagecorruptions severity")
-               for name, family in _FAMILY.items())
+COLOUR = tuple(
+    Corruption(name, family, "imagecorruptions", (1, 3, 5), "imagecorruptions severity")
+    for name, family in _FAMILY.items()
+)
 ELASTIC_SIGMA = 4.0
 
 
@@ -66,7 +86,7 @@ def table(dataset: str) -> tuple[Corruption, ...]:
 
 
 def set_names(dataset: str) -> list[str]:
-    """"clean", then "<corruption>/<severity level 1..3>" for every corruption of the dataset."""
+    """ "clean", then "<corruption>/<severity level 1..3>" for every corruption of the dataset."""
     return [CLEAN] + [f"{c.name}/{level}" for c in table(dataset) for level in range(1, len(c.severities) + 1)]
 
 
@@ -135,8 +155,9 @@ def corrupt(images: np.ndarray, dataset: str, set_name: str, seed: int = 0) -> n
         for i, im in enumerate(images):
             np.random.seed((s + i) % 2**32)
             extra = {"seed": (s + i) % 2**32} if own_seed else {}
-            out[i] = np.asarray(ic_corrupt(im, corruption_name=c.name, severity=c.severities[level - 1], **extra),
-                                np.uint8)
+            out[i] = np.asarray(
+                ic_corrupt(im, corruption_name=c.name, severity=c.severities[level - 1], **extra), np.uint8
+            )
     finally:
         np.random.set_state(state)
     return out
@@ -159,8 +180,15 @@ def describe(dataset: str) -> list[dict]:
 
 # Everything that decides the bytes of a set, besides the table and the images: this module's code and
 # the libraries under the transforms.
-_KEY_LIBRARIES = ("albumentations", "albucore", "imagecorruptions-imaug", "opencv-python-headless", "scikit-image",
-                  "scipy", "numpy")
+_KEY_LIBRARIES = (
+    "albumentations",
+    "albucore",
+    "imagecorruptions-imaug",
+    "opencv-python-headless",
+    "scikit-image",
+    "scipy",
+    "numpy",
+)
 
 
 def cache_key(dataset: str, images: np.ndarray, seed: int) -> str:
@@ -170,9 +198,20 @@ def cache_key(dataset: str, images: np.ndarray, seed: int) -> str:
             versions[lib] = metadata.version(lib)
         except metadata.PackageNotFoundError:
             versions[lib] = None
-    return hashlib.sha256(json.dumps([describe(dataset), seed, versions, Path(__file__).read_text(),
-                                      hashlib.sha256(images.tobytes()).hexdigest(), images.shape, str(images.dtype)],
-                                     default=str).encode()).hexdigest()[:16]
+    return hashlib.sha256(
+        json.dumps(
+            [
+                describe(dataset),
+                seed,
+                versions,
+                Path(__file__).read_text(),
+                hashlib.sha256(images.tobytes()).hexdigest(),
+                images.shape,
+                str(images.dtype),
+            ],
+            default=str,
+        ).encode()
+    ).hexdigest()[:16]
 
 
 def shifted_sets(dataset: str, images: np.ndarray, *, seed: int, cache: str | Path | None) -> dict[str, np.ndarray]:

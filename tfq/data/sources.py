@@ -47,7 +47,9 @@ class Loader:
     def __init__(self, spec: Dataset, root: Path | None, cache: Path):
         self.spec, self.root, self.cache = spec, root, cache
         # a builder of tfq's own builds into a folder named by its code: changed framing, new build
-        self._tfds_dir = cache / spec.name / (f"tfds-{_module_digest(spec.own_builder)}" if spec.own_builder else "tfds")
+        self._tfds_dir = (
+            cache / spec.name / (f"tfds-{_module_digest(spec.own_builder)}" if spec.own_builder else "tfds")
+        )
         self._builder = None
         self._image_folder = None
 
@@ -108,8 +110,7 @@ class Loader:
         if kind == "official":
             raw = self._raw_dir(self.spec.raw_folder or self.spec.name)
             self._verify_raw(raw)
-            print(f"{self.spec.name}: building the tfds dataset from the files in {raw} (first use only)",
-                  flush=True)
+            print(f"{self.spec.name}: building the tfds dataset from the files in {raw} (first use only)", flush=True)
             try:
                 self._prepare(manual_dir=raw)
             except (ValueError, OSError, EOFError) as e:  # a builder of tfq's own reading a file it cannot parse
@@ -135,8 +136,10 @@ class Loader:
         why = self.unavailable(kind)
         if why:
             raise TfqError(why)
-        print(f"{self.spec.name}: no local files; tfds downloads it into {self.cache / self.spec.name} "
-              "(first use only)", flush=True)
+        print(
+            f"{self.spec.name}: no local files; tfds downloads it into {self.cache / self.spec.name} (first use only)",
+            flush=True,
+        )
         self._prepare(manual_dir=None)
         return Source("tfds", f"{version} (downloaded by tfds)")
 
@@ -157,8 +160,10 @@ class Loader:
     def _verify_raw(self, raw: Path) -> None:
         """Each raw file against the size and sha256 tfds registers for it (or tfq does, for its own
         builders), with one clear line instead of tfds' NonMatchingChecksumError traceback."""
-        expected = [(info.filename or url.rsplit("/", 1)[-1], int(info.size), info.checksum, "tfds", f" ({url})")
-                    for url, info in self._url_infos().items()]
+        expected = [
+            (info.filename or url.rsplit("/", 1)[-1], int(info.size), info.checksum, "tfds", f" ({url})")
+            for url, info in self._url_infos().items()
+        ]
         expected += [(name, size, digest, "tfq", "") for name, size, digest in self.spec.checksums]
         for name, want_size, want_digest, who, origin in expected:
             path = raw / name
@@ -170,7 +175,8 @@ class Loader:
                 got = f"{size:,d} bytes" + (f" with sha256 {digest[:16]}..." if digest else "")
                 raise TfqError(
                     f"{path} is damaged or not the official file: {got}, but {who} expects {want_size:,d} bytes "
-                    f"with sha256 {want_digest[:16]}...; replace it with the official {name}{origin}")
+                    f"with sha256 {want_digest[:16]}...; replace it with the official {name}{origin}"
+                )
 
     def _prepare(self, manual_dir: Path | None) -> None:
         import tensorflow_datasets as tfds
@@ -179,8 +185,9 @@ class Loader:
             tfds.disable_progress_bar()
         config = tfds.download.DownloadConfig(manual_dir=str(manual_dir) if manual_dir else None)
         with console.quiet():
-            self._builder.download_and_prepare(download_dir=str(self.cache / self.spec.name / "downloads"),
-                                               download_config=config)
+            self._builder.download_and_prepare(
+                download_dir=str(self.cache / self.spec.name / "downloads"), download_config=config
+            )
 
     def _missing_message(self) -> str:
         folder = self.spec.raw_folder or self.spec.name
@@ -188,7 +195,8 @@ class Loader:
         missing = self._missing_raw() if self.root else list(self.spec.raw_files)
         msg = f"dataset {self.spec.name!r} is not available offline: put {', '.join(missing)} in {where}/"
         if self.spec.jpeg_folder:
-            msg += f" (or a JPEG copy *.tar.gz in {self._raw_dir(self.spec.jpeg_folder) or '<data root>/' + self.spec.jpeg_folder}/)"
+            jpeg = self._raw_dir(self.spec.jpeg_folder) or "<data root>/" + self.spec.jpeg_folder
+            msg += f" (or a JPEG copy *.tar.gz in {jpeg}/)"
         if self.root is None:
             msg += f"; set --data_root or {DATA_ROOT_ENV}"
         if self.spec.online_only:
@@ -219,8 +227,9 @@ def unreachable(urls: list[str], timeout: float = REACH_TIMEOUT_S) -> str | None
 
     if os.environ.get(OFFLINE_ENV, "").strip() not in ("", "0"):
         return f"{OFFLINE_ENV} is set"
-    hosts = dict.fromkeys((u.hostname, u.port or (443 if u.scheme == "https" else 80))
-                          for u in map(urlsplit, urls) if u.hostname)
+    hosts = dict.fromkeys(
+        (u.hostname, u.port or (443 if u.scheme == "https" else 80)) for u in map(urlsplit, urls) if u.hostname
+    )
     if not hosts:
         return "tfds registers no download URL for it"
     for host, port in hosts:

@@ -44,7 +44,7 @@ def mnist_frame(image: np.ndarray) -> np.ndarray:
     rows, cols = np.nonzero(image > INK)
     if not len(rows):
         return resized(image)
-    box = image[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+    box = image[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
     h, w = box.shape
     factor = MNIST_BOX / max(h, w)
     size = (max(1, round(h * factor)), max(1, round(w * factor)))
@@ -55,7 +55,7 @@ def mnist_frame(image: np.ndarray) -> np.ndarray:
     top = min(max(top, 0), MNIST_SIDE - size[0])
     left = min(max(left, 0), MNIST_SIDE - size[1])
     frame = np.zeros((MNIST_SIDE, MNIST_SIDE), np.float32)
-    frame[top:top + size[0], left:left + size[1]] = digit
+    frame[top : top + size[0], left : left + size[1]] = digit
     return _to_uint8(frame)
 
 
@@ -74,17 +74,21 @@ class TfqUsps(tfds.core.GeneratorBasedBuilder):
 
     def _info(self) -> tfds.core.DatasetInfo:
         return self.dataset_info_from_configs(
-            features=tfds.features.FeaturesDict({
-                "image": tfds.features.Image(shape=(MNIST_SIDE, MNIST_SIDE, 1)),
-                "label": tfds.features.ClassLabel(num_classes=10),
-            }),
+            features=tfds.features.FeaturesDict(
+                {
+                    "image": tfds.features.Image(shape=(MNIST_SIDE, MNIST_SIDE, 1)),
+                    "label": tfds.features.ClassLabel(num_classes=10),
+                }
+            ),
             supervised_keys=("image", "label"),
         )
 
     def _split_generators(self, dl_manager):
         folder = dl_manager.manual_dir
-        return {"train": self._generate_examples(folder / "zip.train.gz"),
-                "test": self._generate_examples(folder / "zip.test.gz")}
+        return {
+            "train": self._generate_examples(folder / "zip.train.gz"),
+            "test": self._generate_examples(folder / "zip.test.gz"),
+        }
 
     def _generate_examples(self, path):
         frame = FRAMINGS[self.builder_config.name]

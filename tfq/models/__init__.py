@@ -83,11 +83,14 @@ def load_trained(run: str | os.PathLike) -> keras.Model:
         dataset, _, model = Path(run).name.rpartition("_")
         raise TfqError(
             f"no trained model at {path}; make it with: python -m tfq.train --dataset={dataset} --model={model}"
-            f" --artifacts={Path(run).parent}")
+            f" --artifacts={Path(run).parent}"
+        )
     try:
         return keras.models.load_model(path)
     except Exception as e:  # noqa: BLE001 - keras raises many types for a foreign or corrupt file
-        raise TfqError(f"{path} is not a tf_keras model file ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+        raise TfqError(
+            f"{path} is not a tf_keras model file ({type(e).__name__}: {str(e).splitlines()[0][:200]})"
+        ) from None
 
 
 def predict_classes(model: keras.Model, scaled_images) -> np.ndarray:
@@ -106,4 +109,3 @@ def macs(model: keras.Model) -> int:
         elif isinstance(layer, keras.layers.Dense):
             total += layer.input_shape[-1] * layer.units
     return total
-

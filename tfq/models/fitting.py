@@ -48,20 +48,35 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
         return tf.distribute.get_strategy()
     if name == "mirrored":
         devices = [d.name for d in tf.config.list_logical_devices("GPU")] or [
-            d.name for d in tf.config.list_logical_devices("CPU")]
+            d.name for d in tf.config.list_logical_devices("CPU")
+        ]
         return tf.distribute.MirroredStrategy(devices=devices)
     if name == "multi_worker":
         return tf.distribute.MultiWorkerMirroredStrategy()
     if name == "ray":  # inside a Ray Train worker, which wrote TF_CONFIG (tfq.scale.executors.train_on_ray)
         if "TF_CONFIG" not in os.environ:
-            raise TfqError("--strategy=ray trains through Ray Train: run `python -m tfq.train --strategy=ray` "
-                           "or tfq.scale.executors.train_on_ray, which start the workers")
+            raise TfqError(
+                "--strategy=ray trains through Ray Train: run `python -m tfq.train --strategy=ray` "
+                "or tfq.scale.executors.train_on_ray, which start the workers"
+            )
         return tf.distribute.MultiWorkerMirroredStrategy()
     raise TfqError(f"unknown strategy {name!r}; choose one of: {', '.join(STRATEGIES)}")
 
 
-def fit_epochs(model: keras.Model, cached_train, spec, *, batch_size: int, seed: int, epochs: int,
-               val_ds, start_epoch: int = 0, callbacks=(), after_epoch=None, stop=None) -> dict:
+def fit_epochs(
+    model: keras.Model,
+    cached_train,
+    spec,
+    *,
+    batch_size: int,
+    seed: int,
+    epochs: int,
+    val_ds,
+    start_epoch: int = 0,
+    callbacks=(),
+    after_epoch=None,
+    stop=None,
+) -> dict:
     """Fit one epoch at a time, each on `data.training_epoch(seed, epoch)`; returns the history.
 
     Each epoch's order and augmentation follow from its index, never from how many times a
@@ -73,9 +88,14 @@ def fit_epochs(model: keras.Model, cached_train, spec, *, batch_size: int, seed:
     started = time.time()
     for epoch in range(start_epoch, epochs):
         # epochs=<all of them> so Keras prints "Epoch 3/20"; OneEpoch stops the fit after this one
-        h = model.fit(data.training_epoch(cached_train, spec, batch_size, seed=seed, epoch=epoch),
-                      validation_data=val_ds, initial_epoch=epoch, epochs=epochs,
-                      callbacks=[*callbacks, OneEpoch()], verbose=fit_verbosity())
+        h = model.fit(
+            data.training_epoch(cached_train, spec, batch_size, seed=seed, epoch=epoch),
+            validation_data=val_ds,
+            initial_epoch=epoch,
+            epochs=epochs,
+            callbacks=[*callbacks, OneEpoch()],
+            verbose=fit_verbosity(),
+        )
         for k, vs in h.history.items():
             history.setdefault(k, []).extend(float(v) for v in vs)
         if after_epoch:
@@ -119,14 +139,22 @@ class EarlyStopping:
         if best != last:
             if self.best_weights is None:  # the best epoch ran before a resume: its weights are in the backup
                 if not self.path.is_file():
-                    raise TfqError(f"early stopping: the best epoch's weights ({self.path}) are gone; with "
-                                   "several workers the backup folder must be shared")
+                    raise TfqError(
+                        f"early stopping: the best epoch's weights ({self.path}) are gone; with "
+                        "several workers the backup folder must be shared"
+                    )
                 with np.load(self.path) as z:
                     self.best_weights = [z[f"arr_{i}"] for i in range(len(z.files))]
             self.model.set_weights(self.best_weights)
-        return {"monitor": self.monitor, "patience": self.patience, "best_epoch": best + 1,
-                "epochs_run": last + 1, "stopped_early": None, "restored_best": best != last,
-                f"best_{self.monitor}": history[self.monitor][best]}
+        return {
+            "monitor": self.monitor,
+            "patience": self.patience,
+            "best_epoch": best + 1,
+            "epochs_run": last + 1,
+            "stopped_early": None,
+            "restored_best": best != last,
+            f"best_{self.monitor}": history[self.monitor][best],
+        }
 
 
 class OneEpoch(keras.callbacks.Callback):
@@ -154,8 +182,7 @@ class Backup:
                 rng._maybe_init()  # noqa: SLF001 - tf_keras builds the generator lazily
                 if getattr(rng, "_generator", None) is not None:
                     generators[f"rng_layer{i}"] = rng._generator  # noqa: SLF001
-        self.checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer, epoch=self.epoch,
-                                              **generators)
+        self.checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer, epoch=self.epoch, **generators)
         self.chief = is_chief(strategy)
         self.scratch = None if self.chief else Path(tempfile.mkdtemp(prefix="tfq-backup-"))
         self.writer = tf.train.CheckpointManager(self.checkpoint, str(self.scratch or folder), max_to_keep=1)
@@ -178,8 +205,7 @@ class Backup:
         self.writer.save()
         if self.chief:
             merged = {k: self.history.get(k, []) + v for k, v in history.items()}
-            artifacts.write_json(self.folder / "progress.json",
-                                 {"history": merged, "seconds": self.seconds + seconds})
+            artifacts.write_json(self.folder / "progress.json", {"history": merged, "seconds": self.seconds + seconds})
 
     def close(self) -> None:
         if self.scratch:
@@ -201,8 +227,7 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
     if resolver is None or not resolver.task_type:
         return True
     has_chief = "chief" in resolver.cluster_spec().as_dict()
-    return resolver.task_type == "chief" or (not has_chief and resolver.task_type == "worker"
-                                               and resolver.task_id == 0)
+    return resolver.task_type == "chief" or (not has_chief and resolver.task_type == "worker" and resolver.task_id == 0)
 
 
 def compile_for_training(model: keras.Model, cfg, steps_per_epoch: int) -> None:
@@ -210,10 +235,16 @@ def compile_for_training(model: keras.Model, cfg, steps_per_epoch: int) -> None:
     TrainConfig: learning rate, weight decay, warm-up and epochs)."""
     warmup = int(steps_per_epoch * cfg.warmup_epochs)
     schedule = keras.optimizers.schedules.CosineDecay(
-        cfg.learning_rate / 10, decay_steps=max(steps_per_epoch * cfg.epochs - warmup, 1),
-        warmup_target=cfg.learning_rate, warmup_steps=warmup)
-    model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=cfg.weight_decay),
-                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        cfg.learning_rate / 10,
+        decay_steps=max(steps_per_epoch * cfg.epochs - warmup, 1),
+        warmup_target=cfg.learning_rate,
+        warmup_steps=warmup,
+    )
+    model.compile(
+        optimizer=keras.optimizers.AdamW(schedule, weight_decay=cfg.weight_decay),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
 
 
 def reestimate_batchnorm(model: keras.Model, batches) -> int:

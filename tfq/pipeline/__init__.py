@@ -25,8 +25,9 @@ from tfq.reporting import timing
 from tfq.scale import executors
 
 
-def run_pair(cfg: PipelineConfig, dataset: str, model: str, environment: dict, tc: train.TrainConfig | None = None,
-             *, mapper=map) -> dict:
+def run_pair(
+    cfg: PipelineConfig, dataset: str, model: str, environment: dict, tc: train.TrainConfig | None = None, *, mapper=map
+) -> dict:
     """One dataset x model's stages, from the table, skipping those whose key and outputs are current;
     `environment` is the driver's library versions and tfq code digest (a worker with others refuses
     to run), `tc` the training config the driver read from the flagfile, `mapper` runs the sweep's
@@ -37,8 +38,10 @@ def run_pair(cfg: PipelineConfig, dataset: str, model: str, environment: dict, t
         import socket
 
         odd = [k for k in ("code", "versions") if here[k] != environment[k]]
-        raise TfqError(f"{socket.gethostname()} runs other {' and '.join(odd)} than the driver "
-                       "(install the same tfq checkout and constraints.txt on every node)")
+        raise TfqError(
+            f"{socket.gethostname()} runs other {' and '.join(odd)} than the driver "
+            "(install the same tfq checkout and constraints.txt on every node)"
+        )
     run = artifacts.check_writable(artifacts.run_dir(cfg.artifacts, dataset, model))
     for stale in artifacts.remove_stale_temps(run):
         print(f"[{dataset}_{model}] removed {stale.name}, left half-written by a writer that was stopped", flush=True)
@@ -59,8 +62,14 @@ def run_pair(cfg: PipelineConfig, dataset: str, model: str, environment: dict, t
                 runner.adopt("train", key, made["wall_time_s"], stage.writes(chain, c))
         else:
             key = stage.key(chain, c)
-        runner.run(stage.name, key, lambda s=stage, c=c: s.writes(chain, c), lambda s=stage, c=c: s.function(chain, c),
-                   stage.what(chain, c), stage.headline)
+        runner.run(
+            stage.name,
+            key,
+            lambda s=stage, c=c: s.writes(chain, c),
+            lambda s=stage, c=c: s.function(chain, c),
+            stage.what(chain, c),
+            stage.headline,
+        )
     return {"ran": runner.ran, "skipped": runner.skipped, "produced": runner.produced}
 
 
@@ -77,9 +86,11 @@ def validate(cfg: PipelineConfig) -> None:
     cli.check_at_least(cfg, 0, "sweep_grid_examples", "qat_low_bit_epochs", "qat_low_bit_learning_rate")
     bad = [o for o in cfg.mixed_objectives if o not in mixed_search.OBJECTIVES]
     if bad or any(not 0 <= b <= 100 for b in cfg.mixed_budgets):
-        raise TfqError(f"--mixed_budgets={','.join(map(str, cfg.mixed_budgets))} --mixed_objectives="
-                       f"{','.join(cfg.mixed_objectives)}: budgets are points from 0 to 100, objectives "
-                       f"{', '.join(mixed_search.OBJECTIVES)}")
+        raise TfqError(
+            f"--mixed_budgets={','.join(map(str, cfg.mixed_budgets))} --mixed_objectives="
+            f"{','.join(cfg.mixed_objectives)}: budgets are points from 0 to 100, objectives "
+            f"{', '.join(mixed_search.OBJECTIVES)}"
+        )
     cli.check_at_least(cfg, 0, "micro_examples", "shift_examples")
     executors.executor(cfg.executor, cfg.ray_address)  # a known executor; --ray_address only with ray
     for other in cfg.cross_datasets:
@@ -104,7 +115,9 @@ def _for_workers(cfg: PipelineConfig) -> PipelineConfig:
     """Absolute places (workers may start elsewhere), and every dataset built once, here, before
     chains that read the same one start side by side."""
     cfg = executors.absolute_places(cfg)
-    others = {o for d in cfg.datasets for o in generalize.compatible(d, cfg.cross_datasets)} if cfg.generalize else set()
+    others = (
+        {o for d in cfg.datasets for o in generalize.compatible(d, cfg.cross_datasets)} if cfg.generalize else set()
+    )
     for name in [*cfg.datasets, *sorted(others)]:
         data.load(name, root=cfg.data_root, cache=cfg.cache_dir)
     return cfg
@@ -131,19 +144,28 @@ def pipeline(cfg: PipelineConfig) -> Path:
         if ex.name != "local" and not isinstance(outcome, executors.Failure):  # a worker may run elsewhere
             executors.check_collected(label, outcome["produced"])
             # the workers' own lines reach this console late, or deduplicated
-            print(f"[{label}] finished through {ex.name}: ran {', '.join(outcome['ran']) or 'nothing'}; "
-                      f"current: {', '.join(outcome['skipped']) or 'nothing'}", flush=True)
+            print(
+                f"[{label}] finished through {ex.name}: ran {', '.join(outcome['ran']) or 'nothing'}; "
+                f"current: {', '.join(outcome['skipped']) or 'nothing'}",
+                flush=True,
+            )
     if failed:
-        raise TfqError(f"{len(failed)} of {len(jobs)} runs failed, so no report: "
-                       + "; ".join(f"{f.label}: {f.error.rstrip('.')}" for f in failed)
-                       + " (their finished stages are kept; a rerun redoes only the rest)")
+        raise TfqError(
+            f"{len(failed)} of {len(jobs)} runs failed, so no report: "
+            + "; ".join(f"{f.label}: {f.error.rstrip('.')}" for f in failed)
+            + " (their finished stages are kept; a rerun redoes only the rest)"
+        )
     out = Path(cfg.artifacts) / "report"
-    results = [p for d in cfg.datasets for m in cfg.models
-               for p in artifacts.run_dir(cfg.artifacts, d, m).glob("*.json")]
+    results = [
+        p for d in cfg.datasets for m in cfg.models for p in artifacts.run_dir(cfg.artifacts, d, m).glob("*.json")
+    ]
     stages.Stages(out, "report", cfg.force).run(
-        "report", stages.key(stages.digests(results), cfg.datasets, cfg.models, environment["code"], preset_note(cfg)),
+        "report",
+        stages.key(stages.digests(results), cfg.datasets, cfg.models, environment["code"], preset_note(cfg)),
         lambda: [out / report.REPORT_MD, out / "results.csv", out / "results.json", *sorted(out.glob("*.png"))],
         lambda: report.report(cfg.artifacts, out, datasets=cfg.datasets, models=cfg.models, note=preset_note(cfg)),
-        "tables and plots from every run's result files", str)
+        "tables and plots from every run's result files",
+        str,
+    )
     print(f"pipeline finished in {time.time() - started:.1f} s; report: {out / report.REPORT_MD}")
     return out

@@ -30,16 +30,21 @@ from tfq.scale import executors
 def adoptable(made: dict, model_file: Path, tc: train.TrainConfig, source: dict) -> bool:
     """Whether a model that `python -m tfq.train` made (its train.json `made`) is what this run
     would train: the same settings, data, library versions and tfq code, and the file unchanged."""
-    return (made.get("fingerprint") == tc.fingerprint() and model_file.is_file()
-            and made.get("model_sha256") == artifacts.sha256(model_file)
-            and made.get("data_source_key") == source["data"] and made.get("versions") == source["versions"]
-            and made.get("code") == source["code"])
+    return (
+        made.get("fingerprint") == tc.fingerprint()
+        and model_file.is_file()
+        and made.get("model_sha256") == artifacts.sha256(model_file)
+        and made.get("data_source_key") == source["data"]
+        and made.get("versions") == source["versions"]
+        and made.get("code") == source["code"]
+    )
 
 
 @dataclasses.dataclass
 class Chain:
     """One dataset x model's run as its stages see it: the pipeline's settings, the training config
     its flagfile gives, the folder, and what every key holds (data source, versions, code)."""
+
     cfg: PipelineConfig
     dataset: str
     model: str
@@ -51,8 +56,13 @@ class Chain:
 
     def place(self) -> dict:
         """The run's shared settings, which every stage's config takes."""
-        return {"dataset": self.dataset, "model": self.model, "artifacts": self.cfg.artifacts,
-                "data_root": self.cfg.data_root, "cache_dir": self.cfg.cache_dir}
+        return {
+            "dataset": self.dataset,
+            "model": self.model,
+            "artifacts": self.cfg.artifacts,
+            "data_root": self.cfg.data_root,
+            "cache_dir": self.cfg.cache_dir,
+        }
 
     def file(self, name: str) -> Path:
         return self.run / f"{name}.tflite"
@@ -71,17 +81,30 @@ class Chain:
 
 def _qat_config(chain: Chain) -> qat.QatConfig:
     cfg, tc = chain.cfg, chain.tc
-    return qat.QatConfig(**chain.place(), epochs=cfg.qat_epochs, batch_size=tc.batch_size,
-                         learning_rate=cfg.qat_learning_rate, num_calibration=cfg.num_calibration,
-                         max_train_examples=tc.max_train_examples, max_eval_examples=tc.max_eval_examples,
-                         low_bit=cfg.qat_low_bit, low_bit_epochs=cfg.qat_low_bit_epochs,
-                         low_bit_learning_rate=cfg.qat_low_bit_learning_rate)
+    return qat.QatConfig(
+        **chain.place(),
+        epochs=cfg.qat_epochs,
+        batch_size=tc.batch_size,
+        learning_rate=cfg.qat_learning_rate,
+        num_calibration=cfg.num_calibration,
+        max_train_examples=tc.max_train_examples,
+        max_eval_examples=tc.max_eval_examples,
+        low_bit=cfg.qat_low_bit,
+        low_bit_epochs=cfg.qat_low_bit_epochs,
+        low_bit_learning_rate=cfg.qat_low_bit_learning_rate,
+    )
 
 
 def _mixed_config(chain: Chain) -> mixed.MixedConfig:
     cfg = chain.cfg
-    return mixed.MixedConfig(**chain.place(), num_calibration=cfg.num_calibration, max_accuracy_drop=cfg.mixed_budgets,
-                             objective=cfg.mixed_objectives, output="", max_eval_examples=chain.tc.max_eval_examples)
+    return mixed.MixedConfig(
+        **chain.place(),
+        num_calibration=cfg.num_calibration,
+        max_accuracy_drop=cfg.mixed_budgets,
+        objective=cfg.mixed_objectives,
+        output="",
+        max_eval_examples=chain.tc.max_eval_examples,
+    )
 
 
 def _drop_other_budgets(chain: Chain, c: mixed.MixedConfig) -> None:
@@ -112,108 +135,196 @@ def _cross(chain: Chain) -> list[str]:
 
 # The stages of one run, in order. Each reads only files the stages above it wrote.
 STAGES = (
-    stages.Stage("train", lambda chain: chain.tc,
-          reads=lambda chain, c: [], writes=lambda chain, c: [chain.run / artifacts.MODEL_FILE,
-                                                             chain.run / artifacts.TRAIN_JSON],
-          function=lambda chain, c: (executors.train_on_ray(train.train, c, c.ray_workers,
-                                                            c.ray_address or chain.cfg.ray_address)
-                                     if c.strategy == "ray" else train.train(c)),
-          what=lambda chain, c: f"training the float {c.model} ({_count(c.epochs, 'epoch')}"
-                                + (f" on {c.ray_workers} Ray Train workers)" if c.strategy == "ray" else ")"),
-          headline=lambda r: f"test accuracy {_pct(r['test_accuracy'])}"),
-    stages.Stage("convert", lambda chain: convert.ConvertConfig(**chain.place(), modes=("all",),
-                                                         num_calibration=chain.cfg.num_calibration),
-          reads=_trained,
-          writes=lambda chain, c: [p.with_suffix(ext) for p in map(chain.file, modes.MODES) for ext in (".tflite",
-                                                                                                        ".json")],
-          function=lambda chain, c: convert.convert(c), what=lambda chain, c: f"converting to {', '.join(modes.MODES)}",
-          headline=_sizes),
-    stages.Stage("qat", _qat_config, reads=lambda chain, c: [*_trained(chain, c), chain.file("float32")],
-          writes=lambda chain, c: [chain.file(modes.QAT_INT8.name), chain.run / f"{modes.QAT_INT8.name}.json",
-                                   chain.run / qat.QAT_MODEL_FILE, *([chain.run / qat.LOW_BIT_JSON] if c.low_bit else [])],
-          function=lambda chain, c: qat.qat(c),
-          what=lambda chain, c: (f"quantization-aware fine-tuning and equally fine-tuned float controls: int8 "
-                                 f"({_count(c.epochs, 'epoch')})" + (f", {', '.join(c.low_bit)} "
-                                                                     f"({_count(c.low_bit_epochs or c.epochs, 'epoch')})"
-                                                                     if c.low_bit else "")),
-          headline=lambda r: f"QAT int8 {_pct(r['accuracy']['qat_int8'])}, PTQ int8 of the control "
-                             f"{_pct(r['accuracy']['ptq_int8_of_finetuned'])}"),
-    stages.Stage("evaluate", lambda chain: evaluate.EvalConfig(
-              **chain.place(), modes=tuple(p.stem for p in chain.targets()), threads=chain.cfg.threads,
-              latency_runs=chain.cfg.latency_runs, max_eval_examples=chain.tc.max_eval_examples),
-          reads=lambda chain, c: chain.targets(),
-          writes=lambda chain, c: [chain.run / f"eval_{p.stem}{ext}" for p in chain.targets() for ext in (".json", ".npy")],
-          function=lambda chain, c: evaluate.evaluate(c),
-          what=lambda chain, c: f"measuring {len(chain.targets())} flatbuffers in LiteRT",
-          headline=lambda rs: ", ".join(f"{r['name']} {_pct(r['accuracy'])}" for r in rs)),
-    stages.Stage("sweep", lambda chain: sweep.SweepConfig(
-              **chain.place(), grid_examples=chain.cfg.sweep_grid_examples,
-              calibration_draws=chain.cfg.sweep_calibration_draws, num_calibration=chain.cfg.num_calibration,
-              max_eval_examples=chain.tc.max_eval_examples),
-          reads=_sweep_checked, writes=lambda chain, c: [chain.run / "sweep.json", chain.run / "sweep.csv"],
-          function=lambda chain, c: sweep.sweep(c, map_lines=chain.mapper),
-          what=lambda chain, c: (f"simulated precisions, {len(sweep.LINES)} schemes x {len(c.bits)} widths, checked "
-                                 f"against {len(_sweep_checked(chain, c)) - 1} real files"),
-          headline=sweep.headline, enabled=lambda cfg: cfg.sweep),
-    stages.Stage("sensitivity", lambda chain: sensitivity.SensitivityConfig(
-              **chain.place(), num_calibration=chain.cfg.num_calibration, max_eval_examples=chain.tc.max_eval_examples),
-          reads=lambda chain, c: [chain.file("float32")],
-          writes=lambda chain, c: [chain.run / sensitivity.SENSITIVITY_JSON],
-          function=lambda chain, c: sensitivity.sensitivity(c),
-          what=lambda chain, c: f"per-layer sensitivity on the validation split ({', '.join(c.schemes)})",
-          headline=sensitivity.headline, enabled=lambda cfg: cfg.sensitivity),
-    stages.Stage("mixed", _mixed_config,
-          reads=lambda chain, c: [chain.file("float32"), *(p for p in [chain.run / sensitivity.SENSITIVITY_JSON]
-                                                           if p.is_file())],
-          writes=lambda chain, c: [chain.run / f"{stem}{ext}" for stem in chain.mixed_stems()
-                                   for ext in (".tflite", ".recipe.json", ".json")],
-          function=lambda chain, c: mixed.mixed(c),
-          what=lambda chain, c: (f"mixed precision within {', '.join(f'{b:g}' for b in c.max_accuracy_drop)} points "
-                                 f"({', '.join(c.objective)})"),
-          headline=_sizes, enabled=lambda cfg: bool(cfg.mixed_budgets), before=_drop_other_budgets),
-    stages.Stage("micro", lambda chain: micro.MicroConfig(
-              **chain.place(), modes=tuple(p.stem for p in chain.flatbuffers()),
-              max_examples=chain.cfg.micro_examples or chain.tc.max_eval_examples),
-          reads=lambda chain, c: chain.flatbuffers(), writes=lambda chain, c: [chain.run / micro.MICRO_JSON],
-          function=lambda chain, c: micro.micro(c, report_unsupported=True),
-          what=lambda chain, c: f"{len(c.modes)} flatbuffers under TFLite Micro",
-          headline=micro.headline, enabled=lambda cfg: cfg.micro),
-    stages.Stage("generalize", lambda chain: generalize.GeneralizeConfig(
-              **chain.place(), modes=tuple(p.stem for p in chain.flatbuffers()), examples=chain.cfg.shift_examples,
-              cross_datasets=tuple(_cross(chain)), max_eval_examples=chain.tc.max_eval_examples),
-          reads=lambda chain, c: chain.flatbuffers(),
-          writes=lambda chain, c: [chain.run / generalize.GENERALIZE_JSON, chain.run / generalize.GENERALIZE_NPZ,
-                                   *(evaluate.result_stem(p, p.stem, eval_dataset=o).with_suffix(ext)
-                                     for o in c.cross_datasets for p in chain.flatbuffers()
-                                     for ext in (".json", ".npy"))],
-          function=lambda chain, c: generalize.generalize(c),
-          what=lambda chain, c: (f"{len(c.modes)} flatbuffers on shifted test images ({c.examples or 'all'} per set)"
-                                 + (f" and on {', '.join(c.cross_datasets)}" if c.cross_datasets else "")),
-          headline=generalize.headline, enabled=lambda cfg: cfg.generalize,
-          key_also=lambda chain, c: {o: data.source_key(o, chain.cfg.data_root, chain.cfg.cache_dir)
-                                     for o in c.cross_datasets}),
+    stages.Stage(
+        "train",
+        lambda chain: chain.tc,
+        reads=lambda chain, c: [],
+        writes=lambda chain, c: [chain.run / artifacts.MODEL_FILE, chain.run / artifacts.TRAIN_JSON],
+        function=lambda chain, c: (
+            executors.train_on_ray(train.train, c, c.ray_workers, c.ray_address or chain.cfg.ray_address)
+            if c.strategy == "ray"
+            else train.train(c)
+        ),
+        what=lambda chain, c: (
+            f"training the float {c.model} ({_count(c.epochs, 'epoch')}"
+            + (f" on {c.ray_workers} Ray Train workers)" if c.strategy == "ray" else ")")
+        ),
+        headline=lambda r: f"test accuracy {_pct(r['test_accuracy'])}",
+    ),
+    stages.Stage(
+        "convert",
+        lambda chain: convert.ConvertConfig(**chain.place(), modes=("all",), num_calibration=chain.cfg.num_calibration),
+        reads=_trained,
+        writes=lambda chain, c: [
+            p.with_suffix(ext) for p in map(chain.file, modes.MODES) for ext in (".tflite", ".json")
+        ],
+        function=lambda chain, c: convert.convert(c),
+        what=lambda chain, c: f"converting to {', '.join(modes.MODES)}",
+        headline=_sizes,
+    ),
+    stages.Stage(
+        "qat",
+        _qat_config,
+        reads=lambda chain, c: [*_trained(chain, c), chain.file("float32")],
+        writes=lambda chain, c: [
+            chain.file(modes.QAT_INT8.name),
+            chain.run / f"{modes.QAT_INT8.name}.json",
+            chain.run / qat.QAT_MODEL_FILE,
+            *([chain.run / qat.LOW_BIT_JSON] if c.low_bit else []),
+        ],
+        function=lambda chain, c: qat.qat(c),
+        what=lambda chain, c: (
+            f"quantization-aware fine-tuning and equally fine-tuned float controls: int8 "
+            f"({_count(c.epochs, 'epoch')})"
+            + (f", {', '.join(c.low_bit)} ({_count(c.low_bit_epochs or c.epochs, 'epoch')})" if c.low_bit else "")
+        ),
+        headline=lambda r: (
+            f"QAT int8 {_pct(r['accuracy']['qat_int8'])}, PTQ int8 of the control "
+            f"{_pct(r['accuracy']['ptq_int8_of_finetuned'])}"
+        ),
+    ),
+    stages.Stage(
+        "evaluate",
+        lambda chain: evaluate.EvalConfig(
+            **chain.place(),
+            modes=tuple(p.stem for p in chain.targets()),
+            threads=chain.cfg.threads,
+            latency_runs=chain.cfg.latency_runs,
+            max_eval_examples=chain.tc.max_eval_examples,
+        ),
+        reads=lambda chain, c: chain.targets(),
+        writes=lambda chain, c: [
+            chain.run / f"eval_{p.stem}{ext}" for p in chain.targets() for ext in (".json", ".npy")
+        ],
+        function=lambda chain, c: evaluate.evaluate(c),
+        what=lambda chain, c: f"measuring {len(chain.targets())} flatbuffers in LiteRT",
+        headline=lambda rs: ", ".join(f"{r['name']} {_pct(r['accuracy'])}" for r in rs),
+    ),
+    stages.Stage(
+        "sweep",
+        lambda chain: sweep.SweepConfig(
+            **chain.place(),
+            grid_examples=chain.cfg.sweep_grid_examples,
+            calibration_draws=chain.cfg.sweep_calibration_draws,
+            num_calibration=chain.cfg.num_calibration,
+            max_eval_examples=chain.tc.max_eval_examples,
+        ),
+        reads=_sweep_checked,
+        writes=lambda chain, c: [chain.run / "sweep.json", chain.run / "sweep.csv"],
+        function=lambda chain, c: sweep.sweep(c, map_lines=chain.mapper),
+        what=lambda chain, c: (
+            f"simulated precisions, {len(sweep.LINES)} schemes x {len(c.bits)} widths, checked "
+            f"against {len(_sweep_checked(chain, c)) - 1} real files"
+        ),
+        headline=sweep.headline,
+        enabled=lambda cfg: cfg.sweep,
+    ),
+    stages.Stage(
+        "sensitivity",
+        lambda chain: sensitivity.SensitivityConfig(
+            **chain.place(), num_calibration=chain.cfg.num_calibration, max_eval_examples=chain.tc.max_eval_examples
+        ),
+        reads=lambda chain, c: [chain.file("float32")],
+        writes=lambda chain, c: [chain.run / sensitivity.SENSITIVITY_JSON],
+        function=lambda chain, c: sensitivity.sensitivity(c),
+        what=lambda chain, c: f"per-layer sensitivity on the validation split ({', '.join(c.schemes)})",
+        headline=sensitivity.headline,
+        enabled=lambda cfg: cfg.sensitivity,
+    ),
+    stages.Stage(
+        "mixed",
+        _mixed_config,
+        reads=lambda chain, c: [
+            chain.file("float32"),
+            *(p for p in [chain.run / sensitivity.SENSITIVITY_JSON] if p.is_file()),
+        ],
+        writes=lambda chain, c: [
+            chain.run / f"{stem}{ext}" for stem in chain.mixed_stems() for ext in (".tflite", ".recipe.json", ".json")
+        ],
+        function=lambda chain, c: mixed.mixed(c),
+        what=lambda chain, c: (
+            f"mixed precision within {', '.join(f'{b:g}' for b in c.max_accuracy_drop)} points "
+            f"({', '.join(c.objective)})"
+        ),
+        headline=_sizes,
+        enabled=lambda cfg: bool(cfg.mixed_budgets),
+        before=_drop_other_budgets,
+    ),
+    stages.Stage(
+        "micro",
+        lambda chain: micro.MicroConfig(
+            **chain.place(),
+            modes=tuple(p.stem for p in chain.flatbuffers()),
+            max_examples=chain.cfg.micro_examples or chain.tc.max_eval_examples,
+        ),
+        reads=lambda chain, c: chain.flatbuffers(),
+        writes=lambda chain, c: [chain.run / micro.MICRO_JSON],
+        function=lambda chain, c: micro.micro(c, report_unsupported=True),
+        what=lambda chain, c: f"{len(c.modes)} flatbuffers under TFLite Micro",
+        headline=micro.headline,
+        enabled=lambda cfg: cfg.micro,
+    ),
+    stages.Stage(
+        "generalize",
+        lambda chain: generalize.GeneralizeConfig(
+            **chain.place(),
+            modes=tuple(p.stem for p in chain.flatbuffers()),
+            examples=chain.cfg.shift_examples,
+            cross_datasets=tuple(_cross(chain)),
+            max_eval_examples=chain.tc.max_eval_examples,
+        ),
+        reads=lambda chain, c: chain.flatbuffers(),
+        writes=lambda chain, c: [
+            chain.run / generalize.GENERALIZE_JSON,
+            chain.run / generalize.GENERALIZE_NPZ,
+            *(
+                evaluate.result_stem(p, p.stem, eval_dataset=o).with_suffix(ext)
+                for o in c.cross_datasets
+                for p in chain.flatbuffers()
+                for ext in (".json", ".npy")
+            ),
+        ],
+        function=lambda chain, c: generalize.generalize(c),
+        what=lambda chain, c: (
+            f"{len(c.modes)} flatbuffers on shifted test images ({c.examples or 'all'} per set)"
+            + (f" and on {', '.join(c.cross_datasets)}" if c.cross_datasets else "")
+        ),
+        headline=generalize.headline,
+        enabled=lambda cfg: cfg.generalize,
+        key_also=lambda chain, c: {
+            o: data.source_key(o, chain.cfg.data_root, chain.cfg.cache_dir) for o in c.cross_datasets
+        },
+    ),
 )
 
 
 def _export_stage(mode: str, fmt: str) -> stages.Stage:
     """Shipping one file in one format: its key holds the file and the library versions, not the data."""
+
     def check(chain: Chain, c) -> None:
         if not chain.file(mode).is_file():
             raise TfqError(f"--export_modes={mode}: no {chain.file(mode)} (the stages above did not make it)")
 
-    return stages.Stage(f"export {mode} {fmt}", lambda chain: export.ExportConfig(
-                     dataset=chain.dataset, model=chain.model, mode=mode, format=fmt, artifacts=chain.cfg.artifacts),
-                 reads=lambda chain, c: [chain.file(mode)],
-                 writes=lambda chain, c: [chain.run / "export" / f"{mode}_{fmt}" / "export.json"],
-                 function=lambda chain, c: export.export(c),
-                 what=lambda chain, c: f"{mode}.tflite for {'a TFLite Micro app (C)' if fmt == 'c' else 'an Android app'}",
-                 headline=lambda m: f"{m['folder']}: {', '.join(m['files'])}", before=check)
+    return stages.Stage(
+        f"export {mode} {fmt}",
+        lambda chain: export.ExportConfig(
+            dataset=chain.dataset, model=chain.model, mode=mode, format=fmt, artifacts=chain.cfg.artifacts
+        ),
+        reads=lambda chain, c: [chain.file(mode)],
+        writes=lambda chain, c: [chain.run / "export" / f"{mode}_{fmt}" / "export.json"],
+        function=lambda chain, c: export.export(c),
+        what=lambda chain, c: f"{mode}.tflite for {'a TFLite Micro app (C)' if fmt == 'c' else 'an Android app'}",
+        headline=lambda m: f"{m['folder']}: {', '.join(m['files'])}",
+        before=check,
+    )
 
 
 def stages_for(cfg: PipelineConfig) -> list[stages.Stage]:
     """The rows this run takes: the table's enabled stages, then one export per file and format."""
-    return [*(s for s in STAGES if s.enabled(cfg)),
-            *(_export_stage(m, f) for m in cfg.export_modes for f in export.FORMATS)]
+    return [
+        *(s for s in STAGES if s.enabled(cfg)),
+        *(_export_stage(m, f) for m in cfg.export_modes for f in export.FORMATS),
+    ]
 
 
 def _count(n: int, noun: str) -> str:

@@ -85,8 +85,12 @@ def promise(recipe: list[dict]) -> dict:
         activations.add("float32")  # what no rule covers stays float
     # one activation type: the file takes and gives it; a mix: whatever the first and last ops hold
     io = next(iter(activations)) if len(activations) == 1 else None
-    return {"weight_dtypes": sorted(weights), "activation_dtypes": sorted(activations), "io_type": io,
-            "calibrate": calibrate}
+    return {
+        "weight_dtypes": sorted(weights),
+        "activation_dtypes": sorted(activations),
+        "io_type": io,
+        "calibrate": calibrate,
+    }
 
 
 def _signature(float_blob: bytes) -> tuple[str, str]:
@@ -121,8 +125,9 @@ def _first_line(e: Exception) -> str:
     return str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
 
 
-def calibrate(float_blob: bytes, recipe: list[dict], calibration: np.ndarray, label: str,
-              rule: str = "quantizer") -> dict:
+def calibrate(
+    float_blob: bytes, recipe: list[dict], calibration: np.ndarray, label: str, rule: str = "quantizer"
+) -> dict:
     """Per-tensor min/max of `float_blob` over `calibration` (scaled float images) for the tensors
     `recipe` quantizes statically, merged across images by `rule` (see the module docstring)."""
     return _calibrate(_quantizer(float_blob, recipe, label), float_blob, calibration, label, rule)
@@ -145,8 +150,15 @@ def _calibrate(qt, float_blob: bytes, calibration: np.ndarray, label: str, rule:
             raise TfqError(f"{label}: ai-edge-quantizer calibration failed: {_first_line(e)}") from None
 
 
-def quantize(float_blob: bytes, recipe: list[dict], calibration: np.ndarray | None, label: str, *,
-             calibration_rule: str = "quantizer", calibration_result: dict | None = None) -> bytes:
+def quantize(
+    float_blob: bytes,
+    recipe: list[dict],
+    calibration: np.ndarray | None,
+    label: str,
+    *,
+    calibration_rule: str = "quantizer",
+    calibration_result: dict | None = None,
+) -> bytes:
     """The flatbuffer ai-edge-quantizer makes from `float_blob` with `recipe`, calibrated on
     `calibration` (scaled float images, the converter's own representative samples) if it asks,
     or with a `calibration_result` from `calibrate` over the same float model."""

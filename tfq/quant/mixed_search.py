@@ -83,8 +83,13 @@ class Layer:
 def _layer_name(scope: str, index: int) -> str:
     for part in scope.split(";"):
         pieces = part.split("/")
-        if len(pieces) >= 2 and pieces[-1].rstrip("0123456789").lower() in ("conv2d", "matmul", "depthwise",
-                                                                            "tensordot", "biasadd"):
+        if len(pieces) >= 2 and pieces[-1].rstrip("0123456789").lower() in (
+            "conv2d",
+            "matmul",
+            "depthwise",
+            "tensordot",
+            "biasadd",
+        ):
             return pieces[-2]
     return f"op{index}"
 
@@ -153,8 +158,10 @@ def read_back(blob: bytes, model_layers: list[Layer], label: str) -> dict[str, d
     for layer in model_layers:
         op = writer.get(layer.output)
         if op is None or op.name != layer.op or len(op.inputs) < 2:
-            raise TfqError(f"{label}: no {layer.op} writes {layer.name}'s output; the file is not a quantized "
-                           "copy of this float model")
+            raise TfqError(
+                f"{label}: no {layer.op} writes {layer.name}'s output; the file is not a quantized "
+                "copy of this float model"
+            )
         weights, x, y = (fb.tensors[i].dtype for i in (op.inputs[1], op.inputs[0], op.outputs[0]))
         rung = next((r.name for r in RUNGS if r.weight_dtype == weights and r.activation_dtype == x == y), None)
         out[layer.name] = {"op": op.name, "weights": weights, "input": x, "output": y, "rung": rung}
@@ -165,8 +172,11 @@ def check(blob: bytes, assignment: dict[str, str], model_layers: list[Layer], la
     """`read_back`, and a TfqError naming each layer that does not hold its assigned rung (the
     quantizer skips, without a word, a rule it cannot apply to an op)."""
     held = read_back(blob, model_layers, label)
-    wrong = [f"{n} holds {v['weights']} weights / {v['input']} activations, not {assignment[n]}"
-             for n, v in held.items() if v["rung"] != assignment[n]]
+    wrong = [
+        f"{n} holds {v['weights']} weights / {v['input']} activations, not {assignment[n]}"
+        for n, v in held.items()
+        if v["rung"] != assignment[n]
+    ]
     if wrong:
         raise TfqError(f"{label}: ai-edge-quantizer did not apply the recipe: {'; '.join(wrong)}")
     return held
@@ -176,16 +186,23 @@ class Scorer:
     """Makes the file of an assignment and scores it on the validation images; each distinct
     recipe is made and scored once (the budget sweep walks the same path)."""
 
-    def __init__(self, float_blob: bytes, model_layers: list[Layer], calibration: np.ndarray,
-                 images: np.ndarray, labels: np.ndarray):
+    def __init__(
+        self,
+        float_blob: bytes,
+        model_layers: list[Layer],
+        calibration: np.ndarray,
+        images: np.ndarray,
+        labels: np.ndarray,
+    ):
         self.float_blob, self.layers, self.images, self.labels = float_blob, model_layers, images, labels
         # min/max over the same images is one number per tensor whatever the recipe; the int8 and the
         # int16 recipes may not reach the same ops, so both are calibrated and merged
         self.calibration = {}
         for rung in ("a16w8", "int8"):
             uniform = recipe(dict.fromkeys((layer.name for layer in model_layers), rung), model_layers)
-            self.calibration.update(aeq.calibrate(float_blob, uniform, calibration, "mixed precision",
-                                                  CALIBRATION_RULE))
+            self.calibration.update(
+                aeq.calibrate(float_blob, uniform, calibration, "mixed precision", CALIBRATION_RULE)
+            )
         self._blobs: dict[str, bytes] = {}  # recipe -> file
         self._correct: dict[str, np.ndarray] = {}  # file digest -> right or wrong per image
         self.float_correct = self.correct(float_blob)
@@ -253,20 +270,22 @@ def search(scorer: Scorer, sensitivity: dict, budget_pts: float, objective: str,
         raise TfqError(f"--objective={objective}: choose one of {', '.join(OBJECTIVES)}")
     if not budget_pts >= 0:
         raise TfqError(f"an accuracy budget of {budget_pts} points: it must be 0 or more")
-    uniform_cost = {r: sensitivity["rungs"][r]["size_bytes" if objective == "size" else "latency_us"]
-                    for r in RUNG}
+    uniform_cost = {r: sensitivity["rungs"][r]["size_bytes" if objective == "size" else "latency_us"] for r in RUNG}
     steps = ladder(uniform_cost)
     total_macs = sum(layer.macs for layer in scorer.layers)
-    recovery = {entry["name"]: {scheme: s["only_float_recovery_pts"] for scheme, s in entry["schemes"].items()}
-                for entry in sensitivity["layers"]}
+    recovery = {
+        entry["name"]: {scheme: s["only_float_recovery_pts"] for scheme, s in entry["schemes"].items()}
+        for entry in sensitivity["layers"]
+    }
     measured = sorted({s for r in recovery.values() for s in r}, key=precision)
 
     def priority(layer: Layer, rung: str) -> float:
         # the sensitivity measured at this rung, or at the nearest measured rung below it
         scheme = max((s for s in measured if precision(s) <= precision(rung)), key=precision, default=measured[0])
         higher = steps[steps.index(rung) + 1]
-        extra = (layer_cost(layer, higher, objective, uniform_cost, total_macs)
-                 - layer_cost(layer, rung, objective, uniform_cost, total_macs))
+        extra = layer_cost(layer, higher, objective, uniform_cost, total_macs) - layer_cost(
+            layer, rung, objective, uniform_cost, total_macs
+        )
         return max(recovery[layer.name][scheme], 1e-3) / max(extra, 1e-9)
 
     def within(drop: float) -> bool:  # a drop is a whole number of images: no float-rounding misses
@@ -278,23 +297,34 @@ def search(scorer: Scorer, sensitivity: dict, budget_pts: float, objective: str,
 
     def record(action: str) -> float:
         drop, blob = scorer.drop_pts(assignment)
-        path.append({"action": action, "assignment": dict(assignment), "val_drop_pts": round(drop, 4),
-                     "size_bytes": len(blob), "within_budget": within(drop)})
+        path.append(
+            {
+                "action": action,
+                "assignment": dict(assignment),
+                "val_drop_pts": round(drop, 4),
+                "size_bytes": len(blob),
+                "within_budget": within(drop),
+            }
+        )
         _log(path[-1])
         return drop
 
     def _log(step: dict) -> None:
         if log:
-            log(f"  budget {budget_pts:g} ({objective}): {step['action']}: validation drop "
-                f"{step['val_drop_pts']:+.2f} pts, {step['size_bytes']:,d} bytes")
+            log(
+                f"  budget {budget_pts:g} ({objective}): {step['action']}: validation drop "
+                f"{step['val_drop_pts']:+.2f} pts, {step['size_bytes']:,d} bytes"
+            )
 
     drop = record(f"start: every layer {steps[0]}")
     raised: list[str] = []
     while not within(drop):
         open_layers = [layer for layer in scorer.layers if assignment[layer.name] != steps[-1]]
         level = min(steps.index(assignment[layer.name]) for layer in open_layers)
-        pick = max((layer for layer in open_layers if steps.index(assignment[layer.name]) == level),
-                   key=lambda layer: priority(layer, steps[level]))
+        pick = max(
+            (layer for layer in open_layers if steps.index(assignment[layer.name]) == level),
+            key=lambda layer: priority(layer, steps[level]),
+        )
         assignment[pick.name] = steps[level + 1]
         raised.append(pick.name)
         drop = record(f"raise {pick.name} {steps[level]} -> {steps[level + 1]}")
@@ -304,15 +334,27 @@ def search(scorer: Scorer, sensitivity: dict, budget_pts: float, objective: str,
             trial = {**assignment, name: steps[current - 1]}
             trial_drop, blob = scorer.drop_pts(trial)
             kept = within(trial_drop)
-            path.append({"action": f"try {name} {steps[current]} -> {steps[current - 1]}", "assignment": trial,
-                         "val_drop_pts": round(trial_drop, 4), "size_bytes": len(blob), "within_budget": kept,
-                         "kept": kept})
+            path.append(
+                {
+                    "action": f"try {name} {steps[current]} -> {steps[current - 1]}",
+                    "assignment": trial,
+                    "val_drop_pts": round(trial_drop, 4),
+                    "size_bytes": len(blob),
+                    "within_budget": kept,
+                    "kept": kept,
+                }
+            )
             _log(path[-1])
             if not kept:
                 break
             assignment = trial
-    return {"assignment": assignment, "ladder": steps, "uniform_cost": uniform_cost, "path": path,
-            "files_scored": scorer.evaluations - scored_before}
+    return {
+        "assignment": assignment,
+        "ladder": steps,
+        "uniform_cost": uniform_cost,
+        "path": path,
+        "files_scored": scorer.evaluations - scored_before,
+    }
 
 
 def drop_pts(reference: np.ndarray, other: np.ndarray) -> float:
@@ -324,5 +366,4 @@ def drop_pts(reference: np.ndarray, other: np.ndarray) -> float:
 def paired_vs(reference: np.ndarray, other: np.ndarray) -> dict:
     """`other` minus `reference` in points with its 95% interval and McNemar p (stats.paired)."""
     p = stats.paired(reference, other)
-    return {k: p[k] for k in ("delta_pts", "ci95_pts", "p_value", "images", "only_reference_right",
-                              "only_other_right")}
+    return {k: p[k] for k in ("delta_pts", "ci95_pts", "p_value", "images", "only_reference_right", "only_other_right")}

@@ -38,22 +38,54 @@ class Mode:
     per_channel_option: bool = False  # --per_channel=false applies
 
 
-_INT8 = dict(weight_dtype="int8", activation_dtypes=("int8",), optimize=True, io_type="int8",
-             io_types=("int8", "uint8", "float32"), per_channel_option=True)
+_INT8 = dict(
+    weight_dtype="int8",
+    activation_dtypes=("int8",),
+    optimize=True,
+    io_type="int8",
+    io_types=("int8", "uint8", "float32"),
+    per_channel_option=True,
+)
 
 MODES: dict[str, Mode] = {
     m.name: m
     for m in (
         Mode("float32", "float32 weights and activations (the reference)", "float32", ("float32",)),
-        Mode("float16", "float16 weights, float32 compute", "float16", ("float32",), optimize=True,
-             supported_types=("float16",)),
-        Mode("dynamic", "int8 weights, float activations (dynamic-range)", "int8", ("float32",),
-             optimize=True, per_channel_option=True),
-        Mode("int8", "full integer: int8 weights (per-channel) and activations, int8 in/out",
-             ops="TFLITE_BUILTINS_INT8", calibrate=True, **_INT8),
-        Mode("int16x8", "int16 activations, int8 weights, int16 in/out", "int8", ("int16",), optimize=True,
-             ops="EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8", calibrate=True,
-             io_type="int16", io_types=("int16", "float32"), per_channel_option=True),
+        Mode(
+            "float16",
+            "float16 weights, float32 compute",
+            "float16",
+            ("float32",),
+            optimize=True,
+            supported_types=("float16",),
+        ),
+        Mode(
+            "dynamic",
+            "int8 weights, float activations (dynamic-range)",
+            "int8",
+            ("float32",),
+            optimize=True,
+            per_channel_option=True,
+        ),
+        Mode(
+            "int8",
+            "full integer: int8 weights (per-channel) and activations, int8 in/out",
+            ops="TFLITE_BUILTINS_INT8",
+            calibrate=True,
+            **_INT8,
+        ),
+        Mode(
+            "int16x8",
+            "int16 activations, int8 weights, int16 in/out",
+            "int8",
+            ("int16",),
+            optimize=True,
+            ops="EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8",
+            calibrate=True,
+            io_type="int16",
+            io_types=("int16", "float32"),
+            per_channel_option=True,
+        ),
     )
 }
 
@@ -67,8 +99,17 @@ def recipe_mode(name: str, description: str, recipe: str | os.PathLike | None = 
     path = recipe or aeq.RECIPES / f"{name}.json"
     promise = aeq.promise(aeq.load(path))
     io = promise["io_type"] or ANY_IO
-    return Mode(name, description, "/".join(promise["weight_dtypes"]), tuple(promise["activation_dtypes"]),
-                family="aeq", recipe=str(path), calibrate=promise["calibrate"], io_type=io, io_types=(io,))
+    return Mode(
+        name,
+        description,
+        "/".join(promise["weight_dtypes"]),
+        tuple(promise["activation_dtypes"]),
+        family="aeq",
+        recipe=str(path),
+        calibrate=promise["calibrate"],
+        io_type=io,
+        io_types=(io,),
+    )
 
 
 _AEQ = "LiteRT Quantizer (ai-edge-quantizer): "
@@ -92,13 +133,34 @@ MODES.update({name: recipe_mode(name, _AEQ + text) for name, text in _AEQ_ROWS})
 
 # The QAT graph carries its own ranges, so no calibration; the INT8-only ops set would demand a
 # representative dataset, so the int8-only promise is checked from the flatbuffer instead.
-QAT_INT8 = Mode("qat_int8", "full integer from quantization-aware training: int8 weights and activations, "
-                "int8 in/out", family="qat", **_INT8)
+QAT_INT8 = Mode(
+    "qat_int8",
+    "full integer from quantization-aware training: int8 weights and activations, int8 in/out",
+    family="qat",
+    **_INT8,
+)
 
 KNOWN: dict[str, Mode] = {**MODES, QAT_INT8.name: QAT_INT8}
-ORDER = ("float32", "float16", "dynamic", "aeq_dyn_w8", "int16x8", "aeq_a16w8", "int8", "aeq_a8w8", "aeq_a8w8_sym",
-         "aeq_a8w8_pertensor", "aeq_a8w8_mse", "aeq_a8w8_octav", "qat_int8", "aeq_w4", "aeq_dyn_w4", "aeq_a8w4",
-         "aeq_a8w4_mse", "aeq_a8w4_octav")  # report rows, widest first
+ORDER = (
+    "float32",
+    "float16",
+    "dynamic",
+    "aeq_dyn_w8",
+    "int16x8",
+    "aeq_a16w8",
+    "int8",
+    "aeq_a8w8",
+    "aeq_a8w8_sym",
+    "aeq_a8w8_pertensor",
+    "aeq_a8w8_mse",
+    "aeq_a8w8_octav",
+    "qat_int8",
+    "aeq_w4",
+    "aeq_dyn_w4",
+    "aeq_a8w4",
+    "aeq_a8w4_mse",
+    "aeq_a8w4_octav",
+)  # report rows, widest first
 
 
 def get_mode(name: str) -> Mode:
@@ -141,11 +203,15 @@ def verify(mode: Mode, fb: Flatbuffer, label: str, io_type: str | None = None) -
     io_type = io_type or mode.io_type
     io = {fb.tensors[i].dtype for i in (*fb.inputs, *fb.outputs)}
     if io_type != ANY_IO and io != {io_type}:
-        raise TfqError(f"{label}: --mode={mode.name} promises {io_type} input and output, but the file takes "
-                       f"{'/'.join(sorted(io))}")
+        raise TfqError(
+            f"{label}: --mode={mode.name} promises {io_type} input and output, but the file takes "
+            f"{'/'.join(sorted(io))}"
+        )
     if not set(mode.weight_dtype.split("/")) <= fb.dtypes("weights"):
-        raise TfqError(f"{label}: --mode={mode.name} promises {mode.weight_dtype} weights, but the file holds "
-                       f"{'/'.join(sorted(fb.dtypes('weights'))) or 'none'}")
+        raise TfqError(
+            f"{label}: --mode={mode.name} promises {mode.weight_dtype} weights, but the file holds "
+            f"{'/'.join(sorted(fb.dtypes('weights'))) or 'none'}"
+        )
     boundary = {*fb.inputs, *fb.outputs}
     stray = {}
     for op in fb.ops:
@@ -155,5 +221,7 @@ def verify(mode: Mode, fb: Flatbuffer, label: str, io_type: str | None = None) -
                 stray.setdefault(t.dtype, set()).add(op.name)
     if stray:
         found = "; ".join(f"{dtype} in {', '.join(sorted(ops))}" for dtype, ops in sorted(stray.items()))
-        raise TfqError(f"{label}: --mode={mode.name} promises {'/'.join(mode.activation_dtypes)} activations, "
-                       f"but the file has {found}")
+        raise TfqError(
+            f"{label}: --mode={mode.name} promises {'/'.join(mode.activation_dtypes)} activations, "
+            f"but the file has {found}"
+        )

@@ -59,13 +59,17 @@ class Scheme:
     def name(self) -> str:
         parts = []
         if self.weight_bits:
-            parts.append(f"w{self.weight_bits}{'s' if self.weight_symmetric else 'a'}"
-                         f"{'c' if self.per_channel else 't'}"
-                         + ("" if self.dense_per_channel in (None, self.per_channel)
-                            else f"{'c' if self.dense_per_channel else 't'}dense"))
+            parts.append(
+                f"w{self.weight_bits}{'s' if self.weight_symmetric else 'a'}"
+                f"{'c' if self.per_channel else 't'}"
+                + (
+                    ""
+                    if self.dense_per_channel in (None, self.per_channel)
+                    else f"{'c' if self.dense_per_channel else 't'}dense"
+                )
+            )
         if self.activation_bits:
-            parts.append(f"a{self.activation_bits}{'s' if self.activation_symmetric else 'a'}"
-                         f"_{self.activation_range}")
+            parts.append(f"a{self.activation_bits}{'s' if self.activation_symmetric else 'a'}_{self.activation_range}")
         return "_".join(parts) or "float"
 
     def to_json(self) -> dict:
@@ -78,10 +82,12 @@ def fake_quant_kernel(kernel: np.ndarray, lo, hi, bits: int, narrow_range: bool)
     flat = tf.reshape(tf.constant(kernel, tf.float32), (-1, kernel.shape[-1]))
     if np.ndim(lo):
         out = tf.quantization.fake_quant_with_min_max_vars_per_channel(
-            flat, np.asarray(lo, np.float32), np.asarray(hi, np.float32), num_bits=bits, narrow_range=narrow_range)
+            flat, np.asarray(lo, np.float32), np.asarray(hi, np.float32), num_bits=bits, narrow_range=narrow_range
+        )
     else:
-        out = tf.quantization.fake_quant_with_min_max_vars(flat, float(lo), float(hi), num_bits=bits,
-                                                           narrow_range=narrow_range)
+        out = tf.quantization.fake_quant_with_min_max_vars(
+            flat, float(lo), float(hi), num_bits=bits, narrow_range=narrow_range
+        )
     return out.numpy().reshape(kernel.shape)
 
 
@@ -108,8 +114,13 @@ class _Step:
     point: str | None  # the tensor after this layer is quantized ("softmax": fixed range)
 
 
-_GRID_KEEPING = (keras.layers.MaxPooling2D, keras.layers.Flatten, keras.layers.Reshape, keras.layers.Dropout,
-                 keras.layers.InputLayer)
+_GRID_KEEPING = (
+    keras.layers.MaxPooling2D,
+    keras.layers.Flatten,
+    keras.layers.Reshape,
+    keras.layers.Dropout,
+    keras.layers.InputLayer,
+)
 _WEIGHTED = (keras.layers.Conv2D, keras.layers.Dense)
 
 
@@ -138,8 +149,9 @@ def fold(model: keras.Model) -> list[_Step]:
             bias = lyr.bias.numpy() if lyr.use_bias else np.zeros(kernel.shape[-1], np.float32)
             nxt = layers[i + 1] if i + 1 < len(layers) else None
             if isinstance(nxt, keras.layers.BatchNormalization):
-                gamma, beta, mean, var = (w.numpy() for w in (nxt.gamma, nxt.beta, nxt.moving_mean,
-                                                             nxt.moving_variance))
+                gamma, beta, mean, var = (
+                    w.numpy() for w in (nxt.gamma, nxt.beta, nxt.moving_mean, nxt.moving_variance)
+                )
                 factor = gamma / np.sqrt(var + nxt.epsilon)
                 kernel, bias = kernel * factor, (bias - mean) * factor + beta
                 i += 1
@@ -158,8 +170,9 @@ def fold(model: keras.Model) -> list[_Step]:
         i += 1
     # A fused activation makes its producer's output an inner (unquantized) value.
     for k, step in enumerate(steps[:-1]):
-        if isinstance(steps[k + 1].layer, (keras.layers.ReLU, keras.layers.Activation)) and \
-                _activation_name(steps[k + 1].layer) in ("relu", "relu6"):
+        if isinstance(steps[k + 1].layer, (keras.layers.ReLU, keras.layers.Activation)) and _activation_name(
+            steps[k + 1].layer
+        ) in ("relu", "relu6"):
             step.point = None
     for step in steps:
         if _activation_name(step.layer) == "softmax":
@@ -203,9 +216,13 @@ class Simulator:
         ema = [per_image[0].min(), per_image[0].max()]
         for lo, hi in zip(per_image.min(axis=1)[1:], per_image.max(axis=1)[1:]):
             ema = [EMA_SMOOTHING * ema[0] + (1 - EMA_SMOOTHING) * lo, EMA_SMOOTHING * ema[1] + (1 - EMA_SMOOTHING) * hi]
-        return {"min": float(min(flat.min(), 0.0)), "max": float(max(flat.max(), 0.0)),
-                "percentile": (float(min(lo_p, 0.0)), float(max(hi_p, 0.0))),
-                "ema": (float(min(ema[0], 0.0)), float(max(ema[1], 0.0))), "sample": sample}
+        return {
+            "min": float(min(flat.min(), 0.0)),
+            "max": float(max(flat.max(), 0.0)),
+            "percentile": (float(min(lo_p, 0.0)), float(max(hi_p, 0.0))),
+            "ema": (float(min(ema[0], 0.0)), float(max(ema[1], 0.0))),
+            "sample": sample,
+        }
 
     def _range(self, k: int, bits: int, symmetric: bool, method: str) -> tuple[float, float]:
         key = (k, bits, symmetric, method)
@@ -217,8 +234,10 @@ class Simulator:
                 lo, hi = -m, m
             if method == "mse":
                 x = tf.constant(st["sample"])
-                errors = [float(tf.reduce_mean(tf.square(x - fake_quant(x, lo * f, hi * f, bits, symmetric))))
-                          for f in _MSE_FRACTIONS]
+                errors = [
+                    float(tf.reduce_mean(tf.square(x - fake_quant(x, lo * f, hi * f, bits, symmetric))))
+                    for f in _MSE_FRACTIONS
+                ]
                 f = float(_MSE_FRACTIONS[int(np.argmin(errors))])
                 lo, hi = lo * f, hi * f
             self._range_cache[key] = (lo, max(hi, lo + 1e-6))
@@ -235,8 +254,9 @@ class Simulator:
                     per_channel = scheme.dense_per_channel
                 key = (id(step), scheme.weight_bits, scheme.weight_symmetric, per_channel)
                 if key not in self._weight_cache:
-                    self._weight_cache[key] = fake_quant_weights(kernel, scheme.weight_bits,
-                                                                 scheme.weight_symmetric, per_channel)
+                    self._weight_cache[key] = fake_quant_weights(
+                        kernel, scheme.weight_bits, scheme.weight_symmetric, per_channel
+                    )
                 kernel = self._weight_cache[key]
             step.layer.kernel.assign(kernel)
 
@@ -253,21 +273,27 @@ class Simulator:
                     x = fake_quant(x, *self._range(k, bits, sym, method), bits, sym)
             elif step.point == "softmax" and bits:
                 out_bits = max(bits, 8)
-                top = (2 ** out_bits - 1) / 2 ** out_bits  # TFLite: scale 1/256 at 8 bits, zero point at 0
+                top = (2**out_bits - 1) / 2**out_bits  # TFLite: scale 1/256 at 8 bits, zero point at 0
                 x = fake_quant(x, -1.0 if sym else 0.0, 1.0 if sym else top, out_bits, sym)
         return x
 
     def predict(self, images: np.ndarray, scheme: Scheme, batch_size: int = 1000) -> np.ndarray:
         """Class scores for scaled float images under `scheme`."""
         self._set_weights(scheme)
-        out = [self._forward(tf.constant(images[i:i + batch_size]), scheme).numpy()
-               for i in range(0, len(images), batch_size)]
+        out = [
+            self._forward(tf.constant(images[i : i + batch_size]), scheme).numpy()
+            for i in range(0, len(images), batch_size)
+        ]
         return np.concatenate(out)
 
 
 # The verdicts of a check of the simulation against a real file (`tfq.sweep.compare_with_file`).
-PASSED, NOT_SHOWN_BETTER, NOT_INFORMATIVE, FAILED = "passed", "not shown better than float32", "not informative", \
-    "failed"
+PASSED, NOT_SHOWN_BETTER, NOT_INFORMATIVE, FAILED = (
+    "passed",
+    "not shown better than float32",
+    "not informative",
+    "failed",
+)
 
 
 def check_verdict(check: dict) -> str:

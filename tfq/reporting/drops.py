@@ -14,7 +14,10 @@ def drops(result: dict) -> dict:
     for layer in result["layers"]:
         for v in layer["schemes"].values():
             alone, spared = v["only_quantized_vs_float32"], v["only_float_vs_all_quantized"]
-            v.update(only_quantized_drop_pts=-alone["delta_pts"],
-                     only_quantized_ci95_pts=[-alone["ci95_pts"][1], -alone["ci95_pts"][0]],
-                     only_float_recovery_pts=spared["delta_pts"], only_float_ci95_pts=list(spared["ci95_pts"]))
+            v.update(
+                only_quantized_drop_pts=-alone["delta_pts"],
+                only_quantized_ci95_pts=[-alone["ci95_pts"][1], -alone["ci95_pts"][0]],
+                only_float_recovery_pts=spared["delta_pts"],
+                only_float_ci95_pts=list(spared["ci95_pts"]),
+            )
     return result

@@ -10,27 +10,34 @@ from tfq.reporting.collect import NO_XNNPACK, Study
 def tables(study: Study) -> list[str]:
     """What the columns mean, then one table per dataset: every file against its run's float32."""
     rows = study.rows
-    md = ["Accuracy is on the full test split unless the examples column says otherwise; Δ is in "
-          "percentage points, the file minus the float32 flatbuffer, with a 95% interval for the paired difference "
-          "on the same images (Tango's score interval, continuity-corrected: `tfq/core/stats.py`; its coverage is "
-          "enumerated in `benchmarks/coverage.py`); McNemar p is the exact test on the images where the two "
-          "disagree, and * marks a difference it finds distinguishable from zero (p < 0.05). The interval and the "
-          "test are two procedures: near p = 0.05 one may exclude zero while the other does not. Agreement is "
-          "the share of test images where the "
-          "prediction equals float32's; speed is float32's batch-1 p50 latency divided by the mode's (each the "
-          "median over rounds in which all modes of a run took turns), with the lowest and highest per-round "
-          "ratio in brackets.", ""]
+    md = [
+        "Accuracy is on the full test split unless the examples column says otherwise; Δ is in "
+        "percentage points, the file minus the float32 flatbuffer, with a 95% interval for the paired difference "
+        "on the same images (Tango's score interval, continuity-corrected: `tfq/core/stats.py`; its coverage is "
+        "enumerated in `benchmarks/coverage.py`); McNemar p is the exact test on the images where the two "
+        "disagree, and * marks a difference it finds distinguishable from zero (p < 0.05). The interval and the "
+        "test are two procedures: near p = 0.05 one may exclude zero while the other does not. Agreement is "
+        "the share of test images where the "
+        "prediction equals float32's; speed is float32's batch-1 p50 latency divided by the mode's (each the "
+        "median over rounds in which all modes of a run took turns), with the lowest and highest per-round "
+        "ratio in brackets.",
+        "",
+    ]
     for dataset in dict.fromkeys(r["dataset"] for r in rows):
         sub = [r for r in rows if r["dataset"] == dataset]
         md += [f"## {dataset}", "", f"Data: {sub[0]['data_source']}; {sub[0]['examples']:,d} test images.", ""]
-        md.append("| model | mode | accuracy | Δ vs float32 [95% CI] | McNemar p | agreement | size | size ratio | "
-                  "p50 latency | speed vs float32 [round range] | ops outside XNNPACK |")
+        md.append(
+            "| model | mode | accuracy | Δ vs float32 [95% CI] | McNemar p | agreement | size | size ratio | "
+            "p50 latency | speed vs float32 [round range] | ops outside XNNPACK |"
+        )
         md.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
         for r in sub:
-            md.append(f"| {r['model']} | {r['mode']} | {fmt.value(r['accuracy'], 'pct')} | {fmt.delta(r)} | "
-                      f"{fmt.p(r['mcnemar_p'])} | {fmt.value(r['agreement'], 'pct')} | "
-                      f"{fmt.value(r['size_bytes'], 'kb')} | {fmt.value(r['size_ratio'], 'x')} | "
-                      f"{fmt.value(r['p50_us'], 'us')} | {fmt.speed(r)} | {r['ops_outside_delegate'] or '-'} |")
+            md.append(
+                f"| {r['model']} | {r['mode']} | {fmt.value(r['accuracy'], 'pct')} | {fmt.delta(r)} | "
+                f"{fmt.p(r['mcnemar_p'])} | {fmt.value(r['agreement'], 'pct')} | "
+                f"{fmt.value(r['size_bytes'], 'kb')} | {fmt.value(r['size_ratio'], 'x')} | "
+                f"{fmt.value(r['p50_us'], 'us')} | {fmt.speed(r)} | {r['ops_outside_delegate'] or '-'} |"
+            )
         md += ["", f"![accuracy against size, {dataset}](accuracy_vs_size_{dataset}.png)", ""]
     return md
 
@@ -43,13 +50,18 @@ def aeq(study: Study) -> list[str]:
         return []
     from tfq.quant.modes import KNOWN
 
-    md = ["## ai-edge-quantizer (LiteRT Quantizer) modes: did LiteRT run them, on which kernels", "",
-          "Each file was made from the run's float32.tflite by its recipe (`tfq/quant/recipes/`), read back "
-          "(weights and activations as the table says, or the conversion fails) and run on the test split in "
-          "LiteRT. 'XNNPACK' counts the runs whose every op XNNPACK took; ops it left to LiteRT's own kernels "
-          "are named. Speed is against int8 from the TFLite converter in the same run.", "",
-          "| mode | weights / activations | ran in LiteRT | all in XNNPACK | ops outside XNNPACK | "
-          "p50 latency / converter int8's (range over runs) |", "|---|---|---:|---:|---|---:|"]
+    md = [
+        "## ai-edge-quantizer (LiteRT Quantizer) modes: did LiteRT run them, on which kernels",
+        "",
+        "Each file was made from the run's float32.tflite by its recipe (`tfq/quant/recipes/`), read back "
+        "(weights and activations as the table says, or the conversion fails) and run on the test split in "
+        "LiteRT. 'XNNPACK' counts the runs whose every op XNNPACK took; ops it left to LiteRT's own kernels "
+        "are named. Speed is against int8 from the TFLite converter in the same run.",
+        "",
+        "| mode | weights / activations | ran in LiteRT | all in XNNPACK | ops outside XNNPACK | "
+        "p50 latency / converter int8's (range over runs) |",
+        "|---|---|---:|---:|---|---:|",
+    ]
     int8 = {(r["dataset"], r["model"]): r for r in rows if r["mode"] == "int8"}
     for mode in dict.fromkeys(r["mode"] for r in aeq_rows):
         sub = [r for r in aeq_rows if r["mode"] == mode]
@@ -58,11 +70,15 @@ def aeq(study: Study) -> list[str]:
         delegated = [r for r in sub if r["ops_outside_delegate"] != NO_XNNPACK]
         outside = sorted({op for r in delegated for op in r["ops_outside_delegate"].split()})
         full = sum(r["ops_outside_delegate"] == "" for r in sub)
-        ratios = [r["p50_us"] / int8[r["dataset"], r["model"]]["p50_us"] for r in sub
-                  if (r["dataset"], r["model"]) in int8]
+        ratios = [
+            r["p50_us"] / int8[r["dataset"], r["model"]]["p50_us"] for r in sub if (r["dataset"], r["model"]) in int8
+        ]
         where = NO_XNNPACK if not delegated else (", ".join(outside) or "-")
-        md.append(f"| {mode} | {dtypes} | {len(sub)} of {len(sub)} runs | {full} | {where} | "
-                  + (f"{min(ratios):.2f}x-{max(ratios):.2f}x" if ratios else "-") + " |")
+        md.append(
+            f"| {mode} | {dtypes} | {len(sub)} of {len(sub)} runs | {full} | {where} | "
+            + (f"{min(ratios):.2f}x-{max(ratios):.2f}x" if ratios else "-")
+            + " |"
+        )
     return [*md, ""]
 
 
@@ -77,7 +93,11 @@ def stale(study: Study) -> list[str]:
     """The results `collect` left out, each with why."""
     if not study.stale:
         return []
-    md = ["## Left out: results that no longer match their files", "",
-          "These eval files describe a flatbuffer or trained model that has since changed or gone; "
-          "rerun `python -m tfq.evaluate` (or the pipeline) to measure the current files.", ""]
+    md = [
+        "## Left out: results that no longer match their files",
+        "",
+        "These eval files describe a flatbuffer or trained model that has since changed or gone; "
+        "rerun `python -m tfq.evaluate` (or the pipeline) to measure the current files.",
+        "",
+    ]
     return md + [f"- {s['run']}/{s['file']}: {s['why']}" for s in study.stale] + [""]

@@ -18,24 +18,31 @@ def section(study: Study) -> list[str]:
     if checks:
         verdicts = [check_verdict(c) for c in checks]
         worst_gap = max(checks, key=lambda c: c["gap_points"])
-        md.append(f"- Simulation against real files, {len(checks)} checks: {verdicts.count(PASSED)} passed (within "
-                  f"tolerance, and following the file better than float32 does on the images where float32 and "
-                  f"the file part, McNemar p < 0.05), {verdicts.count(NOT_SHOWN_BETTER)} not shown better than "
-                  f"float32, {verdicts.count(FAILED)} failed, and {verdicts.count(NOT_INFORMATIVE)} within "
-                  f"tolerance but not informative (float32 and the file part on fewer than "
-                  f"{informative_from(runs)} images, so even a simulation that ignored the scheme would pass); "
-                  f"largest accuracy gap {worst_gap['gap_points']:.2f} points ({worst_gap['file']}).")
+        md.append(
+            f"- Simulation against real files, {len(checks)} checks: {verdicts.count(PASSED)} passed (within "
+            f"tolerance, and following the file better than float32 does on the images where float32 and "
+            f"the file part, McNemar p < 0.05), {verdicts.count(NOT_SHOWN_BETTER)} not shown better than "
+            f"float32, {verdicts.count(FAILED)} failed, and {verdicts.count(NOT_INFORMATIVE)} within "
+            f"tolerance but not informative (float32 and the file part on fewer than "
+            f"{informative_from(runs)} images, so even a simulation that ignored the scheme would pass); "
+            f"largest accuracy gap {worst_gap['gap_points']:.2f} points ({worst_gap['file']})."
+        )
     for mode, what in (("int8", "int8 (converter)"), ("aeq_a8w4", "4-bit weights (aeq_a8w4)")):
-        cells = [f"{r['dataset']} {r['model']} {fmt.delta(r)}" for r in rows
-                 if r["mode"] == mode and r["delta_pts"] is not None]
+        cells = [
+            f"{r['dataset']} {r['model']} {fmt.delta(r)}"
+            for r in rows
+            if r["mode"] == mode and r["delta_pts"] is not None
+        ]
         if cells:
             md.append(f"- {what} minus float32, points [95% CI]: " + "; ".join(cells) + ".")
     for n, r in runs.items():
         lb = r.get("low_bit")
         if lb:
-            parts = [f"{name} QAT {fmt.value(e['accuracy']['qat_keras'], 'pct')}, "
-                     f"{e['qat_vs_ptq']['delta_pts']:+.2f}{fmt.ci(e['qat_vs_ptq']['ci95_pts'])} over PTQ"
-                     for name, e in lb["schemes"].items()]
+            parts = [
+                f"{name} QAT {fmt.value(e['accuracy']['qat_keras'], 'pct')}, "
+                f"{e['qat_vs_ptq']['delta_pts']:+.2f}{fmt.ci(e['qat_vs_ptq']['ci95_pts'])} over PTQ"
+                for name, e in lb["schemes"].items()
+            ]
             md.append(f"- {n}, low-bit QAT against PTQ at the same widths: " + "; ".join(parts) + ".")
     for n, r in runs.items():
         sweep = r.get("sweep")
@@ -43,8 +50,10 @@ def section(study: Study) -> list[str]:
         point = contrast and next((p for p in contrast["points"] if p["bits"] == 8), None)
         if point:
             lo, hi = point["draw_range_pts"]
-            md.append(f"- {n}, ai-edge-quantizer's moving-average calibration minus min/max at 8 bits (simulated): "
-                      f"{point['delta_pts']:+.2f} points, range over draws [{lo:+.2f}, {hi:+.2f}].")
+            md.append(
+                f"- {n}, ai-edge-quantizer's moving-average calibration minus min/max at 8 bits (simulated): "
+                f"{point['delta_pts']:+.2f} points, range over draws [{lo:+.2f}, {hi:+.2f}]."
+            )
     for n, r in runs.items():
         sens = r.get("sensitivity")
         for m in sorted((m for m in r.get("mixed", []) if m["objective"] == "size"), key=lambda m: m["budget_pts"]):
@@ -55,14 +64,22 @@ def section(study: Study) -> list[str]:
                 continue
             t = m["test"]["vs_float32"]
             int8_bytes = m["test"]["uniform"]["int8"]["size_bytes"]
-            md.append(f"- {n}, a {b:g}-point budget on the validation split (Δ vs float32 at least -{b:g}): every "
-                      f"layer at 4 bits {-w4:+.2f} (breaks it), every layer at int8 {-int8:+.2f} (meets it); the "
-                      f"mixed file ({fmt.assignment(m['assignment'])}) "
-                      f"{m['validation']['vs_float32']['delta_pts']:+.2f} "
-                      f"with {100 * m['size_bytes'] / int8_bytes:.0f}% of all-int8's bytes "
-                      f"({fmt.value(m['size_bytes'], 'kb')}), and on the test split {t['delta_pts']:+.2f} points"
-                      f"{fmt.ci(t['ci95_pts'])}.")
+            md.append(
+                f"- {n}, a {b:g}-point budget on the validation split (Δ vs float32 at least -{b:g}): every "
+                f"layer at 4 bits {-w4:+.2f} (breaks it), every layer at int8 {-int8:+.2f} (meets it); the "
+                f"mixed file ({fmt.assignment(m['assignment'])}) "
+                f"{m['validation']['vs_float32']['delta_pts']:+.2f} "
+                f"with {100 * m['size_bytes'] / int8_bytes:.0f}% of all-int8's bytes "
+                f"({fmt.value(m['size_bytes'], 'kb')}), and on the test split {t['delta_pts']:+.2f} points"
+                f"{fmt.ci(t['ci95_pts'])}."
+            )
     if not md:
         return []
-    return ["## Findings", "", "Computed from the result files below; docs/precision-study.md discusses them.", "",
-            *md, ""]
+    return [
+        "## Findings",
+        "",
+        "Computed from the result files below; docs/precision-study.md discusses them.",
+        "",
+        *md,
+        "",
+    ]

@@ -9,8 +9,14 @@ from collections import Counter
 def value(v, kind: str) -> str:
     if v is None:
         return "-"
-    return {"pct": f"{100 * v:.2f}%", "pts": f"{v:+.2f}", "kb": f"{v / 1024:,.1f} KB", "x": f"{v:.3f}x",
-            "us": f"{v:,.0f} µs", "speed": f"{v:.2f}x"}[kind]
+    return {
+        "pct": f"{100 * v:.2f}%",
+        "pts": f"{v:+.2f}",
+        "kb": f"{v / 1024:,.1f} KB",
+        "x": f"{v:.3f}x",
+        "us": f"{v:,.0f} µs",
+        "speed": f"{v:.2f}x",
+    }[kind]
 
 
 def ci(interval) -> str:

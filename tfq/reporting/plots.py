@@ -63,26 +63,53 @@ def accuracy_vs_size(rows: list[dict], dataset: str, colors: dict, out: Path) ->
     sub = [r for r in rows if r["dataset"] == dataset]
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
     for r in sub:
-        ax.scatter(r["size_bytes"] / 1024, 100 * r["accuracy"], color=colors[r["mode"]],
-                   marker=MARKERS.get(r["model"], "^"), s=60, edgecolor="black", linewidth=0.5, zorder=3)
+        ax.scatter(
+            r["size_bytes"] / 1024,
+            100 * r["accuracy"],
+            color=colors[r["mode"]],
+            marker=MARKERS.get(r["model"], "^"),
+            s=60,
+            edgecolor="black",
+            linewidth=0.5,
+            zorder=3,
+        )
     front = [sub[i] for i in pareto([(r["size_bytes"], r["accuracy"]) for r in sub])]
     xs = [r["size_bytes"] / 1024 for r in front] + [max(r["size_bytes"] for r in sub) / 1024]
     ys = [100 * r["accuracy"] for r in front] + [100 * front[-1]["accuracy"]]
     ax.step(xs, ys, where="post", color="gray", linestyle="--", zorder=2)
     ax.scatter(xs[:-1], ys[:-1], s=180, facecolors="none", edgecolors="black", linewidth=1.2, zorder=4)
     for k, r in enumerate(front):  # stagger the labels: front points often sit close together
-        ax.annotate(f"{r['model']} {r['mode']}", (r["size_bytes"] / 1024, 100 * r["accuracy"]),
-                    textcoords="offset points", xytext=(10, -14 - 11 * k), fontsize=7,
-                    arrowprops={"arrowstyle": "-", "color": "gray", "lw": 0.5})
+        ax.annotate(
+            f"{r['model']} {r['mode']}",
+            (r["size_bytes"] / 1024, 100 * r["accuracy"]),
+            textcoords="offset points",
+            xytext=(10, -14 - 11 * k),
+            fontsize=7,
+            arrowprops={"arrowstyle": "-", "color": "gray", "lw": 0.5},
+        )
     ax.set_xscale("log")
     ax.set_xlabel("flatbuffer size (KB, log scale)")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(f"{dataset}: accuracy against size")
     handles = [plt.Line2D([], [], color=colors[m], marker="o", linestyle="", label=m) for m in colors]
-    handles += [plt.Line2D([], [], color="black", marker=mk, linestyle="", markerfacecolor="white", label=md)
-                for md, mk in MARKERS.items() if any(r["model"] == md for r in sub)]
-    handles.append(plt.Line2D([], [], color="gray", linestyle="--", marker="o", markerfacecolor="none",
-                              markeredgecolor="black", markersize=9, label="Pareto front (ringed)"))
+    handles += [
+        plt.Line2D([], [], color="black", marker=mk, linestyle="", markerfacecolor="white", label=md)
+        for md, mk in MARKERS.items()
+        if any(r["model"] == md for r in sub)
+    ]
+    handles.append(
+        plt.Line2D(
+            [],
+            [],
+            color="gray",
+            linestyle="--",
+            marker="o",
+            markerfacecolor="none",
+            markeredgecolor="black",
+            markersize=9,
+            label="Pareto front (ringed)",
+        )
+    )
     ax.legend(handles=handles, fontsize=7, loc="lower right")
     ax.grid(True, alpha=0.3)
     return _save(fig, out, f"accuracy_vs_size_{dataset}.png")
@@ -95,10 +122,13 @@ def latency(rows: list[dict], runs: dict, colors: dict, out: Path) -> str:
     fig, ax = plt.subplots(figsize=(max(7.5, 1.3 * len(run_names) + 2), 4.8))
     width = 0.8 / max(len(modes), 1)
     for j, mode in enumerate(modes):
-        ys = [next((r["p50_us"] for r in rows if f"{r['dataset']}_{r['model']}" == n and r["mode"] == mode), np.nan)
-              for n in run_names]
-        ax.bar(np.arange(len(run_names)) + (j - (len(modes) - 1) / 2) * width, ys, width, label=mode,
-               color=colors[mode])
+        ys = [
+            next((r["p50_us"] for r in rows if f"{r['dataset']}_{r['model']}" == n and r["mode"] == mode), np.nan)
+            for n in run_names
+        ]
+        ax.bar(
+            np.arange(len(run_names)) + (j - (len(modes) - 1) / 2) * width, ys, width, label=mode, color=colors[mode]
+        )
     ax.set_yscale("log")
     ax.set_xticks(np.arange(len(run_names)), run_names, rotation=20, fontsize=8)
     ax.set_ylabel("batch-1 latency, p50 (µs, log scale)")
@@ -118,7 +148,7 @@ def per_class_int8(runs: dict, out: Path) -> str | None:
     grid = np.full((len(pairs), ncls), np.nan)
     for i, (_, e) in enumerate(pairs):
         diff = 100 * (np.array(e["int8"]["per_class_accuracy"]) - np.array(e["float32"]["per_class_accuracy"]))
-        grid[i, :len(diff)] = diff
+        grid[i, : len(diff)] = diff
     lim = max(float(np.nanmax(np.abs(grid))), 0.1)
     fig, ax = plt.subplots(figsize=(max(6.5, 0.65 * ncls + 2), 0.55 * len(pairs) + 1.8))
     im = ax.imshow(grid, cmap="RdBu", vmin=-lim, vmax=lim, aspect="auto")
@@ -155,8 +185,10 @@ def bits(name: str, sweep: dict | None, out: Path) -> str | None:
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=6.5, loc="lower right")
     np.atleast_1d(axes)[0].set_ylabel(f"accuracy (%), {sweep['grid_examples']:,d} test images")
-    fig.suptitle(f"{name}: simulated precision (bars: range over {len(sweep['calibration_seeds'])} "
-                 "calibration draws)", fontsize=10)
+    fig.suptitle(
+        f"{name}: simulated precision (bars: range over {len(sweep['calibration_seeds'])} calibration draws)",
+        fontsize=10,
+    )
     return _save(fig, out, f"bits_{name}.png")
 
 
@@ -169,25 +201,39 @@ def sensitivity(name: str, sens: dict | None, out: Path) -> str | None:
     layer_names = [layer["name"] for layer in sens["layers"]]
     x = np.arange(len(layer_names))
     width = 0.8 / len(sens["schemes"])
-    for ax, (key, what) in zip(axes, (("only_quantized", "Δ vs float32 when only this layer is quantized"),
-                                      ("only_float", "Δ vs all quantized when only this layer stays float"))):
+    for ax, (key, what) in zip(
+        axes,
+        (
+            ("only_quantized", "Δ vs float32 when only this layer is quantized"),
+            ("only_float", "Δ vs all quantized when only this layer stays float"),
+        ),
+    ):
         for j, scheme in enumerate(sens["schemes"]):
             vals = [layer["schemes"][scheme] for layer in sens["layers"]]
             sign = -1 if key == "only_quantized" else 1  # a drop is stored; Δ is the file minus its reference
-            ys = sign * np.array([v[f"{key}_drop_pts" if key == "only_quantized" else f"{key}_recovery_pts"]
-                                  for v in vals])
+            ys = sign * np.array(
+                [v[f"{key}_drop_pts" if key == "only_quantized" else f"{key}_recovery_pts"] for v in vals]
+            )
             ends = sign * np.array([v[f"{key}_ci95_pts"] for v in vals])
             lo, hi = ends.min(axis=1), ends.max(axis=1)
-            ax.bar(x + (j - (len(sens["schemes"]) - 1) / 2) * width, ys, width, label=scheme,
-                   yerr=[np.maximum(ys - lo, 0), np.maximum(hi - ys, 0)], capsize=2)
+            ax.bar(
+                x + (j - (len(sens["schemes"]) - 1) / 2) * width,
+                ys,
+                width,
+                label=scheme,
+                yerr=[np.maximum(ys - lo, 0), np.maximum(hi - ys, 0)],
+                capsize=2,
+            )
         ax.axhline(0, color="black", linewidth=0.6)
         ax.set_xticks(x, layer_names, rotation=30, fontsize=8)
         ax.set_ylabel("validation accuracy (points)")
         ax.set_title(what, fontsize=9)
         ax.grid(True, axis="y", alpha=0.3)
         ax.legend(fontsize=7)
-    fig.suptitle(f"{name}: per-layer sensitivity (bars: paired 95% intervals, "
-                 f"{sens['val_examples']:,d} validation images)", fontsize=10)
+    fig.suptitle(
+        f"{name}: per-layer sensitivity (bars: paired 95% intervals, {sens['val_examples']:,d} validation images)",
+        fontsize=10,
+    )
     return _save(fig, out, f"sensitivity_{name}.png")
 
 
@@ -198,29 +244,59 @@ def mixed(name: str, rows: list[dict], manifests: list[dict] | None, colors: dic
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
     for r in (r for r in rows if f"{r['dataset']}_{r['model']}" == name):
-        ax.scatter(r["size_bytes"] / 1024, 100 * r["accuracy"], color=colors[r["mode"]], s=40,
-                   edgecolor="black", linewidth=0.4, zorder=3)
-        ax.annotate(r["mode"], (r["size_bytes"] / 1024, 100 * r["accuracy"]), fontsize=6,
-                    textcoords="offset points", xytext=(4, 3), color="dimgray")
+        ax.scatter(
+            r["size_bytes"] / 1024,
+            100 * r["accuracy"],
+            color=colors[r["mode"]],
+            s=40,
+            edgecolor="black",
+            linewidth=0.4,
+            zorder=3,
+        )
+        ax.annotate(
+            r["mode"],
+            (r["size_bytes"] / 1024, 100 * r["accuracy"]),
+            fontsize=6,
+            textcoords="offset points",
+            xytext=(4, 3),
+            color="dimgray",
+        )
     for objective, marker in (("size", "*"), ("latency", "P")):
         ms = sorted((m for m in manifests if m["objective"] == objective), key=lambda m: m["budget_pts"])
         if not ms:
             continue
         xs = [m["size_bytes"] / 1024 for m in ms]
         ys = [100 * m["test"]["accuracy"] for m in ms]
-        ax.plot(xs, ys, marker=marker, markersize=12 if marker == "*" else 8, color="crimson",
-                linestyle=":", linewidth=0.8, label=f"mixed, objective {objective}", zorder=4)
+        ax.plot(
+            xs,
+            ys,
+            marker=marker,
+            markersize=12 if marker == "*" else 8,
+            color="crimson",
+            linestyle=":",
+            linewidth=0.8,
+            label=f"mixed, objective {objective}",
+            zorder=4,
+        )
         for m, xv, yv in zip(ms, xs, ys):
-            ax.annotate(f"{m['budget_pts']:g}", (xv, yv), fontsize=7, color="crimson",
-                        textcoords="offset points", xytext=(-6, 8 if marker == "*" else -14))
-    ax.axhline(100 * manifests[0]["test"]["float32_accuracy"], color="gray", linestyle="--",
-               linewidth=0.8, label="float32")
+            ax.annotate(
+                f"{m['budget_pts']:g}",
+                (xv, yv),
+                fontsize=7,
+                color="crimson",
+                textcoords="offset points",
+                xytext=(-6, 8 if marker == "*" else -14),
+            )
+    ax.axhline(
+        100 * manifests[0]["test"]["float32_accuracy"], color="gray", linestyle="--", linewidth=0.8, label="float32"
+    )
     ax.set_xscale("log")
     ax.set_xlabel("flatbuffer size (KB, log scale)")
     ax.set_ylabel("test accuracy (%)")
-    ax.set_title(f"{name}: mixed precision per budget (largest validation loss allowed, points) beside the "
-                 "uniform modes",
-                 fontsize=9)
+    ax.set_title(
+        f"{name}: mixed precision per budget (largest validation loss allowed, points) beside the uniform modes",
+        fontsize=9,
+    )
     ax.legend(fontsize=7, loc="lower right")
     ax.grid(True, alpha=0.3)
     return _save(fig, out, f"mixed_{name}.png")
@@ -244,10 +320,12 @@ def training(name: str, info: dict | None, out: Path) -> str | None:
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7)
     early = info.get("early_stopping")
-    fig.suptitle(f"{name}: training curves ({len(h['loss'])} epochs"
-                 + (f", early stopping restored epoch {early['best_epoch']}" if early and early["restored_best"]
-                    else "")
-                 + ")", fontsize=10)
+    fig.suptitle(
+        f"{name}: training curves ({len(h['loss'])} epochs"
+        + (f", early stopping restored epoch {early['best_epoch']}" if early and early["restored_best"] else "")
+        + ")",
+        fontsize=10,
+    )
     return _save(fig, out, f"training_{name}.png")
 
 
@@ -259,11 +337,19 @@ def shift(name: str, shift: dict | None, out: Path) -> str | None:
     plt = _pyplot()
     variants = sorted((v for v in shift["variants"] if "gap" in v), key=lambda v: mode_rank(v["name"]))
     corruptions = list(dict.fromkeys(s.split("/")[0] for s in shift["sets"][1:]))
-    grid = np.array([[v["gap"]["clean"]["delta_pts"]] + [v["gap"]["by_corruption"][c]["pts"] for c in corruptions]
-                     for v in variants])
+    grid = np.array(
+        [
+            [v["gap"]["clean"]["delta_pts"]] + [v["gap"]["by_corruption"][c]["pts"] for c in corruptions]
+            for v in variants
+        ]
+    )
     lim = max(float(np.abs(grid).max()), 0.5)
-    fig, axes = plt.subplots(1, 2, figsize=(max(11, 0.55 * len(corruptions) + 8), 0.32 * len(variants) + 2.2),
-                             gridspec_kw={"width_ratios": [max(len(corruptions), 4), 4]})
+    fig, axes = plt.subplots(
+        1,
+        2,
+        figsize=(max(11, 0.55 * len(corruptions) + 8), 0.32 * len(variants) + 2.2),
+        gridspec_kw={"width_ratios": [max(len(corruptions), 4), 4]},
+    )
     ax = axes[0]
     im = ax.imshow(grid, cmap="RdBu", vmin=-lim, vmax=lim, aspect="auto")
     for (i, j), v in np.ndenumerate(grid):
@@ -278,15 +364,18 @@ def shift(name: str, shift: dict | None, out: Path) -> str | None:
     reference = next(v for v in shift["variants"] if v["name"] == "float32")["accuracy"]
     for v in (v for v in variants if v["name"] in ("int8", "qat_int8", "int16x8", "aeq_a8w4", "aeq_w4")):
         ys = [100 * (v["accuracy"]["clean"] - reference["clean"])] + [
-            100 * np.mean([a - reference[s] for s, a in v["accuracy"].items() if s.endswith(f"/{lv}")])
-            for lv in levels]
+            100 * np.mean([a - reference[s] for s, a in v["accuracy"].items() if s.endswith(f"/{lv}")]) for lv in levels
+        ]
         ax.plot(range(len(levels) + 1), ys, marker="o", ms=3, label=v["name"])
     ax.axhline(0, color="black", linewidth=0.6)
     ax.set_xticks(range(len(levels) + 1), ["clean"] + [f"severity {lv}" for lv in levels], fontsize=7)
     ax.set_ylabel("accuracy minus float32's (points),\nmean over corruptions", fontsize=8)
-    ax.set_title(f"float32: {100 * reference['clean']:.1f}% clean, " + ", ".join(
-        f"{100 * np.mean([a for s, a in reference.items() if s.endswith(f'/{lv}')]):.1f}%" for lv in levels)
-        + " by severity", fontsize=8)
+    ax.set_title(
+        f"float32: {100 * reference['clean']:.1f}% clean, "
+        + ", ".join(f"{100 * np.mean([a for s, a in reference.items() if s.endswith(f'/{lv}')]):.1f}%" for lv in levels)
+        + " by severity",
+        fontsize=8,
+    )
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=7)
     fig.suptitle(f"{name}: quantized files under shift ({shift['examples']:,d} test images per set)", fontsize=10)
@@ -295,28 +384,51 @@ def shift(name: str, shift: dict | None, out: Path) -> str | None:
 
 def micro(runs: dict, out: Path) -> str | None:
     """Flash against RAM of every file TFLite Micro runs, with the parts' limits: which files fit where."""
-    micro_runs = {n: r["micro"] for n, r in runs.items()
-                  if r.get("micro") and any(v["runs"] for v in r["micro"]["variants"])}
+    micro_runs = {
+        n: r["micro"] for n, r in runs.items() if r.get("micro") and any(v["runs"] for v in r["micro"]["variants"])
+    }
     if not micro_runs:
         return None
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8, 5))
     for i, (name, m) in enumerate(micro_runs.items()):
         ok = [v for v in m["variants"] if v["runs"]]
-        ax.scatter([v["flash_bytes"] / 1024 for v in ok], [v["arena_bytes"] / 1024 for v in ok],
-                   color=plt.cm.tab10(i), marker=MARKERS.get(name.rsplit("_", 1)[1], "^"), s=45,
-                   edgecolor="black", linewidth=0.5, label=name, zorder=3)
+        ax.scatter(
+            [v["flash_bytes"] / 1024 for v in ok],
+            [v["arena_bytes"] / 1024 for v in ok],
+            color=plt.cm.tab10(i),
+            marker=MARKERS.get(name.rsplit("_", 1)[1], "^"),
+            s=45,
+            edgecolor="black",
+            linewidth=0.5,
+            label=name,
+            zorder=3,
+        )
         for v in ok:
             if v["name"] in ("int8", "float32"):
-                ax.annotate(v["name"], (v["flash_bytes"] / 1024, v["arena_bytes"] / 1024), fontsize=7,
-                            xytext=(4, 3), textcoords="offset points")
+                ax.annotate(
+                    v["name"],
+                    (v["flash_bytes"] / 1024, v["arena_bytes"] / 1024),
+                    fontsize=7,
+                    xytext=(4, 3),
+                    textcoords="offset points",
+                )
     for part in next(iter(micro_runs.values()))["parts"]:
         line = ax.axvline if part["memory"] == "flash" else ax.axhline
         line(part["bytes"] / 1024, color="grey", linestyle="--", linewidth=0.8)
-        where = (dict(x=part["bytes"] / 1024, y=1.5) if part["memory"] == "flash"
-                 else dict(x=1.5, y=part["bytes"] / 1024))
-        ax.text(where["x"], where["y"], part["name"], fontsize=7, color="grey",
-                rotation=90 if part["memory"] == "flash" else 0, va="bottom", ha="right")
+        where = (
+            dict(x=part["bytes"] / 1024, y=1.5) if part["memory"] == "flash" else dict(x=1.5, y=part["bytes"] / 1024)
+        )
+        ax.text(
+            where["x"],
+            where["y"],
+            part["name"],
+            fontsize=7,
+            color="grey",
+            rotation=90 if part["memory"] == "flash" else 0,
+            va="bottom",
+            ha="right",
+        )
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("flash: flatbuffer KB (log)")

@@ -22,11 +22,16 @@ def _seconds(state: dict, stage: str) -> float | None:
 def stage_times(study: Study) -> list[str]:
     """The stage-time table, with totals and the share of everything but training."""
     runs = study.runs
-    md = ["## Stage times", "", "Seconds each stage took when it last ran. The qat stage is mostly training "
-          "too: its fine-tuning fits (int8 QAT and its float control, the low-bit QAT fits and, where recorded, "
-          "their own control's) are shown apart.", "",
-          "| run | " + " | ".join(STAGES) + " | of qat: fine-tuning fits | all but the train stage |",
-          "|---|" + "---:|" * (len(STAGES) + 2)]
+    md = [
+        "## Stage times",
+        "",
+        "Seconds each stage took when it last ran. The qat stage is mostly training "
+        "too: its fine-tuning fits (int8 QAT and its float control, the low-bit QAT fits and, where recorded, "
+        "their own control's) are shown apart.",
+        "",
+        "| run | " + " | ".join(STAGES) + " | of qat: fine-tuning fits | all but the train stage |",
+        "|---|" + "---:|" * (len(STAGES) + 2),
+    ]
     totals = dict.fromkeys((*STAGES, "fits", "rest"), 0.0)
     for n, r in runs.items():
         secs = {s: _seconds(r["stages"], s) for s in STAGES}
@@ -37,15 +42,21 @@ def stage_times(study: Study) -> list[str]:
         rest = sum(v for s, v in secs.items() if v and s != "train")
         for s, v in (*secs.items(), ("fits", fits), ("rest", rest)):
             totals[s] += v or 0
-        md.append(f"| {n} | " + " | ".join("-" if v is None else f"{v:,.0f}" for v in secs.values())
-                  + f" | {'-' if fits is None else f'{fits:,.0f}'} | {rest:,.0f} |")
+        md.append(
+            f"| {n} | "
+            + " | ".join("-" if v is None else f"{v:,.0f}" for v in secs.values())
+            + f" | {'-' if fits is None else f'{fits:,.0f}'} | {rest:,.0f} |"
+        )
     all_s = sum(totals[s] for s in STAGES)
     md.append("| **all** | " + " | ".join(f"**{totals[s]:,.0f}**" for s in (*STAGES, "fits", "rest")) + " |")
     if all_s:
-        md += ["", f"All stages: {all_s:,.0f} s ({all_s / 60:.1f} min). Everything but the train stage: "
-               f"{totals['rest']:,.0f} s, {100 * totals['rest'] / all_s:.1f}% of it; counting the QAT "
-               f"fine-tuning fits as training too, {totals['rest'] - totals['fits']:,.0f} s, "
-               f"{100 * (totals['rest'] - totals['fits']) / all_s:.1f}%."]
+        md += [
+            "",
+            f"All stages: {all_s:,.0f} s ({all_s / 60:.1f} min). Everything but the train stage: "
+            f"{totals['rest']:,.0f} s, {100 * totals['rest'] / all_s:.1f}% of it; counting the QAT "
+            f"fine-tuning fits as training too, {totals['rest'] - totals['fits']:,.0f} s, "
+            f"{100 * (totals['rest'] - totals['fits']) / all_s:.1f}%.",
+        ]
     return [*md, ""]
 
 
@@ -74,25 +85,36 @@ def scaleout(study: Study) -> list[str]:
         return []
     one = sum(chains.values())
     longest = max(chains, key=chains.get)
-    md = ["## Scale-out estimate", "",
-          "The chains (one per run) are independent, so on N machines like this one the study takes about as long "
-          "as the busiest machine's chains: each chain's recorded stage times added up, chains placed longest "
-          "first on the machine that frees up first (the order `--executor=ray` submits them in), one chain per "
-          "machine at a time (`ray start --num-cpus=1` on each; Ray gives a node as many chains at once as it has "
-          "CPUs). Not counted: Ray's start (seconds), the report, and a shared filesystem's cost.", "",
-          "| machines | estimated wall time | speed-up | the busiest machine runs |", "|---:|---:|---:|---|"]
+    md = [
+        "## Scale-out estimate",
+        "",
+        "The chains (one per run) are independent, so on N machines like this one the study takes about as long "
+        "as the busiest machine's chains: each chain's recorded stage times added up, chains placed longest "
+        "first on the machine that frees up first (the order `--executor=ray` submits them in), one chain per "
+        "machine at a time (`ray start --num-cpus=1` on each; Ray gives a node as many chains at once as it has "
+        "CPUs). Not counted: Ray's start (seconds), the report, and a shared filesystem's cost.",
+        "",
+        "| machines | estimated wall time | speed-up | the busiest machine runs |",
+        "|---:|---:|---:|---|",
+    ]
     for n in sorted({1, 2, 3, len(chains)}):
         wall, placed = machines_estimate(chains, n)
         busiest = max(range(n), key=lambda m: sum(chains[c] for c in placed if placed[c] == m))
-        md.append(f"| {n} | {wall / 60:.1f} min | {one / wall:.2f}x | "
-                  f"{', '.join(c for c in placed if placed[c] == busiest)} |")
+        md.append(
+            f"| {n} | {wall / 60:.1f} min | {one / wall:.2f}x | "
+            f"{', '.join(c for c in placed if placed[c] == busiest)} |"
+        )
     sweep_s = _seconds(runs[longest]["stages"], "sweep") or 0.0
     floor = next(n for n in range(1, len(chains) + 1) if machines_estimate(chains, n)[0] <= chains[longest])
-    md += ["", f"From {floor} machines on, the longest chain ({longest}, {chains[longest] / 60:.1f} min) is "
-           f"the floor: stages inside a chain run one after another. Only the sweep's lines run as parallel tasks "
-           f"(its sweep stage took {sweep_s:,.0f} s); its train stage "
-           f"({_seconds(runs[longest]['stages'], 'train') or 0:,.0f} s) "
-           "could go to Ray Train workers on other machines (`--strategy=ray`).", ""]
+    md += [
+        "",
+        f"From {floor} machines on, the longest chain ({longest}, {chains[longest] / 60:.1f} min) is "
+        f"the floor: stages inside a chain run one after another. Only the sweep's lines run as parallel tasks "
+        f"(its sweep stage took {sweep_s:,.0f} s); its train stage "
+        f"({_seconds(runs[longest]['stages'], 'train') or 0:,.0f} s) "
+        "could go to Ray Train workers on other machines (`--strategy=ray`).",
+        "",
+    ]
     return md
 
 

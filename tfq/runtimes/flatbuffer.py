@@ -87,12 +87,15 @@ class Flatbuffer:
 
         def describe(i):
             t = self.tensors[i]
-            return {"name": t.name, "dtype": t.dtype, "shape": list(t.shape),
-                    "scale": t.scales[0] if t.scales else None,
-                    "zero_point": t.zero_points[0] if t.zero_points else None}
+            return {
+                "name": t.name,
+                "dtype": t.dtype,
+                "shape": list(t.shape),
+                "scale": t.scales[0] if t.scales else None,
+                "zero_point": t.zero_points[0] if t.zero_points else None,
+            }
 
-        return {"inputs": [describe(i) for i in self.inputs],
-                "outputs": [describe(i) for i in self.outputs]}
+        return {"inputs": [describe(i) for i in self.inputs], "outputs": [describe(i) for i in self.outputs]}
 
     def summary(self) -> dict:
         return {
@@ -138,7 +141,7 @@ def inline_buffers(blob: bytes, label: str = "model bytes") -> bytes:
                 return super().CreateNumpyVector(x)
             self.StartVector(1, x.size, ALIGN)
             self.head -= x.size
-            self.Bytes[self.head:self.head + x.size] = x.tobytes()
+            self.Bytes[self.head : self.head + x.size] = x.tobytes()
             self.vectorNumElems = x.size
             return self.EndVector()
 
@@ -147,7 +150,7 @@ def inline_buffers(blob: bytes, label: str = "model bytes") -> bytes:
         if _at_offset(b):
             if b.offset + b.size > len(blob):
                 raise TfqError(f"{label} is a damaged TFLite flatbuffer (a buffer runs past its end)")
-            b.data, b.offset, b.size = np.frombuffer(blob[b.offset:b.offset + b.size], np.uint8), 0, 0
+            b.data, b.offset, b.size = np.frombuffer(blob[b.offset : b.offset + b.size], np.uint8), 0, 0
     builder = Aligned(len(blob) + 1024)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     out = bytes(builder.Output())
@@ -185,15 +188,18 @@ def read(source: str | os.PathLike | bytes, label: str | None = None) -> Flatbuf
             q = t.quantization
             scales = tuple(float(s) for s in q.scale) if q is not None and q.scale is not None else ()
             zps = tuple(int(z) for z in q.zeroPoint) if q is not None and q.zeroPoint is not None else ()
-            tensors.append(Tensor(
-                name=t.name.decode() if isinstance(t.name, bytes) else str(t.name),
-                dtype=dtype_names.get(t.type, str(t.type)),
-                shape=tuple(int(d) for d in (t.shape if t.shape is not None else ())),
-                constant=nbytes > 0,
-                nbytes=nbytes,
-                scales=scales, zero_points=zps,
-                quantized_dimension=int(q.quantizedDimension) if q is not None else 0,
-            ))
+            tensors.append(
+                Tensor(
+                    name=t.name.decode() if isinstance(t.name, bytes) else str(t.name),
+                    dtype=dtype_names.get(t.type, str(t.type)),
+                    shape=tuple(int(d) for d in (t.shape if t.shape is not None else ())),
+                    constant=nbytes > 0,
+                    nbytes=nbytes,
+                    scales=scales,
+                    zero_points=zps,
+                    quantized_dimension=int(q.quantizedDimension) if q is not None else 0,
+                )
+            )
         ops = []
         for op in graph.operators:
             code = model.operatorCodes[op.opcodeIndex]
@@ -202,9 +208,14 @@ def read(source: str | os.PathLike | bytes, label: str | None = None) -> Flatbuf
             if name == "CUSTOM" and code.customCode:
                 name = f"CUSTOM:{code.customCode.decode()}"
             ops.append(Op(name, tuple(int(i) for i in op.inputs), tuple(int(i) for i in op.outputs)))
-        return Flatbuffer(len(buf), tuple(tensors), tuple(ops),
-                          tuple(int(i) for i in graph.inputs), tuple(int(i) for i in graph.outputs),
-                          sum(1 for b in model.buffers if _at_offset(b)))
+        return Flatbuffer(
+            len(buf),
+            tuple(tensors),
+            tuple(ops),
+            tuple(int(i) for i in graph.inputs),
+            tuple(int(i) for i in graph.outputs),
+            sum(1 for b in model.buffers if _at_offset(b)),
+        )
     except TfqError:
         raise
     except Exception as e:  # noqa: BLE001 - a truncated flatbuffer fails anywhere inside the parser

@@ -48,9 +48,17 @@ def dequantize(q: np.ndarray, detail: dict) -> np.ndarray:
 class Classifier:
     """One .tflite image classifier in a LiteRT interpreter."""
 
-    def __init__(self, model: str | os.PathLike | bytes, *, threads: int = 1, batch_size: int = 256,
-                 input_shape: tuple[int, ...] | None = None, num_classes: int | None = None,
-                 xnnpack: bool = True, label: str | None = None):
+    def __init__(
+        self,
+        model: str | os.PathLike | bytes,
+        *,
+        threads: int = 1,
+        batch_size: int = 256,
+        input_shape: tuple[int, ...] | None = None,
+        num_classes: int | None = None,
+        xnnpack: bool = True,
+        label: str | None = None,
+    ):
         content = model if isinstance(model, (bytes, bytearray)) else _read(model)
         self.label = label or ("model bytes" if isinstance(model, (bytes, bytearray)) else str(model))
         self.flatbuffer = flatbuffer.read(content, label=self.label)
@@ -58,25 +66,33 @@ class Classifier:
         self.xnnpack = xnnpack
         with console.quiet():  # LiteRT's "INFO: Created TensorFlow Lite XNNPACK delegate"
             try:
-                self.interpreter = litert.batched_interpreter(self.content, batch_size, threads=threads,
-                                                              xnnpack=xnnpack, label=self.label)
+                self.interpreter = litert.batched_interpreter(
+                    self.content, batch_size, threads=threads, xnnpack=xnnpack, label=self.label
+                )
             except litert.LiteRTError as e:
                 raise TfqError(str(e)) from None
         inputs, outputs = self.interpreter.get_input_details(), self.interpreter.get_output_details()
         if len(inputs) != 1 or len(outputs) != 1:
-            raise TfqError(f"{self.label} is not an image classifier: it has {len(inputs)} inputs "
-                           f"and {len(outputs)} outputs (expected one image in, one score vector out)")
+            raise TfqError(
+                f"{self.label} is not an image classifier: it has {len(inputs)} inputs "
+                f"and {len(outputs)} outputs (expected one image in, one score vector out)"
+            )
         self.input, self.output = inputs[0], outputs[0]
         shape = tuple(int(d) for d in self.input["shape"])
         if len(shape) != 4 or len(self.output["shape"]) != 2:
-            raise TfqError(f"{self.label} is not an image classifier: input shape {list(shape)}, "
-                           f"output shape {list(self.output['shape'])}")
+            raise TfqError(
+                f"{self.label} is not an image classifier: input shape {list(shape)}, "
+                f"output shape {list(self.output['shape'])}"
+            )
         if input_shape is not None and shape[1:] != tuple(input_shape):
-            raise TfqError(f"{self.label} takes images of shape {list(shape[1:])}, "
-                           f"but the dataset's are {list(input_shape)}")
+            raise TfqError(
+                f"{self.label} takes images of shape {list(shape[1:])}, but the dataset's are {list(input_shape)}"
+            )
         if num_classes is not None and int(self.output["shape"][-1]) != num_classes:
-            raise TfqError(f"{self.label} outputs {int(self.output['shape'][-1])} scores, "
-                           f"but the dataset has {num_classes} classes")
+            raise TfqError(
+                f"{self.label} outputs {int(self.output['shape'][-1])} scores, "
+                f"but the dataset has {num_classes} classes"
+            )
         self.image_shape = shape[1:]
         self.batch_size = shape[0]
         # Every uint8 pixel has one scaled-and-quantized value: a 256-entry table makes `prepare`
@@ -94,8 +110,9 @@ class Classifier:
         with `processes` > 1, split over that many worker processes (see `tfq.runtimes.litert`)."""
         if processes > 1 and len(x) > self.batch_size:
             try:
-                return litert.run_in_processes(self.content, x, processes=processes,
-                                               batch_size=self.batch_size, xnnpack=self.xnnpack)
+                return litert.run_in_processes(
+                    self.content, x, processes=processes, batch_size=self.batch_size, xnnpack=self.xnnpack
+                )
             except litert.LiteRTError as e:
                 raise TfqError(f"{self.label}: {e}") from None
         return litert.run_batches(self.interpreter, x)
@@ -122,13 +139,17 @@ class Classifier:
                     outside.append(n)
                     needed |= {int(t) for t in n["inputs"] if t >= 0}
                     changed = True
-        return {"xnnpack": bool(delegates), "delegate_partitions": len(delegates),
-                "ops_outside_delegate": sorted(n["op_name"] for n in outside),
-                "fully_delegated": bool(delegates) and not outside}
+        return {
+            "xnnpack": bool(delegates),
+            "delegate_partitions": len(delegates),
+            "ops_outside_delegate": sorted(n["op_name"] for n in outside),
+            "fully_delegated": bool(delegates) and not outside,
+        }
 
 
-def interleaved_latency_us(classifiers: dict[str, Classifier], image: np.ndarray, *, runs: int = 200,
-                           rounds: int = 5, warmup: int = 20) -> dict[str, dict]:
+def interleaved_latency_us(
+    classifiers: dict[str, Classifier], image: np.ndarray, *, runs: int = 200, rounds: int = 5, warmup: int = 20
+) -> dict[str, dict]:
     """Batch-1 latency of invoke() alone for several models, measured round-robin.
 
     One p50 per model from one pass is at the mercy of whatever else the machine does in that
@@ -148,7 +169,7 @@ def interleaved_latency_us(classifiers: dict[str, Classifier], image: np.ndarray
     times = {name: np.empty((rounds, per_round)) for name in singles}
     names = list(singles)
     for r in range(rounds):
-        for name in names[r % len(names):] + names[:r % len(names)]:
+        for name in names[r % len(names) :] + names[: r % len(names)]:
             invoke, row = singles[name].interpreter.invoke, times[name][r]
             for i in range(per_round):
                 t0 = time.perf_counter_ns()
@@ -157,10 +178,17 @@ def interleaved_latency_us(classifiers: dict[str, Classifier], image: np.ndarray
     out = {}
     for name, t in times.items():
         round_p50 = np.percentile(t, 50, axis=1)
-        out[name] = {"p50": float(np.median(round_p50)), "round_p50": [float(v) for v in round_p50],
-                     "spread": [float(round_p50.min()), float(round_p50.max())],
-                     "p90": float(np.percentile(t, 90)), "p99": float(np.percentile(t, 99)),
-                     "mean": float(t.mean()), "runs": int(t.size), "rounds": rounds, "warmup": warmup}
+        out[name] = {
+            "p50": float(np.median(round_p50)),
+            "round_p50": [float(v) for v in round_p50],
+            "spread": [float(round_p50.min()), float(round_p50.max())],
+            "p90": float(np.percentile(t, 90)),
+            "p99": float(np.percentile(t, 99)),
+            "mean": float(t.mean()),
+            "runs": int(t.size),
+            "rounds": rounds,
+            "warmup": warmup,
+        }
     return out
 
 

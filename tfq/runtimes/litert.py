@@ -26,20 +26,21 @@ class LiteRTError(RuntimeError):
     """LiteRT could not load or run a model."""
 
 
-def make_interpreter(content: bytes, *, threads: int = 1, xnnpack: bool = True,
-                     label: str = "model bytes") -> Interpreter:
+def make_interpreter(
+    content: bytes, *, threads: int = 1, xnnpack: bool = True, label: str = "model bytes"
+) -> Interpreter:
     resolver = OpResolverType.AUTO if xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     try:
-        interpreter = Interpreter(model_content=content, num_threads=threads,
-                                  experimental_op_resolver_type=resolver)
+        interpreter = Interpreter(model_content=content, num_threads=threads, experimental_op_resolver_type=resolver)
         interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as e:
         raise LiteRTError(f"{label}: LiteRT cannot load it ({str(e).splitlines()[0][:200]})") from None
     return interpreter
 
 
-def batched_interpreter(content: bytes, batch_size: int, *, threads: int = 1, xnnpack: bool = True,
-                        label: str = "model bytes") -> Interpreter:
+def batched_interpreter(
+    content: bytes, batch_size: int, *, threads: int = 1, xnnpack: bool = True, label: str = "model bytes"
+) -> Interpreter:
     """An interpreter whose input takes `batch_size` images if the graph allows it (dynamic batch
     dimension); otherwise the graph's own batch."""
     interpreter = make_interpreter(content, threads=threads, xnnpack=xnnpack, label=label)
@@ -62,24 +63,27 @@ def run_batches(interpreter: Interpreter, x: np.ndarray) -> np.ndarray:
     out = np.empty((n, int(outp["shape"][-1])), np.dtype(outp["dtype"]))
     set_input, invoke, get_output = interpreter.set_tensor, interpreter.invoke, interpreter.get_tensor
     for start in range(0, n, b):
-        chunk = x[start:start + b]
+        chunk = x[start : start + b]
         if len(chunk) < b:
             chunk = np.concatenate([chunk, np.zeros((b - len(chunk), *chunk.shape[1:]), chunk.dtype)])
         set_input(inp["index"], chunk)
         invoke()
-        out[start:start + b] = get_output(outp["index"])[: n - start]
+        out[start : start + b] = get_output(outp["index"])[: n - start]
     return out
 
 
-def run_in_processes(content: bytes, x: np.ndarray, *, processes: int, batch_size: int,
-                     xnnpack: bool = True) -> np.ndarray:
+def run_in_processes(
+    content: bytes, x: np.ndarray, *, processes: int, batch_size: int, xnnpack: bool = True
+) -> np.ndarray:
     """`run_batches` over `processes` fresh interpreters in worker processes, one slice each."""
-    return split_over_processes(__file__, content, x, processes, [str(batch_size), str(int(xnnpack))],
-                                "LiteRT", LiteRTError)
+    return split_over_processes(
+        __file__, content, x, processes, [str(batch_size), str(int(xnnpack))], "LiteRT", LiteRTError
+    )
 
 
-def split_over_processes(script: str, content: bytes, x: np.ndarray, processes: int, args: list[str],
-                         what: str, error: type[Exception]) -> np.ndarray:
+def split_over_processes(
+    script: str, content: bytes, x: np.ndarray, processes: int, args: list[str], what: str, error: type[Exception]
+) -> np.ndarray:
     """Run `python -P script model *args in.npy out.npy` on `processes` contiguous slices of `x` at
     once and join the outputs in order; `error` (naming `what`) if a worker fails."""
     slices = [s for s in np.array_split(x, processes) if len(s)]
@@ -89,11 +93,23 @@ def split_over_processes(script: str, content: bytes, x: np.ndarray, processes: 
         workers = []
         for i, part in enumerate(slices):
             np.save(Path(tmp) / f"in{i}.npy", part)
-            workers.append(subprocess.Popen(
-                # -P: keep the script's folder off sys.path, so no tfq module can shadow a stdlib one
-                [sys.executable, "-P", script, str(model), *args,
-                 str(Path(tmp) / f"in{i}.npy"), str(Path(tmp) / f"out{i}.npy")],
-                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
+            workers.append(
+                subprocess.Popen(
+                    # -P: keep the script's folder off sys.path, so no tfq module can shadow a stdlib one
+                    [
+                        sys.executable,
+                        "-P",
+                        script,
+                        str(model),
+                        *args,
+                        str(Path(tmp) / f"in{i}.npy"),
+                        str(Path(tmp) / f"out{i}.npy"),
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                )
+            )
         try:
             for w in workers:
                 _, err = w.communicate()

@@ -59,8 +59,10 @@ def captured(log: list[str]):
 
 _NODE = re.compile(r"Node (\w+) \(number (\d+)\) failed to (prepare|invoke)")
 _MISSING = re.compile(r"Didn't find op for builtin opcode '(\w+)'|Failed to get registration from op code (\w+)")
-_ARENA = re.compile(r"Failed to allocate|Failed to resize buffer|Arena size is too small|"
-                    r"Failed starting model allocation")
+_ARENA = re.compile(
+    r"Failed to allocate|Failed to resize buffer|Arena size is too small|"
+    r"Failed starting model allocation"
+)
 
 
 def reason(log: str) -> MicroError:
@@ -71,8 +73,12 @@ def reason(log: str) -> MicroError:
         at = next(i for i, line in enumerate(lines) if _NODE.search(line))
         check = lines[at - 1] if at else ""
         check = re.sub(r"^\S+\.cc(:\d+)? ", "", check)  # drop the source path, keep the check
-        return MicroError(f"TFLite Micro's {node[1]} kernel (op {node[2]}) fails to {node[3]}: {check}".rstrip(": "),
-                          "unsupported", node[1], int(node[2]))
+        return MicroError(
+            f"TFLite Micro's {node[1]} kernel (op {node[2]}) fails to {node[3]}: {check}".rstrip(": "),
+            "unsupported",
+            node[1],
+            int(node[2]),
+        )
     missing = next((m for m in map(_MISSING.search, lines) if m), None)
     if missing:
         op = missing[1] or missing[2]
@@ -174,7 +180,7 @@ def run(interpreter, x: np.ndarray) -> np.ndarray:
     out = np.empty((len(x), int(np.prod(detail["shape"][1:]))), detail["dtype"])
     set_input, invoke, get_output = interpreter.set_input, interpreter.invoke, interpreter.get_output
     for i in range(len(x)):
-        set_input(x[i:i + 1], 0)
+        set_input(x[i : i + 1], 0)
         invoke()
         out[i] = get_output(0).reshape(-1)
     return out

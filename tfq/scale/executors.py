@@ -43,6 +43,7 @@ ENV_PREFIXES = ("TFQ_", "TF_CPP_")  # the driver's settings that every worker ne
 @dataclasses.dataclass
 class Failure:
     """A chain that did not finish: its run and why."""
+
     label: str
     error: str
     traceback: str = ""
@@ -81,8 +82,10 @@ def _ray():
     try:
         import ray
     except ImportError:
-        raise TfqError("--executor=ray and --strategy=ray need Ray, an optional extra: "
-                       "pip install -e '.[ray]' (or pip install -c constraints.txt 'ray[train]')") from None
+        raise TfqError(
+            "--executor=ray and --strategy=ray need Ray, an optional extra: "
+            "pip install -e '.[ray]' (or pip install -c constraints.txt 'ray[train]')"
+        ) from None
     return ray
 
 
@@ -98,12 +101,19 @@ def connect(address: str | None):
         os.environ.setdefault("RAY_COLOR_PREFIX", "0")  # plain "(task pid=...)" prefixes in logs
     env = {k: v for k, v in os.environ.items() if k.startswith(ENV_PREFIXES)}
     try:
-        ray.init(address=address or None, include_dashboard=False, configure_logging=False,
-                 runtime_env={"env_vars": env}, log_to_driver=True)
+        ray.init(
+            address=address or None,
+            include_dashboard=False,
+            configure_logging=False,
+            runtime_env={"env_vars": env},
+            log_to_driver=True,
+        )
     except (ConnectionError, ValueError, RuntimeError) as e:
-        raise TfqError(f"--ray_address={address}: cannot join the Ray cluster there ({str(e).splitlines()[0]}); if "
-                       "its nodes use token authentication, set RAY_AUTH_MODE=token and the head's token "
-                       "(RAY_AUTH_TOKEN or ~/.ray/auth_token) here too") from None
+        raise TfqError(
+            f"--ray_address={address}: cannot join the Ray cluster there ({str(e).splitlines()[0]}); if "
+            "its nodes use token authentication, set RAY_AUTH_MODE=token and the head's token "
+            "(RAY_AUTH_TOKEN or ~/.ray/auth_token) here too"
+        ) from None
     return ray
 
 
@@ -117,8 +127,10 @@ def _check_reachable(address: str, timeout: float = 5.0) -> None:
     try:
         socket.create_connection((host, int(port)), timeout=timeout).close()
     except OSError as e:
-        raise TfqError(f"--ray_address={address}: no Ray head node answers there ({e.strerror or e}); start one with "
-                       "`ray start --head --port=6379` and pass HOST:6379") from None
+        raise TfqError(
+            f"--ray_address={address}: no Ray head node answers there ({e.strerror or e}); start one with "
+            "`ray start --head --port=6379` and pass HOST:6379"
+        ) from None
 
 
 def ray_map(fn, items) -> list:
@@ -176,7 +188,9 @@ class Ray:
                 results[label] = ray.get(done[0])
             except Exception as e:  # noqa: BLE001 - e.g. the worker died more than MAX_RETRIES times
                 why = _last_error(e)
-                print(f"[{label}] failed on the cluster (a dead worker is retried {MAX_RETRIES} times): {why}", flush=True)
+                print(
+                    f"[{label}] failed on the cluster (a dead worker is retried {MAX_RETRIES} times): {why}", flush=True
+                )
                 results[label] = Failure(label, why)
         return {label: results[label] for label in jobs}
 
@@ -204,9 +218,12 @@ def absolute_places(cfg):
     from tfq import data
 
     root = data.data_root(cfg.data_root)
-    return dataclasses.replace(cfg, artifacts=str(Path(cfg.artifacts).resolve()),
-                               data_root=str(root.resolve()) if root else None,
-                               cache_dir=str(data.cache_dir(cfg.cache_dir).resolve()))
+    return dataclasses.replace(
+        cfg,
+        artifacts=str(Path(cfg.artifacts).resolve()),
+        data_root=str(root.resolve()) if root else None,
+        cache_dir=str(data.cache_dir(cfg.cache_dir).resolve()),
+    )
 
 
 def train_on_ray(train_fn, cfg, workers: int, address: str | None = None) -> dict:
@@ -235,14 +252,20 @@ def train_on_ray(train_fn, cfg, workers: int, address: str | None = None) -> dic
         config["train_fn"](config["cfg"])
 
     trainer = TensorflowTrainer(
-        loop, train_loop_config={"cfg": cfg, "train_fn": train_fn},
+        loop,
+        train_loop_config={"cfg": cfg, "train_fn": train_fn},
         scaling_config=ScalingConfig(num_workers=workers, resources_per_worker={"CPU": 1}),
-        run_config=RunConfig(storage_path=str(Path(tempfile.gettempdir()) / "tfq-ray-train"),
-                             failure_config=FailureConfig(max_failures=MAX_RETRIES)))
+        run_config=RunConfig(
+            storage_path=str(Path(tempfile.gettempdir()) / "tfq-ray-train"),
+            failure_config=FailureConfig(max_failures=MAX_RETRIES),
+        ),
+    )
     try:
         trainer.fit()
     except Exception as e:  # noqa: BLE001 - Ray wraps the workers' tracebacks; one line for the user
-        raise TfqError(f"training {cfg.dataset} {cfg.model} on {workers} Ray workers failed: {_last_error(e)}") from None
+        raise TfqError(
+            f"training {cfg.dataset} {cfg.model} on {workers} Ray workers failed: {_last_error(e)}"
+        ) from None
     return artifacts.read_json(artifacts.run_dir(cfg.artifacts, cfg.dataset, cfg.model) / artifacts.TRAIN_JSON)
 
 
@@ -250,5 +273,7 @@ def check_collected(label: str, produced: dict[str, str]) -> None:
     """The files a chain's worker made must be here, as made: the artifacts folder is shared."""
     for path, digest in produced.items():
         if not Path(path).is_file() or artifacts.sha256(path) != digest:
-            raise TfqError(f"[{label}] a worker wrote {path}, but the driver does not see it there: every node "
-                           "must mount the artifacts folder at the same path")
+            raise TfqError(
+                f"[{label}] a worker wrote {path}, but the driver does not see it there: every node "
+                "must mount the artifacts folder at the same path"
+            )
