@@ -16,6 +16,17 @@ import tfq  # noqa: F401  (selects Keras 2 before anything imports TensorFlow)
 REPO = Path(__file__).resolve().parents[1]
 
 
+# Fixtures that train a model, build a real dataset or start a process that imports TensorFlow: a test that
+# uses one (directly or through another fixture) is `slow`; `./tfq.sh test -m "not slow"` is the fast tier.
+SLOW_FIXTURES = {"data_root", "trained", "converted", "run_cli", "study", "through_ray", "local_ray"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def data_root() -> Path:
     """The real datasets; CI points TFQ_DATA_ROOT at them. Never downloaded."""
