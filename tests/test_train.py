@@ -198,7 +198,7 @@ def test_a_short_cnn_run_reestimates_batchnorm_and_learns(run_cli, tmp_path):
 
 
 def test_long_runs_keep_their_statistics(data_root, cache, tmp_path, monkeypatch):
-    monkeypatch.setattr(train, "BN_REESTIMATE_BELOW_STEPS", 1)
+    monkeypatch.setattr(fitting, "BN_REESTIMATE_BELOW_STEPS", 1)
     result = train.train(
         _config(
             tmp_path,
