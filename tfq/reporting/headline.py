@@ -9,6 +9,7 @@ from pathlib import Path
 from tfq.core import artifacts
 from tfq.core.artifacts import TfqError
 from tfq.reporting import fmt
+from tfq.reporting.collect import NO_XNNPACK
 
 HEADLINE_RUN, HEADLINE_MODES = "mnist_cnn", ("float32", "int8", "qat_int8", "int16x8", "aeq_a8w4")
 TABLE_MODES = ("float16", "dynamic", "int16x8", "int8", "qat_int8", "aeq_a8w4")
@@ -122,6 +123,12 @@ def _with_p(f: dict) -> str:
     )
 
 
+def _outside(f: dict) -> str:
+    """Which ops XNNPACK left to LiteRT's own kernels, in words."""
+    ops = f["ops_outside_delegate"]
+    return "all of it" if ops == NO_XNNPACK else ops or "nothing"
+
+
 def headline_md(facts: dict) -> str:
     """The README's first paragraph, from `headline_facts` as results.json keeps them."""
     h = facts.get(HEADLINE_RUN)
@@ -139,9 +146,9 @@ def headline_md(facts: dict) -> str:
         f"{fmt.value(int8['p50_us'], 'us')} ({int8['speedup']:.1f}x faster)**; "
         f"QAT int8 {fmt.value(qat['accuracy'], 'pct')} ({_with_p(qat)}); "
         f"16x8 {fmt.value(i16['accuracy'], 'pct')} ({_with_p(i16)}) but {fmt.value(i16['p50_us'], 'us')}, "
-        f"run outside XNNPACK ({i16['ops_outside_delegate']}); 4-bit weights (`aeq_a8w4`) "
+        f"run outside XNNPACK ({_outside(i16)}); 4-bit weights (`aeq_a8w4`) "
         f"{fmt.value(a8w4['accuracy'], 'pct')} ({_with_p(a8w4)}) in {fmt.value(a8w4['size_bytes'], 'kb')} at "
-        f"{fmt.value(a8w4['p50_us'], 'us')} (outside XNNPACK: {a8w4['ops_outside_delegate'] or 'nothing'})."
+        f"{fmt.value(a8w4['p50_us'], 'us')} (outside XNNPACK: {_outside(a8w4)})."
     ]
     low = facts.get(LOW_BIT_RUN)
     if low:
