@@ -80,14 +80,7 @@ def mixed(cfg: MixedConfig, log=None) -> list[dict]:
     cfg = _check(cfg)
     run = artifacts.check_writable(artifacts.run_dir(cfg.artifacts, cfg.dataset, cfg.model))
     sc = sensitivity.SensitivityConfig(
-        dataset=cfg.dataset,
-        model=cfg.model,
-        artifacts=cfg.artifacts,
-        num_calibration=cfg.num_calibration,
-        seed=cfg.seed,
-        max_eval_examples=cfg.max_eval_examples,
-        data_root=cfg.data_root,
-        cache_dir=cfg.cache_dir,
+        **cfg.run(), num_calibration=cfg.num_calibration, seed=cfg.seed, max_eval_examples=cfg.max_eval_examples
     )
     scorer, digest, splits = sensitivity.scorer_for(sc, run)
     sens = artifacts.read_json(run / sensitivity.SENSITIVITY_JSON, default={})
