@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from tfq.core import artifacts, stats
+from tfq.core import artifacts, stages, stats
 from tfq.quant.modes import ORDER
 from tfq.reporting.drops import drops
 
@@ -194,7 +194,7 @@ def collect(artifacts_root: str | Path, datasets, models) -> tuple[list[dict], d
                     "sweep": sweep_info,
                     "low_bit": low_bit,
                     "scratch": scratch,
-                    "stages": artifacts.read_json(run / "pipeline.json", default={}),
+                    "stages": artifacts.read_json(run / stages.STATE_FILE, default={}),
                     "evals": evals,
                 }
             )

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tfq.core import artifacts
+from tfq.core import artifacts, stages
 from tfq.reporting.collect import Study
 
 STAGES = ("train", "convert", "qat", "evaluate", "sweep", "sensitivity", "mixed", "micro", "generalize", "export")
@@ -120,5 +120,5 @@ def scaleout(study: Study) -> list[str]:
 
 def recorded_seconds(run: Path) -> float:
     """A run folder's chain time as its pipeline.json recorded it (0 for a run not made yet)."""
-    state = run / "pipeline.json"
+    state = run / stages.STATE_FILE
     return chain_seconds(artifacts.read_json(state)) if state.is_file() else 0.0
