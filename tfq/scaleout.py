@@ -11,6 +11,7 @@ import os
 import re
 from pathlib import Path
 
+from tfq.core import stages
 from tfq.core.artifacts import TfqError
 
 # What may differ between two runs of the same study: where, when and how fast.
@@ -30,10 +31,10 @@ def _result_files(run: Path) -> set[str]:
     recorded = (
         {
             name
-            for stage in json.loads((run / "pipeline.json").read_text()).values()
+            for stage in json.loads((run / stages.STATE_FILE).read_text()).values()
             for name in stage.get("outputs", {})
         }
-        if (run / "pipeline.json").is_file()
+        if (run / stages.STATE_FILE).is_file()
         else set()
     )
     return {
@@ -42,7 +43,7 @@ def _result_files(run: Path) -> set[str]:
         if p.is_file()
         and p.suffix in _RESULT_FILES
         and "tensorboard" not in p.parts
-        and p.name != "pipeline.json"
+        and p.name != stages.STATE_FILE
         and not p.name.startswith(".")
         and (not recorded or f"{p.parent.name}/{p.name}" in recorded)
     }
