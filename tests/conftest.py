@@ -154,3 +154,39 @@ def mock_root(tmp_path, monkeypatch):
     root = tmp_path / "empty-root"
     root.mkdir()
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    """A tiny CNN with seeded random weights (28x28x1 in, 10 classes), its float32 and int8 flatbuffers and
+    random images labelled by the model itself, made in-process in seconds: what the fast tier's unit tests
+    read where the slow tier reads a trained MNIST model."""
+    import types
+
+    import numpy as np
+
+    from tfq import convert
+    from tfq.core.backend import keras
+    from tfq.quant import modes
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((28, 28, 1)),
+            keras.layers.Conv2D(8, 3, strides=2, name="conv"),
+            keras.layers.BatchNormalization(name="bn"),
+            keras.layers.ReLU(name="relu"),
+            keras.layers.Flatten(name="flat"),
+            keras.layers.Dense(10, activation="softmax", name="probs"),
+        ]
+    )
+    rng = np.random.default_rng(0)
+    bn = model.get_layer("bn")  # statistics of its own, so a copy that lost them shows
+    bn.set_weights([rng.uniform(0.5, 1.5, 8), rng.normal(0, 0.1, 8), rng.normal(0, 0.1, 8), rng.uniform(0.5, 2, 8)])
+    images = rng.integers(0, 256, size=(64, 28, 28, 1), dtype=np.uint8)
+    calibration = (images[:32] / 255.0).astype(np.float32)
+    labels = model.predict(images / 255.0, verbose=0).argmax(-1)
+    blobs = {
+        m: convert.convert_model(model, modes.get_mode(m), calibration=calibration)[0] for m in ("float32", "int8")
+    }
+    return types.SimpleNamespace(model=model, blobs=blobs, images=images, labels=labels, calibration=calibration)

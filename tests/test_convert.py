@@ -235,3 +235,42 @@ def test_recipes_start_from_a_current_float32_file(trained, data_root, cache, tm
     (run / "float32.json").write_text(json.dumps(manifest))
     with pytest.raises(TfqError, match="was not made from the current model.keras"):
         convert.convert(cfg)
+
+
+@pytest.mark.parametrize("name", ["float32", "float16", "dynamic", "int8", "int16x8"])
+def test_each_converter_mode_makes_a_file_that_holds_what_the_mode_promises(tiny, name):
+    mode = modes.get_mode(name)
+    blob, settings = convert.convert_model(tiny.model, mode, calibration=tiny.calibration)
+    fb = flatbuffer.read(blob)
+    modes.verify(mode, fb, name)  # raises on any broken promise
+    assert settings["inference_input_type"] == mode.io_type and settings["optimizations"] == (
+        ["DEFAULT"] if mode.optimize else []
+    )
+    assert fb.tensors[fb.inputs[0]].dtype == mode.io_type
+    assert mode.weight_dtype.split("/")[0] in fb.dtypes("weights")
+
+
+def test_a_file_that_breaks_its_modes_promise_is_refused_in_one_line(tiny):
+    f32 = flatbuffer.read(tiny.blobs["float32"])
+    with pytest.raises(
+        TfqError, match=r"^x.tflite: --mode=int8 promises int8 input and output, but the file takes float32$"
+    ):
+        modes.verify(modes.get_mode("int8"), f32, "x.tflite")
+    with pytest.raises(TfqError, match="--mode=dynamic promises int8 weights, but the file holds float32"):
+        modes.verify(modes.get_mode("dynamic"), f32, "x.tflite")
+
+
+def test_calibrated_modes_need_samples_and_variants_must_fit_the_mode(tiny):
+    with pytest.raises(TfqError, match="--mode=int8 needs calibration samples"):
+        convert.converter_for(tiny.model, modes.get_mode("int8"))
+    blob, settings = convert.convert_model(
+        tiny.model, modes.get_mode("int8"), calibration=tiny.calibration, io_type="uint8", per_channel=False
+    )
+    fb = flatbuffer.read(blob)
+    assert settings["per_channel"] is False and fb.tensors[fb.inputs[0]].dtype == "uint8"
+    assert not any(t.per_channel for t in fb.weights)
+    assert modes.output_name(modes.get_mode("int8"), "uint8", False) == "int8_uint8io_pertensor"
+    with pytest.raises(TfqError, match="--io_type=int8 does not fit --mode=float16; it takes float32"):
+        convert.converter_for(tiny.model, modes.get_mode("float16"), io_type="int8")
+    with pytest.raises(TfqError, match="--per_channel=false does not apply to --mode=float32"):
+        convert.converter_for(tiny.model, modes.get_mode("float32"), per_channel=False)

@@ -145,3 +145,21 @@ def test_the_c_array_of_offset_weights_holds_them_inline_for_tflite_micro(conver
     assert m["buffers_inlined"] == flatbuffer.read(blob).offset_buffers > 0
     assert m["array_sha256"] == hashlib.sha256(inline).hexdigest() and m["array_bytes"] == len(inline)
     assert f"tfq_aeq_a8w8_model_len = {len(inline)};" in (run / "export" / "aeq_a8w8_c" / "aeq_a8w8.c").read_text()
+
+
+def test_the_c_sources_hold_every_byte_and_the_constants_an_app_needs(tiny):
+    import re
+
+    from tfq import data
+
+    blob = tiny.blobs["int8"]
+    info = export.describe(flatbuffer.read(blob), data.get("mnist"))
+    assert info["input"]["dtype"] == "int8" and info["input"]["shape"] == [1, 28, 28, 1]
+    assert info["labels"] == list(data.get("mnist").labels) and info["size_bytes"] == len(blob)
+    header, source = export.c_sources(blob, info, "int8-v2")
+    array = source.split("tfq_int8_v2_model[] = {")[1].split("};")[0]
+    assert bytes(int(h, 16) for h in re.findall(r"0x([0-9a-f]{2})", array)) == blob
+    assert f"tfq_int8_v2_model_len = {len(blob)};" in source and "TFQ_ALIGNED(16)" in source
+    assert f"#define TFQ_INT8_V2_INPUT_ZERO_POINT {info['input']['zero_point']}\n" in header
+    assert "#define TFQ_INT8_V2_NUM_CLASSES 10\n" in header and '"int8"' in header
+    assert float(re.search(r"TFQ_INT8_V2_INPUT_SCALE (\S+)f", header)[1]) == pytest.approx(info["input"]["scale"])

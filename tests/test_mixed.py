@@ -62,3 +62,29 @@ def test_convert_mode_mixed_is_the_mixed_stage_and_writes_a_file_its_recipe_and_
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (run / "recipe_mixed.tflite").read_bytes() == (run / "mixed.tflite").read_bytes()
     assert m["remake"].startswith("python -m tfq.convert --dataset=mnist --model=mlp --recipe=mixed.recipe.json")
+
+
+def test_the_budgets_and_objectives_asked_for_name_one_file_each_and_bad_ones_are_one_line():
+    import pytest
+
+    from tfq import mixed
+    from tfq.core.artifacts import TfqError
+
+    cfg = mixed.MixedConfig(max_accuracy_drop=("0.3",), objective=("size",))
+    assert mixed.planned(mixed._check(cfg)) == [(0.3, "size", "mixed")]
+    many = mixed._check(mixed.MixedConfig(max_accuracy_drop=("0.3", "1", "0.3"), objective=("size", "latency")))
+    assert mixed.planned(many) == [
+        (0.3, "size", "mixed_size_0.3"),
+        (1.0, "size", "mixed_size_1"),
+        (0.3, "latency", "mixed_latency_0.3"),
+        (1.0, "latency", "mixed_latency_1"),
+    ]
+    for kw, message in [
+        (dict(max_accuracy_drop=()), "--mode=mixed needs --max_accuracy_drop"),
+        (dict(max_accuracy_drop=("a",)), "--max_accuracy_drop=a: expected numbers of points"),
+        (dict(max_accuracy_drop=("101",)), "--max_accuracy_drop=101.0: points from 0 to 100"),
+        (dict(max_accuracy_drop=("1",), objective=("speed",)), "--objective=speed: choose from size, latency"),
+        (dict(max_accuracy_drop=("1",), latency_runs=0), "--latency_runs=0"),
+    ]:
+        with pytest.raises(TfqError, match=message):
+            mixed._check(mixed.MixedConfig(**kw))

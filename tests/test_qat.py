@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 
 from tests.conftest import error_lines
@@ -306,3 +307,14 @@ def test_qat_from_the_first_step(run_cli, trained):
     # the CNN's short float run needed its BatchNorm statistics re-estimated: no fair comparison
     proc = run_cli("qat_scratch", "--model=cnn", f"--artifacts={trained}")
     assert proc.returncode == 1 and "too short for its BatchNorm statistics" in error_lines(proc.stderr)[0]
+
+
+def test_the_float_twin_of_a_4_bit_qat_model_holds_its_weights_on_their_own_grids(tiny):
+    q = qat._n_bit_model(tiny.model, 4, 8)
+    twin = qat.float_twin(q, tiny.model, 4)
+    conv, dense = twin.get_layer("conv"), twin.get_layer("probs")
+    kernel = conv.kernel.numpy().reshape(-1, conv.filters)
+    assert max(len(set(kernel[:, c])) for c in range(conv.filters)) <= 15  # 4 bits, narrow range, per channel
+    assert len(set(dense.kernel.numpy().ravel())) <= 15  # one grid for the whole tensor
+    assert not np.array_equal(conv.kernel.numpy(), tiny.model.get_layer("conv").kernel.numpy())  # it did round
+    assert (twin.get_layer("bn").moving_variance.numpy() == tiny.model.get_layer("bn").moving_variance.numpy()).all()

@@ -80,3 +80,30 @@ def test_bad_flags_are_one_line_errors(run_cli, tmp_path):
         proc = run_cli("sensitivity", f"--artifacts={tmp_path}", *args, timeout=120)
         assert proc.returncode == 1 and message in error_lines(proc.stderr)[0], proc.stderr[-2000:]
     assert not list(tmp_path.rglob("*.json"))
+
+
+def test_each_layer_is_measured_alone_quantized_and_alone_spared_against_the_same_images(tiny):
+    from tfq.quant import mixed_search
+
+    scorer = mixed_search.Scorer(
+        tiny.blobs["float32"], mixed_search.layers(tiny.blobs["float32"]), tiny.calibration, tiny.images, tiny.labels
+    )
+    result = sensitivity.measure(scorer, ("int8", "w4"), error_examples=4, latency_runs=3)
+    assert result["float_val_accuracy"] == 1.0 and result["val_examples"] == len(tiny.images)  # labels: its own
+    assert [layer["name"] for layer in result["layers"]] == ["conv", "probs"]
+    assert (
+        result["layers"][0]["params"] == 3 * 3 * 1 * 8 and result["layers"][1]["params"] == 13 * 13 * 8 * 10
+    )  # kernels
+    for layer in result["layers"]:
+        for v in layer["schemes"].values():
+            lo, hi = v["only_quantized_ci95_pts"]
+            assert lo <= v["only_quantized_drop_pts"] <= hi and v["only_quantized_drop_pts"] >= 0  # from 100%
+            assert v["snr_db"] is not None and v["mse"] >= 0
+        assert layer["schemes"]["int8"]["snr_db"] > layer["schemes"]["w4"]["snr_db"]
+    assert (
+        result["rungs"]["w4"]["size_bytes"]
+        < result["rungs"]["int8"]["size_bytes"]
+        < result["rungs"]["float"]["size_bytes"]
+    )
+    assert sorted(result["most_sensitive"]["w4"]) == ["conv", "probs"]
+    assert sensitivity.headline(result) == f"most sensitive at w4: {', '.join(result['most_sensitive']['w4'])}"
