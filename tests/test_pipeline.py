@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import re
 
@@ -163,24 +164,31 @@ def test_a_default_run_prints_only_tfqs_lines_and_keras_epochs(study):
         ), line
 
 
-def test_bad_flags_fail_before_any_stage_runs(run_cli, tmp_path):
+def test_bad_flags_fail_before_any_stage_runs(run_cli, data_root, cache, tmp_path, monkeypatch):
+    """The command line's one line and exit status once; every other bad setting through the same check in
+    this process (no TensorFlow start-up per case)."""
+    proc = run_cli("pipeline", "--models=mlp", f"--artifacts={tmp_path / 'a'}", "--qat_epochs=0", timeout=120)
+    assert proc.returncode == 1 and error_lines(proc.stderr) == ["error: --qat_epochs=0: must be at least 1"]
+    assert "Traceback" not in proc.stderr and not (tmp_path / "a").exists()
+    monkeypatch.setenv("TFQ_OFFLINE", "1")
     (tmp_path / "flags").mkdir()
     (tmp_path / "flags" / "mnist_mlp.cfg").write_text("--epochs=two\n")
-    for args, message in [
-        (("--qat_epochs=0",), "--qat_epochs=0: must be at least 1"),
-        (("--datasets=mnist,imagenet",), "unknown dataset 'imagenet'"),
-        ((f"--flags_dir={tmp_path / 'flags'}",), "mnist_mlp.cfg: flag --epochs=two: invalid literal"),
-        (("--artifacts=/proc/nope",), "cannot write to /proc/nope"),
-        (("--mixed_budgets=0.3", "--mixed_objectives=speed"), "--mixed_objectives=speed"),
-        (("--export_modes=int3",), "--export_modes=int3: choose from"),
-        (("--micro_examples=-5",), "--micro_examples=-5"),
-        (("--shift_examples=-1",), "--shift_examples=-1"),
-        (("--cross_datasets=emnist_digits",), "dataset 'emnist_digits' is not available offline"),
-        (("--cross_datasets=usps2",), "unknown dataset 'usps2'"),
+    for kw, message in [
+        (dict(datasets=("mnist", "imagenet")), "unknown dataset 'imagenet'"),
+        (dict(flags_dir=str(tmp_path / "flags")), "mnist_mlp.cfg: flag --epochs=two: invalid literal"),
+        (dict(artifacts="/proc/nope"), "cannot write to /proc/nope"),
+        (dict(mixed_budgets=(0.3,), mixed_objectives=("speed",)), "--mixed_objectives=speed"),
+        (dict(export_modes=("int3",)), "--export_modes=int3: choose from"),
+        (dict(micro_examples=-5), "--micro_examples=-5"),
+        (dict(shift_examples=-1), "--shift_examples=-1"),
+        (dict(cross_datasets=("emnist_digits",)), "dataset 'emnist_digits' is not available offline"),
+        (dict(cross_datasets=("usps2",)), "unknown dataset 'usps2'"),
     ]:
-        proc = run_cli("pipeline", "--models=mlp", f"--artifacts={tmp_path / 'a'}", *args, timeout=120)
-        assert proc.returncode == 1 and error_lines(proc.stderr) and message in error_lines(proc.stderr)[0], proc.stderr
-        assert "Traceback" not in proc.stderr
+        cfg = pipeline.PipelineConfig(
+            models=("mlp",), artifacts=str(tmp_path / "a"), data_root=str(data_root), cache_dir=str(cache)
+        )
+        with pytest.raises(TfqError, match=re.escape(message)):
+            pipeline.pipeline(dataclasses.replace(cfg, **kw))
         assert not (tmp_path / "a").exists() or not list((tmp_path / "a").rglob("*.*"))
 
 
@@ -281,7 +289,7 @@ def test_the_first_look_is_the_no_flag_default_and_says_so_in_the_report():
     assert look.artifacts == "artifacts/first_look" and look.epochs == 2 and look.micro_examples == 200
     assert pipeline.train_config(look, "mnist", "cnn").epochs == 2  # the flagfile's 10, overridden
     mine = pipeline.with_preset(pipeline.PipelineConfig(preset="first_look", epochs=5), given={"epochs"})
-    assert mine.epochs == 5 and mine.max_train_examples == 10_000
+    assert mine.epochs == 5 and mine.max_train_examples == 10_000 and mine.max_eval_examples == 2_000
     full = pipeline.PipelineConfig(preset="full")
     assert pipeline.with_preset(full, given=set()) == full and pipeline.preset_note(full) is None
     note = pipeline.preset_note(look)

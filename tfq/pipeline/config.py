@@ -27,6 +27,8 @@ PRESETS = {
         "artifacts": "artifacts/first_look",
         "epochs": 2,
         "max_train_examples": 10_000,
+        "max_eval_examples": 2_000,
+        "qat_low_bit": ("w4a8",),
         "qat_low_bit_epochs": 1,
         "latency_runs": 100,
         "sweep_grid_examples": 500,
