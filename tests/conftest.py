@@ -48,7 +48,7 @@ def cache(tmp_path_factory) -> Path:
 def run_cli(data_root, cache):
     """Run `python -m tfq.<module> <args>` the way a user does; returns CompletedProcess."""
 
-    def run(module: str, *args: str, env: dict | None = None, timeout: float = 600):
+    def run(module: str, *args: str, env: dict | None = None, timeout: float = 1800):
         full_env = {
             **os.environ,
             "TFQ_DATA_ROOT": str(data_root),

@@ -50,7 +50,7 @@ def study(tmp_path_factory, data_root, cache):
         cwd=REPO,
         capture_output=True,
         text=True,
-        timeout=900,
+        timeout=3600,  # a safety net, not a speed target: a 2-core Zen 1 under load takes over 15 minutes
         # its own empty cache: the first build of MNIST, with tfds' progress bars to keep back, is in it
         env={**os.environ, "TFQ_DATA_ROOT": str(data_root), "TFQ_CACHE_DIR": str(root / "cache"), "TFQ_OFFLINE": "1"},
     )

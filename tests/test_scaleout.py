@@ -180,7 +180,7 @@ def _ray_cli(root, data_root, cache, *extra):
         cwd=REPO,
         capture_output=True,
         text=True,
-        timeout=900,
+        timeout=3600,  # a safety net, not a speed target: a 2-core Zen 1 under load takes over 15 minutes
         env={**os.environ, "TFQ_DATA_ROOT": str(data_root), "TFQ_CACHE_DIR": str(cache), "TFQ_OFFLINE": "1"},
     )
 
