@@ -171,6 +171,9 @@ def test_bad_flags_fail_before_any_stage_runs(run_cli, data_root, cache, tmp_pat
     assert proc.returncode == 1 and error_lines(proc.stderr) == ["error: --qat_epochs=0: must be at least 1"]
     assert "Traceback" not in proc.stderr and not (tmp_path / "a").exists()
     monkeypatch.setenv("TFQ_OFFLINE", "1")
+    cfg = pipeline.PipelineConfig(
+        models=("mlp",), artifacts=str(tmp_path / "a"), data_root=str(data_root), cache_dir=str(cache)
+    )
     (tmp_path / "flags").mkdir()
     (tmp_path / "flags" / "mnist_mlp.cfg").write_text("--epochs=two\n")
     for kw, message in [
@@ -184,9 +187,6 @@ def test_bad_flags_fail_before_any_stage_runs(run_cli, data_root, cache, tmp_pat
         (dict(cross_datasets=("emnist_digits",)), "dataset 'emnist_digits' is not available offline"),
         (dict(cross_datasets=("usps2",)), "unknown dataset 'usps2'"),
     ]:
-        cfg = pipeline.PipelineConfig(
-            models=("mlp",), artifacts=str(tmp_path / "a"), data_root=str(data_root), cache_dir=str(cache)
-        )
         with pytest.raises(TfqError, match=re.escape(message)):
             pipeline.pipeline(dataclasses.replace(cfg, **kw))
         assert not (tmp_path / "a").exists() or not list((tmp_path / "a").rglob("*.*"))
