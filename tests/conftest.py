@@ -18,7 +18,43 @@ REPO = Path(__file__).resolve().parents[1]
 
 # Fixtures that train a model, build a real dataset or start a process that imports TensorFlow: a test that
 # uses one (directly or through another fixture) is `slow`; `./tfq.sh test -m "not slow"` is the fast tier.
-SLOW_FIXTURES = {"data_root", "trained", "converted", "run_cli", "study", "through_ray", "local_ray"}
+SLOW_FIXTURES = {"data_root", "trained", "converted", "run_cli", "study_run", "through_ray", "local_ray"}
+
+# The small study every pipeline and scale-out test reads: the MNIST MLP through every stage on small slices.
+STUDY = dict(
+    datasets=("mnist",),
+    models=("mlp",),
+    max_train_examples=600,
+    max_eval_examples=200,
+    epochs=1,
+    latency_runs=20,
+    num_calibration=50,
+    qat_low_bit=("w4a8",),
+    qat_low_bit_epochs=1,
+    sweep_grid_examples=100,
+    sweep_calibration_draws=2,
+    mixed_budgets=(1.0,),
+    shift_examples=40,
+    cross_datasets=("usps", "cifar10"),
+    export_modes=("int8",),
+)
+
+
+def flag_args(settings: dict) -> list[str]:
+    """`--name=value` for each setting, tuples comma-joined, as a user types them."""
+    return [f"--{k}={','.join(map(str, v)) if isinstance(v, tuple) else v}" for k, v in settings.items()]
+
+
+def pipeline_cli(root: Path, data_root: Path, cache: Path, *extra: str, settings: dict = STUDY):
+    """`python -m tfq.pipeline --preset=full` with `settings` as flags into `root`, as a user starts it."""
+    return subprocess.run(
+        [sys.executable, "-m", "tfq.pipeline", "--preset=full", f"--artifacts={root}", *flag_args(settings), *extra],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=3600,  # a safety net, not a speed target: a 2-core Zen 1 under load takes over 15 minutes
+        env={**os.environ, "TFQ_DATA_ROOT": str(data_root), "TFQ_CACHE_DIR": str(cache), "TFQ_OFFLINE": "1"},
+    )
 
 
 def pytest_collection_modifyitems(config, items):
@@ -143,6 +179,39 @@ def converted(trained, tmp_path_factory, data_root, cache):
     made = built_once(tmp_path_factory, "converted", build)
     shutil.copytree(made / "mnist_cnn", trained / "mnist_cnn", dirs_exist_ok=True)
     return trained / "mnist_cnn", {m["mode"]: m for m in json.loads((made / "manifests.json").read_text())}
+
+
+@pytest.fixture(scope="session")
+def study_run(tmp_path_factory, data_root):
+    """The small study, run once per test run through the CLI: (artifacts, stdout, stderr). Its own empty
+    tfds cache (the first build of MNIST, with tfds' progress bars to keep back, is in it), removed after.
+    Tests that change it take `study`'s copy."""
+
+    def build(folder: Path) -> None:
+        proc = pipeline_cli(folder / "artifacts", data_root, folder / "cache")
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        shutil.rmtree(folder / "cache")
+        (folder / "stdout.txt").write_text(proc.stdout)
+        (folder / "stderr.txt").write_text(proc.stderr)
+
+    made = built_once(tmp_path_factory, "study", build)
+    return made / "artifacts", (made / "stdout.txt").read_text(), (made / "stderr.txt").read_text()
+
+
+@pytest.fixture
+def study(study_run, tmp_path) -> Path:
+    """This test's own copy of the small study's artifacts, to rerun and change."""
+    shutil.copytree(study_run[0], tmp_path / "study")
+    return tmp_path / "study"
+
+
+def study_config(root, data_root, cache, **changes):
+    """The small study's settings as an in-process PipelineConfig, with `changes`."""
+    from tfq import pipeline
+
+    return pipeline.PipelineConfig(
+        artifacts=str(root), data_root=str(data_root), cache_dir=str(cache), **{**STUDY, **changes}
+    )
 
 
 @pytest.fixture

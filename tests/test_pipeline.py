@@ -10,69 +10,20 @@ import re
 import pytest
 from PIL import Image
 
-from tests.conftest import error_lines
+from tests.conftest import error_lines, study_config
 from tfq import pipeline
 from tfq.core.artifacts import TfqError
 from tfq.quant import modes
 
 STAGES = ("train", "convert", "qat", "evaluate", "sweep", "sensitivity", "mixed", "micro", "generalize")
-SMALL = dict(
-    max_train_examples=600, max_eval_examples=200, epochs=1, latency_runs=20, num_calibration=50, shift_examples=40
-)
-
-
-@pytest.fixture(scope="module")
-def study(tmp_path_factory, data_root, cache):
-    """One small pipeline run through the CLI, as a user starts it."""
-    import os
-    import subprocess
-    import sys
-
-    from tests.conftest import REPO
-
-    root = tmp_path_factory.mktemp("study")
-    args = [f"--{k}={v}" for k, v in SMALL.items()] + [
-        "--mixed_budgets=1.0",
-        "--export_modes=int8",
-        "--cross_datasets=usps,cifar10",
-    ]
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tfq.pipeline",
-            "--preset=full",
-            "--datasets=mnist",
-            "--models=mlp",
-            f"--artifacts={root}",
-            *args,
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=3600,  # a safety net, not a speed target: a 2-core Zen 1 under load takes over 15 minutes
-        # its own empty cache: the first build of MNIST, with tfds' progress bars to keep back, is in it
-        env={**os.environ, "TFQ_DATA_ROOT": str(data_root), "TFQ_CACHE_DIR": str(root / "cache"), "TFQ_OFFLINE": "1"},
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return root, proc.stdout, proc.stderr
 
 
 def _config(root, data_root, cache, **kw) -> pipeline.PipelineConfig:
-    return pipeline.PipelineConfig(
-        datasets=("mnist",),
-        models=("mlp",),
-        artifacts=str(root),
-        mixed_budgets=(1.0,),
-        cross_datasets=("usps", "cifar10"),
-        data_root=str(data_root),
-        cache_dir=str(cache),
-        **{**SMALL, **kw},
-    )
+    return study_config(root, data_root, cache, **kw)
 
 
-def test_pipeline_writes_every_file(study):
-    root, stdout, _ = study
+def test_pipeline_writes_every_file(study_run):
+    root, stdout, _ = study_run
     run = root / "mnist_mlp"
     for mode in [*modes.MODES, "qat_int8"]:
         assert (run / f"{mode}.tflite").is_file() and (run / f"eval_{mode}.json").is_file()
@@ -151,8 +102,8 @@ NOISE = re.compile(
 )
 
 
-def test_a_default_run_prints_only_tfqs_lines_and_keras_epochs(study):
-    _, stdout, stderr = study
+def test_a_default_run_prints_only_tfqs_lines_and_keras_epochs(study_run):
+    _, stdout, stderr = study_run
     assert stderr == ""
     assert not NOISE.search(stdout), NOISE.search(stdout)
     for line in stdout.splitlines():
@@ -197,7 +148,7 @@ def _ran(out: str) -> set[str]:
 
 
 def test_a_rerun_skips_every_finished_stage(study, data_root, cache, capsys):
-    root, _, _ = study
+    root = study
     pipeline.pipeline(_config(root, data_root, cache))
     out = capsys.readouterr().out
     assert _ran(out) == set()
@@ -205,7 +156,7 @@ def test_a_rerun_skips_every_finished_stage(study, data_root, cache, capsys):
 
 
 def test_changing_one_flag_reruns_only_the_stages_it_affects(study, data_root, cache, capsys):
-    root, _, _ = study
+    root = study
     pipeline.pipeline(_config(root, data_root, cache, latency_runs=30))
     assert _ran(capsys.readouterr().out) == {"evaluate", "report"}
     int8 = root / "mnist_mlp" / "int8.tflite"
@@ -213,17 +164,14 @@ def test_changing_one_flag_reruns_only_the_stages_it_affects(study, data_root, c
     pipeline.pipeline(_config(root, data_root, cache, latency_runs=30, num_calibration=2))
     assert int8.read_bytes() != before  # 2 calibration images give other ranges than 50
     assert _ran(capsys.readouterr().out) == {*STAGES, "report"} - {"train"}
-    pipeline.pipeline(_config(root, data_root, cache, latency_runs=30, num_calibration=2, force=True))
-    assert _ran(capsys.readouterr().out) == {*STAGES, "report"}
+    # --force redoing current stages is the stage runner's (tests/core/test_stages.py)
 
 
 def test_files_replaced_outside_the_pipeline_are_not_taken_for_its_own(study, data_root, cache, capsys):
     """A manual `tfq.convert --num_calibration=10` used to pass as the study's calibration."""
     from tfq import convert
 
-    root, _, _ = study
-    pipeline.pipeline(_config(root, data_root, cache))
-    capsys.readouterr()
+    root = study
     int8 = root / "mnist_mlp" / "int8.tflite"
     ours = int8.read_bytes()
     convert.convert(
@@ -245,11 +193,11 @@ def test_files_replaced_outside_the_pipeline_are_not_taken_for_its_own(study, da
 
 
 def test_evaluation_only_settings_do_not_retrain(study, data_root, cache, capsys):
-    root, _, _ = study
-    pipeline.pipeline(_config(root, data_root, cache))
-    capsys.readouterr()
-    pipeline.pipeline(_config(root, data_root, cache, max_eval_examples=150))
-    assert "train" not in _ran(capsys.readouterr().out)
+    root = study
+    later = dict(sweep=False, sensitivity=False, mixed_budgets=(), micro=False, generalize=False)
+    pipeline.pipeline(_config(root, data_root, cache, max_eval_examples=150, **later))
+    ran = _ran(capsys.readouterr().out)
+    assert "evaluate" in ran and "train" not in ran
 
 
 def test_a_model_trained_outside_is_adopted_only_when_made_by_this_code(study, data_root, cache):
@@ -257,7 +205,7 @@ def test_a_model_trained_outside_is_adopted_only_when_made_by_this_code(study, d
     from tfq.core import artifacts
     from tfq.core.backend import versions
 
-    root, _, _ = study
+    root = study
     run = root / "mnist_mlp"
     made = json.loads((run / artifacts.TRAIN_JSON).read_text())
     tc = pipeline.train_config(_config(root, data_root, cache), "mnist", "mlp")
@@ -286,10 +234,10 @@ def test_the_first_look_is_the_no_flag_default_and_says_so_in_the_report():
     """`python -m tfq.pipeline` with no flags: the first look's settings, in its own folder; a flag the user
     gives wins over the preset; the full preset changes nothing; the report's note names what was cut."""
     look = pipeline.with_preset(pipeline.PipelineConfig(preset="first_look"), given=set())
-    assert look.artifacts == "artifacts/first_look" and look.epochs == 2 and look.micro_examples == 200
+    assert look.artifacts == "artifacts/first_look" and look.epochs == 2 and look.micro_examples == 100
     assert pipeline.train_config(look, "mnist", "cnn").epochs == 2  # the flagfile's 10, overridden
     mine = pipeline.with_preset(pipeline.PipelineConfig(preset="first_look", epochs=5), given={"epochs"})
-    assert mine.epochs == 5 and mine.max_train_examples == 10_000 and mine.max_eval_examples == 2_000
+    assert mine.epochs == 5 and mine.max_train_examples == 6_000 and mine.max_eval_examples == 2_000
     full = pipeline.PipelineConfig(preset="full")
     assert pipeline.with_preset(full, given=set()) == full and pipeline.preset_note(full) is None
     note = pipeline.preset_note(look)
