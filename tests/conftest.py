@@ -104,6 +104,22 @@ def run_cli(data_root, cache):
     return run
 
 
+def with_flags(cls, function, *args: str, **renames: str):
+    """What a stage's `main` does with `args`, in this process: its config's flags (a fresh FlagValues)
+    parsed from `args`, the config filled from them (`cli.config_from_flags`, with the stage's `renames`),
+    then `function(config)`.
+    One real command line per stage checks the exit status and the one `error:` line (`run_cli`); the
+    other bad inputs come through here, without a TensorFlow start-up each."""
+    from absl import flags
+
+    from tfq.core import cli
+
+    fv = flags.FlagValues()
+    cli.define_flags(cls, fv)
+    fv(["tfq", *args])
+    return function(cli.config_from_flags(cls, fv, **renames))
+
+
 def error_lines(stderr: str) -> list[str]:
     """The lines tfq itself printed as errors (TensorFlow's start-up chatter aside)."""
     return [line for line in stderr.splitlines() if line.startswith("error: ")]

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 
 import numpy as np
 import pytest
 
-from tests.conftest import error_lines
+from tests.conftest import error_lines, with_flags
 from tfq import convert, data
 from tfq.core import artifacts
 from tfq.core.artifacts import TfqError
@@ -107,12 +108,25 @@ def test_cli_converts_one_mode(run_cli, trained):
     [
         (("--mode=int4",), "unknown mode 'int4'; choose one of: float32, float16, dynamic, int8, int16x8, aeq_a8w8,"),
         (("--recipe=/nonexistent.json",), "recipe /nonexistent.json does not exist"),
-        (("--recipe=/nonexistent.json", "--mode=int8"), "--recipe and --mode do not go together"),
         (("--mode=float16", "--io_type=int8"), "--io_type=int8 does not fit --mode=float16"),
         (("--mode=float32", "--noper_channel"), "--per_channel=false does not apply to --mode=float32"),
         (("--dataset=fashion_mnist",), "python -m tfq.train --dataset=fashion_mnist --model=cnn"),
         (("--num_calibration=0",), "--num_calibration=0: must be at least 1"),
         (("--artifacts=/proc/nope",), "cannot write to /proc/nope/mnist_cnn"),
+    ],
+)
+def test_bad_settings_are_refused_before_anything_is_written(tmp_path, args, message):
+    with pytest.raises(TfqError, match=re.escape(message)):
+        with_flags(convert.ConvertConfig, convert.convert, f"--artifacts={tmp_path}", *args, modes="mode")
+    assert not list(tmp_path.rglob("*.tflite")) and not list(tmp_path.rglob("*.json"))
+
+
+# What the command line itself decides (flag combinations, --mode=mixed handed to the mixed stage), each
+# through the real CLI: one error line, exit status 1, nothing written.
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("--recipe=/nonexistent.json", "--mode=int8"), "--recipe and --mode do not go together"),
         (("--mode=mixed",), "--mode=mixed needs --max_accuracy_drop"),
         (("--mode=mixed,int8",), "--mode=mixed goes alone"),
         (("--max_accuracy_drop=0.3",), "Unknown command line flag 'max_accuracy_drop'"),  # the mixed stage's flag

@@ -1,11 +1,12 @@
 """tfq.qat: QAT fine-tuning, its int8 flatbuffer and the equally fine-tuned PTQ control."""
 
 import json
+import re
 
 import numpy as np
 import pytest
 
-from tests.conftest import error_lines
+from tests.conftest import error_lines, with_flags
 from tfq import data, qat
 from tfq.core import artifacts
 from tfq.core.artifacts import TfqError
@@ -69,11 +70,13 @@ def test_qat_without_a_trained_model_names_the_command(run_cli, tmp_path):
         (("--artifacts=/proc/nope",), "cannot write to /proc/nope/mnist_cnn"),
     ],
 )
-def test_every_flag_is_checked_before_fine_tuning(run_cli, trained, args, message):
+def test_every_flag_is_checked_before_fine_tuning(trained, args, message, capsys):
     """Against a real trained model: a bad flag used only by the control still stops QAT up front."""
-    proc = run_cli("qat", f"--artifacts={trained}", "--max_train_examples=500", *args, timeout=120)
-    assert proc.returncode == 1 and "Traceback" not in proc.stderr
-    assert message in error_lines(proc.stderr)[0] and "Epoch" not in proc.stdout
+    before = sorted(p.name for p in (trained / "mnist_cnn").iterdir())
+    with pytest.raises(TfqError, match=re.escape(message)):
+        with_flags(qat.QatConfig, qat.qat, f"--artifacts={trained}", "--max_train_examples=500", *args)
+    assert "Epoch" not in capsys.readouterr().out
+    assert sorted(p.name for p in (trained / "mnist_cnn").iterdir()) == before
 
 
 def test_both_arms_see_the_same_batches_and_dropout_seeds(data_root, cache, monkeypatch, tmp_path):

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 
 import numpy as np
 import pytest
 
-from tests.conftest import error_lines
+from tests.conftest import error_lines, with_flags
 from tfq import models, train
 from tfq.core import artifacts
 from tfq.core.artifacts import TfqError
@@ -157,13 +158,18 @@ def test_mirrored_strategy_trains_on_two_logical_cpus(run_cli, tmp_path):
         (("--data_root=/nonexistent", "--artifacts=/proc/nope"), "cannot write to /proc/nope/mnist_cnn"),
     ],
 )
-def test_bad_input_gives_one_line_and_writes_nothing(run_cli, tmp_path, args, message):
+def test_bad_input_gives_one_line_and_writes_nothing(tmp_path, monkeypatch, args, message):
     """Flags are checked, and the output folder proven writable, before any data is read."""
-    proc = run_cli("train", f"--artifacts={tmp_path}", *args, timeout=120)
-    assert proc.returncode == 1
-    assert len(error_lines(proc.stderr)) == 1 and message in error_lines(proc.stderr)[0]
-    assert "Traceback" not in proc.stderr
+    monkeypatch.setenv("TFQ_OFFLINE", "1")
+    with pytest.raises(TfqError, match=re.escape(message)):
+        with_flags(train.TrainConfig, train.train, f"--artifacts={tmp_path}", *args)
     assert not list(tmp_path.rglob("*.keras")) and not list(tmp_path.rglob("*.json"))
+
+
+def test_the_command_line_reports_bad_input_in_one_line_with_exit_status_1(run_cli, tmp_path):
+    proc = run_cli("train", f"--artifacts={tmp_path}", "--epochs=0", timeout=120)
+    assert proc.returncode == 1 and error_lines(proc.stderr) == ["error: --epochs=0: must be at least 1"]
+    assert "Traceback" not in proc.stderr and not list(tmp_path.rglob("*.*"))
 
 
 def test_missing_model_names_the_command_that_makes_it(tmp_path):
