@@ -46,6 +46,7 @@ def test_the_c_array_compiles_and_holds_the_file_and_its_constants(converted, tm
     )
     folder = run / "export" / "int8_c"
     assert sorted(p.name for p in folder.iterdir()) == ["export.json", "int8.c", "int8.h"]
+    assert sorted(export.files("int8", "c")) == ["export.json", "int8.c", "int8.h"]
     (tmp_path / "main.c").write_text(PROGRAM.format(stem="int8", ident="int8", macro="INT8"))
     build = subprocess.run(
         [
@@ -111,6 +112,7 @@ def test_the_android_bundle_has_the_model_labels_and_normalization(converted):
         export.ExportConfig(dataset="mnist", model="cnn", mode="int8", format="android", artifacts=str(run.parent))
     )
     folder = run / "export" / "int8_android"
+    assert sorted(p.name for p in folder.iterdir()) == sorted(export.files("int8", "android"))  # what the stage keys
     assert (folder / "int8.tflite").read_bytes() == (run / "int8.tflite").read_bytes()
     assert (folder / "labels.txt").read_text().splitlines() == list("0123456789")
     info = json.loads((folder / "model.json").read_text())

@@ -38,6 +38,12 @@ PIXEL_SCALE = 1.0 / 255.0  # tfq.data.scale: uint8 [0, 255] -> float32 [0, 1]
 ALIGNMENT = 16  # TFLite Micro reads tensors in place from the array: keep it aligned
 
 
+def files(mode: str, fmt: str) -> list[str]:
+    """The files an export of `mode`.tflite in format `fmt` writes into its folder."""
+    shipped = [f"{mode}.h", f"{mode}.c"] if fmt == "c" else [f"{mode}.tflite", "labels.txt", "model.json"]
+    return [*shipped, "export.json"]
+
+
 @dataclasses.dataclass
 class ExportConfig(cli.Run):
     mode: str = cli.setting("int8", "Which flatbuffer of the run folder: its file stem (int8, qat_int8, ...).")
@@ -176,12 +182,11 @@ def export(cfg: ExportConfig) -> dict:
             header, source = c_sources(blob, info, cfg.mode)
             (staging / f"{cfg.mode}.h").write_text(header)
             (staging / f"{cfg.mode}.c").write_text(source)
-            manifest["files"] = [f"{cfg.mode}.h", f"{cfg.mode}.c", "export.json"]
         else:
             shutil.copyfile(path, staging / path.name)
             (staging / "labels.txt").write_text("\n".join(info["labels"]) + "\n")
             artifacts.write_json(staging / "model.json", {"model": path.name, **info})
-            manifest["files"] = [path.name, "labels.txt", "model.json", "export.json"]
+        manifest["files"] = files(cfg.mode, cfg.format)
         artifacts.write_json(staging / "export.json", manifest)
         old = folder.with_name(f"{artifacts.TEMP_PREFIX}{folder.name}.old")
         shutil.rmtree(old, ignore_errors=True)

@@ -311,7 +311,7 @@ def _export_stage(mode: str, fmt: str) -> stages.Stage:
             dataset=chain.dataset, model=chain.model, mode=mode, format=fmt, artifacts=chain.cfg.artifacts
         ),
         reads=lambda chain, c: [chain.file(mode)],
-        writes=lambda chain, c: [chain.run / "export" / f"{mode}_{fmt}" / "export.json"],
+        writes=lambda chain, c: [chain.run / "export" / f"{mode}_{fmt}" / name for name in export.files(mode, fmt)],
         function=lambda chain, c: export.export(c),
         what=lambda chain, c: f"{mode}.tflite for {'a TFLite Micro app (C)' if fmt == 'c' else 'an Android app'}",
         headline=lambda m: f"{m['folder']}: {', '.join(m['files'])}",
