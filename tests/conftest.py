@@ -104,22 +104,6 @@ def run_cli(data_root, cache):
     return run
 
 
-def with_flags(cls, function, *args: str, **renames: str):
-    """What a stage's `main` does with `args`, in this process: its config's flags (a fresh FlagValues)
-    parsed from `args`, the config filled from them (`cli.config_from_flags`, with the stage's `renames`),
-    then `function(config)`.
-    One real command line per stage checks the exit status and the one `error:` line (`run_cli`); the
-    other bad inputs come through here, without a TensorFlow start-up each."""
-    from absl import flags
-
-    from tfq.core import cli
-
-    fv = flags.FlagValues()
-    cli.define_flags(cls, fv)
-    fv(["tfq", *args])
-    return function(cli.config_from_flags(cls, fv, **renames))
-
-
 def error_lines(stderr: str) -> list[str]:
     """The lines tfq itself printed as errors (TensorFlow's start-up chatter aside)."""
     return [line for line in stderr.splitlines() if line.startswith("error: ")]
@@ -228,6 +212,30 @@ def study_config(root, data_root, cache, **changes):
     return pipeline.PipelineConfig(
         artifacts=str(root), data_root=str(data_root), cache_dir=str(cache), **{**STUDY, **changes}
     )
+
+
+@pytest.fixture
+def with_flags(monkeypatch, tmp_path):
+    """`with_flags(cls, function, *args)`: what a stage's `main` does with `args` where it only fills its
+    config from its flags and calls its plain function, in this process: the flags (`define(fv)`, default
+    the config's own) parsed on a fresh FlagValues, the config filled from them (`cli.config_from_flags`,
+    with the stage's `renames`), then `function(config)`. Offline, with an empty tfds cache, as `run_cli`
+    runs. What only the command line decides (hand-overs, flag combinations checked in `main`, the exit
+    status and the one `error:` line) stays with `run_cli`, once per stage."""
+    from absl import flags
+
+    from tfq.core import cli
+
+    monkeypatch.setenv("TFQ_OFFLINE", "1")
+    monkeypatch.setenv("TFQ_CACHE_DIR", str(tmp_path / "empty-cache"))
+
+    def run(cls, function, *args: str, define=None, **renames: str):
+        fv = flags.FlagValues()
+        (define or (lambda v: cli.define_flags(cls, v)))(fv)
+        assert fv(["tfq", *args]) == ["tfq"], "arguments that are not flags"
+        return function(cli.config_from_flags(cls, fv, **renames))
+
+    return run
 
 
 @pytest.fixture

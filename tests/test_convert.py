@@ -9,7 +9,7 @@ import re
 import numpy as np
 import pytest
 
-from tests.conftest import error_lines, with_flags
+from tests.conftest import error_lines
 from tfq import convert, data
 from tfq.core import artifacts
 from tfq.core.artifacts import TfqError
@@ -115,7 +115,7 @@ def test_cli_converts_one_mode(run_cli, trained):
         (("--artifacts=/proc/nope",), "cannot write to /proc/nope/mnist_cnn"),
     ],
 )
-def test_bad_settings_are_refused_before_anything_is_written(tmp_path, args, message):
+def test_bad_settings_are_refused_before_anything_is_written(with_flags, tmp_path, args, message):
     with pytest.raises(TfqError, match=re.escape(message)):
         with_flags(convert.ConvertConfig, convert.convert, f"--artifacts={tmp_path}", *args, modes="mode")
     assert not list(tmp_path.rglob("*.tflite")) and not list(tmp_path.rglob("*.json"))

@@ -16,6 +16,7 @@ from tfq.core.artifacts import TfqError
 from tfq.quant import modes
 
 STAGES = ("train", "convert", "qat", "evaluate", "sweep", "sensitivity", "mixed", "micro", "generalize")
+EXPORTS = ("export int8 c", "export int8 android")  # the small study's --export_modes=int8
 
 
 def _config(root, data_root, cache, **kw) -> pipeline.PipelineConfig:
@@ -147,12 +148,16 @@ def _ran(out: str) -> set[str]:
     return {line.split("] ")[1].split(":")[0] for line in out.splitlines() if ": done in " in line}
 
 
+def _skipped(out: str) -> set[str]:
+    return {line.split("] ")[1].split(":")[0] for line in out.splitlines() if ": current, skipped" in line}
+
+
 def test_a_rerun_skips_every_finished_stage(study, data_root, cache, capsys):
     root = study
     pipeline.pipeline(_config(root, data_root, cache))
     out = capsys.readouterr().out
     assert _ran(out) == set()
-    assert out.count("current, skipped") == len(STAGES) + 1  # and the report
+    assert _skipped(out) == {*STAGES, *EXPORTS, "report"}
 
 
 def test_changing_one_flag_reruns_only_the_stages_it_affects(study, data_root, cache, capsys):
@@ -163,8 +168,21 @@ def test_changing_one_flag_reruns_only_the_stages_it_affects(study, data_root, c
     before = int8.read_bytes()
     pipeline.pipeline(_config(root, data_root, cache, latency_runs=30, num_calibration=2))
     assert int8.read_bytes() != before  # 2 calibration images give other ranges than 50
-    assert _ran(capsys.readouterr().out) == {*STAGES, "report"} - {"train"}
-    # --force redoing current stages is the stage runner's (tests/core/test_stages.py)
+    assert _ran(capsys.readouterr().out) == {*STAGES, *EXPORTS, "report"} - {"train"}
+
+
+def test_force_reaches_every_stage_and_the_report(study, data_root, cache, monkeypatch):
+    """What --force does to a current stage is the stage runner's (tests/core/test_stages.py); here, that
+    the pipeline hands it to every row of the table and to the report."""
+    from tfq.core import stages
+
+    seen = []
+    monkeypatch.setattr(stages.Stages, "run", lambda self, name, *a: seen.append((name, self.force)))
+    pipeline.pipeline(_config(study, data_root, cache, force=True))
+    assert sorted(seen) == sorted((name, True) for name in (*STAGES, *EXPORTS, "report"))
+    seen.clear()
+    pipeline.pipeline(_config(study, data_root, cache))
+    assert seen and not any(force for _, force in seen)
 
 
 def test_files_replaced_outside_the_pipeline_are_not_taken_for_its_own(study, data_root, cache, capsys):

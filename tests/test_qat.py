@@ -6,7 +6,7 @@ import re
 import numpy as np
 import pytest
 
-from tests.conftest import error_lines, with_flags
+from tests.conftest import error_lines
 from tfq import data, qat
 from tfq.core import artifacts
 from tfq.core.artifacts import TfqError
@@ -70,7 +70,7 @@ def test_qat_without_a_trained_model_names_the_command(run_cli, tmp_path):
         (("--artifacts=/proc/nope",), "cannot write to /proc/nope/mnist_cnn"),
     ],
 )
-def test_every_flag_is_checked_before_fine_tuning(trained, args, message, capsys):
+def test_every_flag_is_checked_before_fine_tuning(with_flags, trained, args, message, capsys):
     """Against a real trained model: a bad flag used only by the control still stops QAT up front."""
     before = sorted(p.name for p in (trained / "mnist_cnn").iterdir())
     with pytest.raises(TfqError, match=re.escape(message)):

@@ -9,7 +9,7 @@ import re
 import numpy as np
 import pytest
 
-from tests.conftest import error_lines, with_flags
+from tests.conftest import error_lines
 from tfq import models, train
 from tfq.core import artifacts
 from tfq.core.artifacts import TfqError
@@ -158,11 +158,10 @@ def test_mirrored_strategy_trains_on_two_logical_cpus(run_cli, tmp_path):
         (("--data_root=/nonexistent", "--artifacts=/proc/nope"), "cannot write to /proc/nope/mnist_cnn"),
     ],
 )
-def test_bad_input_gives_one_line_and_writes_nothing(tmp_path, monkeypatch, args, message):
+def test_bad_input_gives_one_line_and_writes_nothing(with_flags, tmp_path, args, message):
     """Flags are checked, and the output folder proven writable, before any data is read."""
-    monkeypatch.setenv("TFQ_OFFLINE", "1")
     with pytest.raises(TfqError, match=re.escape(message)):
-        with_flags(train.TrainConfig, train.train, f"--artifacts={tmp_path}", *args)
+        with_flags(train.TrainConfig, train.train, f"--artifacts={tmp_path}", *args, define=train.define_flags)
     assert not list(tmp_path.rglob("*.keras")) and not list(tmp_path.rglob("*.json"))
 
 
