@@ -38,6 +38,9 @@ STUDY = dict(
     cross_datasets=("usps", "cifar10"),
     export_modes=("int8",),
 )
+# the stages the small study runs, in order, and its exports (`--export_modes=int8`)
+STUDY_STAGES = ("train", "convert", "qat", "evaluate", "sweep", "sensitivity", "mixed", "micro", "generalize")
+STUDY_EXPORTS = ("export int8 c", "export int8 android")
 
 
 def flag_args(settings: dict) -> list[str]:
@@ -45,15 +48,36 @@ def flag_args(settings: dict) -> list[str]:
     return [f"--{k}={','.join(map(str, v)) if isinstance(v, tuple) else v}" for k, v in settings.items()]
 
 
-def pipeline_cli(root: Path, data_root: Path, cache: Path, *extra: str, settings: dict = STUDY):
-    """`python -m tfq.pipeline --preset=full` with `settings` as flags into `root`, as a user starts it."""
+def tfq_cli(module: str, *args: str, data_root, cache, env: dict | None = None, timeout: float = 1800):
+    """Run `python -m tfq.<module> <args>` the way a user does, offline, on `data_root` with the tfds
+    cache `cache`; returns CompletedProcess. The timeout is a safety net, not a speed target."""
     return subprocess.run(
-        [sys.executable, "-m", "tfq.pipeline", "--preset=full", f"--artifacts={root}", *flag_args(settings), *extra],
+        [sys.executable, "-m", f"tfq.{module}", *args],
         cwd=REPO,
+        env={
+            **os.environ,
+            "TFQ_DATA_ROOT": str(data_root),
+            "TFQ_CACHE_DIR": str(cache),
+            "TFQ_OFFLINE": "1",
+            **(env or {}),
+        },
         capture_output=True,
         text=True,
-        timeout=3600,  # a safety net, not a speed target: a 2-core Zen 1 under load takes over 15 minutes
-        env={**os.environ, "TFQ_DATA_ROOT": str(data_root), "TFQ_CACHE_DIR": str(cache), "TFQ_OFFLINE": "1"},
+        timeout=timeout,
+    )
+
+
+def pipeline_cli(root: Path, data_root: Path, cache: Path, *extra: str, settings: dict = STUDY):
+    """`python -m tfq.pipeline --preset=full` with `settings` as flags into `root`, as a user starts it."""
+    return tfq_cli(
+        "pipeline",
+        "--preset=full",
+        f"--artifacts={root}",
+        *flag_args(settings),
+        *extra,
+        data_root=data_root,
+        cache=cache,
+        timeout=3600,  # a 2-core Zen 1 under load takes over 15 minutes
     )
 
 
@@ -82,24 +106,11 @@ def cache(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def run_cli(data_root, cache):
-    """Run `python -m tfq.<module> <args>` the way a user does; returns CompletedProcess."""
+    """Run `python -m tfq.<module> <args>` the way a user does (`tfq_cli` on the real data); returns
+    CompletedProcess."""
 
     def run(module: str, *args: str, env: dict | None = None, timeout: float = 1800):
-        full_env = {
-            **os.environ,
-            "TFQ_DATA_ROOT": str(data_root),
-            "TFQ_CACHE_DIR": str(cache),
-            "TFQ_OFFLINE": "1",
-            **(env or {}),
-        }
-        return subprocess.run(
-            [sys.executable, "-m", f"tfq.{module}", *args],
-            cwd=REPO,
-            env=full_env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
+        return tfq_cli(module, *args, data_root=data_root, cache=cache, env=env, timeout=timeout)
 
     return run
 

@@ -10,17 +10,12 @@ import re
 import pytest
 from PIL import Image
 
-from tests.conftest import error_lines, study_config
+from tests.conftest import STUDY_EXPORTS, STUDY_STAGES, error_lines, study_config
 from tfq import pipeline
 from tfq.core.artifacts import TfqError
 from tfq.quant import modes
 
-STAGES = ("train", "convert", "qat", "evaluate", "sweep", "sensitivity", "mixed", "micro", "generalize")
-EXPORTS = ("export int8 c", "export int8 android")  # the small study's --export_modes=int8
-
-
-def _config(root, data_root, cache, **kw) -> pipeline.PipelineConfig:
-    return study_config(root, data_root, cache, **kw)
+STAGES, EXPORTS = STUDY_STAGES, STUDY_EXPORTS
 
 
 def test_pipeline_writes_every_file(study_run):
@@ -92,7 +87,7 @@ def test_pipeline_writes_every_file(study_run):
     assert {v["name"] for v in gen["shift"]["variants"]} == {*modes.MODES, "qat_int8", "mixed_size_1"}
     assert not list(run.glob("xeval_cifar10_*"))
     state = json.loads((run / "pipeline.json").read_text())
-    assert set(state) == {*STAGES, "export int8 c", "export int8 android"}
+    assert set(state) == {*STAGES, *EXPORTS}
     assert all(s["seconds"] >= 0 for s in state.values())
 
 
@@ -144,29 +139,30 @@ def test_bad_flags_fail_before_any_stage_runs(run_cli, data_root, cache, tmp_pat
         assert not (tmp_path / "a").exists() or not list((tmp_path / "a").rglob("*.*"))
 
 
+def _stages(out: str, said: str) -> set[str]:
+    """The stages whose line in `out` says `said` (": done in ", ": current, skipped")."""
+    return {line.split("] ")[1].split(":")[0] for line in out.splitlines() if said in line}
+
+
 def _ran(out: str) -> set[str]:
-    return {line.split("] ")[1].split(":")[0] for line in out.splitlines() if ": done in " in line}
-
-
-def _skipped(out: str) -> set[str]:
-    return {line.split("] ")[1].split(":")[0] for line in out.splitlines() if ": current, skipped" in line}
+    return _stages(out, ": done in ")
 
 
 def test_a_rerun_skips_every_finished_stage(study, data_root, cache, capsys):
     root = study
-    pipeline.pipeline(_config(root, data_root, cache))
+    pipeline.pipeline(study_config(root, data_root, cache))
     out = capsys.readouterr().out
     assert _ran(out) == set()
-    assert _skipped(out) == {*STAGES, *EXPORTS, "report"}
+    assert _stages(out, ": current, skipped") == {*STAGES, *EXPORTS, "report"}
 
 
 def test_changing_one_flag_reruns_only_the_stages_it_affects(study, data_root, cache, capsys):
     root = study
-    pipeline.pipeline(_config(root, data_root, cache, latency_runs=30))
+    pipeline.pipeline(study_config(root, data_root, cache, latency_runs=30))
     assert _ran(capsys.readouterr().out) == {"evaluate", "report"}
     int8 = root / "mnist_mlp" / "int8.tflite"
     before = int8.read_bytes()
-    pipeline.pipeline(_config(root, data_root, cache, latency_runs=30, num_calibration=2))
+    pipeline.pipeline(study_config(root, data_root, cache, latency_runs=30, num_calibration=2))
     assert int8.read_bytes() != before  # 2 calibration images give other ranges than 50
     assert _ran(capsys.readouterr().out) == {*STAGES, *EXPORTS, "report"} - {"train"}
 
@@ -178,10 +174,10 @@ def test_force_reaches_every_stage_and_the_report(study, data_root, cache, monke
 
     seen = []
     monkeypatch.setattr(stages.Stages, "run", lambda self, name, *a: seen.append((name, self.force)))
-    pipeline.pipeline(_config(study, data_root, cache, force=True))
+    pipeline.pipeline(study_config(study, data_root, cache, force=True))
     assert sorted(seen) == sorted((name, True) for name in (*STAGES, *EXPORTS, "report"))
     seen.clear()
-    pipeline.pipeline(_config(study, data_root, cache))
+    pipeline.pipeline(study_config(study, data_root, cache))
     assert seen and not any(force for _, force in seen)
 
 
@@ -203,7 +199,7 @@ def test_files_replaced_outside_the_pipeline_are_not_taken_for_its_own(study, da
             cache_dir=str(cache),
         )
     )
-    pipeline.pipeline(_config(root, data_root, cache))
+    pipeline.pipeline(study_config(root, data_root, cache))
     out = capsys.readouterr().out
     assert "[mnist_mlp] convert: its files changed since it wrote them" in out
     assert int8.read_bytes() == ours  # the study's own calibration again (so its measurements still hold)
@@ -213,7 +209,7 @@ def test_files_replaced_outside_the_pipeline_are_not_taken_for_its_own(study, da
 def test_evaluation_only_settings_do_not_retrain(study, data_root, cache, capsys):
     root = study
     later = dict(sweep=False, sensitivity=False, mixed_budgets=(), micro=False, generalize=False)
-    pipeline.pipeline(_config(root, data_root, cache, max_eval_examples=150, **later))
+    pipeline.pipeline(study_config(root, data_root, cache, max_eval_examples=150, **later))
     ran = _ran(capsys.readouterr().out)
     assert "evaluate" in ran and "train" not in ran
 
@@ -226,7 +222,7 @@ def test_a_model_trained_outside_is_adopted_only_when_made_by_this_code(study, d
     root = study
     run = root / "mnist_mlp"
     made = json.loads((run / artifacts.TRAIN_JSON).read_text())
-    tc = pipeline.train_config(_config(root, data_root, cache), "mnist", "mlp")
+    tc = pipeline.train_config(study_config(root, data_root, cache), "mnist", "mlp")
     source = {
         "data": data.source_key("mnist", str(data_root), str(cache)),
         "versions": versions(),

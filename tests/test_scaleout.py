@@ -14,7 +14,7 @@ import sys
 import numpy as np
 import pytest
 
-from tests.conftest import REPO, error_lines, pipeline_cli, study_config
+from tests.conftest import REPO, STUDY_EXPORTS, STUDY_STAGES, error_lines, pipeline_cli, study_config
 from tfq import pipeline, scaleout
 from tfq.core import artifacts
 from tfq.core.artifacts import TfqError
@@ -151,12 +151,10 @@ def _ray_cli(root, data_root, cache, *extra):
     return pipeline_cli(root, data_root, cache, "--executor=ray", *extra)
 
 
-STAGES = (
-    "train, convert, qat, evaluate, sweep, sensitivity, mixed, micro, generalize, export int8 c, export int8 android"
-)
+STAGES = ", ".join((*STUDY_STAGES, *STUDY_EXPORTS))
 
 
-@pytest.fixture(scope="session")  # not module: xdist interleaves other modules' tests, which ends a module scope
+@pytest.fixture(scope="session")  # one Ray run of the study however the tests are ordered
 def through_ray(study_run, tmp_path_factory, data_root, cache):
     """The small study (`study_run`: the plain CLI, run once per test run) again through
     `python -m tfq.pipeline --executor=ray` with the same flags, on a local Ray instance."""
