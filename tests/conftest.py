@@ -34,8 +34,7 @@ STUDY = dict(
     sweep_grid_examples=100,
     sweep_calibration_draws=2,
     mixed_budgets=(1.0,),
-    micro_examples=40,
-    shift_examples=16,
+    shift_examples=40,
     cross_datasets=("usps", "cifar10"),
     export_modes=("int8",),
 )
@@ -143,7 +142,7 @@ def built_once(tmp_path_factory, name: str, build) -> Path:
 
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory, data_root, cache):
-    """A small CNN (half the default widths) and MLP trained on an MNIST slice, in one session artifacts folder."""
+    """A small CNN and MLP trained on an MNIST slice, in one session artifacts folder."""
     from tfq import train
 
     def build(root: Path) -> None:
@@ -156,7 +155,6 @@ def trained(tmp_path_factory, data_root, cache):
                     batch_size=64,
                     max_train_examples=3000,
                     max_eval_examples=500,
-                    cnn_widths=(16, 32, 64),  # a quarter of the default's work per image; the same layers
                     artifacts=str(root),
                     data_root=str(data_root),
                     cache_dir=str(cache),
