@@ -34,7 +34,8 @@ STUDY = dict(
     sweep_grid_examples=100,
     sweep_calibration_draws=2,
     mixed_budgets=(1.0,),
-    shift_examples=40,
+    micro_examples=40,
+    shift_examples=16,
     cross_datasets=("usps", "cifar10"),
     export_modes=("int8",),
 )

@@ -10,7 +10,7 @@ import re
 import pytest
 from PIL import Image
 
-from tests.conftest import STUDY_EXPORTS, STUDY_STAGES, error_lines, study_config
+from tests.conftest import STUDY, STUDY_EXPORTS, STUDY_STAGES, error_lines, study_config
 from tfq import pipeline
 from tfq.core.artifacts import TfqError
 from tfq.quant import modes
@@ -82,7 +82,8 @@ def test_pipeline_writes_every_file(study_run):
     assert set(micro) == {*modes.MODES, "qat_int8", "mixed_size_1"} and micro["int8"]["runs"]
     assert not micro["float16"]["runs"] and micro["float16"]["unsupported_op"] == "DEQUANTIZE"
     gen = json.loads((run / "generalize.json").read_text())
-    assert gen["shift"]["examples"] == 40 and len(gen["shift"]["sets"]) == 25  # clean + 8 corruptions x 3
+    # clean + 8 corruptions x 3 severities
+    assert gen["shift"]["examples"] == STUDY["shift_examples"] and len(gen["shift"]["sets"]) == 25
     assert [c["dataset"] for c in gen["cross"]] == ["usps"]  # cifar10's classes are not MNIST's: left out
     assert {v["name"] for v in gen["shift"]["variants"]} == {*modes.MODES, "qat_int8", "mixed_size_1"}
     assert not list(run.glob("xeval_cifar10_*"))
