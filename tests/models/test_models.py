@@ -35,6 +35,33 @@ def test_cnn_counts_follow_widths_and_stay_microcontroller_sized():
     assert default.count_params() < 300_000  # under 300 KB of int8 weights
 
 
+def test_resnet8_is_mlperf_tinys_reference_in_parameters_macs_and_layers():
+    """mlcommons/tiny's ResNet-8 on CIFAR-10: 78,666 parameters, 12.5 M multiply-accumulates; 1x1
+    projection shortcuts on the two strided stacks only, each residual an Add then ReLU."""
+    model = models.build("resnet8", (32, 32, 3), 10)
+    assert model.count_params() == 78_666
+    assert models.macs(model) == 12_501_632
+    names = [layer.name for layer in model.layers]
+    assert [n for n in names if n.endswith("_shortcut")] == ["stack2_shortcut", "stack3_shortcut"]
+    assert sum(isinstance(layer, keras.layers.Add) for layer in model.layers) == 3
+    assert model.get_layer("stack3_add").output_shape == (None, 8, 8, 64)
+    narrow = models.build("resnet8", (28, 28, 1), 10, resnet_widths=(8, 16, 32))
+    assert narrow.get_layer("stack3_conv2").filters == 32 and narrow.output_shape == (None, 10)
+
+
+def test_mobilenet_is_depthwise_separable_and_its_macs_count_depthwise_per_channel():
+    model = models.build("mobilenet", (32, 32, 3), 10, alpha=0.25)
+    depthwise = [layer for layer in model.layers if isinstance(layer, keras.layers.DepthwiseConv2D)]
+    assert len(depthwise) == len(models.MOBILENET_BLOCKS)
+    assert all(isinstance(model.get_layer(f"pw{b}"), keras.layers.Conv2D) for b in range(1, len(depthwise) + 1))
+    assert {float(layer.max_value) for layer in model.layers if isinstance(layer, keras.layers.ReLU)} == {6.0}
+    assert model.get_layer("pw8").filters == 128  # 512 x 0.25
+    dw1 = model.get_layer("dw1")  # 8 channels at 32x32: 9 MACs per output value, not 9 x channels
+    one = keras.Model(model.input, dw1.output)
+    stem = 32 * 32 * 9 * 3 * 8
+    assert models.macs(one) == stem + 32 * 32 * 8 * 9
+
+
 def test_models_avoid_layers_that_split_the_delegated_graph():
     for name in models.MODELS:
         kinds = {type(layer).__name__ for layer in models.build(name, (28, 28, 1), 10).layers}

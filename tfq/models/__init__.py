@@ -1,9 +1,11 @@
-"""MLP and CNN builders: tf_keras Functional models from input shape and class count.
+"""The model builders: tf_keras Functional models from input shape and class count.
 
-Built only from layers that quantize well and that XNNPACK runs whole: convolutions without bias
-followed by BatchNorm (folded into the convolution by the converter), ReLU, max pooling, global
-average pooling, Dense, Softmax. tf_keras' `Flatten` lowers to one RESHAPE with a constant
-[-1, N] shape, whereas `Reshape` adds SHAPE/STRIDED_SLICE/PACK ops that split the delegated graph.
+Built only from layers that quantize well and that XNNPACK runs whole: convolutions followed by
+BatchNorm (folded into the convolution by the converter), ReLU or ReLU6, Add, pooling, Dense,
+Softmax. `mlp` and `cnn` are tfq's own; `resnet8` is MLPerf Tiny's image-classification reference
+and `mobilenet` the depthwise-separable family mobile apps ship. tf_keras' `Flatten` lowers to one
+RESHAPE with a constant [-1, N] shape, whereas `Reshape` adds SHAPE/STRIDED_SLICE/PACK ops that split
+the delegated graph.
 """
 
 from __future__ import annotations
@@ -49,6 +51,63 @@ def cnn(input_shape, num_classes, *, widths=(32, 64, 128), convs_per_stage=2, dr
     return keras.Model(inputs, outputs, name="cnn")
 
 
+def resnet8(input_shape, num_classes, *, resnet_widths=(16, 32, 64), **_):
+    """MLPerf Tiny's ResNet-8 v1 (mlcommons/tiny, benchmark/training/image_classification/keras_model.py):
+    a conv3x3-BN-ReLU stem, three stacks of two conv3x3 (the first strided from the second stack on)
+    with BN, added to the identity or to a strided 1x1 projection, then ReLU; average pooling over
+    the whole map, Dense. 78,666 parameters at 16, 32, 64 filters, as the reference's (biases kept).
+    Its L2 kernel regularizer is left to the trainer's AdamW weight decay."""
+    conv = dict(padding="same", kernel_initializer="he_normal")
+    inputs = keras.Input(input_shape, name="image")
+    x = keras.layers.Conv2D(resnet_widths[0], 3, name="stem", **conv)(inputs)
+    x = keras.layers.BatchNormalization(name="stem_bn")(x)
+    x = keras.layers.ReLU(name="stem_relu")(x)
+    for s, width in enumerate(resnet_widths, 1):
+        stride = 1 if s == 1 else 2
+        y = keras.layers.Conv2D(width, 3, strides=stride, name=f"stack{s}_conv1", **conv)(x)
+        y = keras.layers.BatchNormalization(name=f"stack{s}_conv1_bn")(y)
+        y = keras.layers.ReLU(name=f"stack{s}_conv1_relu")(y)
+        y = keras.layers.Conv2D(width, 3, name=f"stack{s}_conv2", **conv)(y)
+        y = keras.layers.BatchNormalization(name=f"stack{s}_conv2_bn")(y)
+        if stride != 1 or x.shape[-1] != width:
+            x = keras.layers.Conv2D(width, 1, strides=stride, name=f"stack{s}_shortcut", **conv)(x)
+        x = keras.layers.Add(name=f"stack{s}_add")([x, y])
+        x = keras.layers.ReLU(name=f"stack{s}_relu")(x)
+    x = keras.layers.AveragePooling2D(pool_size=min(x.shape[1:3]), name="pool")(x)
+    x = keras.layers.Flatten(name="flatten")(x)
+    outputs = keras.layers.Dense(num_classes, activation="softmax", kernel_initializer="he_normal", name="probs")(x)
+    return keras.Model(inputs, outputs, name="resnet8")
+
+
+# (pointwise filters at width 1, depthwise stride) per block: MobileNetV1's first eight, for 32x32 and
+# 28x28 inputs (a stride-1 stem; three stride-2 blocks end at 4x4).
+MOBILENET_BLOCKS = ((64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2), (512, 1), (512, 1))
+
+
+def mobilenet(input_shape, num_classes, *, alpha=0.5, dropout=0.2, **_):
+    """MobileNetV1-style (Howard et al. 2017): a conv3x3-BN-ReLU6 stem, then depthwise 3x3-BN-ReLU6 and
+    pointwise 1x1-BN-ReLU6 blocks (MOBILENET_BLOCKS), every width times `alpha`; GAP, dropout, Dense."""
+
+    def width(filters: int) -> int:
+        return max(1, int(filters * alpha))
+
+    inputs = keras.Input(input_shape, name="image")
+    x = keras.layers.Conv2D(width(32), 3, padding="same", use_bias=False, name="stem")(inputs)
+    x = keras.layers.BatchNormalization(name="stem_bn")(x)
+    x = keras.layers.ReLU(6.0, name="stem_relu")(x)
+    for b, (filters, stride) in enumerate(MOBILENET_BLOCKS, 1):
+        x = keras.layers.DepthwiseConv2D(3, strides=stride, padding="same", use_bias=False, name=f"dw{b}")(x)
+        x = keras.layers.BatchNormalization(name=f"dw{b}_bn")(x)
+        x = keras.layers.ReLU(6.0, name=f"dw{b}_relu")(x)
+        x = keras.layers.Conv2D(width(filters), 1, use_bias=False, name=f"pw{b}")(x)
+        x = keras.layers.BatchNormalization(name=f"pw{b}_bn")(x)
+        x = keras.layers.ReLU(6.0, name=f"pw{b}_relu")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    x = keras.layers.Dropout(dropout)(x)
+    outputs = keras.layers.Dense(num_classes, activation="softmax", name="probs")(x)
+    return keras.Model(inputs, outputs, name="mobilenet")
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelKind:
     name: str
@@ -61,6 +120,8 @@ MODELS: dict[str, ModelKind] = {
     for m in (
         ModelKind("mlp", mlp, "2 hidden Dense+ReLU layers (512, 256), dropout"),
         ModelKind("cnn", cnn, "3 stages x 2 conv3x3-BN-ReLU (32, 64, 128), max pool, GAP"),
+        ModelKind("resnet8", resnet8, "MLPerf Tiny's ResNet-8: 3 residual stacks (16, 32, 64), 78,666 parameters"),
+        ModelKind("mobilenet", mobilenet, "MobileNetV1-style: 8 depthwise-separable blocks, ReLU6, width x0.5"),
     )
 }
 
@@ -99,10 +160,14 @@ def predict_classes(model: keras.Model, scaled_images) -> np.ndarray:
 
 
 def macs(model: keras.Model) -> int:
-    """Multiply-accumulates of one inference (conv and dense layers; BN folds away)."""
+    """Multiply-accumulates of one inference (conv, depthwise and dense layers; BN folds away)."""
     total = 0
     for layer in model.layers:
-        if isinstance(layer, keras.layers.Conv2D):
+        if isinstance(layer, keras.layers.DepthwiseConv2D):
+            _, h, w, cout = layer.output_shape
+            kh, kw = layer.kernel_size
+            total += h * w * cout * kh * kw
+        elif isinstance(layer, keras.layers.Conv2D):
             _, h, w, cout = layer.output_shape
             kh, kw = layer.kernel_size
             total += h * w * cout * kh * kw * layer.input_shape[-1]
