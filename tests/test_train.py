@@ -313,3 +313,23 @@ def test_ray_settings_leave_other_runs_fingerprints_alone():
     assert len({base.fingerprint(), ray2.fingerprint(), ray4.fingerprint()}) == 3
     with pytest.raises(TfqError, match="--ray_address=h:1 needs --strategy=ray"):
         dataclasses.replace(base, ray_address="h:1").validate()
+
+
+def test_a_models_shape_settings_key_only_its_own_runs():
+    """ResNet-8's and MobileNet's settings leave the CNN's and MLP's keys as they were before they
+    existed (the digests below are the ones tfq recorded then), so no finished run retrains."""
+    cnn, mlp = (train.TrainConfig(dataset="mnist", model=m) for m in ("cnn", "mlp"))
+    assert (cnn.fingerprint(), mlp.fingerprint()) == ("ade490c396cb", "e299c0fb8729")
+    for cfg in (cnn, mlp):
+        assert (
+            dataclasses.replace(cfg, resnet_widths=(8, 16, 32), mobilenet_alpha=1.0).fingerprint() == cfg.fingerprint()
+        )
+    resnet, mobile = (train.TrainConfig(dataset="mnist", model=m) for m in ("resnet8", "mobilenet"))
+    assert dataclasses.replace(resnet, resnet_widths=(8, 16, 32)).fingerprint() != resnet.fingerprint()
+    assert dataclasses.replace(resnet, mobilenet_alpha=1.0).fingerprint() == resnet.fingerprint()
+    assert dataclasses.replace(mobile, mobilenet_alpha=1.0).fingerprint() != mobile.fingerprint()
+    assert resnet.model_kwargs()["resnet_widths"] == (16, 32, 64) and mobile.model_kwargs()["alpha"] == 0.5
+    with pytest.raises(TfqError, match="--mobilenet_alpha=0.0: must be above 0"):
+        dataclasses.replace(mobile, mobilenet_alpha=0.0).validate()
+    with pytest.raises(TfqError, match="--resnet_widths=16,0: needs one or more widths of at least 1"):
+        dataclasses.replace(resnet, resnet_widths=(16, 0)).validate()

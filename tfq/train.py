@@ -41,6 +41,8 @@ class TrainConfig(cli.Run):
     dropout: float = cli.setting(0.2, "Dropout before the classifier.")
     cnn_widths: tuple[int, ...] = cli.setting((32, 64, 128), "CNN channels per stage.")
     mlp_hidden: tuple[int, ...] = cli.setting((512, 256), "MLP hidden layer widths.")
+    resnet_widths: tuple[int, ...] = cli.setting((16, 32, 64), "ResNet-8 filters per residual stack (MLPerf Tiny's).")
+    mobilenet_alpha: float = cli.setting(0.5, "MobileNet width multiplier (1.0: MobileNetV1's widths).")
     seed: int = cli.setting(0, "Random seed (weights, shuffling, augmentation).")
     max_train_examples: int = cli.setting(0, "Use only this many training examples (0: all).")
     max_eval_examples: int = cli.setting(0, "Use only this many validation/test examples (0: all).")
@@ -88,13 +90,21 @@ class TrainConfig(cli.Run):
             raise TfqError(f"--learning_rate={self.learning_rate}: must be above 0")
         if not 0 <= self.dropout < 1:
             raise TfqError(f"--dropout={self.dropout}: must be in [0, 1)")
-        for name in ("cnn_widths", "mlp_hidden"):
+        if not self.mobilenet_alpha > 0:
+            raise TfqError(f"--mobilenet_alpha={self.mobilenet_alpha}: must be above 0")
+        for name in ("cnn_widths", "mlp_hidden", "resnet_widths"):
             widths = getattr(self, name)
             if not widths or any(w < 1 for w in widths):
                 raise TfqError(f"--{name}={','.join(map(str, widths))}: needs one or more widths of at least 1")
 
     def model_kwargs(self) -> dict:
-        return {"widths": tuple(self.cnn_widths), "hidden": tuple(self.mlp_hidden), "dropout": self.dropout}
+        return {
+            "widths": tuple(self.cnn_widths),
+            "hidden": tuple(self.mlp_hidden),
+            "resnet_widths": tuple(self.resnet_widths),
+            "alpha": self.mobilenet_alpha,
+            "dropout": self.dropout,
+        }
 
     def fingerprint(self) -> str:
         """Identifies what a checkpoint belongs to: everything that changes what training sees or
@@ -105,6 +115,10 @@ class TrainConfig(cli.Run):
             for k, v in dataclasses.asdict(self).items()
             if k not in ("artifacts", "data_root", "cache_dir", "tensorboard", "ray_address")
         }  # not the weights
+        # another model's shape settings do not change this one: cnn and mlp keep their keys from before
+        for name, model in (("resnet_widths", "resnet8"), ("mobilenet_alpha", "mobilenet")):
+            if self.model != model:
+                keyed.pop(name)
         if self.strategy != "ray":  # the same key as before Ray Train existed
             keyed.pop("ray_workers")
         if not self.early_stopping_patience:  # off: the same key as before the option existed
