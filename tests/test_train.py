@@ -5,12 +5,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from tests.conftest import error_lines
-from tfq import models, train
+from tfq import data, models, train
 from tfq.core import artifacts
 from tfq.core.artifacts import TfqError
 from tfq.core.backend import keras
@@ -333,3 +334,12 @@ def test_a_models_shape_settings_key_only_its_own_runs():
         dataclasses.replace(mobile, mobilenet_alpha=0.0).validate()
     with pytest.raises(TfqError, match="--resnet_widths=16,0: needs one or more widths of at least 1"):
         dataclasses.replace(resnet, resnet_widths=(16, 0)).validate()
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "flags").glob("*_*.cfg")), ids=lambda p: p.stem)
+def test_every_shipped_training_flagfile_reads_as_the_run_its_name_says(path):
+    dataset, _, model = path.stem.rpartition("_")
+    cfg = train.from_flagfile(path, dataset, model)
+    cfg.validate()
+    assert (cfg.dataset, cfg.model) == (dataset, model)
+    assert models.build(cfg.model, data.get(dataset).shape, 10, **cfg.model_kwargs()).output_shape == (None, 10)
