@@ -68,7 +68,7 @@ def report(
     out: str | Path | None = None,
     *,
     datasets=tuple(data.DATASETS),
-    models=("mlp", "cnn"),
+    models=tuple(models_module.MODELS),
     command: str | None = None,
     note: str | None = None,
 ) -> Path:
@@ -135,7 +135,7 @@ FLAGS = flags.FLAGS
 def _define_flags() -> None:
     flags.DEFINE_string("artifacts", "artifacts", "Root of the run folders.")
     flags.DEFINE_list("datasets", list(data.DATASETS), "Datasets to include.")
-    flags.DEFINE_list("models", ["mlp", "cnn"], "Models to include.")
+    flags.DEFINE_list("models", list(models_module.MODELS), "Models to include (runs not found are left out).")
     flags.DEFINE_string("out", None, "Report folder (default: <artifacts>/report).")
     flags.DEFINE_string(
         "readme", None, "Also rewrite this README's generated headline paragraph from the report's results.json."

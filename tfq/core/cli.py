@@ -30,7 +30,7 @@ class Run:
     """What every stage's config holds first: which run (dataset x model) and where its files live."""
 
     dataset: str = setting("mnist", "mnist, fashion_mnist, emnist_digits or cifar10.")
-    model: str = setting("cnn", "mlp or cnn.")
+    model: str = setting("cnn", "mlp, cnn, resnet8 (MLPerf Tiny's) or mobilenet (depthwise-separable).")
     artifacts: str = setting("artifacts", "Root of the run folders <dataset>_<model>/.")
     data_root: str | None = setting(
         None, "Folder of raw dataset files, one subfolder per dataset (default: $TFQ_DATA_ROOT)."
