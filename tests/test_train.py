@@ -332,14 +332,31 @@ def test_a_models_shape_settings_key_only_its_own_runs():
     assert resnet.model_kwargs()["resnet_widths"] == (16, 32, 64) and mobile.model_kwargs()["alpha"] == 0.5
     with pytest.raises(TfqError, match="--mobilenet_alpha=0.0: must be above 0"):
         dataclasses.replace(mobile, mobilenet_alpha=0.0).validate()
-    with pytest.raises(TfqError, match="--resnet_widths=16,0: needs one or more widths of at least 1"):
-        dataclasses.replace(resnet, resnet_widths=(16, 0)).validate()
+    with pytest.raises(TfqError, match="--resnet_widths=16,0,8: needs one or more widths of at least 1"):
+        dataclasses.replace(resnet, resnet_widths=(16, 0, 8)).validate()
+    with pytest.raises(TfqError, match="--resnet_widths=16,32: ResNet-8 has 3 residual stacks"):
+        dataclasses.replace(resnet, resnet_widths=(16, 32)).validate()
 
 
-@pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "flags").glob("*_*.cfg")), ids=lambda p: p.stem)
+FLAGFILES = sorted((Path(__file__).parents[1] / "flags").glob("*_*.cfg"))
+
+
+def test_a_training_flagfile_ships_for_every_studied_dataset_and_the_new_models():
+    studied = ("mnist", "fashion_mnist", "emnist_digits", "cifar10")  # USPS is only scored on, never trained
+    expected = {f"{d}_{m}" for d in studied for m in ("mlp", "cnn")} | {"cifar10_resnet8", "cifar10_mobilenet"}
+    assert expected <= {p.stem for p in FLAGFILES}
+
+
+@pytest.mark.parametrize("path", FLAGFILES, ids=lambda p: p.stem)
 def test_every_shipped_training_flagfile_reads_as_the_run_its_name_says(path):
     dataset, _, model = path.stem.rpartition("_")
     cfg = train.from_flagfile(path, dataset, model)
     cfg.validate()
     assert (cfg.dataset, cfg.model) == (dataset, model)
+    for line in path.read_text().splitlines():  # every value the file sets is the config's
+        if line.startswith("--"):
+            name, value = line[2:].split("=", 1)
+            got = getattr(cfg, name)
+            want = tuple(type(got[0])(v) for v in value.split(",")) if isinstance(got, tuple) else type(got)(value)
+            assert got == want, (name, got, value)
     assert models.build(cfg.model, data.get(dataset).shape, 10, **cfg.model_kwargs()).output_shape == (None, 10)

@@ -90,6 +90,8 @@ class TrainConfig(cli.Run):
             raise TfqError(f"--learning_rate={self.learning_rate}: must be above 0")
         if not 0 <= self.dropout < 1:
             raise TfqError(f"--dropout={self.dropout}: must be in [0, 1)")
+        if len(self.resnet_widths) != 3:
+            raise TfqError(f"--resnet_widths={','.join(map(str, self.resnet_widths))}: ResNet-8 has 3 residual stacks")
         if not self.mobilenet_alpha > 0:
             raise TfqError(f"--mobilenet_alpha={self.mobilenet_alpha}: must be above 0")
         for name in ("cnn_widths", "mlp_hidden", "resnet_widths"):

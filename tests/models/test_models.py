@@ -45,11 +45,24 @@ def test_resnet8_is_mlperf_tinys_reference_in_parameters_macs_and_layers():
     assert [n for n in names if n.endswith("_shortcut")] == ["stack2_shortcut", "stack3_shortcut"]
     assert sum(isinstance(layer, keras.layers.Add) for layer in model.layers) == 3
     assert model.get_layer("stack3_add").output_shape == (None, 8, 8, 64)
+    for s in (1, 2, 3):  # Add then ReLU; the shortcut (identity or 1x1 projection) carries the stack's input
+        relu, add = model.get_layer(f"stack{s}_relu"), model.get_layer(f"stack{s}_add")
+        assert relu.input is add.output
+        before = model.get_layer("stem_relu" if s == 1 else f"stack{s - 1}_relu").output
+        if s == 1:
+            shortcut = before
+        else:
+            assert model.get_layer(f"stack{s}_shortcut").input is before
+            shortcut = model.get_layer(f"stack{s}_shortcut").output
+        assert add.input[0] is shortcut and add.input[1] is model.get_layer(f"stack{s}_conv2_bn").output
     narrow = models.build("resnet8", (28, 28, 1), 10, resnet_widths=(8, 16, 32))
     assert narrow.get_layer("stack3_conv2").filters == 32 and narrow.output_shape == (None, 10)
 
 
 def test_mobilenet_is_depthwise_separable_and_its_macs_count_depthwise_per_channel():
+    default = models.build("mobilenet", (32, 32, 3), 10)
+    assert (default.count_params(), models.macs(default)) == (215_146, 7_307_776)  # docs/models.md's
+    assert default.get_layer("pw8").output_shape == (None, 4, 4, 256)  # three stride-2 blocks: 32 -> 4
     model = models.build("mobilenet", (32, 32, 3), 10, alpha=0.25)
     depthwise = [layer for layer in model.layers if isinstance(layer, keras.layers.DepthwiseConv2D)]
     assert len(depthwise) == len(models.MOBILENET_BLOCKS)

@@ -12,7 +12,7 @@ import numpy as np
 from tfq.core import artifacts
 from tfq.reporting.collect import mode_rank
 
-MARKERS = {"cnn": "o", "mlp": "s"}
+MARKERS = {"cnn": "o", "mlp": "s", "resnet8": "^", "mobilenet": "D"}  # one per model of the table
 
 
 def pareto(points: list[tuple[float, float]]) -> list[int]:
@@ -67,7 +67,7 @@ def accuracy_vs_size(rows: list[dict], dataset: str, colors: dict, out: Path) ->
             r["size_bytes"] / 1024,
             100 * r["accuracy"],
             color=colors[r["mode"]],
-            marker=MARKERS.get(r["model"], "^"),
+            marker=MARKERS.get(r["model"], "v"),
             s=60,
             edgecolor="black",
             linewidth=0.5,
