@@ -52,7 +52,8 @@ def cnn(input_shape, num_classes, *, widths=(32, 64, 128), convs_per_stage=2, dr
 
 
 def resnet8(input_shape, num_classes, *, resnet_widths=(16, 32, 64), **_):
-    """MLPerf Tiny's ResNet-8 v1 (mlcommons/tiny, benchmark/training/image_classification/keras_model.py):
+    """MLPerf Tiny's ResNet-8 v1 (mlcommons/tiny, benchmark/training/image_classification/keras_model.py,
+    `resnet_v1_eembc` with 16 filters as at commit bceb91c; later versions default to 26, about 200k):
     a conv3x3-BN-ReLU stem, three stacks of two conv3x3 (the first strided from the second stack on)
     with BN, added to the identity or to a strided 1x1 projection, then ReLU; average pooling over
     the whole map, Dense. 78,666 parameters at 16, 32, 64 filters, as the reference's (biases kept).
