@@ -164,14 +164,12 @@ def macs(model: keras.Model) -> int:
     """Multiply-accumulates of one inference (conv, depthwise and dense layers; BN folds away)."""
     total = 0
     for layer in model.layers:
-        if isinstance(layer, keras.layers.DepthwiseConv2D):
+        if isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)):
             _, h, w, cout = layer.output_shape
             kh, kw = layer.kernel_size
-            total += h * w * cout * kh * kw
-        elif isinstance(layer, keras.layers.Conv2D):
-            _, h, w, cout = layer.output_shape
-            kh, kw = layer.kernel_size
-            total += h * w * cout * kh * kw * layer.input_shape[-1]
+            # a depthwise output value reads one input channel; a convolution's reads all of them
+            per_tap = 1 if isinstance(layer, keras.layers.DepthwiseConv2D) else layer.input_shape[-1]
+            total += h * w * cout * kh * kw * per_tap
         elif isinstance(layer, keras.layers.Dense):
             total += layer.input_shape[-1] * layer.units
     return total

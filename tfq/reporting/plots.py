@@ -9,10 +9,13 @@ from pathlib import Path
 
 import numpy as np
 
+from tfq import models
 from tfq.core import artifacts
 from tfq.reporting.collect import mode_rank
 
-MARKERS = {"cnn": "o", "mlp": "s", "resnet8": "^", "mobilenet": "D"}  # one per model of the table
+# one marker per model of the table, in its order (mlp s, cnn o, resnet8 ^, mobilenet D); any other run's: v
+MARKERS = dict(zip(models.MODELS, "so^D<>pPh*"))
+OTHER_MARKER = "v"
 
 
 def pareto(points: list[tuple[float, float]]) -> list[int]:
@@ -67,7 +70,7 @@ def accuracy_vs_size(rows: list[dict], dataset: str, colors: dict, out: Path) ->
             r["size_bytes"] / 1024,
             100 * r["accuracy"],
             color=colors[r["mode"]],
-            marker=MARKERS.get(r["model"], "v"),
+            marker=MARKERS.get(r["model"], OTHER_MARKER),
             s=60,
             edgecolor="black",
             linewidth=0.5,
@@ -397,7 +400,7 @@ def micro(runs: dict, out: Path) -> str | None:
             [v["flash_bytes"] / 1024 for v in ok],
             [v["arena_bytes"] / 1024 for v in ok],
             color=plt.cm.tab10(i),
-            marker=MARKERS.get(name.rsplit("_", 1)[1], "^"),
+            marker=MARKERS.get(name.rsplit("_", 1)[1], OTHER_MARKER),
             s=45,
             edgecolor="black",
             linewidth=0.5,
