@@ -100,3 +100,113 @@ def test_moving_average_ranges_are_ai_edge_quantizers(converted, mnist):
     lo, hi = sim.stats[-1]["ema"]
     assert float(np.min(qsvs[logits[-1]]["min"])) == pytest.approx(lo, rel=1e-4, abs=1e-5)
     assert float(np.max(qsvs[logits[-1]]["max"])) == pytest.approx(hi, rel=1e-4, abs=1e-5)
+
+
+def _graph_model(name: str, seed: int = 0, randomize: bool = True):
+    """A models-table graph model at 32x32x3 with random weights and (`randomize`) random BatchNorm
+    statistics, so folding is exercised, and logits spread so the int8 softmax rarely ties."""
+    from tfq.core.backend import keras, tf
+
+    tf.keras.utils.set_random_seed(seed)
+    kwargs = {"resnet8": {"resnet_widths": (8, 16, 16)}, "mobilenet": {"alpha": 0.25}}[name]
+    model = models.build(name, (32, 32, 3), 10, **kwargs)
+    if not randomize:
+        return model
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            n = layer.gamma.shape[0]
+            layer.set_weights(
+                [rng.uniform(0.5, 1.5, n), rng.normal(0, 0.1, n), rng.normal(0, 0.1, n), rng.uniform(0.5, 2, n)]
+            )
+    probs = model.get_layer("probs")
+    probs.kernel.assign(probs.kernel * 8.0)
+    return model
+
+
+def _images(n: int, seed: int) -> np.ndarray:
+    """Smooth random uint8 images: tinted, upsampled noise (neighbouring pixels correlate as in photographs)."""
+    from tfq.core.backend import tf
+
+    rng = np.random.default_rng(seed)
+    tint = rng.uniform(0.1, 1.0, (n, 1, 1, 3))  # each image its own colour and brightness
+    coarse = (rng.uniform(0, 255, (n, 8, 8, 3)) * tint).astype(np.float32)
+    return np.clip(tf.image.resize(coarse, (32, 32)).numpy(), 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("name", ["resnet8", "mobilenet"])
+def test_folded_float_graph_computes_the_keras_model(name):
+    """Residual Add, 1x1 projections, depthwise convolutions, ReLU6 and average pooling: the folded
+    graph computes what the Keras model computes."""
+    model = _graph_model(name)
+    x = data.scale(_images(64, 1)).numpy()
+    sim = Simulator(model, x[:32])
+    np.testing.assert_allclose(sim.predict(x, Scheme()), model.predict(x, verbose=0), atol=1e-4)
+
+
+def test_depthwise_weights_get_one_grid_per_channel():
+    """A depthwise kernel (h, w, in, multiplier) is quantized per in*multiplier channel, as TFLite's."""
+    from tfq.core.backend import keras
+
+    model = _graph_model("mobilenet")
+    sim = Simulator(model, data.scale(_images(8, 1)).numpy())
+    sim._set_weights(Scheme(weight_bits=3))  # noqa: SLF001
+    step = next(s for s in sim.steps if isinstance(s.layer, keras.layers.DepthwiseConv2D))
+    kernel = step.layer.depthwise_kernel.numpy()
+    h, w, c, m = kernel.shape
+    for channel in kernel.reshape(h * w, c * m).T:
+        assert len(np.unique(channel)) <= 2**3 - 1
+        scale = np.abs(channel).max() / 3
+        np.testing.assert_allclose(channel / scale, np.round(channel / scale), atol=1e-3)
+
+
+@pytest.mark.parametrize("name", ["resnet8", "mobilenet"])
+def test_8bit_simulation_of_a_graph_model_reproduces_its_real_int8_file(name):
+    """Where the converter's int8 file parts from float32 on a residual or depthwise model, the
+    simulation follows the file (the same informative check as for the chain models above)."""
+    from tfq import convert
+    from tfq.core.backend import keras
+    from tfq.quant.modes import get_mode
+
+    model = _graph_model(name, randomize=False)
+    images = _images(6000, 2)
+    scaled = data.scale(images).numpy()
+    # nine classes from colour and brightness (which channel is brightest, which third of the mean
+    # brightness), learnt briefly: a model with real decision boundaries and images near them
+    means = scaled.mean(axis=(1, 2))
+    terciles = np.digitize(means.mean(1), np.quantile(means.mean(1), [1 / 3, 2 / 3]))
+    labels = 3 * means.argmax(1) + terciles
+    for layer in model.layers:  # BatchNorm's moving statistics must catch up within 250 steps
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = 0.9
+    model.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.fit(scaled[4000:], labels[4000:], epochs=4, batch_size=32, verbose=0)
+    scaled, images = scaled[:4000], images[:4000]
+    calibration = scaled[:100]
+    blob, _ = convert.convert_model(model, get_mode("int8"), calibration=calibration)
+    real = harness.Classifier(blob).predict(images).argmax(1)
+    sim = Simulator(model, calibration)
+    simulated = sim.predict(scaled, Scheme(8, True, True, 8, False, "minmax")).argmax(1)
+    floated = sim.predict(scaled, Scheme()).argmax(1)
+    check = sweep.compare_with_file(real, simulated, floated, floated)
+    assert check["informative"] and check["verdict"] == PASSED, check
+
+
+@pytest.mark.parametrize(
+    "layer, message",
+    [
+        ("separable", "simulation does not model SeparableConv2D layers (sep)"),
+        ("nested", "simulation takes a flat model; inner is a nested model"),
+    ],
+)
+def test_layers_the_simulation_cannot_model_are_named_in_one_line(layer, message):
+    from tfq.core.backend import keras
+
+    inputs = keras.Input((8, 8, 3))
+    if layer == "separable":
+        x = keras.layers.SeparableConv2D(4, 3, name="sep")(inputs)
+    else:
+        x = keras.Sequential([keras.layers.Conv2D(4, 3)], name="inner")(inputs)
+    outputs = keras.layers.Dense(2, activation="softmax")(keras.layers.Flatten()(x))
+    with pytest.raises(TfqError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        Simulator(keras.Model(inputs, outputs), np.zeros((2, 8, 8, 3), np.float32))

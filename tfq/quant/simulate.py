@@ -4,11 +4,14 @@ activations, placed where a TFLite integer graph quantizes.
 What a real integer flatbuffer does, and what this module copies:
 - BatchNorm is folded into the convolution before weights are quantized (it matters for
   per-tensor scales), and a ReLU after a convolution or Dense is fused: its output is the tensor.
-- Every tensor between ops is quantized: the input image, each fused conv/Dense output, the
+- The model is a graph (residual Add, depthwise convolutions, 1x1 projections: ResNet-8, MobileNet, a
+  user's Functional model); a layer it cannot model is a one-line error that names it.
+- Every tensor between ops is quantized: the input image, each fused conv/Dense/Add output, the
   global-average-pool output, the logits, and the softmax output (fixed range [0, 255/256] for
   8 bits, as TFLite's int8 softmax; never below 8 bits, since no kernel has a narrower softmax and
-  a coarser output grid would only add argmax ties). Max pooling, flattening and dropout keep their input's grid,
-  so they add no quantization step. Biases stay float (TFLite keeps them in int32).
+  a coarser output grid would only add argmax ties). Max pooling, flattening, padding and dropout keep
+  their input's grid, so they add no quantization step; average pooling rounds back onto it. Biases
+  stay float (TFLite keeps them in int32).
 - Weights per output channel or per tensor; symmetric (narrow range, [-127, 127] at 8 bits: the
   grid of TFLite's and ai-edge-quantizer's int8/int4 kernels) or asymmetric. Activation ranges from
   the same calibration images the converter sees: min/max over all of them (the TFLite
@@ -16,7 +19,7 @@ What a real integer flatbuffer does, and what this module copies:
   activations, or ai-edge-quantizer's default: each image's min/max, averaged with a moving
   average (smoothing 0.95) in calibration order, which clips the rarer large values.
 The rounding itself is TensorFlow's `fake_quant_with_min_max_vars(_per_channel)` (2 to 16 bits),
-not code of ours; tests pin it against real int8 files (`tests/test_simulate.py`).
+not code of ours; tests pin it against real int8 files (`tests/quant/test_simulate.py`).
 """
 
 from __future__ import annotations
@@ -111,7 +114,10 @@ def fake_quant(x, lo: float, hi: float, bits: int, symmetric: bool):
 @dataclasses.dataclass
 class _Step:
     layer: keras.layers.Layer
-    point: str | None  # the tensor after this layer is quantized ("softmax": fixed range)
+    # "tensor": its output is a quantized tensor with its own range; None: the output lies on its
+    # input's grid; "same": the op re-rounds onto that grid; "softmax": TFLite's fixed output range
+    point: str | None
+    inputs: list[int]  # the steps it reads (-1: the model's input)
 
 
 _GRID_KEEPING = (
@@ -119,9 +125,27 @@ _GRID_KEEPING = (
     keras.layers.Flatten,
     keras.layers.Reshape,
     keras.layers.Dropout,
+    keras.layers.ZeroPadding2D,
     keras.layers.InputLayer,
 )
-_WEIGHTED = (keras.layers.Conv2D, keras.layers.Dense)
+# TFLite's int8 average pool must keep its input's scale: the mean is rounded back onto that grid.
+_SAME_GRID = (keras.layers.AveragePooling2D,)
+_WEIGHTED = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense)
+_NOT_MODELLED = (keras.layers.Conv2DTranspose, keras.layers.SeparableConv2D)
+
+
+def kernel_of(layer: keras.layers.Layer):
+    """The weight tensor a TFLite integer kernel quantizes (a depthwise convolution's is its own)."""
+    return layer.depthwise_kernel if isinstance(layer, keras.layers.DepthwiseConv2D) else layer.kernel
+
+
+def channels_last(layer: keras.layers.Layer, kernel: np.ndarray) -> np.ndarray:
+    """`kernel` with TFLite's quantized channels on the last axis: a depthwise kernel's
+    (h, w, in, multiplier) becomes (h, w, 1, in * multiplier), TFLite's own layout."""
+    if isinstance(layer, keras.layers.DepthwiseConv2D):
+        h, w, c, m = kernel.shape
+        return kernel.reshape(h, w, 1, c * m)
+    return kernel
 
 
 def _linear_copy(layer: keras.layers.Layer, kernel: np.ndarray, bias: np.ndarray) -> keras.layers.Layer:
@@ -133,48 +157,91 @@ def _linear_copy(layer: keras.layers.Layer, kernel: np.ndarray, bias: np.ndarray
     return copy
 
 
-def fold(model: keras.Model) -> list[_Step]:
-    """The model as a chain of steps with BatchNorm folded and activations split off, each marked
-    with whether its output is a quantized tensor in a TFLite integer graph."""
+def _graph(model: keras.Model) -> tuple[list, dict, object]:
+    """The model's layers in call order, each with the layers it reads, and its output layer."""
     layers = [lyr for lyr in model.layers if not isinstance(lyr, keras.layers.InputLayer)]
+    reads = {}
     for lyr in layers:
-        if len(lyr._inbound_nodes) != 1 or len(tf.nest.flatten(lyr.input)) != 1:  # noqa: SLF001
-            raise TfqError(f"simulation takes a chain of single-input layers; {lyr.name} is not one")
+        if isinstance(lyr, keras.Model):
+            raise TfqError(f"simulation takes a flat model; {lyr.name} is a nested model")
+        if len(lyr._inbound_nodes) != 1:  # noqa: SLF001
+            raise TfqError(f"simulation takes layers called once; {lyr.name} is shared")
+        reads[id(lyr)] = [src for src, *_ in lyr._inbound_nodes[0].iterate_inbound()]  # noqa: SLF001
+    if len(model.outputs) != 1:
+        raise TfqError(f"simulation takes a model with one output, not {len(model.outputs)}")
+    return layers, reads, model.outputs[0]._keras_history.layer  # noqa: SLF001
+
+
+def fold(model: keras.Model) -> list[_Step]:
+    """The model as steps in call order, BatchNorm folded into the convolution or Dense it follows
+    and activations split off, each marked with whether its output is a quantized tensor in a
+    TFLite integer graph (`_Step.point`)."""
+    layers, reads, output = _graph(model)
+    consumers: dict[int, int] = {}
+    for lyr in layers:
+        for src in reads[id(lyr)]:
+            consumers[id(src)] = consumers.get(id(src), 0) + 1
+    step_of: dict[int, int] = {}  # layer id -> index of the step that yields its output
     steps: list[_Step] = []
-    i = 0
-    while i < len(layers):
-        lyr = layers[i]
+
+    def inputs(lyr) -> list[int]:
+        return [-1 if isinstance(src, keras.layers.InputLayer) else step_of[id(src)] for src in reads[id(lyr)]]
+
+    for lyr in layers:
+        src = reads[id(lyr)]
+        if isinstance(lyr, _NOT_MODELLED):
+            raise TfqError(f"simulation does not model {type(lyr).__name__} layers ({lyr.name})")
+        if isinstance(lyr, keras.layers.BatchNormalization):
+            producer = src[0] if len(src) == 1 else None
+            if not (
+                isinstance(producer, _WEIGHTED)
+                and consumers[id(producer)] == 1
+                and keras.activations.serialize(producer.activation) in ("linear", None)
+            ):
+                raise TfqError(f"{lyr.name}: a BatchNormalization that follows no conv/Dense cannot be folded")
+            step = steps[step_of[id(producer)]]
+            gamma, beta, mean, var = (w.numpy() for w in (lyr.gamma, lyr.beta, lyr.moving_mean, lyr.moving_variance))
+            factor = gamma / np.sqrt(var + lyr.epsilon)
+            kernel, bias = kernel_of(step.layer).numpy(), step.layer.bias.numpy()
+            kernel = kernel * (factor.reshape(kernel.shape[-2:]) if _depthwise(step) else factor)
+            step.layer.set_weights([kernel.astype(np.float32), ((bias - mean) * factor + beta).astype(np.float32)])
+            step_of[id(lyr)] = step_of[id(producer)]
+            continue
         if isinstance(lyr, _WEIGHTED):
-            kernel = lyr.kernel.numpy()
-            bias = lyr.bias.numpy() if lyr.use_bias else np.zeros(kernel.shape[-1], np.float32)
-            nxt = layers[i + 1] if i + 1 < len(layers) else None
-            if isinstance(nxt, keras.layers.BatchNormalization):
-                gamma, beta, mean, var = (
-                    w.numpy() for w in (nxt.gamma, nxt.beta, nxt.moving_mean, nxt.moving_variance)
-                )
-                factor = gamma / np.sqrt(var + nxt.epsilon)
-                kernel, bias = kernel * factor, (bias - mean) * factor + beta
-                i += 1
-            steps.append(_Step(_linear_copy(lyr, kernel.astype(np.float32), bias.astype(np.float32)), "tensor"))
+            kernel = kernel_of(lyr).numpy()
+            channels = channels_last(lyr, kernel).shape[-1]
+            bias = lyr.bias.numpy() if lyr.use_bias else np.zeros(channels, np.float32)
+            steps.append(_Step(_linear_copy(lyr, kernel, bias.astype(np.float32)), "tensor", inputs(lyr)))
+            step_of[id(lyr)] = len(steps) - 1
             activation = keras.activations.serialize(lyr.activation)
             if activation not in ("linear", None):
-                steps.append(_Step(keras.layers.Activation(activation), "tensor"))
-        elif isinstance(lyr, (keras.layers.ReLU, keras.layers.Activation, keras.layers.Softmax)):
-            steps.append(_Step(lyr, "tensor"))
-        elif isinstance(lyr, _GRID_KEEPING):
-            steps.append(_Step(lyr, None))
-        elif isinstance(lyr, keras.layers.BatchNormalization):
-            raise TfqError(f"{lyr.name}: a BatchNormalization that follows no conv/Dense cannot be folded")
+                steps.append(_Step(keras.layers.Activation(activation), "tensor", [len(steps) - 1]))
+                step_of[id(lyr)] = len(steps) - 1
+            continue
+        if lyr.weights:
+            raise TfqError(f"simulation does not model {type(lyr).__name__} layers ({lyr.name})")
+        if isinstance(lyr, _GRID_KEEPING):
+            point = None
+        elif isinstance(lyr, _SAME_GRID):
+            point = "same"
         else:
-            steps.append(_Step(lyr, "tensor"))
-        i += 1
-    # A fused activation makes its producer's output an inner (unquantized) value.
-    for k, step in enumerate(steps[:-1]):
-        if isinstance(steps[k + 1].layer, (keras.layers.ReLU, keras.layers.Activation)) and _activation_name(
-            steps[k + 1].layer
-        ) in ("relu", "relu6"):
-            step.point = None
+            point = "tensor"
+        steps.append(_Step(lyr, point, inputs(lyr)))
+        step_of[id(lyr)] = len(steps) - 1
+    if step_of[id(output)] != len(steps) - 1:
+        raise TfqError(f"simulation needs the output layer ({output.name}) to be the last one called")
+    # A fused activation makes its producer's output an inner (unquantized) value: TFLite fuses
+    # ReLU and ReLU6 into the conv, Dense or Add that alone feeds it.
+    readers = [0] * len(steps)
     for step in steps:
+        for k in step.inputs:
+            if k >= 0:
+                readers[k] += 1
+    for step in steps:
+        if _activation_name(step.layer) in ("relu", "relu6") and len(step.inputs) == 1 and step.inputs[0] >= 0:
+            producer = steps[step.inputs[0]]
+            if producer.point == "tensor" and readers[step.inputs[0]] == 1:
+                producer.point = None
         if _activation_name(step.layer) == "softmax":
             step.point = "softmax"
     return steps
@@ -190,22 +257,75 @@ def _activation_name(layer) -> str | None:
     return None
 
 
+def _depthwise(step: _Step) -> bool:
+    return isinstance(step.layer, keras.layers.DepthwiseConv2D)
+
+
 class Simulator:
     """A trained model, folded, with activation statistics from `calibration` (scaled images);
     `predict(images, scheme)` runs it with `scheme`'s fake quantization."""
 
     def __init__(self, model: keras.Model, calibration: np.ndarray, *, seed: int = 0):
         self.steps = fold(model)
-        self.kernels = {id(s): s.layer.kernel.numpy() for s in self.steps if isinstance(s.layer, _WEIGHTED)}
+        self.kernels = {id(s): kernel_of(s.layer).numpy() for s in self.steps if isinstance(s.layer, _WEIGHTED)}
         self._weight_cache: dict = {}
         self._range_cache: dict = {}
+        # stats[k]: the k-th quantized tensor (0: the input image); grid[j]: the one step j's output lies on
+        self.stats: list[dict] = []
+        self.grid: list[int | None] = []
         rng = np.random.default_rng(seed)
         x = tf.constant(calibration, tf.float32)
-        self.stats = [self._stats(x.numpy(), rng)]  # the input image
-        for step in self.steps:
-            x = step.layer(x, training=False)
+        self.stats.append(self._stats(x.numpy(), rng))
+        for step, y in self._walk(x):
             if step.point == "tensor":
-                self.stats.append(self._stats(x.numpy(), rng))
+                self.stats.append(self._stats(y.numpy(), rng))
+                self.grid.append(len(self.stats) - 1)
+            elif step.point in ("same", None):
+                self.grid.append(self._grid_of(step.inputs[0]))
+            else:
+                self.grid.append(None)
+        self._widen_add_inputs()
+
+    def _widen_add_inputs(self) -> None:
+        """The TFLite converter's calibrator reads one input of each ADD after the ADD has run (seen in
+        its files: the input computed last that only the ADD reads records the ADD's output range as
+        well), so that input's min/max takes in the ADD's output range; tests pin it against real files."""
+        readers = [0] * len(self.steps)
+        for step in self.steps:
+            for k in step.inputs:
+                if k >= 0:
+                    readers[k] += 1
+        for j, step in enumerate(self.steps):
+            if not isinstance(step.layer, keras.layers.Add):
+                continue
+            # the ADD's output tensor: its own, or that of the ReLU fused into it
+            out = j if step.point is not None else next(i for i, s in enumerate(self.steps) if s.inputs == [j])
+            alone = [k for k in step.inputs if k >= 0 and self.steps[k].point == "tensor" and readers[k] == 1]
+            if alone and self.grid[out] is not None:
+                st, add = self.stats[self.grid[max(alone)]], self.stats[self.grid[out]]
+                st["min"], st["max"] = min(st["min"], add["min"]), max(st["max"], add["max"])
+
+    def _grid_of(self, k: int) -> int | None:
+        return 0 if k < 0 else self.grid[k]
+
+    def _walk(self, x, quantize=None):
+        """Runs the steps on `x`, yielding each step with its output; `quantize(j, y)` rounds step
+        j's output. An output is dropped as soon as its last reader has run."""
+        last_read = {}
+        for j, step in enumerate(self.steps):
+            for k in step.inputs:
+                last_read[k] = j
+        values = {-1: x}
+        for j, step in enumerate(self.steps):
+            args = [values[k] for k in step.inputs]
+            y = step.layer(args[0] if len(args) == 1 else args, training=False)
+            if quantize is not None:
+                y = quantize(j, y)
+            yield step, y
+            values[j] = y
+            for k in set(step.inputs):
+                if last_read[k] == j:
+                    del values[k]
 
     @staticmethod
     def _stats(values: np.ndarray, rng) -> dict:
@@ -254,28 +374,32 @@ class Simulator:
                     per_channel = scheme.dense_per_channel
                 key = (id(step), scheme.weight_bits, scheme.weight_symmetric, per_channel)
                 if key not in self._weight_cache:
-                    self._weight_cache[key] = fake_quant_weights(
-                        kernel, scheme.weight_bits, scheme.weight_symmetric, per_channel
+                    grid = fake_quant_weights(
+                        channels_last(step.layer, kernel), scheme.weight_bits, scheme.weight_symmetric, per_channel
                     )
+                    self._weight_cache[key] = grid.reshape(kernel.shape)
                 kernel = self._weight_cache[key]
-            step.layer.kernel.assign(kernel)
+            kernel_of(step.layer).assign(kernel)
 
     def _forward(self, x, scheme: Scheme):
         bits, sym, method = scheme.activation_bits, scheme.activation_symmetric, scheme.activation_range
-        if bits:
-            x = fake_quant(x, *self._range(0, bits, sym, method), bits, sym)
-        k = 0
-        for step in self.steps:
-            x = step.layer(x, training=False)
-            if step.point == "tensor":
-                k += 1
-                if bits:
-                    x = fake_quant(x, *self._range(k, bits, sym, method), bits, sym)
-            elif step.point == "softmax" and bits:
+        if not bits:
+            *_, (_, y) = self._walk(x)
+            return y
+
+        def quantize(j, y):
+            point = self.steps[j].point
+            if point in ("tensor", "same"):
+                return fake_quant(y, *self._range(self.grid[j], bits, sym, method), bits, sym)
+            if point == "softmax":
                 out_bits = max(bits, 8)
                 top = (2**out_bits - 1) / 2**out_bits  # TFLite: scale 1/256 at 8 bits, zero point at 0
-                x = fake_quant(x, -1.0 if sym else 0.0, 1.0 if sym else top, out_bits, sym)
-        return x
+                return fake_quant(y, -1.0 if sym else 0.0, 1.0 if sym else top, out_bits, sym)
+            return y
+
+        x = fake_quant(x, *self._range(0, bits, sym, method), bits, sym)
+        *_, (_, y) = self._walk(x, quantize)
+        return y
 
     def predict(self, images: np.ndarray, scheme: Scheme, batch_size: int = 1000) -> np.ndarray:
         """Class scores for scaled float images under `scheme`."""
