@@ -65,7 +65,9 @@ def int_dtype(bits: int) -> str:
 
 def promise(recipe: list[dict]) -> dict:
     """What a file made from `recipe` must show: weight dtypes, activation dtypes, input/output
-    dtype (the activations' type when all ops share one; None for a per-layer mix), calibration."""
+    dtype (the activations' type when all ops share one; None for a per-layer mix), calibration.
+    A rule for one operation (int8 weights for DEPTHWISE_CONV_2D, which has no int4 kernel in
+    ai-edge-quantizer's policy) adds no weight dtype the file must hold: a model may lack that op."""
     weights, activations, calibrate = set(), set(), False
     covers_all = any(r.get("regex", ".*") == ".*" and r.get("operation", "*") == "*" for r in recipe)
     for rule in recipe:
@@ -73,7 +75,7 @@ def promise(recipe: list[dict]) -> dict:
         if rule.get("algorithm_key") == NO_QUANTIZE:
             activations.add("float32")
             continue
-        if cfg.get("weight_tensor_config"):
+        if cfg.get("weight_tensor_config") and rule.get("operation", "*") == "*":
             weights.add(int_dtype(cfg["weight_tensor_config"]["num_bits"]))
         act = cfg.get("activation_tensor_config")
         if act:
