@@ -138,7 +138,7 @@ def _modes(cfg: ConvertConfig) -> list[Mode]:
 def convert(cfg: ConvertConfig, log=None) -> list[dict]:
     """Convert the trained model of `artifacts/<dataset>_<model>/` in each mode; returns the manifests."""
     data.get(cfg.dataset)
-    models.get(cfg.model)
+    models.check(cfg)
     if "mixed" in cfg.modes:
         raise TfqError(
             "--mode=mixed goes alone (no other mode, no --recipe): it is the mixed stage, python -m tfq.mixed"
@@ -155,14 +155,15 @@ def convert(cfg: ConvertConfig, log=None) -> list[dict]:
     cli.check_at_least(cfg, 1, "num_calibration")
     if cfg.calibration_rule not in aeq.CALIBRATION_RULES:
         raise TfqError(f"--calibration_rule={cfg.calibration_rule}: choose from {', '.join(aeq.CALIBRATION_RULES)}")
-    run = artifacts.check_writable(artifacts.run_dir(cfg.artifacts, cfg.dataset, cfg.model))
+    run = artifacts.check_writable(models.run_of(cfg))
+    pixels = models.input_range(run, cfg.input_range)
     fresh_session(cfg.seed)  # names in the flatbuffer do not depend on what the process built before
     model = models.load_trained(run)
     source_digest = artifacts.sha256(run / artifacts.MODEL_FILE)
     calibration = None
     if any(m.calibrate for m in modes):
         splits = data.load(cfg.dataset, root=cfg.data_root, cache=cfg.cache_dir)
-        calibration = data.calibration_samples(splits, cfg.num_calibration, seed=cfg.seed)
+        calibration = data.calibration_samples(splits, cfg.num_calibration, seed=cfg.seed, input_range=pixels)
     results, made = [], {}
     for mode, io_type, per_channel in console.progress(variants, f"converting {cfg.dataset}_{cfg.model}", unit="mode"):
         started = time.time()
@@ -201,6 +202,7 @@ def convert(cfg: ConvertConfig, log=None) -> list[dict]:
             "size_bytes": len(blob),
             "converter": settings,
             "calibration_samples": len(calibration) if mode.calibrate else 0,
+            "input_range": list(pixels),
             "convert_time_s": round(time.time() - started, 2),
             "flatbuffer": fb.summary(),
             "source_model": {"path": str(run / artifacts.MODEL_FILE), "sha256": source_digest},

@@ -19,6 +19,7 @@ from absl import flags
 from tfq import data, models
 from tfq.core import artifacts, cli, console, stats
 from tfq.core.artifacts import TfqError
+from tfq.models import imported
 from tfq.quant import modes
 from tfq.runtimes import harness, litert
 
@@ -109,12 +110,14 @@ def target_files(cfg: EvalConfig, run: Path) -> list[tuple[str, Path]]:
 def evaluate(cfg: EvalConfig) -> list[dict]:
     """Evaluate each target on the test split; writes eval_<name>.json beside each file."""
     spec = data.get(cfg.dataset)
-    models.get(cfg.model)
     cli.check_at_least(cfg, 1, "threads", "batch_size", "latency_runs", "latency_rounds")
     cli.check_at_least(cfg, 0, "processes", "max_eval_examples")
-    run = artifacts.run_dir(cfg.artifacts, cfg.dataset, cfg.model)
-    if not cfg.tflite:
-        artifacts.check_writable(run)
+    if cfg.tflite:
+        run = artifacts.run_dir(cfg.artifacts, cfg.dataset, cfg.model)
+        pixels = tuple(cfg.input_range or data.UNIT_RANGE)
+    else:
+        run = artifacts.check_writable(models.run_of(cfg))
+        pixels = models.input_range(run, cfg.input_range)
     targets = target_files(cfg, run)
     for folder in {path.parent for _, path in targets}:
         artifacts.check_writable(folder)  # eval_<name>.json goes beside each file
@@ -127,7 +130,12 @@ def evaluate(cfg: EvalConfig) -> list[dict]:
         raise TfqError(f"--eval_dataset={cross} scores its test split; --split={cfg.split} does not go with it")
     classifiers = {
         name: harness.Classifier(
-            path, threads=cfg.threads, batch_size=cfg.batch_size, input_shape=spec.shape, num_classes=spec.num_classes
+            path,
+            threads=cfg.threads,
+            batch_size=cfg.batch_size,
+            input_shape=spec.shape,
+            num_classes=spec.num_classes,
+            input_range=pixels,
         )
         for name, path in targets
     }
@@ -137,7 +145,7 @@ def evaluate(cfg: EvalConfig) -> list[dict]:
     images, labels = data.to_numpy(splits.test if cfg.split == "test" else splits.val)
     # float32 goes first when it is a target: its own pass then serves as the agreement reference.
     targets.sort(key=lambda t: t[0] != "float32")
-    reference, reference_info = _reference(cfg, run, dict(targets), images)
+    reference, reference_info = _reference(cfg, run, dict(targets), images, pixels)
     results, predictions = [], {}
     for name, path in console.progress(targets, f"evaluating {run.name}"):
         clf = classifiers[name]
@@ -184,8 +192,13 @@ def evaluate(cfg: EvalConfig) -> list[dict]:
             "cpu": harness.cpu_model(),
             **delegation,
             "activation_dtypes": sorted(fb.dtypes("activations")),
+            "input_range": list(pixels),
             "data_source": splits.source.to_json(),
         }
+        if clf.input["dtype"] == np.float32:  # a float file near chance: most often the wrong pixel range
+            imported.warn_if_chance(
+                result["accuracy"], spec.num_classes, pixels, f"{path.name} on {result['eval_dataset']}"
+            )
         if cfg.compare_naive:
             t0 = time.perf_counter()
             naive = harness.naive_predictions(path, images)
@@ -257,13 +270,13 @@ def _source_model_digest(path: Path) -> str | None:
     return (manifest or {}).get("source_model", {}).get("sha256")
 
 
-def _reference(cfg: EvalConfig, run: Path, targets: dict, images) -> tuple:
+def _reference(cfg: EvalConfig, run: Path, targets: dict, images, pixels) -> tuple:
     """Predictions agreement is measured against, and what they came from: with --tflite only
     --reference (else none); otherwise float32 (a target, which then serves itself, or the run
     folder's float32.tflite, else its Keras model)."""
 
     def from_tflite(path: Path, what: str) -> tuple:
-        clf = harness.Classifier(path, threads=cfg.threads, batch_size=cfg.batch_size)
+        clf = harness.Classifier(path, threads=cfg.threads, batch_size=cfg.batch_size, input_range=pixels)
         return clf.predict(images).argmax(1), _describe_reference(path, what)
 
     if cfg.tflite:
@@ -273,7 +286,7 @@ def _reference(cfg: EvalConfig, run: Path, targets: dict, images) -> tuple:
     if (run / "float32.tflite").is_file():
         return from_tflite(run / "float32.tflite", "float32 flatbuffer")
     if (run / artifacts.MODEL_FILE).is_file():
-        pred = models.predict_classes(models.load_trained(run), data.scale(images).numpy())
+        pred = models.predict_classes(models.load_trained(run), data.scale(images, pixels).numpy())
         return pred, _describe_reference(run / artifacts.MODEL_FILE, "Keras float model")
     return None, None
 

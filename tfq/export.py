@@ -12,9 +12,9 @@ Formats (`FORMATS`):
   output dtype, scale, zero point). TFLite metadata is not embedded: its writer
   (`tflite-support` 0.4.4, the last) needs protobuf<4 and does not resolve beside TensorFlow 2.21.
 
-An app turns a pixel p (0..255) into the model's input as `q = round(p * pixel_scale / scale) +
-zero_point` for an integer input, or `p * pixel_scale` for a float one; scores come back as
-`(q - zero_point) * scale`.
+An app turns a pixel p (0..255) into the model's float input `x = p * pixel_scale + pixel_offset`
+(the run's input range: 1/255 and 0 for [0, 1], 1 and 0 for a model that takes 0..255), then for an
+integer input `q = round(x / scale) + zero_point`; scores come back as `(q - zero_point) * scale`.
 """
 
 from __future__ import annotations
@@ -34,7 +34,6 @@ from tfq.core.artifacts import TfqError
 from tfq.runtimes import flatbuffer
 
 FORMATS = ("c", "android")
-PIXEL_SCALE = 1.0 / 255.0  # tfq.data.scale: uint8 [0, 255] -> float32 [0, 1]
 ALIGNMENT = 16  # TFLite Micro reads tensors in place from the array: keep it aligned
 
 
@@ -50,8 +49,15 @@ class ExportConfig(cli.Run):
     format: str = cli.setting("c", f"One of {', '.join(FORMATS)}.")
 
 
-def describe(fb: flatbuffer.Flatbuffer, spec: data.Dataset) -> dict:
+def pixel_scaling(input_range) -> tuple[float, float]:
+    """(pixel_scale, pixel_offset) of `tfq.data.scale` for the run's input range."""
+    lo, hi = input_range or data.UNIT_RANGE
+    return (hi - lo) / 255.0, lo
+
+
+def describe(fb: flatbuffer.Flatbuffer, spec: data.Dataset, input_range=None) -> dict:
     """What an app needs to feed the model and read its answer, from the flatbuffer itself."""
+    pixel_scale, pixel_offset = pixel_scaling(input_range)
     io = fb.io()
     inp, out = io["inputs"][0], io["outputs"][0]
     return {
@@ -60,7 +66,9 @@ def describe(fb: flatbuffer.Flatbuffer, spec: data.Dataset) -> dict:
             "dtype": inp["dtype"],
             "scale": inp["scale"],
             "zero_point": inp["zero_point"],
-            "pixel_scale": PIXEL_SCALE,
+            "pixel_scale": pixel_scale,
+            "pixel_offset": pixel_offset,
+            "input_range": list(input_range or data.UNIT_RANGE),
             "pixels": "uint8 0..255, rows x columns x channels, as the training images",
         },
         "output": {
@@ -84,7 +92,11 @@ def _c_string(text: str) -> str:
 
 
 def _c_float(v) -> str:
-    return "0.0f" if v is None else f"{float(v):.9g}f"
+    """A C float literal: `1.0f`, never `1f` (which C does not take)."""
+    if v is None:
+        return "0.0f"
+    text = f"{float(v):.9g}"
+    return text + ("f" if any(c in text for c in ".e") else ".0f")
 
 
 def c_sources(blob: bytes, info: dict, stem: str) -> tuple[str, str]:
@@ -92,8 +104,9 @@ def c_sources(blob: bytes, info: dict, stem: str) -> tuple[str, str]:
     name, macro = f"tfq_{_identifier(stem)}", _identifier(stem).upper()
     i, o = info["input"], info["output"]
     header = f"""/* {stem}: a TFLite flatbuffer for TFLite Micro, written by tfq.export. {len(blob):,d} bytes.
- * Input: pixels 0..255 times TFQ_{macro}_PIXEL_SCALE, then (integer inputs) divided by the input scale,
- * rounded and offset by the input zero point. Output: (q - zero point) * scale = class scores. */
+ * Input: pixels 0..255 times TFQ_{macro}_PIXEL_SCALE plus TFQ_{macro}_PIXEL_OFFSET, then (integer inputs)
+ * divided by the input scale, rounded and offset by the input zero point.
+ * Output: (q - zero point) * scale = class scores. */
 #ifndef TFQ_{macro}_H_
 #define TFQ_{macro}_H_
 
@@ -109,7 +122,8 @@ extern "C" {{
 #define TFQ_{macro}_INPUT_ZERO_POINT {int(i["zero_point"] or 0)}
 #define TFQ_{macro}_OUTPUT_SCALE {_c_float(o["scale"])}
 #define TFQ_{macro}_OUTPUT_ZERO_POINT {int(o["zero_point"] or 0)}
-#define TFQ_{macro}_PIXEL_SCALE {_c_float(PIXEL_SCALE)}
+#define TFQ_{macro}_PIXEL_SCALE {_c_float(i["pixel_scale"])}
+#define TFQ_{macro}_PIXEL_OFFSET {_c_float(i["pixel_offset"])}
 #define TFQ_{macro}_INPUT_TYPE "{i["dtype"]}"
 #define TFQ_{macro}_OUTPUT_TYPE "{o["dtype"]}"
 
@@ -143,10 +157,10 @@ extern const char *const {name}_labels[TFQ_{macro}_NUM_CLASSES];
 def export(cfg: ExportConfig) -> dict:
     """Write the chosen format's files for one of a run's flatbuffers; returns the manifest."""
     spec = data.get(cfg.dataset)
-    models.get(cfg.model)
     if cfg.format not in FORMATS:
         raise TfqError(f"unknown format {cfg.format!r}; choose one of: {', '.join(FORMATS)}")
-    run = artifacts.run_dir(cfg.artifacts, cfg.dataset, cfg.model)
+    run = models.run_of(cfg)
+    pixels = models.input_range(run, cfg.input_range)
     path = run / f"{cfg.mode}.tflite"
     if not path.is_file():
         raise TfqError(
@@ -155,7 +169,7 @@ def export(cfg: ExportConfig) -> dict:
         )
     blob = path.read_bytes()
     fb = flatbuffer.read(blob, label=str(path))
-    info = describe(fb, spec)
+    info = describe(fb, spec, pixels)
     if len(info["labels"]) != int(np.prod(info["output"]["shape"][1:])):
         raise TfqError(f"{path} outputs {info['output']['shape']} scores for {len(info['labels'])} labels")
     folder = artifacts.check_writable(run / "export") / f"{cfg.mode}_{cfg.format}"

@@ -100,7 +100,13 @@ def shift(cfg: GeneralizeConfig, run: Path, targets, spec) -> tuple[dict, dict]:
     y = labels[chosen]
     predictions, variants, seconds = {}, [], {}
     for name, path in console.progress(targets, f"shifted sets {cfg.dataset}_{cfg.model}"):
-        clf = harness.Classifier(path, batch_size=cfg.batch_size, input_shape=spec.shape, num_classes=spec.num_classes)
+        clf = harness.Classifier(
+            path,
+            batch_size=cfg.batch_size,
+            input_shape=spec.shape,
+            num_classes=spec.num_classes,
+            input_range=models.input_range(run, cfg.input_range),
+        )
         processes = 1 if clf.delegation()["xnnpack"] else (cfg.processes or litert.cores())
         t0 = time.perf_counter()
         raw = clf.invoke_prepared(clf.prepare(stacked), processes)
@@ -156,6 +162,7 @@ def cross(cfg: GeneralizeConfig, other: str, targets) -> dict:
         max_eval_examples=cfg.max_eval_examples,
         data_root=cfg.data_root,
         cache_dir=cfg.cache_dir,
+        input_range=cfg.input_range,
     )
     results = evaluate.evaluate(ec)
     return {
@@ -178,19 +185,20 @@ def cross(cfg: GeneralizeConfig, other: str, targets) -> dict:
 def generalize(cfg: GeneralizeConfig) -> dict:
     """Shifted sets and other datasets for every file of a run; writes generalize.json/.npz."""
     spec = data.get(cfg.dataset)
-    models.get(cfg.model)
+    models.check(cfg)
     cli.check_at_least(cfg, 0, "examples", "processes", "max_eval_examples")
     cli.check_at_least(cfg, 1, "batch_size")
     for other in cfg.cross_datasets:
         evaluate.cross_dataset(evaluate.EvalConfig(dataset=cfg.dataset, eval_dataset=other))
     if not cfg.shift and not cfg.cross_datasets:
         raise TfqError("--noshift with no --cross_datasets leaves nothing to measure")
-    run = artifacts.check_writable(artifacts.run_dir(cfg.artifacts, cfg.dataset, cfg.model))
+    run = artifacts.check_writable(models.run_of(cfg))
     targets = _targets(cfg, run)
     result = {
         "dataset": cfg.dataset,
         "model": cfg.model,
         "config": dataclasses.asdict(cfg),
+        "input_range": list(models.input_range(run, cfg.input_range)),
         "files": {name: artifacts.sha256(path) for name, path in targets},
     }
     npz = {}

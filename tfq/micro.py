@@ -106,11 +106,12 @@ def run_images(
     labels: np.ndarray,
     processes: int,
     litert_predictions: np.ndarray | None,
+    input_range=None,
 ) -> tuple[dict, np.ndarray | None]:
     """Probe the bytes, then (if they run) the images through TFLite Micro with the smallest arena:
     accuracy, and agreement with LiteRT's classes (`litert_predictions`, or LiteRT run here on
     these very bytes). Returns the result and LiteRT's classes."""
-    clf = harness.Classifier(blob, label="model bytes")
+    clf = harness.Classifier(blob, label="model bytes", input_range=input_range)
     x = clf.prepare(images)
     found = probe(blob, fb, x[:1])
     if not found["runs"]:
@@ -143,7 +144,13 @@ def run_images(
 
 
 def measure(
-    name: str, path: Path, images: np.ndarray, labels: np.ndarray, processes: int, litert_predictions: np.ndarray | None
+    name: str,
+    path: Path,
+    images: np.ndarray,
+    labels: np.ndarray,
+    processes: int,
+    litert_predictions: np.ndarray | None,
+    input_range=None,
 ) -> dict:
     """One file under TFLite Micro. A file with weights at `Buffer.offset` (ai-edge-quantizer's)
     is first run as written on `AS_WRITTEN_EXAMPLES` images, then measured with its buffers moved
@@ -163,18 +170,24 @@ def measure(
     if fb.offset_buffers:
         k = min(AS_WRITTEN_EXAMPLES, len(labels))
         entry["as_written"], _ = run_images(
-            blob, fb, images[:k], labels[:k], processes, None if litert_predictions is None else litert_predictions[:k]
+            blob,
+            fb,
+            images[:k],
+            labels[:k],
+            processes,
+            None if litert_predictions is None else litert_predictions[:k],
+            input_range,
         )
         saved, moved = litert_predictions, fb.offset_buffers
         blob = flatbuffer.inline_buffers(blob, label=str(path))
         fb = flatbuffer.read(blob, label=f"{path}, buffers inlined")
         entry["buffers_inlined"] = {"offset_buffers": moved, "sha256": hashlib.sha256(blob).hexdigest()}
-        result, inlined = run_images(blob, fb, images, labels, processes, None)
+        result, inlined = run_images(blob, fb, images, labels, processes, None, input_range)
         entry["buffers_inlined"]["litert_same_classes_as_saved"] = (
             None if saved is None or inlined is None else bool(np.array_equal(saved, inlined))
         )
     else:
-        result, _ = run_images(blob, fb, images, labels, processes, litert_predictions)
+        result, _ = run_images(blob, fb, images, labels, processes, litert_predictions, input_range)
     entry.update(result)
     entry["flash_bytes"] = len(blob)
     entry["fits"] = fits(len(blob), entry.get("arena_bytes"))
@@ -193,12 +206,12 @@ def micro(cfg: MicroConfig, report_unsupported: bool = False) -> dict:
     A named mode that TFLite Micro cannot run is an error; with `all` (or `report_unsupported`,
     as the pipeline asks) it is reported with the op it lacks."""
     spec = data.get(cfg.dataset)
-    models.get(cfg.model)
+    models.check(cfg)
     cli.check_at_least(cfg, 0, "max_examples", "processes")
     if Path(cfg.output).name != cfg.output or not cfg.output.endswith(".json"):
         raise TfqError(f"--output={cfg.output}: a .json file name (it goes in the run folder)")
-    run = artifacts.run_dir(cfg.artifacts, cfg.dataset, cfg.model)
-    artifacts.check_writable(run)
+    run = artifacts.check_writable(models.run_of(cfg))
+    pixels = models.input_range(run, cfg.input_range)
     targets = evaluate.target_files(evaluate.EvalConfig(dataset=cfg.dataset, model=cfg.model, modes=cfg.modes), run)
     named = "all" not in cfg.modes and not report_unsupported
     if named:  # before reading any data: what fails to load (what fails to run is caught below)
@@ -220,13 +233,16 @@ def micro(cfg: MicroConfig, report_unsupported: bool = False) -> dict:
         if digest in seen:  # the same bytes give the same answers: measured once
             variants.append({**seen[digest], "name": name, "file": str(path), "same_bytes_as": seen[digest]["name"]})
             continue
-        entry = measure(name, path, images, labels, processes, _litert_predictions(path, examples, full, source))
+        entry = measure(
+            name, path, images, labels, processes, _litert_predictions(path, examples, full, source), pixels
+        )
         seen[digest] = entry
         variants.append(entry)
     result = {
         "dataset": cfg.dataset,
         "model": cfg.model,
         "examples": examples,
+        "input_range": list(pixels),
         "test_examples": full,
         "num_classes": spec.num_classes,
         "processes": processes,

@@ -76,9 +76,9 @@ def mixed(cfg: MixedConfig, log=None) -> list[dict]:
     when that was measured with the same float model and calibration; else it is measured here.
     `log` gets each search step."""
     data.get(cfg.dataset)
-    models.get(cfg.model)
+    models.check(cfg)
     cfg = _check(cfg)
-    run = artifacts.check_writable(artifacts.run_dir(cfg.artifacts, cfg.dataset, cfg.model))
+    run = artifacts.check_writable(models.run_of(cfg))
     sc = sensitivity.SensitivityConfig(
         **cfg.run(), num_calibration=cfg.num_calibration, seed=cfg.seed, max_eval_examples=cfg.max_eval_examples
     )
@@ -94,7 +94,7 @@ def mixed(cfg: MixedConfig, log=None) -> list[dict]:
     def on_test(blob: bytes) -> np.ndarray:
         key = hashlib.sha256(blob).hexdigest()
         if key not in test_correct:
-            test_correct[key] = mixed_search.predict(blob, test_images) == test_labels
+            test_correct[key] = mixed_search.predict(blob, test_images, scorer.input_range) == test_labels
         return test_correct[key]
 
     results = []
@@ -155,12 +155,15 @@ def mixed(cfg: MixedConfig, log=None) -> list[dict]:
                 "sha256": artifacts.sha256(run / artifacts.MODEL_FILE),
             },
             "float32_sha256": digest,
+            "input_range": list(scorer.input_range),
             "versions": versions(),
         }
         results.append((manifest, blob, rules))
     blobs = {"float32": uniform["float"], "int8": uniform["int8"], **{m["file"]: b for m, b, _ in results}}
     latency = harness.interleaved_latency_us(
-        {k: harness.Classifier(b, label=k) for k, b in blobs.items()}, test_images[0], runs=cfg.latency_runs
+        {k: harness.Classifier(b, label=k, input_range=scorer.input_range) for k, b in blobs.items()},
+        test_images[0],
+        runs=cfg.latency_runs,
     )
     for manifest, blob, rules in results:
         manifest["latency_us"] = {

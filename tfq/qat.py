@@ -60,7 +60,7 @@ class QatConfig(cli.Run):
     def validate(self) -> None:
         """Every flag, before the fine-tuning starts (not after it, when the control needs them)."""
         data.get(self.dataset)
-        models.get(self.model)
+        models.check(self)
         cli.check_at_least(self, 1, "epochs", "batch_size", "num_calibration")
         cli.check_at_least(self, 0, "max_train_examples", "max_eval_examples")
         if not self.learning_rate > 0:
@@ -78,23 +78,31 @@ def _fit(model: keras.Model, cfg: QatConfig, cached_train, spec, val_ds) -> dict
         optimizer=keras.optimizers.Adam(cfg.learning_rate), loss="sparse_categorical_crossentropy", metrics=["accuracy"]
     )
     return fit_epochs(
-        model, cached_train, spec, batch_size=cfg.batch_size, seed=cfg.seed, epochs=cfg.epochs, val_ds=val_ds
+        model,
+        cached_train,
+        spec,
+        batch_size=cfg.batch_size,
+        seed=cfg.seed,
+        epochs=cfg.epochs,
+        val_ds=val_ds,
+        input_range=cfg.input_range,
     )
 
 
-def _tflite_pred(blob: bytes, x) -> np.ndarray:
-    return harness.Classifier(blob).predict(x).argmax(1)
+def _tflite_pred(blob: bytes, x, input_range) -> np.ndarray:
+    return harness.Classifier(blob, input_range=input_range).predict(x).argmax(1)
 
 
-def _tflite_correct(blob: bytes, x, y) -> np.ndarray:
-    return _tflite_pred(blob, x) == y
+def _tflite_correct(blob: bytes, x, y, input_range) -> np.ndarray:
+    return _tflite_pred(blob, x, input_range) == y
 
 
 def qat(cfg: QatConfig) -> dict:
     """QAT fine-tune, the equally fine-tuned float control, both int8 flatbuffers; returns qat_int8.json."""
     cfg.validate()
     spec = data.get(cfg.dataset)
-    run = artifacts.check_writable(artifacts.run_dir(cfg.artifacts, cfg.dataset, cfg.model))
+    run = artifacts.check_writable(models.run_of(cfg))
+    cfg = dataclasses.replace(cfg, input_range=models.input_range(run, cfg.input_range))  # the run's own, from here
     # whatever ran before in this process (a pipeline's train stage, or nothing): the stage then
     # gives the same files alone, in a pipeline, or after a skipped train
     fresh_session(cfg.seed)
@@ -106,7 +114,7 @@ def qat(cfg: QatConfig) -> dict:
         max_train=cfg.max_train_examples or None,
         max_eval=cfg.max_eval_examples or None,
     )
-    val_ds = data.batches(splits.val, cfg.batch_size)
+    val_ds = data.batches(splits.val, cfg.batch_size, cfg.input_range)
     cached_train = splits.train.cache()
     test_x, test_y = data.to_numpy(splits.test)
 
@@ -131,16 +139,16 @@ def qat(cfg: QatConfig) -> dict:
     control_history = _fit(control, cfg, cached_train, spec, val_ds)
     control_time = time.time() - started
 
-    calibration = data.calibration_samples(splits, cfg.num_calibration, seed=cfg.seed)
+    calibration = data.calibration_samples(splits, cfg.num_calibration, seed=cfg.seed, input_range=cfg.input_range)
     control_blob, _ = convert.convert_model(control, MODES["int8"], calibration=calibration)
-    scaled = data.scale(test_x).numpy()
+    scaled = data.scale(test_x, cfg.input_range).numpy()
     correct = {
         # the float models are scored in Keras: the same float math as a float32 flatbuffer,
         # without converting one just to score it
         "float_before": models.predict_classes(float_model, scaled) == test_y,
         "float_finetuned": models.predict_classes(control, scaled) == test_y,
-        "ptq_int8_of_finetuned": _tflite_correct(control_blob, test_x, test_y),
-        "qat_int8": _tflite_correct(qat_blob, test_x, test_y),
+        "ptq_int8_of_finetuned": _tflite_correct(control_blob, test_x, test_y, cfg.input_range),
+        "qat_int8": _tflite_correct(qat_blob, test_x, test_y, cfg.input_range),
     }
     result = {
         "mode": QAT_INT8.name,
@@ -157,6 +165,7 @@ def qat(cfg: QatConfig) -> dict:
             "history": qat_history,
         },
         "test_examples": len(test_y),
+        "input_range": list(cfg.input_range),
         "accuracy": {name: float(c.mean()) for name, c in correct.items()},
         # paired on the same test images: McNemar's test and a 95% interval, in points
         "qat_vs_ptq": stats.paired(correct["ptq_int8_of_finetuned"], correct["qat_int8"]),
@@ -280,13 +289,14 @@ def _low_bit(
     widths (simulated), and for w4a8 both shipped as real a8w4 files."""
     from tfq.quant.simulate import Scheme, Simulator
 
-    scaled = data.scale(test_x).numpy()
+    scaled = data.scale(test_x, cfg.input_range).numpy()
     ptq = Simulator(control, calibration)
     out = {
         "what": "tfmot n-bit QAT against PTQ of the equally fine-tuned float control",
         "epochs": cfg.epochs,
         "learning_rate": cfg.learning_rate,
         "test_examples": int(len(test_y)),
+        "input_range": list(cfg.input_range),
         "float_finetuned": float(control_correct.mean()),
         "schemes": {},
     }
@@ -317,9 +327,9 @@ def _low_bit(
             twin = float_twin(qat_model, float_model, w_bits)
             shipped = _ship_a8w4(twin, calibration)
             control_file = control_file or _ship_a8w4(control, calibration)
-            shipped_pred = _tflite_pred(shipped, test_x)
+            shipped_pred = _tflite_pred(shipped, test_x, cfg.input_range)
             shipped_correct = shipped_pred == test_y
-            control_file_correct = _tflite_correct(control_file, test_x, test_y)
+            control_file_correct = _tflite_correct(control_file, test_x, test_y, cfg.input_range)
             entry["accuracy"].update(
                 qat_shipped_a8w4=float(shipped_correct.mean()), ptq_a8w4_file=float(control_file_correct.mean())
             )
@@ -332,7 +342,7 @@ def _low_bit(
                 "vs_ptq_file": stats.paired(control_file_correct, shipped_correct),
             }
             if float_blob is not None:  # like with like: each shipped file against the run's float32 file
-                float_file_correct = _tflite_correct(float_blob, test_x, test_y)
+                float_file_correct = _tflite_correct(float_blob, test_x, test_y, cfg.input_range)
                 entry["shipped"].update(
                     float32_sha256=hashlib.sha256(float_blob).hexdigest(),
                     vs_float32_file=stats.paired(float_file_correct, shipped_correct),

@@ -44,7 +44,11 @@ def from_scratch(cfg: ScratchConfig) -> dict:
     if cfg.scheme not in SCHEMES:
         raise TfqError(f"--scheme={cfg.scheme}: choose one of {', '.join(SCHEMES)}")
     data.get(cfg.dataset)
-    models.get(cfg.model)
+    if cfg.model_file or cfg.model not in models.MODELS:
+        raise TfqError(
+            f"QAT from scratch retrains one of tfq's own models ({', '.join(models.MODELS)}) with its training "
+            f"settings; {cfg.model} is a model of your own (fine-tune it with python -m tfq.qat instead)"
+        )
     run = artifacts.check_writable(artifacts.run_dir(cfg.artifacts, cfg.dataset, cfg.model))
     float_model = models.load_trained(run)  # the comparison; fail before training if it is missing
     made = artifacts.read_json(run / artifacts.TRAIN_JSON)

@@ -24,6 +24,7 @@ from tfq import data
 from tfq import models as models_module
 from tfq.core import artifacts, cli
 from tfq.core.artifacts import TfqError
+from tfq.models import imported
 from tfq.reporting import (
     evals,
     findings,
@@ -76,8 +77,11 @@ def report(
     given, stands under the title (the pipeline's first look says what it cut)."""
     for d in datasets:
         data.get(d)
-    for m in models:
-        models_module.get(m)
+    for m in models:  # tfq's own, or a user's model imported into a run (--model_file)
+        if m not in models_module.MODELS and not any(
+            imported.is_imported(artifacts.run_dir(artifacts_root, d, m)) for d in datasets
+        ):
+            models_module.get(m)
     out = artifacts.check_writable(Path(out or Path(artifacts_root) / "report"))
     rows, runs, stale_results = collect(artifacts_root, datasets, models)
     if not rows:

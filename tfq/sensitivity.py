@@ -41,7 +41,7 @@ class SensitivityConfig(cli.Run):
 
     def validate(self) -> None:
         data.get(self.dataset)
-        models.get(self.model)
+        models.check(self)
         unknown = [s for s in self.schemes if s not in mixed_search.RUNG or s == "float"]
         if unknown or not self.schemes:
             raise TfqError(
@@ -87,9 +87,11 @@ def scorer_for(cfg, run) -> tuple[mixed_search.Scorer, str, data.Splits]:
     training images drawn by `seed`, and the validation split."""
     float_blob, digest = float_flatbuffer(run)
     splits = data.load(cfg.dataset, root=cfg.data_root, cache=cfg.cache_dir, max_eval=cfg.max_eval_examples or None)
-    calibration = data.calibration_samples(splits, cfg.num_calibration, seed=cfg.seed)
+    pixels = models.input_range(run, cfg.input_range)
+    calibration = data.calibration_samples(splits, cfg.num_calibration, seed=cfg.seed, input_range=pixels)
     images, labels = data.to_numpy(splits.val)
-    return mixed_search.Scorer(float_blob, mixed_search.layers(float_blob), calibration, images, labels), digest, splits
+    layers = mixed_search.layers(float_blob)
+    return mixed_search.Scorer(float_blob, layers, calibration, images, labels, pixels), digest, splits
 
 
 def _layer_errors(scorer: mixed_search.Scorer, blob: bytes, count: int) -> dict[str, dict]:
@@ -98,7 +100,7 @@ def _layer_errors(scorer: mixed_search.Scorer, blob: bytes, count: int) -> dict[
     from ai_edge_quantizer.utils import validation_utils
 
     key, name = aeq._signature(scorer.float_blob)  # noqa: SLF001 - the same signature lookup
-    test = {key: [{name: x[None, ...]} for x in data.scale(scorer.images[:count]).numpy()]}
+    test = {key: [{name: x[None, ...]} for x in data.scale(scorer.images[:count], scorer.input_range).numpy()]}
     metrics = [validation_utils.ValidationErrorMetric.SNR, validation_utils.ValidationErrorMetric.MSE]
     with console.quiet():
         result = model_validator.compare_model(
@@ -127,7 +129,9 @@ def measure(scorer: mixed_search.Scorer, schemes: tuple[str, ...], *, error_exam
     names = [layer.name for layer in scorer.layers]
     uniform = {r.name: scorer.build(dict.fromkeys(names, r.name)) for r in mixed_search.RUNGS}
     latency = interleaved_latency_us(
-        {r: Classifier(b, label=f"uniform {r}") for r, b in uniform.items()}, scorer.images[0], runs=latency_runs
+        {r: Classifier(b, label=f"uniform {r}", input_range=scorer.input_range) for r, b in uniform.items()},
+        scorer.images[0],
+        runs=latency_runs,
     )
     rungs = {}
     for r, blob in uniform.items():
@@ -155,6 +159,8 @@ def measure(scorer: mixed_search.Scorer, schemes: tuple[str, ...], *, error_exam
                 "only_float_vs_all_quantized": mixed_search.paired_vs(everywhere, spared),
                 **errors[row["name"]],
             }
+            if mixed_search.held(scheme, row["op"]) != scheme:  # e.g. no int4 depthwise kernel: it holds int8
+                row["schemes"][scheme]["held_as"] = mixed_search.held(scheme, row["op"])
     ranking = {
         s: [r["name"] for r in sorted(rows, key=lambda r: -r["schemes"][s]["only_float_vs_all_quantized"]["delta_pts"])]
         for s in schemes
@@ -174,13 +180,14 @@ def measure(scorer: mixed_search.Scorer, schemes: tuple[str, ...], *, error_exam
 def sensitivity(cfg: SensitivityConfig) -> dict:
     """Measure a run's per-layer sensitivity; writes and returns `sensitivity.json`."""
     cfg.validate()
-    run = artifacts.check_writable(artifacts.run_dir(cfg.artifacts, cfg.dataset, cfg.model))
+    run = artifacts.check_writable(models.run_of(cfg))
     started = time.time()
     scorer, digest, splits = scorer_for(cfg, run)
     result = {
         "dataset": cfg.dataset,
         "model": cfg.model,
         "split": "validation",
+        "input_range": list(scorer.input_range),
         "key": cfg.key(digest),
         "calibration": {"images": cfg.num_calibration, "seed": cfg.seed, "rule": mixed_search.CALIBRATION_RULE},
         "error_examples": cfg.error_examples,
@@ -208,7 +215,8 @@ def _define_flags() -> None:
 
 def main(argv):
     del argv
-    result = sensitivity(cli.config_from_flags(SensitivityConfig))
+    result_cfg = cli.config_from_flags(SensitivityConfig)
+    result = sensitivity(result_cfg)
     print(f"float32 validation accuracy {100 * result['float_val_accuracy']:.2f}% on {result['val_examples']} images")
     for r, v in result["rungs"].items():
         print(
@@ -223,7 +231,7 @@ def main(argv):
             print(
                 f"  {row['name']:12s} {v['only_quantized_drop_pts']:+6.2f}  {v['only_float_recovery_pts']:+6.2f}  {snr}"
             )
-    print(f"wrote {artifacts.run_dir(FLAGS.artifacts, FLAGS.dataset, FLAGS.model) / SENSITIVITY_JSON}")
+    print(f"wrote {artifacts.run_dir(result_cfg.artifacts, result_cfg.dataset, result_cfg.model) / SENSITIVITY_JSON}")
 
 
 if __name__ == "__main__":

@@ -121,11 +121,12 @@ class SweepConfig(cli.Run):
     max_eval_examples: int = cli.setting(0, "Use only this many test images (0: all).")
 
     def __post_init__(self):
+        super().__post_init__()
         object.__setattr__(self, "bits", tuple(self.bits))  # hashable: the config keys the grid's cache
 
     def validate(self) -> None:
         data.get(self.dataset)
-        models.get(self.model)
+        models.check(self)
         cli.check_at_least(self, 1, "calibration_draws", "num_calibration")
         cli.check_at_least(self, 0, "grid_examples", "max_eval_examples")
         bad = [b for b in self.bits if not 2 <= b <= 16]
@@ -159,14 +160,17 @@ def _grid(cfg: SweepConfig, model_sha256: str) -> _Grid:
     once; a Ray worker builds it for the first line it runs and reuses it for the next ones."""
     del model_sha256  # part of the cache key only
     fresh_session(cfg.seed)
-    model = models.load_trained(artifacts.run_dir(cfg.artifacts, cfg.dataset, cfg.model))
+    run = artifacts.run_dir(cfg.artifacts, cfg.dataset, cfg.model)
+    model, pixels = models.load_trained(run), models.input_range(run, cfg.input_range)
     splits = data.load(cfg.dataset, root=cfg.data_root, cache=cfg.cache_dir, max_eval=cfg.max_eval_examples or None)
     images, labels = data.to_numpy(splits.test)
-    scaled = data.scale(images).numpy()
+    scaled = data.scale(images, pixels).numpy()
     subset = _grid_subset(len(labels), cfg.grid_examples, cfg.seed)
     # Draw 0 is exactly what convert calibrates on (same count and seed); the others add spread.
     sims = [
-        Simulator(model, data.calibration_samples(splits, cfg.num_calibration, seed=cfg.seed + d), seed=d)
+        Simulator(
+            model, data.calibration_samples(splits, cfg.num_calibration, seed=cfg.seed + d, input_range=pixels), seed=d
+        )
         for d in range(cfg.calibration_draws)
     ]
     float_pred = sims[0].predict(scaled[subset], Scheme()).argmax(1)
@@ -205,7 +209,7 @@ def sweep(cfg: SweepConfig, *, map_lines=map) -> dict:
     `map_lines(fn, indices)` runs `line_points` for every line: the builtin `map` here, Ray tasks
     through `tfq.scale.executors` (each task rebuilds the same grid, so the results are the same)."""
     cfg.validate()
-    run = artifacts.check_writable(artifacts.run_dir(cfg.artifacts, cfg.dataset, cfg.model))
+    run = artifacts.check_writable(models.run_of(cfg))
     started = time.time()
     try:
         return _sweep(cfg, run, started, map_lines)
@@ -226,6 +230,7 @@ def _sweep(cfg: SweepConfig, run, started: float, map_lines) -> dict:
     labels, subset = g.labels, g.subset
     result = {
         "dataset": cfg.dataset,
+        "input_range": list(models.input_range(run, cfg.input_range)),
         "model": cfg.model,
         "grid_examples": int(len(subset)),
         "grid_subset_seed": cfg.seed,
@@ -324,7 +329,7 @@ def _checks(run, sim: Simulator, scaled, images, labels, source: dict) -> list[d
             continue
         real = evaluate.saved_predictions(path, len(labels), source)  # the evaluate stage's own pass, if current
         if real is None:
-            clf = harness.Classifier(path)
+            clf = harness.Classifier(path, input_range=models.input_range(run))
             processes = 1 if clf.delegation()["xnnpack"] else litert.cores()
             real = harness.dequantize(clf.invoke_prepared(clf.prepare(images), processes), clf.output).argmax(1)
         simulated = sim.predict(scaled, scheme).argmax(1)

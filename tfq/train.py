@@ -26,7 +26,7 @@ from tfq import data, models
 from tfq.core import artifacts, cli
 from tfq.core.artifacts import TfqError
 from tfq.core.backend import fresh_session, keras, tf, versions
-from tfq.models import fitting
+from tfq.models import fitting, imported
 
 TENSORBOARD_DIR = "tensorboard"
 
@@ -67,7 +67,9 @@ class TrainConfig(cli.Run):
     def validate(self) -> None:
         """Every flag, before any data is read or anything written."""
         data.get(self.dataset)
-        models.get(self.model)
+        models.check(self)
+        if self.model_file and self.strategy != "default":
+            raise TfqError(f"--model_file={self.model_file} is studied as it is: --strategy={self.strategy} trains")
         if self.strategy not in fitting.STRATEGIES:
             raise TfqError(f"unknown strategy {self.strategy!r}; choose one of: {', '.join(fitting.STRATEGIES)}")
         cli.check_at_least(self, 1, "epochs", "batch_size", "ray_workers")
@@ -121,6 +123,11 @@ class TrainConfig(cli.Run):
         for name, model in (("resnet_widths", "resnet8"), ("mobilenet_alpha", "mobilenet")):
             if self.model != model:
                 keyed.pop(name)
+        keyed.pop("model_file"), keyed.pop("run_name")  # where files live: a model file's own digest counts
+        if self.model_file:
+            keyed["model_file_sha256"] = imported.source_digest(imported.check_path(self.model_file))
+        if tuple(keyed.pop("input_range") or data.UNIT_RANGE) != data.UNIT_RANGE:  # [0, 1]: the key from before
+            keyed["input_range"] = list(self.input_range)
         if self.strategy != "ray":  # the same key as before Ray Train existed
             keyed.pop("ray_workers")
         if not self.early_stopping_patience:  # off: the same key as before the option existed
@@ -129,8 +136,12 @@ class TrainConfig(cli.Run):
 
 
 def train(cfg: TrainConfig, *, callbacks=()) -> dict:
-    """Fit, test, save the model and train.json; returns train.json's content."""
+    """Fit, test, save the model and train.json; returns train.json's content. With --model_file the
+    user's model is imported instead (`tfq.models.imported`)."""
     cfg.validate()
+    if cfg.model_file:
+        return imported.import_model(cfg)
+    pixels = tuple(cfg.input_range or data.UNIT_RANGE)
     spec = data.get(cfg.dataset)
     out = artifacts.check_writable(artifacts.run_dir(cfg.artifacts, cfg.dataset, cfg.model))
 
@@ -146,8 +157,8 @@ def train(cfg: TrainConfig, *, callbacks=()) -> dict:
     )
 
     cached_train = fitting.sharded(splits.train, strategy).cache()  # shared by every epoch
-    val_ds = data.batches(fitting.sharded(splits.val, strategy), cfg.batch_size)
-    test_ds = data.batches(fitting.sharded(splits.test, strategy), cfg.batch_size)
+    val_ds = data.batches(fitting.sharded(splits.val, strategy), cfg.batch_size, pixels)
+    test_ds = data.batches(fitting.sharded(splits.test, strategy), cfg.batch_size, pixels)
     steps = -(-int(splits.train.cardinality()) // cfg.batch_size)
     if steps < 1:
         raise TfqError(f"{cfg.dataset}: the training split is empty")
@@ -204,6 +215,7 @@ def train(cfg: TrainConfig, *, callbacks=()) -> dict:
             callbacks=callbacks,
             after_epoch=after_epoch,
             stop=stop,
+            input_range=pixels,
         )
     )
     wall = state.seconds + time.time() - started  # fitting time of every epoch, across resumes
@@ -218,7 +230,7 @@ def train(cfg: TrainConfig, *, callbacks=()) -> dict:
         before = float(model.evaluate(val_ds, verbose=0)[1])
         with strategy.scope():
             n = fitting.reestimate_batchnorm(
-                model, data.batches(splits.train, cfg.batch_size).take(fitting.BN_REESTIMATE_MAX_BATCHES)
+                model, data.batches(splits.train, cfg.batch_size, pixels).take(fitting.BN_REESTIMATE_MAX_BATCHES)
             )
         if n:
             reestimated = {
@@ -244,6 +256,7 @@ def train(cfg: TrainConfig, *, callbacks=()) -> dict:
         "model": cfg.model,
         "test_accuracy": float(test_acc),
         "test_loss": float(test_loss),
+        "input_range": list(pixels),
         "val_accuracy": (
             reestimated["val_accuracy_after"]
             if reestimated
@@ -335,7 +348,7 @@ def main(argv):
         result = train(cfg)
     print(
         f"{result['dataset']} {result['model']}: test accuracy {result['test_accuracy']:.4f} "
-        f"in {result['wall_time_s']:.0f} s -> {artifacts.run_dir(FLAGS.artifacts, FLAGS.dataset, FLAGS.model)}"
+        f"in {result['wall_time_s']:.0f} s -> {artifacts.run_dir(cfg.artifacts, cfg.dataset, cfg.model)}"
     )
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import sys
+from pathlib import Path
 
 from absl import app, flags, logging
 
@@ -25,6 +26,12 @@ def setting(default, help: str, *, flag: str | None = None, choices=None):
     return dataclasses.field(default=default, metadata={"help": help, "flag": flag, "choices": choices})
 
 
+def same_setting(cls, name: str):
+    """Another config's `setting` `name` (default and help), for a config that is not a subclass."""
+    field = cls.__dataclass_fields__[name]
+    return dataclasses.field(default=field.default, metadata=field.metadata)
+
+
 @dataclasses.dataclass
 class Run:
     """What every stage's config holds first: which run (dataset x model) and where its files live."""
@@ -36,6 +43,32 @@ class Run:
         None, "Folder of raw dataset files, one subfolder per dataset (default: $TFQ_DATA_ROOT)."
     )
     cache_dir: str | None = setting(None, "Where tfds builds datasets (default: $TFQ_CACHE_DIR or ~/.cache/tfq).")
+    model_file: str | None = setting(
+        None,
+        "Study this tf_keras model (.keras, .h5 or SavedModel folder) instead of training one: it is copied "
+        "into the run <dataset>_<file stem> (or <dataset>_<--run_name>) and tested there first.",
+    )
+    run_name: str | None = setting(None, "With --model_file: the model's name in the run folder (default: file stem).")
+    input_range: tuple[float, ...] | None = setting(
+        None,
+        "LOW,HIGH: the float range the model takes for pixels 0..255 (default: the run's own, recorded when "
+        "it was trained or imported; 0,1 for a new run; MLPerf Tiny's ResNet-8 takes 0,255).",
+    )
+
+    def __post_init__(self):
+        if self.run_name and not self.model_file:
+            raise TfqError(f"--run_name={self.run_name} names an imported model: it needs --model_file")
+        if self.model_file:
+            name = self.run_name or Path(self.model_file.rstrip("/")).stem
+            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+                raise TfqError(f"run name {name!r}: use letters, digits, '_', '-' and '.' (or set --run_name)")
+            self.model = name
+        if self.input_range is not None:
+            self.input_range = tuple(float(v) for v in self.input_range)
+            if len(self.input_range) != 2 or not self.input_range[0] < self.input_range[1]:
+                raise TfqError(
+                    f"--input_range={','.join(f'{v:g}' for v in self.input_range)}: expected LOW,HIGH with LOW < HIGH"
+                )
 
     def run(self) -> dict:
         """These settings alone, to hand to another stage's config."""
@@ -56,7 +89,9 @@ def define_flags(cls, fv: flags.FlagValues = flags.FLAGS) -> None:
         if meta["choices"] is not None:
             flags.DEFINE_enum(name, default, list(meta["choices"]), meta["help"], flag_values=fv)
         elif kind.startswith("tuple"):
-            flags.DEFINE_list(name, [str(v) for v in default], meta["help"], flag_values=fv)
+            flags.DEFINE_list(
+                name, None if default is None else [str(v) for v in default], meta["help"], flag_values=fv
+            )
         elif kind == "bool":
             flags.DEFINE_boolean(name, default, meta["help"], flag_values=fv)
         elif kind == "int":

@@ -105,12 +105,17 @@ def _duration(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
 
 
-_PLACES = ("artifacts", "data_root", "cache_dir")  # where files live does not change results
+# where files live does not change results (an imported model's digest is in the keys of what reads it)
+_PLACES = ("artifacts", "data_root", "cache_dir", "model_file", "run_name")
+_UNIT_RANGE = [0.0, 1.0]  # tfq.data.UNIT_RANGE: the pixel range every key before the setting had
 
 
 def settings(config) -> dict:
-    """A stage config's settings as its key holds them."""
-    return {k: v for k, v in dataclasses.asdict(config).items() if k not in _PLACES}
+    """A stage config's settings as its key holds them; the pixel range only where it is not [0, 1]."""
+    out = {k: v for k, v in dataclasses.asdict(config).items() if k not in _PLACES}
+    if "input_range" in out and (out["input_range"] is None or list(out["input_range"]) == _UNIT_RANGE):
+        del out["input_range"]
+    return out
 
 
 @dataclasses.dataclass(frozen=True)

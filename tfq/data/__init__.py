@@ -195,9 +195,14 @@ def load(
     return Splits(spec, source, train, val, test)
 
 
-def scale(image: tf.Tensor) -> tf.Tensor:
-    """The one pixel scaling of tfq: uint8 [0, 255] -> float32 [0, 1]."""
-    return tf.cast(image, tf.float32) / 255.0
+UNIT_RANGE = (0.0, 1.0)  # what tfq's own models take
+
+
+def scale(image: tf.Tensor, input_range: tuple[float, float] | None = None) -> tf.Tensor:
+    """The one pixel scaling of tfq: uint8 [0, 255] -> float32 [LOW, HIGH], the range the model takes
+    (`input_range`, default [0, 1]). Written so that [0, 1] gives x / 255 and [0, 255] gives x exactly."""
+    lo, hi = input_range or UNIT_RANGE
+    return tf.cast(image, tf.float32) * (hi - lo) / 255.0 + lo
 
 
 def _augment(spec: Dataset):
@@ -215,13 +220,13 @@ def _augment(spec: Dataset):
     return fn
 
 
-def batches(ds: tf.data.Dataset, batch_size: int) -> tf.data.Dataset:
+def batches(ds: tf.data.Dataset, batch_size: int, input_range=None) -> tf.data.Dataset:
     """Evaluation batches, in file order: cache -> scale -> batch -> prefetch."""
-    return _scaled_batches(ds.cache(), batch_size)
+    return _scaled_batches(ds.cache(), batch_size, input_range)
 
 
-def _scaled_batches(ds: tf.data.Dataset, batch_size: int) -> tf.data.Dataset:
-    ds = ds.map(lambda x, y: (scale(x), y), num_parallel_calls=tf.data.AUTOTUNE)
+def _scaled_batches(ds: tf.data.Dataset, batch_size: int, input_range=None) -> tf.data.Dataset:
+    ds = ds.map(lambda x, y: (scale(x, input_range), y), num_parallel_calls=tf.data.AUTOTUNE)
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
@@ -231,7 +236,7 @@ def epoch_seed(seed: int, epoch: int) -> int:
 
 
 def training_epoch(
-    cached: tf.data.Dataset, spec: Dataset, batch_size: int, *, seed: int, epoch: int
+    cached: tf.data.Dataset, spec: Dataset, batch_size: int, *, seed: int, epoch: int, input_range=None
 ) -> tf.data.Dataset:
     """One epoch of training batches, shuffled and augmented from (seed, epoch) alone.
 
@@ -244,7 +249,7 @@ def training_epoch(
     if spec.augment:
         seeds = tf.data.Dataset.random(seed=s).batch(2).batch(2)
         ds = tf.data.Dataset.zip((ds, seeds)).map(_augment(spec), num_parallel_calls=tf.data.AUTOTUNE)
-    return _scaled_batches(ds, batch_size)
+    return _scaled_batches(ds, batch_size, input_range)
 
 
 def to_numpy(ds: tf.data.Dataset, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -260,7 +265,7 @@ def to_numpy(ds: tf.data.Dataset, limit: int | None = None) -> tuple[np.ndarray,
     return np.concatenate(xs), np.concatenate(ys).astype(np.int64)
 
 
-def calibration_samples(splits: Splits, n: int, seed: int = 0) -> np.ndarray:
+def calibration_samples(splits: Splits, n: int, seed: int = 0, input_range=None) -> np.ndarray:
     """`n` scaled training images, drawn by `seed` from the first max(10n, 1000) of the split.
 
     The draw uses numpy's generator, not a tf.data shuffle, so it does not depend on whatever
@@ -271,4 +276,4 @@ def calibration_samples(splits: Splits, n: int, seed: int = 0) -> np.ndarray:
     if n > len(pool):
         raise TfqError(f"asked for {n} calibration images, but the training split has {len(pool)}")
     chosen = np.sort(np.random.default_rng(seed).choice(len(pool), size=n, replace=False))
-    return scale(pool[chosen]).numpy()
+    return scale(pool[chosen], input_range).numpy()

@@ -173,3 +173,36 @@ def macs(model: keras.Model) -> int:
         elif isinstance(layer, keras.layers.Dense):
             total += layer.input_shape[-1] * layer.units
     return total
+
+
+def check(cfg) -> None:
+    """A stage's model setting names tfq's own model, a user's file (--model_file), or a run that holds
+    one already imported; else the unknown-model error."""
+    from tfq.models import imported
+
+    if cfg.model_file:
+        if not Path(cfg.model_file).exists():
+            raise TfqError(f"--model_file={cfg.model_file}: no such file or folder")
+        return
+    if cfg.model in MODELS:
+        return
+    if not imported.is_imported(artifacts.run_dir(cfg.artifacts, cfg.dataset, cfg.model)):
+        get(cfg.model)
+
+
+def run_of(cfg) -> Path:
+    """The run folder a stage's config names; a user's model (--model_file) is imported into it first
+    (skipped when the run already holds that very file)."""
+    from tfq.models import imported
+
+    check(cfg)
+    if cfg.model_file:
+        imported.import_model(cfg)
+    return artifacts.run_dir(cfg.artifacts, cfg.dataset, cfg.model)
+
+
+def input_range(run: Path, asked=None) -> tuple[float, float]:
+    """The pixel range the run's model takes (`imported.input_range`)."""
+    from tfq.models import imported
+
+    return imported.input_range(run, asked)

@@ -76,6 +76,7 @@ def fit_epochs(
     callbacks=(),
     after_epoch=None,
     stop=None,
+    input_range=None,
 ) -> dict:
     """Fit one epoch at a time, each on `data.training_epoch(seed, epoch)`; returns the history.
 
@@ -89,7 +90,7 @@ def fit_epochs(
     for epoch in range(start_epoch, epochs):
         # epochs=<all of them> so Keras prints "Epoch 3/20"; OneEpoch stops the fit after this one
         h = model.fit(
-            data.training_epoch(cached_train, spec, batch_size, seed=seed, epoch=epoch),
+            data.training_epoch(cached_train, spec, batch_size, seed=seed, epoch=epoch, input_range=input_range),
             validation_data=val_ds,
             initial_epoch=epoch,
             epochs=epochs,

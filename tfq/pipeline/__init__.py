@@ -11,6 +11,7 @@ still there, so a rerun does nothing and a changed flag reruns just the stages d
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -79,7 +80,7 @@ def validate(cfg: PipelineConfig) -> None:
         raise TfqError("--datasets and --models need at least one name each")
     for d in cfg.datasets:
         data.get(d)
-    for m in cfg.models:
+    for m in [] if cfg.model_file else cfg.models:
         models.get(m)
     cli.check_at_least(cfg, 0, "epochs", "max_train_examples", "max_eval_examples")
     cli.check_at_least(cfg, 1, "qat_epochs", "num_calibration", "latency_runs", "threads", "sweep_calibration_draws")
@@ -125,7 +126,11 @@ def _for_workers(cfg: PipelineConfig) -> PipelineConfig:
 
 def pipeline(cfg: PipelineConfig) -> Path:
     """Run every stage for every dataset x model, then the report; returns the report folder.
-    The chains run through `--executor` (one after another here, or as Ray tasks)."""
+    The chains run through `--executor` (one after another here, or as Ray tasks). With --model_file
+    the one model is the user's, imported into each dataset's run in place of training."""
+    if cfg.model_file:
+        name = cli.Run(model_file=cfg.model_file, run_name=cfg.run_name).model
+        cfg = dataclasses.replace(cfg, models=(name,))
     validate(cfg)
     started = time.time()
     environment = {"versions": versions(), "code": artifacts.code_digest()}  # once: the same for every stage

@@ -7,6 +7,7 @@ import dataclasses
 from absl import flags
 
 from tfq.core import cli
+from tfq.core.artifacts import TfqError
 from tfq.pipeline import pipeline
 from tfq.pipeline.config import PipelineConfig, with_preset
 
@@ -21,6 +22,8 @@ def _define_flags() -> None:
 def main(argv):
     del argv
     given = {name for name in dataclasses.asdict(PipelineConfig()) if name in FLAGS and FLAGS[name].present}
+    if FLAGS.model_file and "models" in given:
+        raise TfqError(f"--model_file={FLAGS.model_file} is the run's one model: it does not go with --models")
     pipeline(with_preset(cli.config_from_flags(PipelineConfig), given))
 
 

@@ -109,6 +109,10 @@ class PipelineConfig:
         "--executor=ray: HOST:PORT of a running cluster (`ray start --head`); "
         "default: a local Ray instance for this run.",
     )
+    # a user's model: the same settings as every stage's (`cli.Run`)
+    model_file: str | None = cli.same_setting(cli.Run, "model_file")
+    run_name: str | None = cli.same_setting(cli.Run, "run_name")
+    input_range: tuple[float, ...] | None = cli.same_setting(cli.Run, "input_range")
     data_root: str | None = cli.setting(None, "Raw dataset files (default: $TFQ_DATA_ROOT).")
     cache_dir: str | None = cli.setting(None, "tfds build folder (default: $TFQ_CACHE_DIR or ~/.cache/tfq).")
     # the defaults the command line started from (PRESETS); the report names a first look
@@ -142,6 +146,18 @@ def preset_note(cfg: PipelineConfig) -> str | None:
 
 def train_config(cfg: PipelineConfig, dataset: str, model: str) -> train.TrainConfig:
     """The tuned flagfile `flags/<dataset>_<model>.cfg` (`train.from_flagfile`), with the pipeline's overrides."""
+    if cfg.model_file:  # imported, not trained: no flagfile
+        return train.TrainConfig(
+            dataset=dataset,
+            model_file=cfg.model_file,
+            run_name=cfg.run_name,
+            input_range=cfg.input_range,
+            artifacts=cfg.artifacts,
+            data_root=cfg.data_root,
+            cache_dir=cfg.cache_dir,
+            max_train_examples=cfg.max_train_examples,
+            max_eval_examples=cfg.max_eval_examples,
+        )
     tc = train.from_flagfile(Path(cfg.flags_dir) / f"{dataset}_{model}.cfg", dataset, model)
     return dataclasses.replace(
         tc,

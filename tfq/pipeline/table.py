@@ -15,6 +15,7 @@ from tfq import (
     generalize,
     micro,
     mixed,
+    models,
     qat,
     sensitivity,
     sweep,
@@ -55,13 +56,15 @@ class Chain:
     mapper: Callable = map  # the sweep's lines: `map`, or Ray tasks
 
     def place(self) -> dict:
-        """The run's shared settings, which every stage's config takes."""
+        """The run's shared settings, which every stage's config takes: after the train stage, the
+        pixel range its model takes, as recorded (an imported model's is in the keys downstream)."""
         return {
             "dataset": self.dataset,
             "model": self.model,
             "artifacts": self.cfg.artifacts,
             "data_root": self.cfg.data_root,
             "cache_dir": self.cfg.cache_dir,
+            "input_range": models.input_range(self.run),
         }
 
     def file(self, name: str) -> Path:
@@ -146,10 +149,15 @@ STAGES = (
             else train.train(c)
         ),
         what=lambda chain, c: (
-            f"training the float {c.model} ({_count(c.epochs, 'epoch')}"
+            f"importing {c.model_file} in place of training"
+            if c.model_file
+            else f"training the float {c.model} ({_count(c.epochs, 'epoch')}"
             + (f" on {c.ray_workers} Ray Train workers)" if c.strategy == "ray" else ")")
         ),
-        headline=lambda r: f"test accuracy {_pct(r['test_accuracy'])}",
+        headline=lambda r: (
+            f"test accuracy {_pct(r['test_accuracy'])}"
+            + (f" with pixels scaled to {r['input_range'][0]:g}..{r['input_range'][1]:g}" if "imported" in r else "")
+        ),
     ),
     stages.Stage(
         "convert",

@@ -50,10 +50,20 @@ class Rung:
     weight_bits: int  # stored bits per weight, for the size estimate
     weight_dtype: str  # what the file must hold for the layer
     activation_dtype: str
+    ops: tuple[str, ...] | None = None  # the weight ops that can take it (None: all)
 
 
 RUNGS: tuple[Rung, ...] = (  # least precise first
-    Rung("w4", "4-bit per-channel weights, int8 activations", "aeq_a8w4.json", 4, "int4", "int8"),
+    # ai-edge-quantizer's policy has no int4 depthwise convolution: a depthwise layer on w4 holds int8
+    Rung(
+        "w4",
+        "4-bit per-channel weights, int8 activations",
+        "aeq_a8w4.json",
+        4,
+        "int4",
+        "int8",
+        ("CONV_2D", "FULLY_CONNECTED"),
+    ),
     Rung("int8", "int8 per-channel weights, int8 activations", "aeq_a8w8.json", 8, "int8", "int8"),
     Rung("a16w8", "int8 per-channel weights, int16 activations", "aeq_a16w8.json", 8, "int8", "int16"),
     Rung("float", "left in float32", None, 32, "float32", "float32"),
@@ -122,6 +132,12 @@ def layers(float_blob: bytes) -> list[Layer]:
     return out
 
 
+def held(rung: str, op: str) -> str:
+    """The rung a layer of `op` holds when assigned `rung`: the least precise one at or above it that
+    the op can take (a depthwise convolution on w4 holds int8)."""
+    return next(r.name for r in RUNGS[precision(rung) :] if r.ops is None or op in r.ops)
+
+
 def _rule(regex: str, rung: str) -> dict:
     if rung == "float":
         return {"regex": regex, "operation": "*", "algorithm_key": aeq.NO_QUANTIZE}
@@ -142,7 +158,7 @@ def recipe(assignment: dict[str, str], model_layers: list[Layer], default: str |
     default = default or default_rung(assignment)
     rules = [] if default == "float" else [_rule(".*", default)]
     for layer in model_layers:
-        rung = assignment[layer.name]
+        rung = held(assignment[layer.name], layer.op)
         if rung != default:
             rules.append(_rule("^" + re.escape(layer.scope) + "$", rung))
     return rules
@@ -171,15 +187,16 @@ def read_back(blob: bytes, model_layers: list[Layer], label: str) -> dict[str, d
 def check(blob: bytes, assignment: dict[str, str], model_layers: list[Layer], label: str) -> dict[str, dict]:
     """`read_back`, and a TfqError naming each layer that does not hold its assigned rung (the
     quantizer skips, without a word, a rule it cannot apply to an op)."""
-    held = read_back(blob, model_layers, label)
+    found = read_back(blob, model_layers, label)
+    want = {layer.name: held(assignment[layer.name], layer.op) for layer in model_layers}
     wrong = [
-        f"{n} holds {v['weights']} weights / {v['input']} activations, not {assignment[n]}"
-        for n, v in held.items()
-        if v["rung"] != assignment[n]
+        f"{n} holds {v['weights']} weights / {v['input']} activations, not {want[n]}"
+        for n, v in found.items()
+        if v["rung"] != want[n]
     ]
     if wrong:
         raise TfqError(f"{label}: ai-edge-quantizer did not apply the recipe: {'; '.join(wrong)}")
-    return held
+    return found
 
 
 class Scorer:
@@ -193,8 +210,10 @@ class Scorer:
         calibration: np.ndarray,
         images: np.ndarray,
         labels: np.ndarray,
+        input_range=None,
     ):
         self.float_blob, self.layers, self.images, self.labels = float_blob, model_layers, images, labels
+        self.input_range = tuple(input_range or (0.0, 1.0))  # tfq.data.UNIT_RANGE, without importing TensorFlow
         # min/max over the same images is one number per tensor whatever the recipe; the int8 and the
         # int16 recipes may not reach the same ops, so both are calibrated and merged
         self.calibration = {}
@@ -226,7 +245,7 @@ class Scorer:
         """Right or wrong, per validation image."""
         key = hashlib.sha256(blob).hexdigest()
         if key not in self._correct:
-            self._correct[key] = predict(blob, self.images) == self.labels
+            self._correct[key] = predict(blob, self.images, self.input_range) == self.labels
         return self._correct[key]
 
     def drop_pts(self, assignment: dict[str, str], default: str | None = None) -> tuple[float, bytes]:
@@ -234,12 +253,12 @@ class Scorer:
         return drop_pts(self.float_correct, self.correct(blob)), blob
 
 
-def predict(blob: bytes, images: np.ndarray) -> np.ndarray:
+def predict(blob: bytes, images: np.ndarray, input_range=None) -> np.ndarray:
     """Predicted classes of a flatbuffer for uint8 images; a file with ops outside XNNPACK (int16
     activations run on LiteRT's reference kernels, 100x slower) is split over every core."""
     from tfq.runtimes.harness import Classifier, dequantize  # imports TensorFlow: only when scoring
 
-    clf = Classifier(blob, label="mixed precision candidate")
+    clf = Classifier(blob, label="mixed precision candidate", input_range=input_range)
     processes = litert.cores() if "int16" in clf.flatbuffer.dtypes("activations") else 1
     return dequantize(clf.invoke_prepared(clf.prepare(images), processes), clf.output).argmax(1)
 
@@ -291,7 +310,9 @@ def search(scorer: Scorer, sensitivity: dict, budget_pts: float, objective: str,
     def within(drop: float) -> bool:  # a drop is a whole number of images: no float-rounding misses
         return drop <= budget_pts + 1e-9
 
-    assignment = {layer.name: steps[0] for layer in scorer.layers}
+    # each layer starts on the cheapest step it can hold (a depthwise convolution: not w4)
+    floor = {layer.name: next(s for s in steps if held(s, layer.op) == s) for layer in scorer.layers}
+    assignment = dict(floor)
     path = []
     scored_before = scorer.evaluations
 
@@ -329,7 +350,7 @@ def search(scorer: Scorer, sensitivity: dict, budget_pts: float, objective: str,
         raised.append(pick.name)
         drop = record(f"raise {pick.name} {steps[level]} -> {steps[level + 1]}")
     for name in dict.fromkeys(reversed(raised)):
-        while steps.index(assignment[name]) > 0:
+        while steps.index(assignment[name]) > steps.index(floor[name]):
             current = steps.index(assignment[name])
             trial = {**assignment, name: steps[current - 1]}
             trial_drop, blob = scorer.drop_pts(trial)

@@ -58,6 +58,7 @@ class Classifier:
         num_classes: int | None = None,
         xnnpack: bool = True,
         label: str | None = None,
+        input_range: tuple[float, float] | None = None,
     ):
         content = model if isinstance(model, (bytes, bytearray)) else _read(model)
         self.label = label or ("model bytes" if isinstance(model, (bytes, bytearray)) else str(model))
@@ -97,7 +98,8 @@ class Classifier:
         self.batch_size = shape[0]
         # Every uint8 pixel has one scaled-and-quantized value: a 256-entry table makes `prepare`
         # one indexing pass instead of a float round trip over the whole test set.
-        self._pixel_table = quantize(data.scale(np.arange(256, dtype=np.uint8)).numpy(), self.input)
+        self.input_range = tuple(input_range or data.UNIT_RANGE)
+        self._pixel_table = quantize(data.scale(np.arange(256, dtype=np.uint8), self.input_range).numpy(), self.input)
 
     def prepare(self, images: np.ndarray) -> np.ndarray:
         """uint8 images -> the model's input tensor values (scaled, then quantized if it is integer)."""

@@ -1,0 +1,175 @@
+"""tfq.models.imported: a user's own Keras model (`--model_file`) in place of training, with the pixel
+range it takes (`--input_range`) applied wherever pixels enter, and one-line errors for files that
+are not such a model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import STUDY, error_lines, pipeline_cli
+from tfq.core import artifacts
+
+RAW = "--input_range=0,255"
+
+
+def _digits_net(data_root, cache, folder: Path) -> Path:
+    """A Functional model as a user writes one: residual Add, a depthwise convolution with BatchNorm and
+    ReLU6, a 1x1 projection; it takes raw 0..255 pixels (no rescaling layer). Trained briefly here."""
+    from tfq import data
+    from tfq.core.backend import keras, tf
+
+    tf.keras.utils.set_random_seed(0)
+    splits = data.load("mnist", root=data_root, cache=cache, max_train=3000, max_eval=200)
+    x, y = data.to_numpy(splits.train)
+    inputs = keras.Input((28, 28, 1))
+    h = keras.layers.Conv2D(16, 3, strides=2, padding="same", activation="relu")(inputs)
+    r = keras.layers.DepthwiseConv2D(3, padding="same")(h)
+    r = keras.layers.BatchNormalization()(r)
+    r = keras.layers.ReLU(6.0)(r)
+    r = keras.layers.Conv2D(16, 1)(r)
+    h = keras.layers.ReLU()(keras.layers.Add()([h, r]))
+    h = keras.layers.Flatten()(keras.layers.MaxPooling2D()(h))
+    model = keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(h))
+    model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.fit(x.astype(np.float32), y, epochs=4, batch_size=64, verbose=0)
+    path = folder / "digits_net.keras"
+    model.save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def user_model(tmp_path_factory, data_root, cache) -> Path:
+    return _digits_net(data_root, cache, tmp_path_factory.mktemp("user-model"))
+
+
+def _flat_model(folder: Path, shape, classes: int, name: str) -> Path:
+    from tfq.core.backend import keras
+
+    inputs = keras.Input(shape)
+    model = keras.Model(inputs, keras.layers.Dense(classes, activation="softmax")(keras.layers.Flatten()(inputs)))
+    path = folder / name
+    model.save(path)
+    return path
+
+
+def test_a_users_residual_depthwise_model_on_raw_pixels_runs_through_the_pipeline_to_the_report(
+    user_model, tmp_path, data_root, cache
+):
+    settings = {k: v for k, v in STUDY.items() if k != "models"}
+    proc = pipeline_cli(tmp_path, data_root, cache, f"--model_file={user_model}", RAW, settings=settings)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = tmp_path / "mnist_digits_net"
+    made = json.loads((run / artifacts.TRAIN_JSON).read_text())
+    assert made["imported"]["source_sha256"] == artifacts.sha256(user_model)
+    assert made["input_range"] == [0.0, 255.0] and made["test_examples"] == STUDY["max_eval_examples"]
+    assert made["test_accuracy"] > 0.6, made  # fed the range it was trained on
+    manifests = [json.loads(p.read_text()) for p in run.glob("*.json") if p.with_suffix(".tflite").is_file()]
+    assert len(manifests) >= 18 and all(m.get("input_range") == [0.0, 255.0] for m in manifests if "mode" in m)
+    evals = {p.stem: json.loads(p.read_text()) for p in run.glob("eval_*.json")}
+    assert all(e["input_range"] == [0.0, 255.0] for e in evals.values())
+    # float32.tflite on the same test images scores what the Keras model scored at import
+    assert evals["eval_float32"]["accuracy"] == pytest.approx(made["test_accuracy"], abs=0.011)
+    bundle = json.loads((run / "export/int8_android/model.json").read_text())
+    assert bundle["input"]["pixel_scale"] == 1.0 and bundle["input"]["pixel_offset"] == 0.0
+    assert (
+        "#define TFQ_INT8_PIXEL_SCALE 1.0f\n#define TFQ_INT8_PIXEL_OFFSET 0.0f"
+        in (run / "export/int8_c/int8.h").read_text()
+    )
+    sens = json.loads((run / "sensitivity.json").read_text())
+    depthwise = [row for row in sens["layers"] if row["op"] == "DEPTHWISE_CONV_2D"]
+    assert depthwise and all(row["schemes"]["w4"]["held_as"] == "int8" for row in depthwise)
+    assert "mnist_digits_net" in (tmp_path / "report" / "report.md").read_text()
+    # a rerun finds every stage current, the import included
+    again = pipeline_cli(tmp_path, data_root, cache, f"--model_file={user_model}", RAW, settings=settings)
+    assert again.returncode == 0 and "[mnist_digits_net] train: current" in again.stdout, again.stdout[-2000:]
+
+
+def test_the_input_range_decides_the_score_and_later_stages_keep_the_runs_own(user_model, tmp_path, run_cli):
+    common = ("--dataset=mnist", f"--artifacts={tmp_path}", "--max_eval_examples=200", f"--model_file={user_model}")
+    unit = run_cli("train", *common, "--run_name=unit")
+    raw = run_cli("train", *common, "--run_name=raw", RAW)
+    assert unit.returncode == 0 and raw.returncode == 0, unit.stderr[-2000:] + raw.stderr[-2000:]
+    acc = {n: json.loads((tmp_path / f"mnist_{n}" / artifacts.TRAIN_JSON).read_text()) for n in ("unit", "raw")}
+    assert acc["unit"]["input_range"] == [0.0, 1.0] and acc["raw"]["input_range"] == [0.0, 255.0]
+    assert acc["raw"]["test_accuracy"] > acc["unit"]["test_accuracy"] + 0.05, acc
+    wrong = run_cli("convert", "--dataset=mnist", "--model=raw", f"--artifacts={tmp_path}", "--input_range=0,1")
+    assert wrong.returncode == 1 and error_lines(wrong.stderr) == [
+        "error: --input_range=0,1 does not fit mnist_raw, whose model takes 0,255 (recorded in its train.json)"
+    ]
+    assert not list((tmp_path / "mnist_raw").glob("*.tflite"))
+
+
+def test_a_float_result_near_chance_warns_and_names_the_input_range(tmp_path, run_cli):
+    """A model that answers the same class for every image scores about 10% on MNIST."""
+    from tfq.core.backend import keras
+
+    inputs = keras.Input((28, 28, 1))
+    dense = keras.layers.Dense(10, activation="softmax", kernel_initializer="zeros")
+    model = keras.Model(inputs, dense(keras.layers.Flatten()(inputs)))
+    dense.bias.assign(np.arange(10, dtype=np.float32))
+    model.save(tmp_path / "constant.keras")
+    proc = run_cli(
+        "train",
+        "--dataset=mnist",
+        f"--artifacts={tmp_path}",
+        "--max_eval_examples=200",
+        "--model_file=" + str(tmp_path / "constant.keras"),
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    warning = [line for line in proc.stderr.splitlines() if line.startswith("warning: ")]
+    assert len(warning) == 1 and "near chance" in warning[0] and "0..1" in warning[0]
+    assert "--input_range=LOW,HIGH" in warning[0]
+    assert json.loads((tmp_path / "mnist_constant" / artifacts.TRAIN_JSON).read_text())["near_chance"] is True
+
+
+@pytest.mark.parametrize(
+    "make, dataset, message",
+    [
+        (lambda d: d / "missing.keras", "mnist", "--model_file={p}: no such file or folder"),
+        (lambda d: d / "notes.txt", "mnist", "--model_file={p}: expected a .keras or .h5 file or a SavedModel folder"),
+        (lambda d: d, "mnist", "--model_file={p}: a folder must be a SavedModel (it has no saved_model.pb)"),
+        (lambda d: d / "broken.keras", "mnist", "--model_file={p} is not a tf_keras model"),
+        (
+            lambda d: _flat_model(d, (28, 28, 1), 10, "digits.keras"),
+            "cifar10",
+            "--model_file={p} takes images of shape [28, 28, 1] and outputs 10 scores, but cifar10 has images of "
+            "shape [32, 32, 3] and 10 classes",
+        ),
+        (
+            lambda d: _flat_model(d, (28, 28, 1), 5, "five.h5"),
+            "mnist",
+            "--model_file={p} takes images of shape [28, 28, 1] and outputs 5 scores, but mnist has images of "
+            "shape [28, 28, 1] and 10 classes",
+        ),
+    ],
+    ids=["missing", "not-a-model-suffix", "folder-without-savedmodel", "corrupt", "wrong-shape", "wrong-classes"],
+)
+def test_files_that_are_not_a_fitting_model_are_one_line_errors_that_leave_no_run(
+    make, dataset, message, tmp_path, run_cli
+):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("not a model")
+    (folder / "broken.keras").write_bytes(b"PK\x03\x04 truncated")
+    path = make(folder)
+    out = tmp_path / "artifacts"
+    proc = run_cli("train", f"--dataset={dataset}", f"--artifacts={out}", f"--model_file={path}")
+    lines = error_lines(proc.stderr)
+    assert proc.returncode == 1 and len(lines) == 1 and lines[0].startswith("error: " + message.format(p=path)), lines
+    assert not out.exists() or not any(out.rglob("*"))
+
+
+def test_run_name_and_input_range_flags_that_do_not_fit_are_one_line_errors(tmp_path, run_cli):
+    cases = {
+        ("--run_name=mine",): "error: --run_name=mine names an imported model: it needs --model_file",
+        ("--input_range=1,0",): "error: --input_range=1,0: expected LOW,HIGH with LOW < HIGH",
+        ("--input_range=0,1,2",): "error: --input_range=0,1,2: expected LOW,HIGH with LOW < HIGH",
+    }
+    for args, expected in cases.items():
+        proc = run_cli("train", "--dataset=mnist", f"--artifacts={tmp_path}", *args)
+        assert proc.returncode == 1 and error_lines(proc.stderr) == [expected], proc.stderr[-1500:]
+    assert not any(tmp_path.rglob("*"))

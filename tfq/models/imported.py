@@ -1,0 +1,171 @@
+"""A user's own Keras model in place of a trained one (`--model_file`): checked against the dataset,
+copied into its run folder with a train.json that records where it came from and what it scores.
+
+The run is `<dataset>_<file stem>` (or `<dataset>_<--run_name>`); every stage then reads it as it reads
+a run tfq trained. The pixel range the model takes (`--input_range`) is recorded in train.json and
+applied by every stage from there (`input_range`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+import time
+from pathlib import Path
+
+from tfq import data
+from tfq.core import artifacts, stats
+from tfq.core.artifacts import TfqError
+from tfq.core.backend import keras, versions
+
+FORMATS = {".keras": "tf_keras native", ".h5": "HDF5", ".hdf5": "HDF5"}  # and a folder: SavedModel
+CHANCE_MARGIN = 2.0  # a float32 test accuracy under this many times chance prints a warning
+
+
+def source_digest(path: Path) -> str:
+    """sha256 of the model file, or of every file of a SavedModel folder (names and contents)."""
+    if path.is_file():
+        return artifacts.sha256(path)
+    h = hashlib.sha256()
+    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+        h.update(str(f.relative_to(path)).encode() + b"\0" + bytes.fromhex(artifacts.sha256(f)))
+    return h.hexdigest()
+
+
+def check_path(path: str | Path) -> Path:
+    """`path` if it can hold a tf_keras model (a .keras or .h5 file, a SavedModel folder), else a one-line error."""
+    path = Path(path)
+    if not path.exists():
+        raise TfqError(f"--model_file={path}: no such file or folder")
+    if path.is_file() and path.suffix not in FORMATS:
+        raise TfqError(f"--model_file={path}: expected a .keras or .h5 file or a SavedModel folder")
+    if path.is_dir() and not (path / "saved_model.pb").is_file():
+        raise TfqError(f"--model_file={path}: a folder must be a SavedModel (it has no saved_model.pb)")
+    return path
+
+
+def load_user_model(path: str | Path) -> keras.Model:
+    """The tf_keras model at `path` (.keras, .h5 or a SavedModel folder), or a one-line error."""
+    path = check_path(path)
+    try:
+        model = keras.models.load_model(path, compile=False)
+    except Exception as e:  # noqa: BLE001 - tf_keras raises many types for a foreign or corrupt file
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise TfqError(f"--model_file={path} is not a tf_keras model ({type(e).__name__}: {first})") from None
+    if not isinstance(model, keras.Model) or len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise TfqError(f"--model_file={path}: expected a Keras model with one image input and one score output")
+    return model
+
+
+def check_fits(model: keras.Model, spec: data.Dataset, label: str) -> None:
+    """A one-line error naming both sides when the model's input shape or class count is not the dataset's."""
+    takes = tuple(model.input_shape[1:])
+    scores = model.output_shape[-1]
+    if takes != tuple(spec.shape) or scores != spec.num_classes:
+        raise TfqError(
+            f"{label} takes images of shape {list(takes)} and outputs {scores} scores, but {spec.name} has images "
+            f"of shape {list(spec.shape)} and {spec.num_classes} classes"
+        )
+
+
+def is_imported(run: Path) -> bool:
+    return "imported" in artifacts.read_json(run / artifacts.TRAIN_JSON, default={})
+
+
+def input_range(run: Path, asked: tuple[float, ...] | None = None) -> tuple[float, float]:
+    """The pixel range the run's model takes, as recorded when it was trained or imported ([0, 1] for
+    runs from before the setting); `asked` (a stage's --input_range) must agree with it."""
+    made = artifacts.read_json(run / artifacts.TRAIN_JSON, default={})
+    recorded = tuple(made.get("input_range") or data.UNIT_RANGE)
+    if asked is not None and tuple(asked) != recorded:
+        raise TfqError(
+            f"--input_range={','.join(f'{v:g}' for v in asked)} does not fit {run.name}, whose model takes "
+            f"{','.join(f'{v:g}' for v in recorded)} (recorded in its {artifacts.TRAIN_JSON})"
+        )
+    return recorded
+
+
+def warn_if_chance(accuracy: float, num_classes: int, pixels: tuple[float, float], label: str) -> bool:
+    """A warning on stderr when a float model scores near chance: most often the wrong pixel range."""
+    if accuracy >= CHANCE_MARGIN / num_classes:
+        return False
+    print(
+        f"warning: {label} scores {100 * accuracy:.2f}% on float32, near chance ({100 / num_classes:.1f}%): "
+        f"it was fed pixels scaled to {pixels[0]:g}..{pixels[1]:g}; if the model takes another range, "
+        "say so with --input_range=LOW,HIGH (e.g. 0,255 or -1,1)",
+        file=sys.stderr,
+        flush=True,
+    )
+    return True
+
+
+def _max_eval(cfg) -> int:
+    return int(getattr(cfg, "max_eval_examples", 0) or 0)
+
+
+def import_model(cfg) -> dict:
+    """Copy `cfg.model_file` into its run folder and test it there; returns the train.json written.
+    Skipped (the recorded train.json returned) when the run already holds this very file, tested on
+    the same data with the same pixel range."""
+    source = Path(cfg.model_file)
+    spec = data.get(cfg.dataset)
+    pixels = tuple(cfg.input_range or data.UNIT_RANGE)
+    run = artifacts.run_dir(cfg.artifacts, cfg.dataset, cfg.model)
+    digest = source_digest(check_path(source))
+    source_key = data.source_key(cfg.dataset, cfg.data_root, cfg.cache_dir)
+    made = artifacts.read_json(run / artifacts.TRAIN_JSON, default={})
+    copy = run / artifacts.MODEL_FILE
+    if (
+        made.get("imported", {}).get("source_sha256") == digest
+        and tuple(made.get("input_range", ())) == pixels
+        and made.get("data_source_key") == source_key
+        and made.get("max_eval_examples") == _max_eval(cfg)
+        and copy.is_file()
+        and made.get("model_sha256") == artifacts.sha256(copy)
+    ):
+        return made
+    model = load_user_model(source)
+    check_fits(model, spec, f"--model_file={source}")
+    artifacts.check_writable(run)  # only now: a file that does not load leaves no run folder behind
+    started = time.time()
+    splits = data.load(cfg.dataset, root=cfg.data_root, cache=cfg.cache_dir, max_eval=_max_eval(cfg) or None)
+    images, labels = data.to_numpy(splits.test)
+    scores = model.predict(data.scale(images, pixels).numpy(), batch_size=256, verbose=0)
+    correct = scores.argmax(1) == labels
+    val_images, val_labels = data.to_numpy(splits.val)
+    val_correct = (
+        model.predict(data.scale(val_images, pixels).numpy(), batch_size=256, verbose=0).argmax(1) == val_labels
+    )
+    accuracy = float(correct.mean())
+    with artifacts.atomic_path(copy) as tmp:
+        model.save(tmp)
+    from tfq import models  # the table's MACs count; models imports this module
+
+    result = {
+        "dataset": cfg.dataset,
+        "model": cfg.model,
+        "imported": {
+            "source": str(source.resolve()),
+            "source_sha256": digest,
+            "format": FORMATS.get(source.suffix, "SavedModel") if source.is_file() else "SavedModel",
+        },
+        "input_range": list(pixels),
+        "test_accuracy": accuracy,
+        "test_accuracy_interval": stats.wilson_interval(int(correct.sum()), len(correct)),
+        "val_accuracy": float(val_correct.mean()),
+        "near_chance": warn_if_chance(accuracy, spec.num_classes, pixels, f"{source.name} on {cfg.dataset}"),
+        "epochs": 0,
+        "history": {},
+        "test_examples": int(len(labels)),
+        "max_eval_examples": _max_eval(cfg),
+        "wall_time_s": round(time.time() - started, 1),
+        "params": int(model.count_params()),
+        "macs": models.macs(model),
+        "data_source": splits.source.to_json(),
+        "data_source_key": source_key,
+        "versions": versions(),
+        "code": artifacts.code_digest(),
+        "model_sha256": artifacts.sha256(copy),
+    }
+    artifacts.write_json(run / artifacts.TRAIN_JSON, result)
+    return result
