@@ -19,7 +19,7 @@ from absl import flags
 
 from tfq import convert, data, models
 from tfq.core import artifacts, cli, stats
-from tfq.core.artifacts import TfqError
+from tfq.core.artifacts import NotPossible, TfqError
 from tfq.core.backend import fresh_session, keras, tfmot, versions
 from tfq.models.fitting import fit_epochs
 from tfq.quant import modes
@@ -123,7 +123,9 @@ def qat(cfg: QatConfig) -> dict:
     try:
         qat_model = tfmot().quantization.keras.quantize_model(float_model)
     except (ValueError, RuntimeError) as e:
-        raise TfqError(f"tfmot cannot quantize {run / artifacts.MODEL_FILE}: {str(e).splitlines()[0][:200]}") from None
+        raise NotPossible(
+            f"tfmot cannot quantize {run / artifacts.MODEL_FILE}: {str(e).splitlines()[0][:200]}"
+        ) from None
     qat_history = _fit(qat_model, cfg, cached_train, spec, val_ds)
     qat_time = time.time() - started
     qat_blob, settings = convert.convert_model(qat_model, QAT_INT8)
@@ -240,7 +242,7 @@ def _n_bit_model(float_model: keras.Model, weight_bits: int, activation_bits: in
     try:
         return q.quantize_apply(q.quantize_annotate_model(float_model), scheme)
     except (ValueError, RuntimeError) as e:
-        raise TfqError(
+        raise NotPossible(
             f"tfmot cannot quantize the model at w{weight_bits}a{activation_bits}: {str(e).splitlines()[0][:200]}"
         ) from None
 

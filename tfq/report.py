@@ -59,6 +59,7 @@ SECTIONS = (
     generalization.section,
     evals.latency,  # latency and per-class change
     evals.stale,  # results left out: they no longer match their files
+    timing.not_possible,  # stages a run's model cannot go through (a layer a tool does not take)
     timing.stage_times,
     timing.scaleout,
 )

@@ -16,9 +16,10 @@ from tfq.core import artifacts
 RAW = "--input_range=0,255"
 
 
-def _digits_net(data_root, cache, folder: Path) -> Path:
+def _digits_net(data_root, cache, folder: Path, rescale: bool = False) -> Path:
     """A Functional model as a user writes one: residual Add, a depthwise convolution with BatchNorm and
-    ReLU6, a 1x1 projection; it takes raw 0..255 pixels (no rescaling layer). Trained briefly here."""
+    ReLU6, a 1x1 projection; it takes raw 0..255 pixels (`rescale`: through a Rescaling layer, which
+    tfmot cannot quantize). Trained briefly here."""
     from tfq import data
     from tfq.core.backend import keras, tf
 
@@ -26,7 +27,8 @@ def _digits_net(data_root, cache, folder: Path) -> Path:
     splits = data.load("mnist", root=data_root, cache=cache, max_train=3000, max_eval=200)
     x, y = data.to_numpy(splits.train)
     inputs = keras.Input((28, 28, 1))
-    h = keras.layers.Conv2D(16, 3, strides=2, padding="same", activation="relu")(inputs)
+    h = keras.layers.Rescaling(1 / 255)(inputs) if rescale else inputs
+    h = keras.layers.Conv2D(16, 3, strides=2, padding="same", activation="relu")(h)
     r = keras.layers.DepthwiseConv2D(3, padding="same")(h)
     r = keras.layers.BatchNormalization()(r)
     r = keras.layers.ReLU(6.0)(r)
@@ -36,7 +38,7 @@ def _digits_net(data_root, cache, folder: Path) -> Path:
     model = keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(h))
     model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
     model.fit(x.astype(np.float32), y, epochs=4, batch_size=64, verbose=0)
-    path = folder / "digits_net.keras"
+    path = folder / ("rescaled_net.keras" if rescale else "digits_net.keras")
     model.save(path)
     return path
 
@@ -86,6 +88,26 @@ def test_a_users_residual_depthwise_model_on_raw_pixels_runs_through_the_pipelin
     # a rerun finds every stage current, the import included
     again = pipeline_cli(tmp_path, data_root, cache, f"--model_file={user_model}", RAW, settings=settings)
     assert again.returncode == 0 and "[mnist_digits_net] train: current" in again.stdout, again.stdout[-2000:]
+
+
+def test_a_layer_tfmot_cannot_quantize_makes_qat_not_possible_and_the_rest_of_the_study_runs(
+    tmp_path, data_root, cache
+):
+    model = _digits_net(data_root, cache, tmp_path, rescale=True)
+    settings = {k: v for k, v in STUDY.items() if k not in ("models", "cross_datasets", "export_modes")}
+    proc = pipeline_cli(tmp_path / "a", data_root, cache, f"--model_file={model}", RAW, settings=settings)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    said = [line for line in proc.stdout.splitlines() if "qat: not possible on this run" in line]
+    assert len(said) == 1 and "tfmot cannot quantize" in said[0] and "Rescaling" in said[0], proc.stdout[-3000:]
+    run = tmp_path / "a" / "mnist_rescaled_net"
+    assert not (run / "qat_int8.tflite").exists() and (run / "eval_int8.json").is_file()
+    assert (run / "sweep.json").is_file() and (run / "micro.json").is_file() and (run / "generalize.json").is_file()
+    report = (tmp_path / "a" / "report" / "report.md").read_text()
+    assert (
+        "## Stages not possible on a run" in report and "| mnist_rescaled_net | qat | tfmot cannot quantize" in report
+    )
+    again = pipeline_cli(tmp_path / "a", data_root, cache, f"--model_file={model}", RAW, settings=settings)
+    assert "qat: not possible on this run (recorded)" in again.stdout, again.stdout[-2000:]
 
 
 def test_the_input_range_decides_the_score_and_later_stages_keep_the_runs_own(user_model, tmp_path, run_cli):

@@ -23,6 +23,11 @@ class TfqError(Exception):
     """An error a user can act on: printed as one line, exit status 1, no traceback."""
 
 
+class NotPossible(TfqError):
+    """A stage that cannot be done on this run's model (a layer a tool cannot handle): alone, an error;
+    in the pipeline, recorded with its reason while the other stages go on."""
+
+
 def run_dir(artifacts: str | os.PathLike, dataset: str, model: str) -> Path:
     """`<artifacts>/<dataset>_<model>`: where every stage of one dataset/model pair writes."""
     return Path(artifacts) / f"{dataset}_{model}"

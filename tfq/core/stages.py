@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from tfq.core import artifacts
+from tfq.core.artifacts import NotPossible
 
 STATE_FILE = "pipeline.json"
 
@@ -57,6 +58,10 @@ class Stages:
         Prints what the stage does, then its time and `headline(fn's result)`."""
         label = f"[{self.label}] {name}"
         recorded = self.state.get(name, {})
+        if not self.force and recorded.get("key") == key and recorded.get("not_possible"):
+            print(f"{label}: not possible on this run (recorded): {recorded['not_possible']}", flush=True)
+            self.skipped.append(name)
+            return
         if not self.force and recorded.get("key") == key and all(p.is_file() for p in outputs()):
             found = hashes(outputs())
             if recorded.get("outputs") == named(found):
@@ -71,7 +76,14 @@ class Stages:
             )
         print(f"{label}: {what}{self._progress(name)}", flush=True)
         started = time.time()
-        result = fn()
+        try:
+            result = fn()
+        except NotPossible as e:  # the rest of the chain goes on; the report lists it
+            self.state[name] = {"key": key, "not_possible": str(e), "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+            artifacts.write_json(self.state_path, self.state)
+            self.skipped.append(name)
+            print(f"{label}: not possible on this run: {e}", flush=True)
+            return
         seconds = time.time() - started
         found = hashes(outputs())
         self.state[name] = {

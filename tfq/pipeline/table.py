@@ -71,8 +71,10 @@ class Chain:
         return self.run / f"{name}.tflite"
 
     def targets(self) -> list[Path]:
-        """Every post-training mode and the QAT file: what evaluate measures."""
-        return [*(self.file(m) for m in modes.MODES), self.file(modes.QAT_INT8.name)]
+        """Every post-training mode and the QAT file (unless QAT was not possible): what evaluate measures."""
+        state = artifacts.read_json(self.run / stages.STATE_FILE, default={})
+        qat_file = [] if state.get("qat", {}).get("not_possible") else [self.file(modes.QAT_INT8.name)]
+        return [*(self.file(m) for m in modes.MODES), *qat_file]
 
     def mixed_stems(self) -> list[str]:
         return [stem for _, _, stem in mixed.planned(_mixed_config(self))] if self.cfg.mixed_budgets else []

@@ -29,7 +29,7 @@ import dataclasses
 import numpy as np
 
 from tfq.core import stats
-from tfq.core.artifacts import TfqError
+from tfq.core.artifacts import NotPossible, TfqError
 from tfq.core.backend import keras, tf
 
 PERCENTILE = 99.99  # the "percentile" range keeps this share of calibration values inside
@@ -163,12 +163,12 @@ def _graph(model: keras.Model) -> tuple[list, dict, object]:
     reads = {}
     for lyr in layers:
         if isinstance(lyr, keras.Model):
-            raise TfqError(f"simulation takes a flat model; {lyr.name} is a nested model")
+            raise NotPossible(f"simulation takes a flat model; {lyr.name} is a nested model")
         if len(lyr._inbound_nodes) != 1:  # noqa: SLF001
-            raise TfqError(f"simulation takes layers called once; {lyr.name} is shared")
+            raise NotPossible(f"simulation takes layers called once; {lyr.name} is shared")
         reads[id(lyr)] = [src for src, *_ in lyr._inbound_nodes[0].iterate_inbound()]  # noqa: SLF001
     if len(model.outputs) != 1:
-        raise TfqError(f"simulation takes a model with one output, not {len(model.outputs)}")
+        raise NotPossible(f"simulation takes a model with one output, not {len(model.outputs)}")
     return layers, reads, model.outputs[0]._keras_history.layer  # noqa: SLF001
 
 
@@ -190,7 +190,7 @@ def fold(model: keras.Model) -> list[_Step]:
     for lyr in layers:
         src = reads[id(lyr)]
         if isinstance(lyr, _NOT_MODELLED):
-            raise TfqError(f"simulation does not model {type(lyr).__name__} layers ({lyr.name})")
+            raise NotPossible(f"simulation does not model {type(lyr).__name__} layers ({lyr.name})")
         if isinstance(lyr, keras.layers.BatchNormalization):
             producer = src[0] if len(src) == 1 else None
             if not (
@@ -198,7 +198,7 @@ def fold(model: keras.Model) -> list[_Step]:
                 and consumers[id(producer)] == 1
                 and keras.activations.serialize(producer.activation) in ("linear", None)
             ):
-                raise TfqError(f"{lyr.name}: a BatchNormalization that follows no conv/Dense cannot be folded")
+                raise NotPossible(f"{lyr.name}: a BatchNormalization that follows no conv/Dense cannot be folded")
             step = steps[step_of[id(producer)]]
             gamma, beta, mean, var = (w.numpy() for w in (lyr.gamma, lyr.beta, lyr.moving_mean, lyr.moving_variance))
             factor = gamma / np.sqrt(var + lyr.epsilon)
@@ -219,7 +219,7 @@ def fold(model: keras.Model) -> list[_Step]:
                 step_of[id(lyr)] = len(steps) - 1
             continue
         if lyr.weights:
-            raise TfqError(f"simulation does not model {type(lyr).__name__} layers ({lyr.name})")
+            raise NotPossible(f"simulation does not model {type(lyr).__name__} layers ({lyr.name})")
         if isinstance(lyr, _GRID_KEEPING):
             point = None
         elif isinstance(lyr, _SAME_GRID):
@@ -229,7 +229,7 @@ def fold(model: keras.Model) -> list[_Step]:
         steps.append(_Step(lyr, point, inputs(lyr)))
         step_of[id(lyr)] = len(steps) - 1
     if step_of[id(output)] != len(steps) - 1:
-        raise TfqError(f"simulation needs the output layer ({output.name}) to be the last one called")
+        raise NotPossible(f"simulation needs the output layer ({output.name}) to be the last one called")
     # A fused activation makes its producer's output an inner (unquantized) value: TFLite fuses
     # ReLU and ReLU6 into the conv, Dense or Add that alone feeds it.
     readers = [0] * len(steps)

@@ -19,6 +19,24 @@ def _seconds(state: dict, stage: str) -> float | None:
     return state.get(stage, {}).get("seconds")
 
 
+def not_possible(study: Study) -> list[str]:
+    """The stages that could not be done on a run's model, each with the reason its stage gave."""
+    found = [
+        (n, s, v["not_possible"]) for n, r in study.runs.items() for s, v in r["stages"].items() if "not_possible" in v
+    ]
+    if not found:
+        return []
+    md = [
+        "## Stages not possible on a run",
+        "",
+        "Each stage below could not be done on its run's model; the pipeline recorded why and ran the rest.",
+        "",
+        "| run | stage | why |",
+        "|---|---|---|",
+    ]
+    return md + [f"| {n} | {s} | {why} |" for n, s, why in found] + [""]
+
+
 def stage_times(study: Study) -> list[str]:
     """The stage-time table, with totals and the share of everything but training."""
     runs = study.runs
