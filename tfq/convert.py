@@ -117,10 +117,8 @@ def _float_flatbuffer(run: Path, source_digest: str, made: dict) -> bytes:
         return made["float32"]
     path = run / "float32.tflite"
     manifest = artifacts.read_json(run / "float32.json", default=None)
-    remake = (
-        f"python -m tfq.convert --dataset={run.name.rpartition('_')[0]} --model={run.name.rpartition('_')[2]} "
-        f"--mode=float32 --artifacts={run.parent}"
-    )
+    dataset, model_name = data.split_run(run.name)
+    remake = f"python -m tfq.convert --dataset={dataset} --model={model_name} --mode=float32 --artifacts={run.parent}"
     if not path.is_file():
         raise TfqError(f"ai-edge-quantizer recipes start from {path}, which does not exist; make it with: {remake}")
     if (manifest or {}).get("source_model", {}).get("sha256") != source_digest:

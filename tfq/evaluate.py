@@ -201,7 +201,7 @@ def evaluate(cfg: EvalConfig) -> list[dict]:
             )
         if cfg.compare_naive:
             t0 = time.perf_counter()
-            naive = harness.naive_predictions(path, images)
+            naive = harness.naive_predictions(path, images, pixels)
             naive_s = time.perf_counter() - t0
             result["naive_loop"] = {
                 "seconds": naive_s,
@@ -240,6 +240,7 @@ def saved_predictions(path: Path, examples: int, source: dict) -> np.ndarray | N
         or result.get("examples") != examples
         or result.get("split") != "test"
         or result.get("data_source") != json.loads(json.dumps(source, default=str))
+        or tuple(result.get("input_range") or data.UNIT_RANGE) != models.input_range(path.parent)
         or not npy.is_file()
         or artifacts.sha256(npy) != saved.get("sha256")
     ):

@@ -84,7 +84,7 @@ def mixed(cfg: MixedConfig, log=None) -> list[dict]:
     )
     scorer, digest, splits = sensitivity.scorer_for(sc, run)
     sens = artifacts.read_json(run / sensitivity.SENSITIVITY_JSON, default={})
-    if sens.get("key") != sc.key(digest):
+    if sens.get("key") != sc.key(digest, scorer.input_range):
         sens = sensitivity.sensitivity(sc)
     test_images, test_labels = data.to_numpy(splits.test)
     names = [layer.name for layer in scorer.layers]

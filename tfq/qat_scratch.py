@@ -20,6 +20,7 @@ from tfq import convert, data, evaluate, models, qat
 from tfq.core import artifacts, cli, stats
 from tfq.core.artifacts import TfqError
 from tfq.core.backend import fresh_session, keras, tfmot, versions
+from tfq.models import imported
 from tfq.models.fitting import compile_for_training, fit_epochs
 from tfq.quant import modes
 from tfq.runtimes import flatbuffer, harness
@@ -44,7 +45,7 @@ def from_scratch(cfg: ScratchConfig) -> dict:
     if cfg.scheme not in SCHEMES:
         raise TfqError(f"--scheme={cfg.scheme}: choose one of {', '.join(SCHEMES)}")
     data.get(cfg.dataset)
-    if cfg.model_file or cfg.model not in models.MODELS:
+    if cfg.model_file or imported.is_imported(artifacts.run_dir(cfg.artifacts, cfg.dataset, cfg.model)):
         raise TfqError(
             f"QAT from scratch retrains one of tfq's own models ({', '.join(models.MODELS)}) with its training "
             f"settings; {cfg.model} is a model of your own (fine-tune it with python -m tfq.qat instead)"
@@ -82,12 +83,13 @@ def from_scratch(cfg: ScratchConfig) -> dict:
         batch_size=tc.batch_size,
         seed=tc.seed,
         epochs=tc.epochs,
-        val_ds=data.batches(splits.val, tc.batch_size),
+        val_ds=data.batches(splits.val, tc.batch_size, tc.input_range),
+        input_range=tc.input_range,
     )
     fit_s = time.time() - started
 
     test_x, test_y = data.to_numpy(splits.test)
-    scaled = data.scale(test_x).numpy()
+    scaled = data.scale(test_x, tc.input_range).numpy()
     correct = {
         "float32": models.predict_classes(float_model, scaled) == test_y,
         "qat_from_scratch_keras": models.predict_classes(model, scaled) == test_y,
@@ -107,7 +109,9 @@ def from_scratch(cfg: ScratchConfig) -> dict:
     if cfg.scheme == "int8":
         blob, _ = convert.convert_model(model, modes.QAT_INT8)
         modes.verify(modes.QAT_INT8, flatbuffer.read(blob), "qat_scratch_int8.tflite")
-        correct["qat_from_scratch_int8_file"] = harness.Classifier(blob).predict(test_x).argmax(1) == test_y
+        correct["qat_from_scratch_int8_file"] = (
+            harness.Classifier(blob, input_range=tc.input_range).predict(test_x).argmax(1) == test_y
+        )
         result["size_bytes"] = len(blob)
     # the other timings on the same images, where their files are current
     for name, path in (

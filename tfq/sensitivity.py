@@ -51,11 +51,14 @@ class SensitivityConfig(cli.Run):
         cli.check_at_least(self, 1, "num_calibration", "error_examples", "latency_runs")
         cli.check_at_least(self, 0, "max_eval_examples")
 
-    def key(self, float_sha256: str) -> dict:
+    def key(self, float_sha256: str, input_range=None) -> dict:
         """What a sensitivity.json must match to be reused for a scorer built from this config: the
-        float file, the calibration, the validation images (their source and slice), the schemes,
-        and tfq's own code."""
+        float file, the calibration, the validation images (their source and slice, and the pixel
+        range where it is not [0, 1]: the float file's bytes do not depend on it), the schemes, and
+        tfq's own code."""
+        pixels = {} if tuple(input_range or data.UNIT_RANGE) == data.UNIT_RANGE else {"input_range": list(input_range)}
         return {
+            **pixels,
             "float32_sha256": float_sha256,
             "num_calibration": self.num_calibration,
             "seed": self.seed,
@@ -70,10 +73,8 @@ class SensitivityConfig(cli.Run):
 def float_flatbuffer(run) -> tuple[bytes, str]:
     """The run's float32.tflite and its digest, refused when it was not made from the current model."""
     path, model = run / "float32.tflite", run / artifacts.MODEL_FILE
-    remake = (
-        f"python -m tfq.convert --dataset={run.name.rpartition('_')[0]} "
-        f"--model={run.name.rpartition('_')[2]} --mode=float32 --artifacts={run.parent}"
-    )
+    dataset, model_name = data.split_run(run.name)
+    remake = f"python -m tfq.convert --dataset={dataset} --model={model_name} --mode=float32 --artifacts={run.parent}"
     if not path.is_file() or not model.is_file():
         raise TfqError(f"{path} does not exist (or its trained model is missing); make it with: {remake}")
     manifest = artifacts.read_json(run / "float32.json", default=None)
@@ -188,7 +189,7 @@ def sensitivity(cfg: SensitivityConfig) -> dict:
         "model": cfg.model,
         "split": "validation",
         "input_range": list(scorer.input_range),
-        "key": cfg.key(digest),
+        "key": cfg.key(digest, scorer.input_range),
         "calibration": {"images": cfg.num_calibration, "seed": cfg.seed, "rule": mixed_search.CALIBRATION_RULE},
         "error_examples": cfg.error_examples,
         "data_source": splits.source.to_json(),

@@ -131,7 +131,9 @@ class TrainConfig(cli.Run):
         if self.strategy != "ray":  # the same key as before Ray Train existed
             keyed.pop("ray_workers")
         if not self.early_stopping_patience:  # off: the same key as before the option existed
-            keyed.pop("early_stopping_patience"), keyed.pop("early_stopping_monitor"), keyed.pop("max_eval_examples")
+            keyed.pop("early_stopping_patience"), keyed.pop("early_stopping_monitor")
+            if not self.model_file:  # an import is tested on the slice: it counts
+                keyed.pop("max_eval_examples")
         return hashlib.sha256(json.dumps(keyed, sort_keys=True, default=list).encode()).hexdigest()[:12]
 
 

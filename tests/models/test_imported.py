@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import STUDY, error_lines, pipeline_cli
+from tests.conftest import STUDY, STUDY_EXPORTS, STUDY_STAGES, error_lines, pipeline_cli
 from tfq.core import artifacts
 
 RAW = "--input_range=0,255"
@@ -87,7 +87,10 @@ def test_a_users_residual_depthwise_model_on_raw_pixels_runs_through_the_pipelin
     assert "mnist_digits_net" in (tmp_path / "report" / "report.md").read_text()
     # a rerun finds every stage current, the import included
     again = pipeline_cli(tmp_path, data_root, cache, f"--model_file={user_model}", RAW, settings=settings)
-    assert again.returncode == 0 and "[mnist_digits_net] train: current" in again.stdout, again.stdout[-2000:]
+    assert again.returncode == 0, again.stderr[-2000:]
+    for stage in (*STUDY_STAGES, *STUDY_EXPORTS):
+        assert f"[mnist_digits_net] {stage}: current, skipped" in again.stdout, (stage, again.stdout[-2000:])
+    assert "[report] report: current, skipped" in again.stdout
 
 
 def test_a_layer_tfmot_cannot_quantize_makes_qat_not_possible_and_the_rest_of_the_study_runs(
@@ -123,6 +126,11 @@ def test_the_input_range_decides_the_score_and_later_stages_keep_the_runs_own(us
         "error: --input_range=0,1 does not fit mnist_raw, whose model takes 0,255 (recorded in its train.json)"
     ]
     assert not list((tmp_path / "mnist_raw").glob("*.tflite"))
+    # a later stage given the file again, without a range, keeps the one recorded at import
+    again = run_cli("convert", *common, "--run_name=raw", "--mode=int8")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert json.loads((tmp_path / "mnist_raw" / "int8.json").read_text())["input_range"] == [0.0, 255.0]
+    assert json.loads((tmp_path / "mnist_raw" / artifacts.TRAIN_JSON).read_text()) == acc["raw"]  # not re-imported
 
 
 def test_a_float_result_near_chance_warns_and_names_the_input_range(tmp_path, run_cli):

@@ -128,6 +128,13 @@ DATASETS: dict[str, Dataset] = {
 }
 
 
+def split_run(name: str) -> tuple[str, str]:
+    """(dataset, model) of a run folder's name `<dataset>_<model>`: the longest dataset name it starts
+    with (dataset and model names may both hold '_': fashion_mnist_my_net)."""
+    dataset = max((d for d in DATASETS if name.startswith(d + "_")), key=len, default=name.partition("_")[0])
+    return dataset, name[len(dataset) + 1 :]
+
+
 def get(name: str) -> Dataset:
     try:
         return DATASETS[name]

@@ -142,7 +142,9 @@ def load_trained(run: str | os.PathLike) -> keras.Model:
     """The trained float model of a run folder, with a clear error when it is missing or bad."""
     path = Path(run) / artifacts.MODEL_FILE
     if not path.is_file():
-        dataset, _, model = Path(run).name.rpartition("_")
+        from tfq import data
+
+        dataset, model = data.split_run(Path(run).name)
         raise TfqError(
             f"no trained model at {path}; make it with: python -m tfq.train --dataset={dataset} --model={model}"
             f" --artifacts={Path(run).parent}"
@@ -197,7 +199,7 @@ def run_of(cfg) -> Path:
 
     check(cfg)
     if cfg.model_file:
-        imported.import_model(cfg)
+        imported.ensure(cfg)
     return artifacts.run_dir(cfg.artifacts, cfg.dataset, cfg.model)
 
 

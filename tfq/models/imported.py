@@ -103,22 +103,41 @@ def _max_eval(cfg) -> int:
     return int(getattr(cfg, "max_eval_examples", 0) or 0)
 
 
+def ensure(cfg) -> None:
+    """A stage other than train given --model_file: import it unless the run already holds this very
+    file at the asked (or no) range; its test slice and tfq's code are the train stage's to renew."""
+    run = artifacts.run_dir(cfg.artifacts, cfg.dataset, cfg.model)
+    made = artifacts.read_json(run / artifacts.TRAIN_JSON, default={})
+    held = made.get("imported", {}).get("source_sha256")
+    asked = cfg.input_range is None or tuple(cfg.input_range) == tuple(made.get("input_range", ()))
+    if not (
+        held and held == source_digest(check_path(cfg.model_file)) and asked and (run / artifacts.MODEL_FILE).is_file()
+    ):
+        import_model(cfg)
+
+
 def import_model(cfg) -> dict:
     """Copy `cfg.model_file` into its run folder and test it there; returns the train.json written.
     Skipped (the recorded train.json returned) when the run already holds this very file, tested on
     the same data with the same pixel range."""
     source = Path(cfg.model_file)
     spec = data.get(cfg.dataset)
-    pixels = tuple(cfg.input_range or data.UNIT_RANGE)
     run = artifacts.run_dir(cfg.artifacts, cfg.dataset, cfg.model)
     digest = source_digest(check_path(source))
     source_key = data.source_key(cfg.dataset, cfg.data_root, cfg.cache_dir)
     made = artifacts.read_json(run / artifacts.TRAIN_JSON, default={})
+    if made and "imported" not in made:
+        raise TfqError(f"{run} holds a model tfq trained; name the import another way (--run_name)")
+    same_file = made.get("imported", {}).get("source_sha256") == digest
+    # no range asked: this file's recorded one (a later stage given --model_file keeps it), else [0, 1]
+    pixels = tuple(cfg.input_range or (same_file and made.get("input_range")) or data.UNIT_RANGE)
     copy = run / artifacts.MODEL_FILE
     if (
-        made.get("imported", {}).get("source_sha256") == digest
+        same_file
         and tuple(made.get("input_range", ())) == pixels
         and made.get("data_source_key") == source_key
+        and made.get("code") == artifacts.code_digest()
+        and made.get("versions") == versions()
         and made.get("max_eval_examples") == _max_eval(cfg)
         and copy.is_file()
         and made.get("model_sha256") == artifacts.sha256(copy)
@@ -137,9 +156,17 @@ def import_model(cfg) -> dict:
         model.predict(data.scale(val_images, pixels).numpy(), batch_size=256, verbose=0).argmax(1) == val_labels
     )
     accuracy = float(correct.mean())
-    with artifacts.atomic_path(copy) as tmp:
-        model.save(tmp)
+    try:
+        with artifacts.atomic_path(copy) as tmp:
+            model.save(tmp)
+    except Exception as e:  # noqa: BLE001 - a revived SavedModel may not save as .keras
+        raise TfqError(f"--model_file={source}: tf_keras cannot save it as {artifacts.MODEL_FILE} ({e})") from None
     from tfq import models  # the table's MACs count; models imports this module
+
+    try:
+        macs = models.macs(model)
+    except (AttributeError, ValueError, TypeError):  # a layer called twice has no single output shape
+        macs = None
 
     result = {
         "dataset": cfg.dataset,
@@ -160,7 +187,7 @@ def import_model(cfg) -> dict:
         "max_eval_examples": _max_eval(cfg),
         "wall_time_s": round(time.time() - started, 1),
         "params": int(model.count_params()),
-        "macs": models.macs(model),
+        "macs": macs,
         "data_source": splits.source.to_json(),
         "data_source_key": source_key,
         "versions": versions(),

@@ -78,6 +78,8 @@ def validate(cfg: PipelineConfig) -> None:
     """Every flag and every flagfile the run will read, before any stage starts."""
     if not cfg.datasets or not cfg.models:
         raise TfqError("--datasets and --models need at least one name each")
+    if cfg.run_name and not cfg.model_file:
+        raise TfqError(f"--run_name={cfg.run_name} names an imported model: it needs --model_file")
     for d in cfg.datasets:
         data.get(d)
     for m in [] if cfg.model_file else cfg.models:

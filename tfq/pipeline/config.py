@@ -146,24 +146,16 @@ def preset_note(cfg: PipelineConfig) -> str | None:
 
 def train_config(cfg: PipelineConfig, dataset: str, model: str) -> train.TrainConfig:
     """The tuned flagfile `flags/<dataset>_<model>.cfg` (`train.from_flagfile`), with the pipeline's overrides."""
+    places = {"artifacts": cfg.artifacts, "data_root": cfg.data_root, "cache_dir": cfg.cache_dir}
     if cfg.model_file:  # imported, not trained: no flagfile
-        return train.TrainConfig(
-            dataset=dataset,
-            model_file=cfg.model_file,
-            run_name=cfg.run_name,
-            input_range=cfg.input_range,
-            artifacts=cfg.artifacts,
-            data_root=cfg.data_root,
-            cache_dir=cfg.cache_dir,
-            max_train_examples=cfg.max_train_examples,
-            max_eval_examples=cfg.max_eval_examples,
-        )
+        user = {"model_file": cfg.model_file, "run_name": cfg.run_name, "input_range": cfg.input_range}
+        slices = {"max_train_examples": cfg.max_train_examples, "max_eval_examples": cfg.max_eval_examples}
+        return train.TrainConfig(dataset=dataset, **user, **places, **slices)
     tc = train.from_flagfile(Path(cfg.flags_dir) / f"{dataset}_{model}.cfg", dataset, model)
     return dataclasses.replace(
         tc,
-        artifacts=cfg.artifacts,
-        data_root=cfg.data_root,
-        cache_dir=cfg.cache_dir,
+        **places,
+        input_range=cfg.input_range or tc.input_range,
         epochs=cfg.epochs or tc.epochs,
         max_train_examples=cfg.max_train_examples or tc.max_train_examples,
         max_eval_examples=cfg.max_eval_examples or tc.max_eval_examples,

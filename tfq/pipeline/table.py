@@ -317,9 +317,7 @@ def _export_stage(mode: str, fmt: str) -> stages.Stage:
 
     return stages.Stage(
         f"export {mode} {fmt}",
-        lambda chain: export.ExportConfig(
-            dataset=chain.dataset, model=chain.model, mode=mode, format=fmt, artifacts=chain.cfg.artifacts
-        ),
+        lambda chain: export.ExportConfig(**chain.place(), mode=mode, format=fmt),
         reads=lambda chain, c: [chain.file(mode)],
         writes=lambda chain, c: [chain.run / "export" / f"{mode}_{fmt}" / name for name in export.files(mode, fmt)],
         function=lambda chain, c: export.export(c),

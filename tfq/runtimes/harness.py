@@ -162,7 +162,14 @@ def interleaved_latency_us(
     """
     singles = {}
     for name, clf in classifiers.items():
-        single = Classifier(clf.content, threads=clf.threads, batch_size=1, xnnpack=clf.xnnpack, label=clf.label)
+        single = Classifier(
+            clf.content,
+            threads=clf.threads,
+            batch_size=1,
+            xnnpack=clf.xnnpack,
+            label=clf.label,
+            input_range=clf.input_range,
+        )
         single.interpreter.set_tensor(single.input["index"], single.prepare(image[None, ...]))
         for _ in range(warmup):
             single.interpreter.invoke()
@@ -194,9 +201,11 @@ def interleaved_latency_us(
     return out
 
 
-def naive_input(images: np.ndarray, inp: dict) -> np.ndarray:
-    """The tutorials' input quantization: scale to [0, 1], then round and clip to the input dtype."""
-    x = images.astype(np.float32) / 255.0
+def naive_input(images: np.ndarray, inp: dict, input_range=None) -> np.ndarray:
+    """The tutorials' input quantization: scale to [LOW, HIGH] ([0, 1] by default), then round and clip
+    to the input dtype."""
+    lo, hi = input_range or (0.0, 1.0)
+    x = images.astype(np.float32) * (hi - lo) / 255.0 + lo
     if inp["dtype"] != np.float32:
         scale, zero_point = inp["quantization"]
         info = np.iinfo(inp["dtype"])
@@ -204,7 +213,7 @@ def naive_input(images: np.ndarray, inp: dict) -> np.ndarray:
     return x.astype(inp["dtype"])
 
 
-def naive_predictions(model: str | os.PathLike, images: np.ndarray) -> np.ndarray:
+def naive_predictions(model: str | os.PathLike, images: np.ndarray, input_range=None) -> np.ndarray:
     """The TensorFlow tutorials' loop: one image at a time, quantizing each by hand (rounded and
     clipped, as the converter's own quantize op does). A yardstick written apart from `quantize`."""
     with console.quiet():
@@ -213,7 +222,7 @@ def naive_predictions(model: str | os.PathLike, images: np.ndarray) -> np.ndarra
     inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
     preds = []
     for image in images:
-        interpreter.set_tensor(inp["index"], naive_input(image[None, ...], inp))
+        interpreter.set_tensor(inp["index"], naive_input(image[None, ...], inp, input_range))
         interpreter.invoke()
         preds.append(int(np.argmax(interpreter.get_tensor(out["index"])[0])))
     return np.array(preds)
