@@ -90,8 +90,9 @@ CHECKS = {
     "aeq_a8w8_sym": Scheme(8, True, True, 8, True, "ema"),
     "aeq_a8w8_pertensor": Scheme(8, True, False, 8, False, "ema"),
     "aeq_a16w8": Scheme(8, True, True, 16, True, "ema"),
-    "aeq_a8w4": Scheme(4, True, True, 8, False, "ema"),
-    "aeq_w4": Scheme(4, True, True, None),
+    # ai-edge-quantizer's 4-bit files: depthwise kernels int8 (tfq's a8w4 recipes) or float (weight-only)
+    "aeq_a8w4": Scheme(4, True, True, 8, False, "ema", depthwise="int8"),
+    "aeq_w4": Scheme(4, True, True, None, depthwise="float"),
 }
 # Paired comparisons between two lines at each width, on the same grid images and (for
 # activations) the same calibration draw: (label, line, minus this line).

@@ -9,7 +9,7 @@ import pytest
 from tfq import data, models, sweep
 from tfq.core.artifacts import TfqError
 from tfq.quant import aeq
-from tfq.quant.simulate import FAILED, PASSED, Scheme, Simulator, fake_quant_weights
+from tfq.quant.simulate import FAILED, PASSED, Scheme, Simulator, channels_last, fake_quant_weights
 from tfq.runtimes import harness
 
 
@@ -212,3 +212,40 @@ def test_layers_the_simulation_cannot_model_are_named_in_one_line(layer, message
     outputs = keras.layers.Dense(2, activation="softmax")(keras.layers.Flatten()(x))
     with pytest.raises(TfqError, match=message.replace("(", r"\(").replace(")", r"\)")):
         Simulator(keras.Model(inputs, outputs), np.zeros((2, 8, 8, 3), np.float32))
+
+
+def test_four_bit_schemes_can_hold_depthwise_kernels_as_ai_edge_quantizers_files_do():
+    """ai-edge-quantizer has no int4 depthwise kernel: its a8w4 files hold depthwise weights in int8 and its
+    weight-only w4 files leave them float, while the other kernels take 4 bits."""
+    from tfq.core.backend import keras
+
+    model = _graph_model("mobilenet")
+    sim = Simulator(model, data.scale(_images(8, 1)).numpy())
+    depthwise = next(s for s in sim.steps if isinstance(s.layer, keras.layers.DepthwiseConv2D))
+    pointwise = next(s for s in sim.steps if type(s.layer) is keras.layers.Conv2D)
+
+    def on_grid(channels, bits) -> bool:  # symmetric narrow range: multiples of max|w| / (2^(b-1) - 1)
+        return all(
+            np.allclose(
+                c / (np.abs(c).max() / (2 ** (bits - 1) - 1)),
+                np.round(c / (np.abs(c).max() / (2 ** (bits - 1) - 1))),
+                atol=1e-3,
+            )
+            for c in channels
+        )
+
+    for held, bits in (("int8", 8), ("float", None), ("same", 4)):
+        sim._set_weights(Scheme(weight_bits=4, depthwise=held))  # noqa: SLF001
+        dw = channels_of(depthwise.layer, depthwise.layer.depthwise_kernel.numpy())
+        assert on_grid(channels_of(pointwise.layer, pointwise.layer.kernel.numpy()), 4)
+        if bits is None:
+            np.testing.assert_array_equal(depthwise.layer.depthwise_kernel.numpy(), sim.kernels[id(depthwise)])
+        else:
+            assert on_grid(dw, bits) and (bits == 4 or not on_grid(dw, 4))
+    assert Scheme(weight_bits=4, depthwise="int8").name == "w4sc_dwint8"
+
+
+def channels_of(layer, kernel: np.ndarray) -> list[np.ndarray]:
+    """Each quantized channel's values (a depthwise kernel's in*multiplier channels: TFLite's layout)."""
+    flat = channels_last(layer, kernel)
+    return list(flat.reshape(-1, flat.shape[-1]).T)

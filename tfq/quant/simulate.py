@@ -50,11 +50,16 @@ class Scheme:
     activation_symmetric: bool = False
     activation_range: str = "minmax"
     dense_per_channel: bool | None = None  # None: as `per_channel` (False: tfmot n-bit QAT's Dense grid)
+    # depthwise kernels: "same" as the others, "int8" (8-bit per channel) or "float": ai-edge-quantizer's
+    # 4-bit files hold them so, having no int4 DEPTHWISE_CONV_2D
+    depthwise: str = "same"
 
     def __post_init__(self):
         for bits in (self.weight_bits, self.activation_bits):
             if bits is not None and not 2 <= bits <= 16:
                 raise TfqError(f"simulated bits must be 2 to 16, not {bits}")
+        if self.depthwise not in ("same", "int8", "float"):
+            raise TfqError(f"depthwise weights {self.depthwise!r}: choose same, int8 or float")
         if self.activation_range not in RANGE_METHODS:
             raise TfqError(f"activation range {self.activation_range!r}: choose one of {', '.join(RANGE_METHODS)}")
 
@@ -70,6 +75,7 @@ class Scheme:
                     if self.dense_per_channel in (None, self.per_channel)
                     else f"{'c' if self.dense_per_channel else 't'}dense"
                 )
+                + ("" if self.depthwise == "same" else f"_dw{self.depthwise}")
             )
         if self.activation_bits:
             parts.append(f"a{self.activation_bits}{'s' if self.activation_symmetric else 'a'}_{self.activation_range}")
@@ -368,15 +374,15 @@ class Simulator:
             if id(step) not in self.kernels:
                 continue
             kernel = self.kernels[id(step)]
-            if scheme.weight_bits:
-                per_channel = scheme.per_channel
+            bits, symmetric, per_channel = scheme.weight_bits, scheme.weight_symmetric, scheme.per_channel
+            if _depthwise(step) and scheme.depthwise != "same":
+                bits, symmetric, per_channel = (8, True, True) if scheme.depthwise == "int8" else (None, True, True)
+            if bits:
                 if isinstance(step.layer, keras.layers.Dense) and scheme.dense_per_channel is not None:
                     per_channel = scheme.dense_per_channel
-                key = (id(step), scheme.weight_bits, scheme.weight_symmetric, per_channel)
+                key = (id(step), bits, symmetric, per_channel)
                 if key not in self._weight_cache:
-                    grid = fake_quant_weights(
-                        channels_last(step.layer, kernel), scheme.weight_bits, scheme.weight_symmetric, per_channel
-                    )
+                    grid = fake_quant_weights(channels_last(step.layer, kernel), bits, symmetric, per_channel)
                     self._weight_cache[key] = grid.reshape(kernel.shape)
                 kernel = self._weight_cache[key]
             kernel_of(step.layer).assign(kernel)
