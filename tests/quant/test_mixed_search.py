@@ -49,10 +49,11 @@ def test_layers_are_the_weight_ops_with_their_keras_names_and_sizes(float_cnn):
 
 def test_a_uniform_assignment_is_the_uniform_recipe(float_cnn):
     found = mixed_search.layers(float_cnn)
+    ops = {layer.op for layer in found}
     for rung in ("w4", "int8", "a16w8"):
-        assert mixed_search.recipe(dict.fromkeys(CNN_LAYERS, rung), found) == aeq.load(
-            aeq.RECIPES / mixed_search.RUNG[rung].recipe
-        )
+        # the rung's recipe file, less its rules for ops the CNN lacks (a8w4's int8 DEPTHWISE_CONV_2D rule)
+        applies = [r for r in aeq.load(aeq.RECIPES / mixed_search.RUNG[rung].recipe) if r["operation"] in ("*", *ops)]
+        assert mixed_search.recipe(dict.fromkeys(CNN_LAYERS, rung), found) == applies
     assert mixed_search.recipe(dict.fromkeys(CNN_LAYERS, "float"), found) == []
     rules = mixed_search.recipe({**dict.fromkeys(CNN_LAYERS, "int8"), "probs": "float", "conv1_1": "a16w8"}, found)
     assert [r["regex"] for r in rules][0] == ".*" and len(rules) == 3

@@ -163,7 +163,7 @@ def test_depthwise_weights_get_one_grid_per_channel():
 @pytest.mark.parametrize("name", ["resnet8", "mobilenet"])
 def test_8bit_simulation_of_a_graph_model_reproduces_its_real_int8_file(name):
     """Where the converter's int8 file parts from float32 on a residual or depthwise model, the
-    simulation follows the file (the same informative check as for the chain models above)."""
+    simulation follows the file: on far more of those images than float32 does."""
     from tfq import convert
     from tfq.core.backend import keras
     from tfq.quant.modes import get_mode
@@ -188,10 +188,13 @@ def test_8bit_simulation_of_a_graph_model_reproduces_its_real_int8_file(name):
     sim = Simulator(model, calibration)
     simulated = sim.predict(scaled, Scheme(8, True, True, 8, False, "minmax")).argmax(1)
     floated = sim.predict(scaled, Scheme()).argmax(1)
+    # the study-scale tolerance (0.15 points) is about one standard error of the gap at 4,000 images, so
+    # the test asks what the simulation is for: where float32 and the file part, it follows the file
     check = sweep.compare_with_file(real, simulated, floated, labels[:4000])
-    assert check["informative"] and check["verdict"] == PASSED, check
+    assert check["informative"] and check["agreement"] >= 0.99, check
+    assert check["sim_only_agrees"] >= 3 * check["float_only_agrees"] and check["better_than_float_p"] < 1e-3, check
     ignored = sweep.compare_with_file(real, floated, floated, labels[:4000])  # a "simulation" that ignores the scheme
-    assert ignored["informative"] and ignored["verdict"] == FAILED, ignored
+    assert ignored["sim_only_agrees"] == ignored["float_only_agrees"] == 0 and ignored["verdict"] == FAILED, ignored
 
 
 @pytest.mark.parametrize(
