@@ -21,7 +21,7 @@ from tfq import convert, data, models
 from tfq.core import artifacts, cli, stats
 from tfq.core.artifacts import NotPossible, TfqError
 from tfq.core.backend import fresh_session, keras, tfmot, versions
-from tfq.models.fitting import fit_epochs
+from tfq.models.fitting import fit_epochs, schedule
 from tfq.quant import modes
 from tfq.quant.modes import MODES, QAT_INT8
 from tfq.runtimes import flatbuffer, harness
@@ -77,16 +77,7 @@ def _fit(model: keras.Model, cfg: QatConfig, cached_train, spec, val_ds) -> dict
     model.compile(
         optimizer=keras.optimizers.Adam(cfg.learning_rate), loss="sparse_categorical_crossentropy", metrics=["accuracy"]
     )
-    return fit_epochs(
-        model,
-        cached_train,
-        spec,
-        batch_size=cfg.batch_size,
-        seed=cfg.seed,
-        epochs=cfg.epochs,
-        val_ds=val_ds,
-        input_range=cfg.input_range,
-    )
+    return fit_epochs(model, cached_train, spec, val_ds=val_ds, **schedule(cfg))
 
 
 def _tflite_pred(blob: bytes, x, input_range) -> np.ndarray:

@@ -21,7 +21,7 @@ from tfq.core import artifacts, cli, stats
 from tfq.core.artifacts import TfqError
 from tfq.core.backend import fresh_session, keras, tfmot, versions
 from tfq.models import imported
-from tfq.models.fitting import compile_for_training, fit_epochs
+from tfq.models.fitting import compile_for_training, fit_epochs, schedule
 from tfq.quant import modes
 from tfq.runtimes import flatbuffer, harness
 from tfq.train import TrainConfig
@@ -80,11 +80,8 @@ def from_scratch(cfg: ScratchConfig) -> dict:
         model,
         splits.train.cache(),
         spec,
-        batch_size=tc.batch_size,
-        seed=tc.seed,
-        epochs=tc.epochs,
         val_ds=data.batches(splits.val, tc.batch_size, tc.input_range),
-        input_range=tc.input_range,
+        **schedule(tc),
     )
     fit_s = time.time() - started
 

@@ -209,15 +209,12 @@ def train(cfg: TrainConfig, *, callbacks=()) -> dict:
             model,
             cached_train,
             spec,
-            batch_size=cfg.batch_size,
-            seed=cfg.seed,
-            epochs=cfg.epochs,
             val_ds=val_ds,
             start_epoch=start_epoch,
             callbacks=callbacks,
             after_epoch=after_epoch,
             stop=stop,
-            input_range=pixels,
+            **fitting.schedule(cfg),
         )
     )
     wall = state.seconds + time.time() - started  # fitting time of every epoch, across resumes

@@ -63,6 +63,11 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
     raise TfqError(f"unknown strategy {name!r}; choose one of: {', '.join(STRATEGIES)}")
 
 
+def schedule(cfg) -> dict:
+    """What `fit_epochs` takes from a training or fine-tuning config: its batches, seed, epochs and pixel range."""
+    return {"batch_size": cfg.batch_size, "seed": cfg.seed, "epochs": cfg.epochs, "input_range": cfg.input_range}
+
+
 def fit_epochs(
     model: keras.Model,
     cached_train,
