@@ -3,6 +3,8 @@ real int8 files (the converter's min/max and ai-edge-quantizer's moving-average 
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 
@@ -160,10 +162,11 @@ def test_depthwise_weights_get_one_grid_per_channel():
         np.testing.assert_allclose(channel / scale, np.round(channel / scale), atol=1e-3)
 
 
-@pytest.mark.parametrize("name", ["resnet8", "mobilenet"])
-def test_8bit_simulation_of_a_graph_model_reproduces_its_real_int8_file(name):
-    """Where the converter's int8 file parts from float32 on a residual or depthwise model, the
-    simulation follows the file: on far more of those images than float32 does."""
+@functools.lru_cache(maxsize=2)
+def _trained_graph(name: str):
+    """A graph model briefly trained on nine classes from colour and brightness (which channel is
+    brightest, which third of the mean brightness): real decision boundaries, images near them; with
+    its 4,000 held-out images (uint8 and scaled), their labels, and its real int8 file."""
     from tfq import convert
     from tfq.core.backend import keras
     from tfq.quant.modes import get_mode
@@ -171,8 +174,6 @@ def test_8bit_simulation_of_a_graph_model_reproduces_its_real_int8_file(name):
     model = _graph_model(name, randomize=False)
     images = _images(6000, 2)
     scaled = data.scale(images).numpy()
-    # nine classes from colour and brightness (which channel is brightest, which third of the mean
-    # brightness), learnt briefly: a model with real decision boundaries and images near them
     means = scaled.mean(axis=(1, 2))
     terciles = np.digitize(means.mean(1), np.quantile(means.mean(1), [1 / 3, 2 / 3]))
     labels = 3 * means.argmax(1) + terciles
@@ -181,20 +182,49 @@ def test_8bit_simulation_of_a_graph_model_reproduces_its_real_int8_file(name):
             layer.momentum = 0.9
     model.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
     model.fit(scaled[4000:], labels[4000:], epochs=4, batch_size=32, verbose=0)
-    scaled, images = scaled[:4000], images[:4000]
-    calibration = scaled[:100]
-    blob, _ = convert.convert_model(model, get_mode("int8"), calibration=calibration)
+    blob, _ = convert.convert_model(model, get_mode("int8"), calibration=scaled[:100])
+    return model, images[:4000], scaled[:4000], labels[:4000], blob
+
+
+@pytest.mark.parametrize("name", ["resnet8", "mobilenet"])
+def test_8bit_simulation_of_a_graph_model_reproduces_its_real_int8_file(name):
+    """Where the converter's int8 file parts from float32 on a residual or depthwise model, the
+    simulation follows the file: on far more of those images than float32 does."""
+    model, images, scaled, labels, blob = _trained_graph(name)
     real = harness.Classifier(blob).predict(images).argmax(1)
-    sim = Simulator(model, calibration)
+    sim = Simulator(model, scaled[:100])
     simulated = sim.predict(scaled, Scheme(8, True, True, 8, False, "minmax")).argmax(1)
     floated = sim.predict(scaled, Scheme()).argmax(1)
     # the study-scale tolerance (0.15 points) is about one standard error of the gap at 4,000 images, so
     # the test asks what the simulation is for: where float32 and the file part, it follows the file
-    check = sweep.compare_with_file(real, simulated, floated, labels[:4000])
+    check = sweep.compare_with_file(real, simulated, floated, labels)
     assert check["informative"] and check["agreement"] >= 0.99, check
     assert check["sim_only_agrees"] >= 3 * check["float_only_agrees"] and check["better_than_float_p"] < 1e-3, check
-    ignored = sweep.compare_with_file(real, floated, floated, labels[:4000])  # a "simulation" that ignores the scheme
+    ignored = sweep.compare_with_file(real, floated, floated, labels)  # a "simulation" that ignores the scheme
     assert ignored["sim_only_agrees"] == ignored["float_only_agrees"] == 0 and ignored["verdict"] == FAILED, ignored
+
+
+def test_every_activation_grid_of_a_residual_int8_file_is_one_the_simulation_calibrated():
+    """Each int8 activation tensor of the converter's ResNet-8 file (scale, zero point) is one of the
+    simulation's min/max grids, the ADD inputs included: the converter's calibrator records the input of
+    an ADD computed last, and read only by it, after the ADD has run (`Simulator._widen_add_inputs`)."""
+    from tfq.runtimes import flatbuffer
+
+    model, _, scaled, _, blob = _trained_graph("resnet8")
+    sim = Simulator(model, scaled[:100])
+    grids = []
+    for k in range(len(sim.stats)):
+        lo, hi = sim._range(k, 8, False, "minmax")  # noqa: SLF001
+        grids.append(((hi - lo) / 255, round(-128 - lo / ((hi - lo) / 255))))
+    fb = flatbuffer.read(blob)
+    real = {
+        (t.scales[0], t.zero_points[0])
+        for t in fb.tensors
+        if t.dtype == "int8" and not t.constant and len(t.scales) == 1 and t.scales[0] != 1 / 256  # not softmax's
+    }
+    assert len(real) >= 12
+    unmatched = [r for r in real if not any(abs(r[0] - g[0]) <= 1e-4 * r[0] and abs(r[1] - g[1]) <= 1 for g in grids)]
+    assert not unmatched, (unmatched, grids)
 
 
 @pytest.mark.parametrize(
