@@ -114,7 +114,7 @@ def evaluate(cfg: EvalConfig) -> list[dict]:
     cli.check_at_least(cfg, 0, "processes", "max_eval_examples")
     if cfg.tflite:
         run = artifacts.run_dir(cfg.artifacts, cfg.dataset, cfg.model)
-        pixels = tuple(cfg.input_range or data.UNIT_RANGE)
+        pixels = cli.pixel_range(cfg.input_range)
     else:
         run = artifacts.check_writable(models.run_of(cfg))
         pixels = models.input_range(run, cfg.input_range)
@@ -240,7 +240,7 @@ def saved_predictions(path: Path, examples: int, source: dict) -> np.ndarray | N
         or result.get("examples") != examples
         or result.get("split") != "test"
         or result.get("data_source") != json.loads(json.dumps(source, default=str))
-        or tuple(result.get("input_range") or data.UNIT_RANGE) != models.input_range(path.parent)
+        or cli.pixel_range(result.get("input_range")) != models.input_range(path.parent)
         or not npy.is_file()
         or artifacts.sha256(npy) != saved.get("sha256")
     ):

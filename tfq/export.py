@@ -51,7 +51,7 @@ class ExportConfig(cli.Run):
 
 def pixel_scaling(input_range) -> tuple[float, float]:
     """(pixel_scale, pixel_offset) of `tfq.data.scale` for the run's input range."""
-    lo, hi = input_range or data.UNIT_RANGE
+    lo, hi = cli.pixel_range(input_range)
     return (hi - lo) / 255.0, lo
 
 
@@ -68,7 +68,7 @@ def describe(fb: flatbuffer.Flatbuffer, spec: data.Dataset, input_range=None) ->
             "zero_point": inp["zero_point"],
             "pixel_scale": pixel_scale,
             "pixel_offset": pixel_offset,
-            "input_range": list(input_range or data.UNIT_RANGE),
+            "input_range": list(cli.pixel_range(input_range)),
             "pixels": "uint8 0..255, rows x columns x channels, as the training images",
         },
         "output": {

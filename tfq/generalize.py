@@ -99,13 +99,14 @@ def shift(cfg: GeneralizeConfig, run: Path, targets, spec) -> tuple[dict, dict]:
     stacked = np.concatenate([sets[n] for n in names])
     y = labels[chosen]
     predictions, variants, seconds = {}, [], {}
+    pixels = models.input_range(run, cfg.input_range)
     for name, path in console.progress(targets, f"shifted sets {cfg.dataset}_{cfg.model}"):
         clf = harness.Classifier(
             path,
             batch_size=cfg.batch_size,
             input_shape=spec.shape,
             num_classes=spec.num_classes,
-            input_range=models.input_range(run, cfg.input_range),
+            input_range=pixels,
         )
         processes = 1 if clf.delegation()["xnnpack"] else (cfg.processes or litert.cores())
         t0 = time.perf_counter()

@@ -56,7 +56,7 @@ class SensitivityConfig(cli.Run):
         float file, the calibration, the validation images (their source and slice, and the pixel
         range where it is not [0, 1]: the float file's bytes do not depend on it), the schemes, and
         tfq's own code."""
-        pixels = {} if tuple(input_range or data.UNIT_RANGE) == data.UNIT_RANGE else {"input_range": list(input_range)}
+        pixels = {} if cli.pixel_range(input_range) == cli.UNIT_RANGE else {"input_range": list(input_range)}
         return {
             **pixels,
             "float32_sha256": float_sha256,

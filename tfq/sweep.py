@@ -322,7 +322,7 @@ def _checks(run, sim: Simulator, scaled, images, labels, source: dict) -> list[d
     and the float model's own agreement with the file beside the simulation's."""
     from tfq import evaluate  # LiteRT; only for the checks
 
-    out = []
+    out, pixels = [], models.input_range(run)
     floated = sim.predict(scaled, Scheme()).argmax(1)
     for name, scheme in CHECKS.items():
         path = run / f"{name}.tflite"
@@ -330,7 +330,7 @@ def _checks(run, sim: Simulator, scaled, images, labels, source: dict) -> list[d
             continue
         real = evaluate.saved_predictions(path, len(labels), source)  # the evaluate stage's own pass, if current
         if real is None:
-            clf = harness.Classifier(path, input_range=models.input_range(run))
+            clf = harness.Classifier(path, input_range=pixels)
             processes = 1 if clf.delegation()["xnnpack"] else litert.cores()
             real = harness.dequantize(clf.invoke_prepared(clf.prepare(images), processes), clf.output).argmax(1)
         simulated = sim.predict(scaled, scheme).argmax(1)

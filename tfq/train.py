@@ -126,7 +126,7 @@ class TrainConfig(cli.Run):
         keyed.pop("model_file"), keyed.pop("run_name")  # where files live: a model file's own digest counts
         if self.model_file:
             keyed["model_file_sha256"] = imported.source_digest(imported.check_path(self.model_file))
-        if tuple(keyed.pop("input_range") or data.UNIT_RANGE) != data.UNIT_RANGE:  # [0, 1]: the key from before
+        if cli.pixel_range(keyed.pop("input_range")) != cli.UNIT_RANGE:  # [0, 1]: the key from before
             keyed["input_range"] = list(self.input_range)
         if self.strategy != "ray":  # the same key as before Ray Train existed
             keyed.pop("ray_workers")
@@ -143,7 +143,7 @@ def train(cfg: TrainConfig, *, callbacks=()) -> dict:
     cfg.validate()
     if cfg.model_file:
         return imported.import_model(cfg)
-    pixels = tuple(cfg.input_range or data.UNIT_RANGE)
+    pixels = cli.pixel_range(cfg.input_range)
     spec = data.get(cfg.dataset)
     out = artifacts.check_writable(artifacts.run_dir(cfg.artifacts, cfg.dataset, cfg.model))
 

@@ -26,6 +26,14 @@ def setting(default, help: str, *, flag: str | None = None, choices=None):
     return dataclasses.field(default=default, metadata={"help": help, "flag": flag, "choices": choices})
 
 
+UNIT_RANGE = (0.0, 1.0)  # the pixel range tfq's own models take, and every run made before the setting
+
+
+def pixel_range(value) -> tuple[float, float]:
+    """An `input_range` setting or record as a (LOW, HIGH) tuple; unset: [0, 1]."""
+    return tuple(value or UNIT_RANGE)
+
+
 def same_setting(cls, name: str):
     """Another config's `setting` `name` (default and help), for a config that is not a subclass."""
     field = cls.__dataclass_fields__[name]

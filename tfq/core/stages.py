@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tfq.core import artifacts
+from tfq.core import artifacts, cli
 from tfq.core.artifacts import NotPossible
 
 STATE_FILE = "pipeline.json"
@@ -119,13 +119,12 @@ def _duration(seconds: float) -> str:
 
 # where files live does not change results (an imported model's digest is in the keys of what reads it)
 _PLACES = ("artifacts", "data_root", "cache_dir", "model_file", "run_name")
-_UNIT_RANGE = [0.0, 1.0]  # tfq.data.UNIT_RANGE: the pixel range every key before the setting had
 
 
 def settings(config) -> dict:
     """A stage config's settings as its key holds them; the pixel range only where it is not [0, 1]."""
     out = {k: v for k, v in dataclasses.asdict(config).items() if k not in _PLACES}
-    if "input_range" in out and (out["input_range"] is None or list(out["input_range"]) == _UNIT_RANGE):
+    if "input_range" in out and cli.pixel_range(out["input_range"]) == cli.UNIT_RANGE:
         del out["input_range"]
     return out
 

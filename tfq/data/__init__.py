@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tfq.core import cli
 from tfq.core.artifacts import TfqError
 from tfq.core.backend import tf
 from tfq.data import sources
@@ -202,13 +203,10 @@ def load(
     return Splits(spec, source, train, val, test)
 
 
-UNIT_RANGE = (0.0, 1.0)  # what tfq's own models take
-
-
 def scale(image: tf.Tensor, input_range: tuple[float, float] | None = None) -> tf.Tensor:
     """The one pixel scaling of tfq: uint8 [0, 255] -> float32 [LOW, HIGH], the range the model takes
     (`input_range`, default [0, 1]). Written so that [0, 1] gives x / 255 and [0, 255] gives x exactly."""
-    lo, hi = input_range or UNIT_RANGE
+    lo, hi = cli.pixel_range(input_range)
     return tf.cast(image, tf.float32) * (hi - lo) / 255.0 + lo
 
 

@@ -183,8 +183,7 @@ def check(cfg) -> None:
     from tfq.models import imported
 
     if cfg.model_file:
-        if not Path(cfg.model_file).exists():
-            raise TfqError(f"--model_file={cfg.model_file}: no such file or folder")
+        imported.check_path(cfg.model_file)
         return
     if cfg.model in MODELS:
         return

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from tfq import data
-from tfq.core import artifacts, stats
+from tfq.core import artifacts, cli, stats
 from tfq.core.artifacts import TfqError
 from tfq.core.backend import keras, versions
 
@@ -76,7 +76,7 @@ def input_range(run: Path, asked: tuple[float, ...] | None = None) -> tuple[floa
     """The pixel range the run's model takes, as recorded when it was trained or imported ([0, 1] for
     runs from before the setting); `asked` (a stage's --input_range) must agree with it."""
     made = artifacts.read_json(run / artifacts.TRAIN_JSON, default={})
-    recorded = tuple(made.get("input_range") or data.UNIT_RANGE)
+    recorded = cli.pixel_range(made.get("input_range"))
     if asked is not None and tuple(asked) != recorded:
         raise TfqError(
             f"--input_range={','.join(f'{v:g}' for v in asked)} does not fit {run.name}, whose model takes "
@@ -130,7 +130,7 @@ def import_model(cfg) -> dict:
         raise TfqError(f"{run} holds a model tfq trained; name the import another way (--run_name)")
     same_file = made.get("imported", {}).get("source_sha256") == digest
     # no range asked: this file's recorded one (a later stage given --model_file keeps it), else [0, 1]
-    pixels = tuple(cfg.input_range or (same_file and made.get("input_range")) or data.UNIT_RANGE)
+    pixels = cli.pixel_range(cfg.input_range or (same_file and made.get("input_range")))
     copy = run / artifacts.MODEL_FILE
     if (
         same_file
@@ -146,23 +146,22 @@ def import_model(cfg) -> dict:
     model = load_user_model(source)
     check_fits(model, spec, f"--model_file={source}")
     artifacts.check_writable(run)  # only now: a file that does not load leaves no run folder behind
+    from tfq import models  # its predictions and MACs count; models imports this module
+
     started = time.time()
     splits = data.load(cfg.dataset, root=cfg.data_root, cache=cfg.cache_dir, max_eval=_max_eval(cfg) or None)
-    images, labels = data.to_numpy(splits.test)
-    scores = model.predict(data.scale(images, pixels).numpy(), batch_size=256, verbose=0)
-    correct = scores.argmax(1) == labels
-    val_images, val_labels = data.to_numpy(splits.val)
-    val_correct = (
-        model.predict(data.scale(val_images, pixels).numpy(), batch_size=256, verbose=0).argmax(1) == val_labels
-    )
+
+    def right(split):  # the model's class against the label, per image of `split`
+        images, labels = data.to_numpy(split)
+        return models.predict_classes(model, data.scale(images, pixels).numpy()) == labels
+
+    correct, val_correct = right(splits.test), right(splits.val)
     accuracy = float(correct.mean())
     try:
         with artifacts.atomic_path(copy) as tmp:
             model.save(tmp)
     except Exception as e:  # noqa: BLE001 - a revived SavedModel may not save as .keras
         raise TfqError(f"--model_file={source}: tf_keras cannot save it as {artifacts.MODEL_FILE} ({e})") from None
-    from tfq import models  # the table's MACs count; models imports this module
-
     try:
         macs = models.macs(model)
     except (AttributeError, ValueError, TypeError):  # a layer called twice has no single output shape
@@ -183,7 +182,7 @@ def import_model(cfg) -> dict:
         "near_chance": warn_if_chance(accuracy, spec.num_classes, pixels, f"{source.name} on {cfg.dataset}"),
         "epochs": 0,
         "history": {},
-        "test_examples": int(len(labels)),
+        "test_examples": int(len(correct)),
         "max_eval_examples": _max_eval(cfg),
         "wall_time_s": round(time.time() - started, 1),
         "params": int(model.count_params()),

@@ -36,7 +36,7 @@ import re
 
 import numpy as np
 
-from tfq.core import stats
+from tfq.core import cli, stats
 from tfq.core.artifacts import TfqError
 from tfq.quant import aeq
 from tfq.runtimes import flatbuffer, litert
@@ -213,7 +213,7 @@ class Scorer:
         input_range=None,
     ):
         self.float_blob, self.layers, self.images, self.labels = float_blob, model_layers, images, labels
-        self.input_range = tuple(input_range or (0.0, 1.0))  # tfq.data.UNIT_RANGE, without importing TensorFlow
+        self.input_range = cli.pixel_range(input_range)
         # min/max over the same images is one number per tensor whatever the recipe; the int8 and the
         # int16 recipes may not reach the same ops, so both are calibrated and merged
         self.calibration = {}

@@ -18,7 +18,7 @@ import numpy as np
 from ai_edge_litert.interpreter import Interpreter
 
 from tfq import data
-from tfq.core import console
+from tfq.core import cli, console
 from tfq.core.artifacts import TfqError
 from tfq.runtimes import flatbuffer, litert
 
@@ -98,7 +98,7 @@ class Classifier:
         self.batch_size = shape[0]
         # Every uint8 pixel has one scaled-and-quantized value: a 256-entry table makes `prepare`
         # one indexing pass instead of a float round trip over the whole test set.
-        self.input_range = tuple(input_range or data.UNIT_RANGE)
+        self.input_range = cli.pixel_range(input_range)
         self._pixel_table = quantize(data.scale(np.arange(256, dtype=np.uint8), self.input_range).numpy(), self.input)
 
     def prepare(self, images: np.ndarray) -> np.ndarray:
@@ -204,7 +204,7 @@ def interleaved_latency_us(
 def naive_input(images: np.ndarray, inp: dict, input_range=None) -> np.ndarray:
     """The tutorials' input quantization: scale to [LOW, HIGH] ([0, 1] by default), then round and clip
     to the input dtype."""
-    lo, hi = input_range or (0.0, 1.0)
+    lo, hi = cli.pixel_range(input_range)
     x = images.astype(np.float32) * (hi - lo) / 255.0 + lo
     if inp["dtype"] != np.float32:
         scale, zero_point = inp["quantization"]
