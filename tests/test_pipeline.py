@@ -6,6 +6,7 @@ import csv
 import dataclasses
 import json
 import re
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -134,6 +135,9 @@ def test_bad_flags_fail_before_any_stage_runs(run_cli, data_root, cache, tmp_pat
         (dict(shift_examples=-1), "--shift_examples=-1"),
         (dict(cross_datasets=("emnist_digits",)), "dataset 'emnist_digits' is not available offline"),
         (dict(cross_datasets=("usps2",)), "unknown dataset 'usps2'"),
+        (dict(runs=("cifar10_resnet9",)), "--runs=cifar10_resnet9: not <dataset>_<model>"),
+        (dict(runs=("svhn_cnn",)), "--runs=svhn_cnn: not <dataset>_<model>"),
+        (dict(runs=("mnist_cnn",), model_file="m.keras"), "--runs=mnist_cnn names tfq's own runs"),
     ]:
         with pytest.raises(TfqError, match=re.escape(message)):
             pipeline.pipeline(dataclasses.replace(cfg, **kw))
@@ -243,6 +247,22 @@ def test_flagfiles_feed_training_and_reject_unknown_flags(tmp_path):
     (tmp_path / "mnist_cnn.cfg").write_text("# comment\n--epochs=3\n--bogus=1\n")
     with pytest.raises(TfqError, match="mnist_cnn.cfg: Unknown command line flag 'bogus'"):
         pipeline.train_config(pipeline.PipelineConfig(flags_dir=str(tmp_path)), "mnist", "cnn")
+
+
+def test_runs_name_the_study_s_pairs_in_place_of_the_cross_product():
+    """The study's flagfile lists its runs: the small models everywhere, the two CIFAR-10 ones on CIFAR-10 alone."""
+    assert pipeline.pairs(pipeline.PipelineConfig(datasets=("mnist", "cifar10"), models=("mlp", "cnn"))) == [
+        ("mnist", "mlp"),
+        ("mnist", "cnn"),
+        ("cifar10", "mlp"),
+        ("cifar10", "cnn"),
+    ]
+    given = [
+        line.split("=", 1)[1] for line in Path("flags/study.cfg").read_text().splitlines() if line.startswith("--runs=")
+    ]
+    study = pipeline.pairs(pipeline.PipelineConfig(runs=tuple(given[0].split(","))))
+    assert ("cifar10", "resnet8") in study and ("cifar10", "mobilenet") in study and ("fashion_mnist", "cnn") in study
+    assert all(pipeline.train_config(pipeline.PipelineConfig(), d, m).model == m for d, m in study)
 
 
 def test_the_first_look_is_the_no_flag_default_and_says_so_in_the_report():

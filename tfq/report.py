@@ -71,20 +71,22 @@ def report(
     *,
     datasets=tuple(data.DATASETS),
     models=tuple(models_module.MODELS),
+    pairs=None,
     command: str | None = None,
     note: str | None = None,
 ) -> Path:
-    """Write the report folder from the run folders' result files; returns report.md's path. `note`, if
-    given, stands under the title (the pipeline's first look says what it cut)."""
-    for d in datasets:
+    """Write the report folder from the run folders' result files; returns report.md's path. The runs
+    are `pairs` of (dataset, model) if given, else every dataset x model. `note`, if given, stands
+    under the title (the pipeline's first look says what it cut)."""
+    pairs = list(pairs or [(d, m) for d in datasets for m in models])
+    for d, _ in pairs:
         data.get(d)
-    for m in models:  # tfq's own, or a user's model imported into a run (--model_file)
-        if m not in models_module.MODELS and not any(
-            imported.is_imported(artifacts.run_dir(artifacts_root, d, m)) for d in datasets
-        ):
-            models_module.get(m)
+    # tfq's own models, or a user's imported into a run (--model_file)
+    imports = {m for d, m in pairs if imported.is_imported(artifacts.run_dir(artifacts_root, d, m))}
+    for m in dict.fromkeys(m for _, m in pairs if m not in models_module.MODELS and m not in imports):
+        models_module.get(m)
     out = artifacts.check_writable(Path(out or Path(artifacts_root) / "report"))
-    rows, runs, stale_results = collect(artifacts_root, datasets, models)
+    rows, runs, stale_results = collect(artifacts_root, pairs)
     if not rows:
         raise TfqError(f"no eval_*.json under {artifacts_root}; run python -m tfq.pipeline (or tfq.evaluate) first")
     study = Study(rows, runs, stale_results, plots.write(rows, runs, out))

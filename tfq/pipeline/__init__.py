@@ -19,7 +19,7 @@ from tfq import data, generalize, models, qat, report, train
 from tfq.core import artifacts, cli, stages
 from tfq.core.artifacts import TfqError
 from tfq.core.backend import versions
-from tfq.pipeline.config import PRESETS, PipelineConfig, preset_note, train_config, with_preset  # noqa: F401 (the API)
+from tfq.pipeline.config import PRESETS, PipelineConfig, pairs, preset_note, train_config, with_preset  # noqa: F401
 from tfq.pipeline.table import STAGES, Chain, adoptable, stages_for  # noqa: F401 (the API)
 from tfq.quant import mixed_search, modes
 from tfq.reporting import timing
@@ -80,10 +80,13 @@ def validate(cfg: PipelineConfig) -> None:
         raise TfqError("--datasets and --models need at least one name each")
     if cfg.run_name and not cfg.model_file:
         raise TfqError(f"--run_name={cfg.run_name} names an imported model: it needs --model_file")
+    if cfg.runs and cfg.model_file:
+        raise TfqError(f"--runs={','.join(cfg.runs)} names tfq's own runs: it does not go with --model_file")
     for d in cfg.datasets:
         data.get(d)
     for m in [] if cfg.model_file else cfg.models:
         models.get(m)
+    run_pairs = pairs(cfg)
     cli.check_at_least(cfg, 0, "epochs", "max_train_examples", "max_eval_examples")
     cli.check_at_least(cfg, 1, "qat_epochs", "num_calibration", "latency_runs", "threads", "sweep_calibration_draws")
     cli.check_at_least(cfg, 0, "sweep_grid_examples", "qat_low_bit_epochs", "qat_low_bit_learning_rate")
@@ -98,7 +101,7 @@ def validate(cfg: PipelineConfig) -> None:
     executors.executor(cfg.executor, cfg.ray_address)  # a known executor; --ray_address only with ray
     for other in cfg.cross_datasets:
         data.get(other)
-        if cfg.generalize and any(generalize.compatible(d, [other]) for d in cfg.datasets):
+        if cfg.generalize and any(generalize.compatible(d, [other]) for d, _ in run_pairs):
             data.check_available(other, cfg.data_root, cfg.cache_dir)
     odd = [m for m in cfg.export_modes if m not in modes.KNOWN and not m.startswith("mixed_")]
     if odd:
@@ -108,9 +111,8 @@ def validate(cfg: PipelineConfig) -> None:
         raise TfqError(f"--qat_low_bit={','.join(unknown)}: choose from {', '.join(qat.LOW_BIT)}")
     if not cfg.qat_learning_rate > 0:
         raise TfqError(f"--qat_learning_rate={cfg.qat_learning_rate}: must be above 0")
-    for d in cfg.datasets:
-        for m in cfg.models:
-            train_config(cfg, d, m).validate()
+    for d, m in run_pairs:
+        train_config(cfg, d, m).validate()
     artifacts.check_writable(cfg.artifacts)
 
 
@@ -119,9 +121,9 @@ def _for_workers(cfg: PipelineConfig) -> PipelineConfig:
     chains that read the same one start side by side."""
     cfg = executors.absolute_places(cfg)
     others = (
-        {o for d in cfg.datasets for o in generalize.compatible(d, cfg.cross_datasets)} if cfg.generalize else set()
+        {o for d, _ in pairs(cfg) for o in generalize.compatible(d, cfg.cross_datasets)} if cfg.generalize else set()
     )
-    for name in [*cfg.datasets, *sorted(others)]:
+    for name in [*dict.fromkeys(d for d, _ in pairs(cfg)), *sorted(others)]:
         data.load(name, root=cfg.data_root, cache=cfg.cache_dir)
     return cfg
 
@@ -140,7 +142,7 @@ def pipeline(cfg: PipelineConfig) -> Path:
         if ex.name != "local":
             cfg = _for_workers(cfg)
         # flagfiles are read here: a worker's working directory may not hold them
-        jobs = {f"{d}_{m}": (cfg, d, m, environment, train_config(cfg, d, m)) for d in cfg.datasets for m in cfg.models}
+        jobs = {f"{d}_{m}": (cfg, d, m, environment, train_config(cfg, d, m)) for d, m in pairs(cfg)}
         if ex.name != "local":  # longest recorded chain first: the slowest does not start last
             jobs = dict(sorted(jobs.items(), key=lambda kv: -timing.recorded_seconds(Path(cfg.artifacts) / kv[0])))
         outcomes = ex.chains(run_pair, jobs)
@@ -163,14 +165,12 @@ def pipeline(cfg: PipelineConfig) -> Path:
             + " (their finished stages are kept; a rerun redoes only the rest)"
         )
     out = Path(cfg.artifacts) / "report"
-    results = [
-        p for d in cfg.datasets for m in cfg.models for p in artifacts.run_dir(cfg.artifacts, d, m).glob("*.json")
-    ]
+    results = [p for d, m in pairs(cfg) for p in artifacts.run_dir(cfg.artifacts, d, m).glob("*.json")]
     stages.Stages(out, "report", cfg.force).run(
         "report",
-        stages.key(stages.digests(results), cfg.datasets, cfg.models, environment["code"], preset_note(cfg)),
+        stages.key(stages.digests(results), pairs(cfg), environment["code"], preset_note(cfg)),
         lambda: [out / report.REPORT_MD, out / "results.csv", out / "results.json", *sorted(out.glob("*.png"))],
-        lambda: report.report(cfg.artifacts, out, datasets=cfg.datasets, models=cfg.models, note=preset_note(cfg)),
+        lambda: report.report(cfg.artifacts, out, pairs=pairs(cfg), note=preset_note(cfg)),
         "tables and plots from every run's result files",
         str,
     )

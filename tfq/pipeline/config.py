@@ -44,6 +44,9 @@ PRESETS = {
 class PipelineConfig:
     datasets: tuple[str, ...] = cli.setting(("mnist",), f"Datasets: {', '.join(data.DATASETS)}.")
     models: tuple[str, ...] = cli.setting(("cnn",), f"Models: {', '.join(models.MODELS)}.")
+    runs: tuple[str, ...] = cli.setting(
+        (), "Runs as <dataset>_<model> (e.g. cifar10_resnet8), in place of every --datasets x --models."
+    )
     artifacts: str = cli.setting("artifacts", "Root of the run folders and the report.")
     flags_dir: str = cli.setting("flags", "Folder of the tuned <dataset>_<model>.cfg training flagfiles.")
     force: bool = cli.setting(False, "Redo every stage, current or not.")
@@ -122,6 +125,20 @@ class PipelineConfig:
         "(every stage on the MNIST CNN in minutes, in artifacts/first_look) or full (the study's).",
         choices=list(PRESETS),
     )
+
+
+def pairs(cfg: PipelineConfig) -> list[tuple[str, str]]:
+    """The (dataset, model) of every run: `--runs`, else every dataset x model."""
+    if not cfg.runs:
+        return [(d, m) for d in cfg.datasets for m in cfg.models]
+    out = [data.split_run(r) for r in dict.fromkeys(cfg.runs)]
+    for run, (d, m) in zip(dict.fromkeys(cfg.runs), out):
+        if d not in data.DATASETS or m not in models.MODELS:
+            raise TfqError(
+                f"--runs={run}: not <dataset>_<model> with a dataset of {', '.join(data.DATASETS)} "
+                f"and a model of {', '.join(models.MODELS)}"
+            )
+    return out
 
 
 def with_preset(cfg: PipelineConfig, given: set[str]) -> PipelineConfig:

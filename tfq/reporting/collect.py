@@ -41,205 +41,204 @@ class Study:
     plots: list[str] = dataclasses.field(default_factory=list)
 
 
-def collect(artifacts_root: str | Path, datasets, models) -> tuple[list[dict], dict, list[dict]]:
-    """One row per evaluated flatbuffer, plus per-run extras (training, QAT, stage times), plus the
-    results left out as stale."""
+def collect(artifacts_root: str | Path, pairs) -> tuple[list[dict], dict, list[dict]]:
+    """One row per evaluated flatbuffer of each (dataset, model) in `pairs`, plus per-run extras
+    (training, QAT, stage times), plus the results left out as stale."""
     rows, runs, stale_results = [], {}, []
-    for dataset in datasets:
-        for model in models:
-            run = artifacts.run_dir(artifacts_root, dataset, model)
-            train_info = artifacts.read_json(run / artifacts.TRAIN_JSON, default=None)
-            evals = {}
-            for p in sorted(run.glob("eval_*.json")):
-                e = artifacts.read_json(p)
-                why = stale(e, run, train_info)
-                if why:
-                    stale_results.append({"run": f"{dataset}_{model}", "file": p.name, "why": why})
-                else:
-                    evals[p.stem[len("eval_") :]] = e
-            if not evals:
-                continue
-            qat_info = artifacts.read_json(run / "qat_int8.json", default=None)
-            made_from = (qat_info or {}).get("source_model", {}).get("sha256")
-            if qat_info and train_info and made_from != train_info.get("model_sha256"):
-                stale_results.append(
-                    {
-                        "run": f"{dataset}_{model}",
-                        "file": "qat_int8.json",
-                        "why": "it was fine-tuned from an older trained model",
-                    }
-                )
-                qat_info = None
-            low_bit = artifacts.read_json(run / "qat_lowbit.json", default=None)
-            shipped = ((low_bit or {}).get("schemes", {}).get("w4a8") or {}).get("shipped") or {}
-            if "float32_sha256" in shipped and (
-                not (run / "float32.tflite").is_file()
-                or shipped["float32_sha256"] != artifacts.sha256(run / "float32.tflite")
-            ):
-                stale_results.append(
-                    {
-                        "run": f"{dataset}_{model}",
-                        "file": "qat_lowbit.json (against float32)",
-                        "why": "float32.tflite changed since the shipped 4-bit files were paired with it",
-                    }
-                )
-                for key in ("vs_float32_file", "ptq_file_vs_float32_file"):
-                    shipped.pop(key, None)
-            if low_bit and train_info and low_bit["source_model"]["sha256"] != train_info.get("model_sha256"):
-                stale_results.append(
-                    {
-                        "run": f"{dataset}_{model}",
-                        "file": "qat_lowbit.json",
-                        "why": "it was fine-tuned from an older trained model",
-                    }
-                )
-                low_bit = None
-            scratch = {}
-            for path in sorted(run.glob("qat_scratch_*.json")):
-                info = artifacts.read_json(path)
-                if train_info and info["source_model"]["sha256"] != train_info.get("model_sha256"):
-                    stale_results.append(
-                        {
-                            "run": f"{dataset}_{model}",
-                            "file": path.name,
-                            "why": "it is compared with an older trained model",
-                        }
-                    )
-                else:
-                    scratch[info["scheme"]] = info
-            sweep_info = artifacts.read_json(run / "sweep.json", default=None)
-            if sweep_info and train_info and sweep_info["source_model"]["sha256"] != train_info.get("model_sha256"):
-                stale_results.append(
-                    {"run": f"{dataset}_{model}", "file": "sweep.json", "why": "it simulated an older trained model"}
-                )
-                sweep_info = None
-            for check in (sweep_info or {}).get("checks", [])[:]:
-                path = run / check["file"]
-                if "informative" not in check:
-                    stale_results.append(
-                        {
-                            "run": f"{dataset}_{model}",
-                            "file": f"sweep.json check of {check['file']}",
-                            "why": "made before checks stood beside float32's own agreement",
-                        }
-                    )
-                    sweep_info["checks"].remove(check)
-                elif not path.is_file() or artifacts.sha256(path) != check["tflite_sha256"]:
-                    stale_results.append(
-                        {
-                            "run": f"{dataset}_{model}",
-                            "file": f"sweep.json check of {check['file']}",
-                            "why": f"{check['file']} changed or went after the check",
-                        }
-                    )
-                    sweep_info["checks"].remove(check)
-            sensitivity_info = artifacts.read_json(run / "sensitivity.json", default=None)
-            float_file = run / "float32.tflite"
-            if sensitivity_info and (
-                not float_file.is_file() or sensitivity_info["key"]["float32_sha256"] != artifacts.sha256(float_file)
-            ):
-                stale_results.append(
-                    {
-                        "run": f"{dataset}_{model}",
-                        "file": "sensitivity.json",
-                        "why": "it measured another float32.tflite",
-                    }
-                )
-                sensitivity_info = None
-            if sensitivity_info and "val_vs_float32" not in next(iter(sensitivity_info["rungs"].values())):
-                stale_results.append(
-                    {
-                        "run": f"{dataset}_{model}",
-                        "file": "sensitivity.json",
-                        "why": "it keeps intervals without their counts (made before they could be restated)",
-                    }
-                )
-                sensitivity_info = None
-            mixed_info = []
-            for path in sorted(run.glob("mixed*.json")):
-                if path.name.endswith(".recipe.json"):
-                    continue
-                info = artifacts.read_json(path)
-                why = _mixed_stale(info, run, train_info)
-                if why:
-                    stale_results.append({"run": f"{dataset}_{model}", "file": path.name, "why": why})
-                else:
-                    mixed_info.append(info)
-            micro_info = _micro_current(run, "micro.json", stale_results, f"{dataset}_{model}")
-            micro_full = _micro_current(run, "micro_full.json", stale_results, f"{dataset}_{model}")
-            generalize_info = artifacts.read_json(run / "generalize.json", default=None)
-            changed = [
-                name
-                for name, digest in (generalize_info or {}).get("files", {}).items()
-                if not (run / f"{name}.tflite").is_file() or artifacts.sha256(run / f"{name}.tflite") != digest
-            ]
-            if changed:
-                stale_results.append(
-                    {
-                        "run": f"{dataset}_{model}",
-                        "file": "generalize.json",
-                        "why": f"{', '.join(sorted(changed))} changed or went after it was measured",
-                    }
-                )
-                generalize_info = None
-            found = stats.restated(
+    for dataset, model in pairs:
+        run = artifacts.run_dir(artifacts_root, dataset, model)
+        train_info = artifacts.read_json(run / artifacts.TRAIN_JSON, default=None)
+        evals = {}
+        for p in sorted(run.glob("eval_*.json")):
+            e = artifacts.read_json(p)
+            why = stale(e, run, train_info)
+            if why:
+                stale_results.append({"run": f"{dataset}_{model}", "file": p.name, "why": why})
+            else:
+                evals[p.stem[len("eval_") :]] = e
+        if not evals:
+            continue
+        qat_info = artifacts.read_json(run / "qat_int8.json", default=None)
+        made_from = (qat_info or {}).get("source_model", {}).get("sha256")
+        if qat_info and train_info and made_from != train_info.get("model_sha256"):
+            stale_results.append(
                 {
-                    "train": train_info,
-                    "generalize": generalize_info,
-                    "micro": micro_info,
-                    "micro_full": micro_full,
-                    "sensitivity": sensitivity_info,
-                    "mixed": mixed_info,
-                    "qat": qat_info,
-                    "sweep": sweep_info,
-                    "low_bit": low_bit,
-                    "scratch": scratch,
-                    "stages": artifacts.read_json(run / stages.STATE_FILE, default={}),
-                    "evals": evals,
+                    "run": f"{dataset}_{model}",
+                    "file": "qat_int8.json",
+                    "why": "it was fine-tuned from an older trained model",
                 }
             )
-            if found["sensitivity"]:  # its drops follow its restated paired results
-                drops(found["sensitivity"])
-            runs[f"{dataset}_{model}"] = found
-            base = evals.get("float32")
-            order = sorted(evals, key=mode_rank)
-            for mode in order:
-                e = evals[mode]
-                same = _comparable(base, e)
-                paired = _paired_with(base, e) if same else None
-                rows.append(
+            qat_info = None
+        low_bit = artifacts.read_json(run / "qat_lowbit.json", default=None)
+        shipped = ((low_bit or {}).get("schemes", {}).get("w4a8") or {}).get("shipped") or {}
+        if "float32_sha256" in shipped and (
+            not (run / "float32.tflite").is_file()
+            or shipped["float32_sha256"] != artifacts.sha256(run / "float32.tflite")
+        ):
+            stale_results.append(
+                {
+                    "run": f"{dataset}_{model}",
+                    "file": "qat_lowbit.json (against float32)",
+                    "why": "float32.tflite changed since the shipped 4-bit files were paired with it",
+                }
+            )
+            for key in ("vs_float32_file", "ptq_file_vs_float32_file"):
+                shipped.pop(key, None)
+        if low_bit and train_info and low_bit["source_model"]["sha256"] != train_info.get("model_sha256"):
+            stale_results.append(
+                {
+                    "run": f"{dataset}_{model}",
+                    "file": "qat_lowbit.json",
+                    "why": "it was fine-tuned from an older trained model",
+                }
+            )
+            low_bit = None
+        scratch = {}
+        for path in sorted(run.glob("qat_scratch_*.json")):
+            info = artifacts.read_json(path)
+            if train_info and info["source_model"]["sha256"] != train_info.get("model_sha256"):
+                stale_results.append(
                     {
-                        "dataset": dataset,
-                        "model": model,
-                        "mode": mode,
-                        "accuracy": e["accuracy"],
-                        # from the paired counts where they exist, so Δ and its interval are one comparison
-                        "delta_pts": (
-                            100 * (paired[1] - paired[0]) / paired[2]
-                            if paired
-                            else 100 * (e["accuracy"] - base["accuracy"])
-                            if same
-                            else None
-                        ),
-                        "delta_ci95_pts": paired and stats.interval_pts(*paired),
-                        "mcnemar_p": paired and stats.mcnemar_p(*paired[:2]),
-                        "agreement": e["agreement"],
-                        "size_bytes": e["size_bytes"],
-                        "size_ratio": e["size_bytes"] / base["size_bytes"] if base else None,
-                        "p50_us": e["latency_us"]["p50"],
-                        "speedup": base["latency_us"]["p50"] / e["latency_us"]["p50"] if base else None,
-                        "speedup_spread": _ratio_spread(base, e) if base else None,
-                        "comparable": same if base else None,
-                        "ops_outside_delegate": " ".join(sorted(set(e["ops_outside_delegate"])))
-                        if e["xnnpack"]
-                        else NO_XNNPACK,
-                        "data_source": e["data_source"]["description"],
-                        "examples": e["examples"],
-                        "per_class_accuracy": e["per_class_accuracy"],
-                        "threads": e["threads"],
-                        "cpu": e["cpu"],
+                        "run": f"{dataset}_{model}",
+                        "file": path.name,
+                        "why": "it is compared with an older trained model",
                     }
                 )
+            else:
+                scratch[info["scheme"]] = info
+        sweep_info = artifacts.read_json(run / "sweep.json", default=None)
+        if sweep_info and train_info and sweep_info["source_model"]["sha256"] != train_info.get("model_sha256"):
+            stale_results.append(
+                {"run": f"{dataset}_{model}", "file": "sweep.json", "why": "it simulated an older trained model"}
+            )
+            sweep_info = None
+        for check in (sweep_info or {}).get("checks", [])[:]:
+            path = run / check["file"]
+            if "informative" not in check:
+                stale_results.append(
+                    {
+                        "run": f"{dataset}_{model}",
+                        "file": f"sweep.json check of {check['file']}",
+                        "why": "made before checks stood beside float32's own agreement",
+                    }
+                )
+                sweep_info["checks"].remove(check)
+            elif not path.is_file() or artifacts.sha256(path) != check["tflite_sha256"]:
+                stale_results.append(
+                    {
+                        "run": f"{dataset}_{model}",
+                        "file": f"sweep.json check of {check['file']}",
+                        "why": f"{check['file']} changed or went after the check",
+                    }
+                )
+                sweep_info["checks"].remove(check)
+        sensitivity_info = artifacts.read_json(run / "sensitivity.json", default=None)
+        float_file = run / "float32.tflite"
+        if sensitivity_info and (
+            not float_file.is_file() or sensitivity_info["key"]["float32_sha256"] != artifacts.sha256(float_file)
+        ):
+            stale_results.append(
+                {
+                    "run": f"{dataset}_{model}",
+                    "file": "sensitivity.json",
+                    "why": "it measured another float32.tflite",
+                }
+            )
+            sensitivity_info = None
+        if sensitivity_info and "val_vs_float32" not in next(iter(sensitivity_info["rungs"].values())):
+            stale_results.append(
+                {
+                    "run": f"{dataset}_{model}",
+                    "file": "sensitivity.json",
+                    "why": "it keeps intervals without their counts (made before they could be restated)",
+                }
+            )
+            sensitivity_info = None
+        mixed_info = []
+        for path in sorted(run.glob("mixed*.json")):
+            if path.name.endswith(".recipe.json"):
+                continue
+            info = artifacts.read_json(path)
+            why = _mixed_stale(info, run, train_info)
+            if why:
+                stale_results.append({"run": f"{dataset}_{model}", "file": path.name, "why": why})
+            else:
+                mixed_info.append(info)
+        micro_info = _micro_current(run, "micro.json", stale_results, f"{dataset}_{model}")
+        micro_full = _micro_current(run, "micro_full.json", stale_results, f"{dataset}_{model}")
+        generalize_info = artifacts.read_json(run / "generalize.json", default=None)
+        changed = [
+            name
+            for name, digest in (generalize_info or {}).get("files", {}).items()
+            if not (run / f"{name}.tflite").is_file() or artifacts.sha256(run / f"{name}.tflite") != digest
+        ]
+        if changed:
+            stale_results.append(
+                {
+                    "run": f"{dataset}_{model}",
+                    "file": "generalize.json",
+                    "why": f"{', '.join(sorted(changed))} changed or went after it was measured",
+                }
+            )
+            generalize_info = None
+        found = stats.restated(
+            {
+                "train": train_info,
+                "generalize": generalize_info,
+                "micro": micro_info,
+                "micro_full": micro_full,
+                "sensitivity": sensitivity_info,
+                "mixed": mixed_info,
+                "qat": qat_info,
+                "sweep": sweep_info,
+                "low_bit": low_bit,
+                "scratch": scratch,
+                "stages": artifacts.read_json(run / stages.STATE_FILE, default={}),
+                "evals": evals,
+            }
+        )
+        if found["sensitivity"]:  # its drops follow its restated paired results
+            drops(found["sensitivity"])
+        runs[f"{dataset}_{model}"] = found
+        base = evals.get("float32")
+        order = sorted(evals, key=mode_rank)
+        for mode in order:
+            e = evals[mode]
+            same = _comparable(base, e)
+            paired = _paired_with(base, e) if same else None
+            rows.append(
+                {
+                    "dataset": dataset,
+                    "model": model,
+                    "mode": mode,
+                    "accuracy": e["accuracy"],
+                    # from the paired counts where they exist, so Δ and its interval are one comparison
+                    "delta_pts": (
+                        100 * (paired[1] - paired[0]) / paired[2]
+                        if paired
+                        else 100 * (e["accuracy"] - base["accuracy"])
+                        if same
+                        else None
+                    ),
+                    "delta_ci95_pts": paired and stats.interval_pts(*paired),
+                    "mcnemar_p": paired and stats.mcnemar_p(*paired[:2]),
+                    "agreement": e["agreement"],
+                    "size_bytes": e["size_bytes"],
+                    "size_ratio": e["size_bytes"] / base["size_bytes"] if base else None,
+                    "p50_us": e["latency_us"]["p50"],
+                    "speedup": base["latency_us"]["p50"] / e["latency_us"]["p50"] if base else None,
+                    "speedup_spread": _ratio_spread(base, e) if base else None,
+                    "comparable": same if base else None,
+                    "ops_outside_delegate": " ".join(sorted(set(e["ops_outside_delegate"])))
+                    if e["xnnpack"]
+                    else NO_XNNPACK,
+                    "data_source": e["data_source"]["description"],
+                    "examples": e["examples"],
+                    "per_class_accuracy": e["per_class_accuracy"],
+                    "threads": e["threads"],
+                    "cpu": e["cpu"],
+                }
+            )
     return rows, runs, stale_results
 
 
