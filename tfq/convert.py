@@ -135,7 +135,7 @@ def _modes(cfg: ConvertConfig) -> list[Mode]:
 
 def convert(cfg: ConvertConfig, log=None) -> list[dict]:
     """Convert the trained model of `artifacts/<dataset>_<model>/` in each mode; returns the manifests."""
-    data.get(cfg.dataset)
+    data.spec_of(cfg)
     models.check(cfg)
     if "mixed" in cfg.modes:
         raise TfqError(
@@ -160,10 +160,12 @@ def convert(cfg: ConvertConfig, log=None) -> list[dict]:
     source_digest = artifacts.sha256(run / artifacts.MODEL_FILE)
     calibration = None
     if any(m.calibrate for m in modes):
-        splits = data.load(cfg.dataset, root=cfg.data_root, cache=cfg.cache_dir)
+        splits = data.load_of(cfg)
         calibration = data.calibration_samples(splits, cfg.num_calibration, seed=cfg.seed, input_range=pixels)
     results, made = [], {}
-    for mode, io_type, per_channel in console.progress(variants, f"converting {cfg.dataset}_{cfg.model}", unit="mode"):
+    for mode, io_type, per_channel in console.progress(
+        variants, f"converting {artifacts.run_dir(cfg.artifacts, cfg.dataset, cfg.model).name}", unit="mode"
+    ):
         started = time.time()
         if mode.family == "aeq":
             recipe = aeq.load(mode.recipe)

@@ -109,7 +109,7 @@ def target_files(cfg: EvalConfig, run: Path) -> list[tuple[str, Path]]:
 
 def evaluate(cfg: EvalConfig) -> list[dict]:
     """Evaluate each target on the test split; writes eval_<name>.json beside each file."""
-    spec = data.get(cfg.dataset)
+    spec = data.spec_of(cfg)
     cli.check_at_least(cfg, 1, "threads", "batch_size", "latency_runs", "latency_rounds")
     cli.check_at_least(cfg, 0, "processes", "max_eval_examples")
     if cfg.tflite:
@@ -139,8 +139,10 @@ def evaluate(cfg: EvalConfig) -> list[dict]:
         )
         for name, path in targets
     }
-    splits = data.load(
-        cross or cfg.dataset, root=cfg.data_root, cache=cfg.cache_dir, max_eval=cfg.max_eval_examples or None
+    splits = (
+        data.load(cross, root=cfg.data_root, cache=cfg.cache_dir, max_eval=cfg.max_eval_examples or None)
+        if cross
+        else data.load_of(cfg, max_eval=cfg.max_eval_examples or None)
     )
     images, labels = data.to_numpy(splits.test if cfg.split == "test" else splits.val)
     # float32 goes first when it is a target: its own pass then serves as the agreement reference.

@@ -156,7 +156,7 @@ extern const char *const {name}_labels[TFQ_{macro}_NUM_CLASSES];
 
 def export(cfg: ExportConfig) -> dict:
     """Write the chosen format's files for one of a run's flatbuffers; returns the manifest."""
-    spec = data.get(cfg.dataset)
+    spec = data.spec_of(cfg)
     if cfg.format not in FORMATS:
         raise TfqError(f"unknown format {cfg.format!r}; choose one of: {', '.join(FORMATS)}")
     run = models.run_of(cfg)

@@ -89,7 +89,7 @@ def _targets(cfg: GeneralizeConfig, run: Path) -> list[tuple[str, Path]]:
 
 def shift(cfg: GeneralizeConfig, run: Path, targets, spec) -> tuple[dict, dict]:
     """Every target on every shifted set; (summary, predictions by file: sets x images)."""
-    splits = data.load(cfg.dataset, root=cfg.data_root, cache=cfg.cache_dir, max_eval=cfg.max_eval_examples or None)
+    splits = data.load_of(cfg, max_eval=cfg.max_eval_examples or None)
     images, labels = data.to_numpy(splits.test)
     chosen = corruptions.subset(len(labels), cfg.examples, cfg.seed)
     names = corruptions.set_names(cfg.dataset)
@@ -100,7 +100,9 @@ def shift(cfg: GeneralizeConfig, run: Path, targets, spec) -> tuple[dict, dict]:
     y = labels[chosen]
     predictions, variants, seconds = {}, [], {}
     pixels = models.input_range(run, cfg.input_range)
-    for name, path in console.progress(targets, f"shifted sets {cfg.dataset}_{cfg.model}"):
+    for name, path in console.progress(
+        targets, f"shifted sets {artifacts.run_dir(cfg.artifacts, cfg.dataset, cfg.model).name}"
+    ):
         clf = harness.Classifier(
             path,
             batch_size=cfg.batch_size,
@@ -185,7 +187,7 @@ def cross(cfg: GeneralizeConfig, other: str, targets) -> dict:
 
 def generalize(cfg: GeneralizeConfig) -> dict:
     """Shifted sets and other datasets for every file of a run; writes generalize.json/.npz."""
-    spec = data.get(cfg.dataset)
+    spec = data.spec_of(cfg)
     models.check(cfg)
     cli.check_at_least(cfg, 0, "examples", "processes", "max_eval_examples")
     cli.check_at_least(cfg, 1, "batch_size")

@@ -205,7 +205,7 @@ def micro(cfg: MicroConfig, report_unsupported: bool = False) -> dict:
     """Measure the chosen files of a run under TFLite Micro; writes and returns `<run>/micro.json`.
     A named mode that TFLite Micro cannot run is an error; with `all` (or `report_unsupported`,
     as the pipeline asks) it is reported with the op it lacks."""
-    spec = data.get(cfg.dataset)
+    spec = data.spec_of(cfg)
     models.check(cfg)
     cli.check_at_least(cfg, 0, "max_examples", "processes")
     if Path(cfg.output).name != cfg.output or not cfg.output.endswith(".json"):
@@ -220,7 +220,7 @@ def micro(cfg: MicroConfig, report_unsupported: bool = False) -> dict:
             found = probe(blob, flatbuffer.read(blob, label=str(path)))
             if not found["runs"]:
                 raise TfqError(f"{path}: TFLite Micro cannot run it: {found['error']}")
-    splits = data.load(cfg.dataset, root=cfg.data_root, cache=cfg.cache_dir)
+    splits = data.load_of(cfg)
     images, labels = data.to_numpy(splits.test)
     full = len(labels)
     examples = min(cfg.max_examples or full, full)
@@ -228,7 +228,9 @@ def micro(cfg: MicroConfig, report_unsupported: bool = False) -> dict:
     processes = cfg.processes or litert.cores()
     source = splits.source.to_json()
     variants, seen = [], {}
-    for name, path in console.progress(targets, f"TFLite Micro {cfg.dataset}_{cfg.model}"):
+    for name, path in console.progress(
+        targets, f"TFLite Micro {artifacts.run_dir(cfg.artifacts, cfg.dataset, cfg.model).name}"
+    ):
         digest = artifacts.sha256(path)
         if digest in seen:  # the same bytes give the same answers: measured once
             variants.append({**seen[digest], "name": name, "file": str(path), "same_bytes_as": seen[digest]["name"]})

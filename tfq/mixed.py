@@ -75,7 +75,7 @@ def mixed(cfg: MixedConfig, log=None) -> list[dict]:
     accuracy, size and latency. The sensitivity it ranks layers by is the run's sensitivity.json
     when that was measured with the same float model and calibration; else it is measured here.
     `log` gets each search step."""
-    data.get(cfg.dataset)
+    data.spec_of(cfg)
     models.check(cfg)
     cfg = _check(cfg)
     run = artifacts.check_writable(models.run_of(cfg))

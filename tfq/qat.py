@@ -59,7 +59,7 @@ class QatConfig(cli.Run):
 
     def validate(self) -> None:
         """Every flag, before the fine-tuning starts (not after it, when the control needs them)."""
-        data.get(self.dataset)
+        data.spec_of(self)
         models.check(self)
         cli.check_at_least(self, 1, "epochs", "batch_size", "num_calibration")
         cli.check_at_least(self, 0, "max_train_examples", "max_eval_examples")
@@ -91,17 +91,15 @@ def _tflite_correct(blob: bytes, x, y, input_range) -> np.ndarray:
 def qat(cfg: QatConfig) -> dict:
     """QAT fine-tune, the equally fine-tuned float control, both int8 flatbuffers; returns qat_int8.json."""
     cfg.validate()
-    spec = data.get(cfg.dataset)
+    spec = data.spec_of(cfg)
     run = artifacts.check_writable(models.run_of(cfg))
     cfg = dataclasses.replace(cfg, input_range=models.input_range(run, cfg.input_range))  # the run's own, from here
     # whatever ran before in this process (a pipeline's train stage, or nothing): the stage then
     # gives the same files alone, in a pipeline, or after a skipped train
     fresh_session(cfg.seed)
     float_model = models.load_trained(run)
-    splits = data.load(
-        cfg.dataset,
-        root=cfg.data_root,
-        cache=cfg.cache_dir,
+    splits = data.load_of(
+        cfg,
         max_train=cfg.max_train_examples or None,
         max_eval=cfg.max_eval_examples or None,
     )

@@ -44,7 +44,7 @@ def from_scratch(cfg: ScratchConfig) -> dict:
     """Train a tfmot-wrapped fresh model with the float run's settings; returns the result written."""
     if cfg.scheme not in SCHEMES:
         raise TfqError(f"--scheme={cfg.scheme}: choose one of {', '.join(SCHEMES)}")
-    data.get(cfg.dataset)
+    data.spec_of(cfg)
     if cfg.model_file or imported.is_imported(artifacts.run_dir(cfg.artifacts, cfg.dataset, cfg.model)):
         raise TfqError(
             f"QAT from scratch retrains one of tfq's own models ({', '.join(models.MODELS)}) with its training "
@@ -63,12 +63,10 @@ def from_scratch(cfg: ScratchConfig) -> dict:
         TrainConfig(**saved), artifacts=cfg.artifacts, data_root=cfg.data_root, cache_dir=cfg.cache_dir
     )
     tc.validate()
-    spec = data.get(cfg.dataset)
+    spec = data.spec_of(cfg)
     fresh_session(tc.seed)
-    splits = data.load(
-        cfg.dataset,
-        root=cfg.data_root,
-        cache=cfg.cache_dir,
+    splits = data.load_of(
+        cfg,
         max_train=tc.max_train_examples or None,
         max_eval=tc.max_eval_examples or None,
     )

@@ -40,7 +40,7 @@ class SensitivityConfig(cli.Run):
     max_eval_examples: int = cli.setting(0, "Use only this many validation/test examples (0: all).")
 
     def validate(self) -> None:
-        data.get(self.dataset)
+        data.spec_of(self)
         models.check(self)
         unknown = [s for s in self.schemes if s not in mixed_search.RUNG or s == "float"]
         if unknown or not self.schemes:
@@ -87,7 +87,7 @@ def scorer_for(cfg, run) -> tuple[mixed_search.Scorer, str, data.Splits]:
     """The validation scorer of a run: its float model, min/max calibration on `num_calibration`
     training images drawn by `seed`, and the validation split."""
     float_blob, digest = float_flatbuffer(run)
-    splits = data.load(cfg.dataset, root=cfg.data_root, cache=cfg.cache_dir, max_eval=cfg.max_eval_examples or None)
+    splits = data.load_of(cfg, max_eval=cfg.max_eval_examples or None)
     pixels = models.input_range(run, cfg.input_range)
     calibration = data.calibration_samples(splits, cfg.num_calibration, seed=cfg.seed, input_range=pixels)
     images, labels = data.to_numpy(splits.val)

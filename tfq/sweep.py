@@ -126,7 +126,7 @@ class SweepConfig(cli.Run):
         object.__setattr__(self, "bits", tuple(self.bits))  # hashable: the config keys the grid's cache
 
     def validate(self) -> None:
-        data.get(self.dataset)
+        data.spec_of(self)
         models.check(self)
         cli.check_at_least(self, 1, "calibration_draws", "num_calibration")
         cli.check_at_least(self, 0, "grid_examples", "max_eval_examples")
@@ -163,7 +163,7 @@ def _grid(cfg: SweepConfig, model_sha256: str) -> _Grid:
     fresh_session(cfg.seed)
     run = artifacts.run_dir(cfg.artifacts, cfg.dataset, cfg.model)
     model, pixels = models.load_trained(run), models.input_range(run, cfg.input_range)
-    splits = data.load(cfg.dataset, root=cfg.data_root, cache=cfg.cache_dir, max_eval=cfg.max_eval_examples or None)
+    splits = data.load_of(cfg, max_eval=cfg.max_eval_examples or None)
     images, labels = data.to_numpy(splits.test)
     scaled = data.scale(images, pixels).numpy()
     subset = _grid_subset(len(labels), cfg.grid_examples, cfg.seed)

@@ -66,7 +66,7 @@ class TrainConfig(cli.Run):
 
     def validate(self) -> None:
         """Every flag, before any data is read or anything written."""
-        data.get(self.dataset)
+        data.get(self.dataset, self.image_size)
         models.check(self)
         if self.model_file and self.strategy != "default":
             raise TfqError(f"--model_file={self.model_file} is studied as it is: --strategy={self.strategy} trains")
@@ -124,6 +124,8 @@ class TrainConfig(cli.Run):
             if self.model != model:
                 keyed.pop(name)
         keyed.pop("model_file"), keyed.pop("run_name")  # where files live: a model file's own digest counts
+        if keyed["image_size"] is None:
+            keyed.pop("image_size")
         if self.model_file:
             keyed["model_file_sha256"] = imported.source_digest(imported.check_path(self.model_file))
         if cli.pixel_range(keyed.pop("input_range")) != cli.UNIT_RANGE:  # [0, 1]: the key from before
@@ -144,7 +146,7 @@ def train(cfg: TrainConfig, *, callbacks=()) -> dict:
     if cfg.model_file:
         return imported.import_model(cfg)
     pixels = cli.pixel_range(cfg.input_range)
-    spec = data.get(cfg.dataset)
+    spec = data.get(cfg.dataset, cfg.image_size)  # a retrained model takes the size asked for now
     out = artifacts.check_writable(artifacts.run_dir(cfg.artifacts, cfg.dataset, cfg.model))
 
     strategy = fitting.make_strategy(cfg.strategy)  # first: a multi-worker strategy must exist before any TensorFlow op
@@ -156,6 +158,7 @@ def train(cfg: TrainConfig, *, callbacks=()) -> dict:
         cache=cfg.cache_dir,
         max_train=cfg.max_train_examples or None,
         max_eval=cfg.max_eval_examples or None,
+        shape=spec.shape if spec.folder else None,
     )
 
     cached_train = fitting.sharded(splits.train, strategy).cache()  # shared by every epoch
@@ -279,6 +282,7 @@ def train(cfg: TrainConfig, *, callbacks=()) -> dict:
         "replicas": strategy.num_replicas_in_sync,
         "data_source": splits.source.to_json(),
         "data_source_key": source_key,
+        **data.recorded(spec),
         "history": history,
         "epochs_fitted_in_this_run": len(fitted.get("loss", [])),
         "config": dataclasses.asdict(cfg),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import re
 import tarfile
 import time
 
@@ -15,6 +16,7 @@ from PIL import Image
 
 from tests.conftest import error_lines
 from tfq import data
+from tfq.core import artifacts
 from tfq.core.artifacts import TfqError
 from tfq.core.backend import tf
 from tfq.data import sources
@@ -371,3 +373,38 @@ def test_usps_builds_into_a_folder_named_by_its_builders_code(data_root, tmp_pat
     data.load("usps", root=data_root, cache=tmp_path / "cache")
     digest = hashlib.sha256(open(usps.__file__, "rb").read()).hexdigest()[:12]
     assert [p.name for p in (tmp_path / "cache" / "usps").iterdir() if p.name.startswith("tfds")] == [f"tfds-{digest}"]
+
+
+def test_any_tfds_image_dataset_is_read_through_tfds_at_its_own_or_the_asked_size(tmp_path, monkeypatch):
+    monkeypatch.setattr(sources, "unreachable", lambda urls: None)  # as if tfds' servers answered
+    with tfds.testing.mock_data(num_examples=20), pytest.MonkeyPatch.context() as inside:
+        calls = _recording_download(inside)
+        spec = data.get("tfds:svhn_cropped")
+        x, _ = data.to_numpy(data.load("tfds:svhn_cropped", cache=tmp_path / "cache").test)
+        gray, _ = data.to_numpy(data.load("tfds:svhn_cropped", cache=tmp_path / "cache", shape=(24, 24, 1)).test)
+        # tf_flowers' images vary in size: read only at a size asked for, each resized to it
+        flowers = data.load("tfds:tf_flowers", cache=tmp_path / "cache", shape=(40, 48))
+        fx, fy = next(iter(flowers.train.batch(8)))
+    assert spec.shape == (32, 32, 3) and spec.labels == tuple("0123456789") and spec.name == "tfds-svhn-cropped"
+    assert x.shape == (20, 32, 32, 3) and gray.shape == (20, 24, 24, 1) and gray.dtype == np.uint8
+    assert fx.shape == (8, 40, 48, 3) and fx.dtype == tf.uint8 and len(data.get("tfds:tf_flowers", (9, 9)).labels) == 5
+    assert calls[0]["dataset"] == "svhn_cropped" and calls[0]["manual_dir"] is None
+    assert artifacts.run_dir("a", "tfds:svhn_cropped", "cnn").name == "tfds-svhn-cropped_cnn"
+
+
+def test_a_tfds_dataset_that_cannot_be_had_is_one_line_naming_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("TFQ_OFFLINE", "1")
+    started = time.time()
+    with pytest.raises(TfqError) as e:
+        data.load("tfds:svhn_cropped", cache=tmp_path / "cache")
+    assert time.time() - started < 15 and str(e.value) == (
+        f"tfds dataset 'svhn_cropped' is not built in {tmp_path / 'cache' / 'tfds-svhn-cropped' / 'tfds'} and is "
+        "not available offline; tfds cannot download it either (TFQ_OFFLINE is set)"
+    )
+    for name, message in [
+        ("tfds:no_such_set", "--dataset=tfds:no_such_set: tfds does not know 'no_such_set'"),
+        ("tfds:tf_flowers", "--dataset=tfds:tf_flowers: its images vary in size (None, None, 3); give --image_size"),
+        ("tfds:glue/cola", "--dataset=tfds:glue/cola: not an image-classification dataset"),
+    ]:
+        with pytest.raises(TfqError, match=re.escape(message)):
+            data.get(name)

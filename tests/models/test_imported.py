@@ -58,16 +58,39 @@ def _flat_model(folder: Path, shape, classes: int, name: str) -> Path:
     return path
 
 
-def test_a_users_residual_depthwise_model_on_raw_pixels_runs_through_the_pipeline_to_the_report(
+DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+
+
+def _digit_folder(root: Path, data_root, cache) -> Path:
+    """MNIST slices as a user's image folder holds them: 32x32 RGB PNGs in one folder per class name."""
+    from PIL import Image
+
+    from tfq import data
+
+    splits = data.load("mnist", root=data_root, cache=cache, max_train=600, max_eval=200)
+    for split, ds in (("train", splits.train), ("test", splits.test)):
+        for i, (image, label) in enumerate(zip(*data.to_numpy(ds))):
+            (root / split / DIGITS[label]).mkdir(parents=True, exist_ok=True)
+            rgb = Image.fromarray(image[..., 0]).convert("RGB").resize((32, 32), Image.BILINEAR)
+            rgb.save(root / split / DIGITS[label] / f"{i}.png")
+    return root
+
+
+def test_a_users_residual_depthwise_model_on_raw_pixels_and_an_image_folder_runs_through_the_pipeline_to_the_report(
     user_model, tmp_path, data_root, cache
 ):
-    settings = {k: v for k, v in STUDY.items() if k != "models"}
-    proc = pipeline_cli(tmp_path, data_root, cache, f"--model_file={user_model}", RAW, settings=settings)
+    """The user's model takes 28x28x1: the folder's 32x32 RGB images are read at that size and channel count."""
+    folder = _digit_folder(tmp_path / "handwritten", data_root, cache)
+    settings = {k: v for k, v in STUDY.items() if k not in ("models", "datasets")}
+    args = (f"--datasets=folder:{folder}", f"--model_file={user_model}", RAW)
+    proc = pipeline_cli(tmp_path / "a", data_root, cache, *args, settings=settings)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    run = tmp_path / "mnist_digits_net"
+    run = tmp_path / "a" / "handwritten_digits_net"
     made = json.loads((run / artifacts.TRAIN_JSON).read_text())
     assert made["imported"]["source_sha256"] == artifacts.sha256(user_model)
     assert made["input_range"] == [0.0, 255.0] and made["test_examples"] == STUDY["max_eval_examples"]
+    assert made["image_shape"] == [28, 28, 1] and made["labels"] == list(DIGITS)
+    assert made["data_source"]["kind"] == "folder"
     assert made["test_accuracy"] > 0.6, made  # fed the range it was trained on
     manifests = [json.loads(p.read_text()) for p in run.glob("*.json") if p.with_suffix(".tflite").is_file()]
     assert len(manifests) >= 18 and all(m.get("input_range") == [0.0, 255.0] for m in manifests if "mode" in m)
@@ -77,6 +100,7 @@ def test_a_users_residual_depthwise_model_on_raw_pixels_runs_through_the_pipelin
     assert evals["eval_float32"]["accuracy"] == pytest.approx(made["test_accuracy"], abs=0.011)
     bundle = json.loads((run / "export/int8_android/model.json").read_text())
     assert bundle["input"]["pixel_scale"] == 1.0 and bundle["input"]["pixel_offset"] == 0.0
+    assert (run / "export/int8_android/labels.txt").read_text().split() == list(DIGITS)
     assert (
         "#define TFQ_INT8_PIXEL_SCALE 1.0f\n#define TFQ_INT8_PIXEL_OFFSET 0.0f"
         in (run / "export/int8_c/int8.h").read_text()
@@ -84,12 +108,12 @@ def test_a_users_residual_depthwise_model_on_raw_pixels_runs_through_the_pipelin
     sens = json.loads((run / "sensitivity.json").read_text())
     depthwise = [row for row in sens["layers"] if row["op"] == "DEPTHWISE_CONV_2D"]
     assert depthwise and all(row["schemes"]["w4"]["held_as"] == "int8" for row in depthwise)
-    assert "mnist_digits_net" in (tmp_path / "report" / "report.md").read_text()
+    assert "handwritten_digits_net" in (tmp_path / "a" / "report" / "report.md").read_text()
     # a rerun finds every stage current, the import included
-    again = pipeline_cli(tmp_path, data_root, cache, f"--model_file={user_model}", RAW, settings=settings)
+    again = pipeline_cli(tmp_path / "a", data_root, cache, *args, settings=settings)
     assert again.returncode == 0, again.stderr[-2000:]
     for stage in (*STUDY_STAGES, *STUDY_EXPORTS):
-        assert f"[mnist_digits_net] {stage}: current, skipped" in again.stdout, (stage, again.stdout[-2000:])
+        assert f"[handwritten_digits_net] {stage}: current, skipped" in again.stdout, (stage, again.stdout[-2000:])
     assert "[report] report: current, skipped" in again.stdout
 
 

@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -30,7 +31,18 @@ class NotPossible(TfqError):
 
 def run_dir(artifacts: str | os.PathLike, dataset: str, model: str) -> Path:
     """`<artifacts>/<dataset>_<model>`: where every stage of one dataset/model pair writes."""
-    return Path(artifacts) / f"{dataset}_{model}"
+    return Path(artifacts) / f"{dataset_label(dataset)}_{model}"
+
+
+def dataset_label(dataset: str) -> str:
+    """A dataset's part of a run folder's name: its own, or for a user's image folder (`folder:PATH`)
+    the folder's name, and for any tfds dataset (`tfds:NAME`) `tfds-NAME`, kept to letters, digits, '-'
+    and '.' ('_' separates dataset from model)."""
+    kind, sep, rest = dataset.partition(":")
+    if not sep or kind not in ("folder", "tfds"):
+        return dataset
+    name = Path(rest).expanduser().resolve().name if kind == "folder" else f"tfds-{rest}"
+    return re.sub(r"[^A-Za-z0-9.-]+", "-", name).strip("-.") or kind
 
 
 TEMP_PREFIX = ".tmp."  # every file on its way to its final name starts so (see remove_stale_temps)

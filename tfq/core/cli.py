@@ -44,7 +44,7 @@ def same_setting(cls, name: str):
 class Run:
     """What every stage's config holds first: which run (dataset x model) and where its files live."""
 
-    dataset: str = setting("mnist", "mnist, fashion_mnist, emnist_digits or cifar10.")
+    dataset: str = setting("mnist", "mnist, fashion_mnist, emnist_digits, cifar10, or folder:PATH (your own images).")
     model: str = setting("cnn", "mlp, cnn, resnet8 (MLPerf Tiny's) or mobilenet (depthwise-separable).")
     artifacts: str = setting("artifacts", "Root of the run folders <dataset>_<model>/.")
     data_root: str | None = setting(
@@ -62,6 +62,11 @@ class Run:
         "LOW,HIGH: the float range the model takes for pixels 0..255 (default: the run's own, recorded when "
         "it was trained or imported; 0,1 for a new run; MLPerf Tiny's ResNet-8 takes 0,255).",
     )
+    image_size: tuple[int, ...] | None = setting(
+        None,
+        "HEIGHT,WIDTH[,CHANNELS] an image folder (--dataset=folder:PATH) is resized to (default: the run's own, "
+        "recorded when its model was trained or imported; a user's model's input; else the images' most common size).",
+    )
 
     def __post_init__(self):
         if self.run_name and not self.model_file:
@@ -71,6 +76,8 @@ class Run:
             if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
                 raise TfqError(f"run name {name!r}: use letters, digits, '_', '-' and '.' (or set --run_name)")
             self.model = name
+        if self.image_size is not None:
+            self.image_size = tuple(int(v) for v in self.image_size)
         if self.input_range is not None:
             self.input_range = tuple(float(v) for v in self.input_range)
             if len(self.input_range) != 2 or not self.input_range[0] < self.input_range[1]:

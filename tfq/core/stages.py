@@ -126,6 +126,8 @@ def settings(config) -> dict:
     out = {k: v for k, v in dataclasses.asdict(config).items() if k not in _PLACES}
     if "input_range" in out and cli.pixel_range(out["input_range"]) == cli.UNIT_RANGE:
         del out["input_range"]
+    if out.get("image_size", 0) is None:
+        del out["image_size"]
     return out
 
 

@@ -27,10 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
-from tfq.core import cli
+from tfq.core import artifacts, cli
 from tfq.core.artifacts import TfqError
 from tfq.core.backend import tf
-from tfq.data import sources
+from tfq.data import folder, sources
 from tfq.data.sources import CACHE_DIR_ENV, DATA_ROOT_ENV, OFFLINE_ENV  # noqa: F401  (the package's settings)
 
 VALIDATION_FRACTION = 0.1  # carved from the end of the training split; test is for final numbers
@@ -70,6 +70,7 @@ class Dataset:
     raw_folder: str | None = None  # <root>/<raw_folder>/ holds raw_files (default: the name)
     checksums: tuple[tuple[str, int, str], ...] = ()  # (file, size, sha256) where tfds registers none
     own_builder: str | None = None  # tfq's module holding the tfds builder; its code names the build folder
+    folder: str | None = None  # a user's images, `folder:PATH` (tfq.data.folder)
 
     @property
     def num_classes(self) -> int:
@@ -136,11 +137,95 @@ def split_run(name: str) -> tuple[str, str]:
     return dataset, name[len(dataset) + 1 :]
 
 
-def get(name: str) -> Dataset:
+def get(name: str, shape: tuple[int, ...] | None = None) -> Dataset:
+    """The dataset `name` names: one of the table's, or a user's image folder (`folder:PATH`, resized to
+    `shape`, by default its images' most common size)."""
+    if folder.is_folder(name):
+        lst = folder.listing(name)
+        return Dataset(artifacts.dataset_label(name), "", _full_shape(shape, lst), lst.classes, (), folder=name)
+    if name.startswith(TFDS_PREFIX):
+        return _tfds_spec(name, shape)
+    if shape is not None and name in DATASETS:
+        raise TfqError(f"--image_size is for an image folder or a tfds dataset: {name} has {DATASETS[name].shape}")
     try:
         return DATASETS[name]
     except KeyError:
-        raise TfqError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}") from None
+        raise TfqError(
+            f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}, or folder:PATH for your own images"
+        ) from None
+
+
+TFDS_PREFIX = "tfds:"
+
+
+def _tfds_spec(name: str, shape) -> Dataset:
+    """Any tfds image-classification dataset, `tfds:NAME` (tfds' catalogue name, with its config if it
+    has one), from what tfds' code says of it: nothing is downloaded or read here."""
+    import tensorflow_datasets as tfds
+
+    tfds_name = name[len(TFDS_PREFIX) :]
+    try:
+        info = tfds.builder(tfds_name).info
+    except Exception as e:  # noqa: BLE001 - tfds raises many types for a name it does not know
+        raise TfqError(f"--dataset={name}: tfds does not know {tfds_name!r} ({str(e).splitlines()[0][:160]})") from None
+    keys = tuple(info.supervised_keys or ("image", "label"))[:2]
+    image, label = (info.features[k] if isinstance(k, str) and k in info.features else None for k in keys)
+    if not isinstance(image, tfds.features.Image) or not isinstance(label, tfds.features.ClassLabel):
+        raise TfqError(f"--dataset={name}: not an image-classification dataset (its supervised keys are {keys})")
+    own = tuple(image.shape)
+    if shape is None and None in own:
+        raise TfqError(f"--dataset={name}: its images vary in size {own}; give --image_size=HEIGHT,WIDTH")
+    if shape is not None:
+        shape = tuple(int(v) for v in shape)
+        shape = shape if len(shape) == 3 else (*shape, own[2] or 3)
+    return Dataset(artifacts.dataset_label(name), tfds_name, shape or own, tuple(label.names), (), online_only=True)
+
+
+def _full_shape(shape, lst) -> tuple[int, int, int]:
+    """HEIGHT,WIDTH[,CHANNELS] made whole from the folder's own images."""
+    if shape is None:
+        return folder.default_shape(lst)
+    shape = tuple(int(v) for v in shape)
+    if len(shape) not in (2, 3) or min(shape) < 1 or (len(shape) == 3 and shape[2] not in (1, 3)):
+        raise TfqError(
+            f"--image_size={','.join(map(str, shape))}: expected HEIGHT,WIDTH or HEIGHT,WIDTH,CHANNELS (1 or 3)"
+        )
+    return shape if len(shape) == 3 else (*shape, folder.default_shape(lst)[2])
+
+
+def shape_of(cfg) -> tuple[int, int, int] | None:
+    """The image shape a stage's run reads a folder dataset at: --image_size, else the one recorded when
+    the run's model was trained or imported, else None (the images' own). Tfq's datasets: None."""
+    if not folder.is_folder(cfg.dataset):
+        return tuple(cfg.image_size) if cfg.image_size else None  # `get` refuses it, naming the dataset
+    run = artifacts.run_dir(cfg.artifacts, cfg.dataset, cfg.model)
+    recorded = artifacts.read_json(run / artifacts.TRAIN_JSON, default={}).get("image_shape")
+    if (
+        cfg.image_size
+        and recorded
+        and tuple(_full_shape(cfg.image_size, folder.listing(cfg.dataset))) != tuple(recorded)
+    ):
+        raise TfqError(
+            f"--image_size={','.join(map(str, cfg.image_size))}: {run.name}'s model takes "
+            f"{'x'.join(map(str, recorded))} images (recorded in its {artifacts.TRAIN_JSON})"
+        )
+    return tuple(cfg.image_size or recorded) if (cfg.image_size or recorded) else None
+
+
+def recorded(spec: Dataset) -> dict:
+    """What a run's train.json keeps of an image folder: its shape, which later stages read it at,
+    and its class names (tfq's own datasets: nothing; their table says it)."""
+    return {"image_shape": list(spec.shape), "labels": list(spec.labels)} if spec.folder else {}
+
+
+def spec_of(cfg) -> Dataset:
+    """The dataset of a stage's config (a `cli.Run`), at its run's image shape."""
+    return get(cfg.dataset, shape_of(cfg))
+
+
+def load_of(cfg, **kw) -> Splits:
+    """`load` for a stage's config: its dataset, data root, cache and run's image shape."""
+    return load(cfg.dataset, root=cfg.data_root, cache=cfg.cache_dir, shape=shape_of(cfg), **kw)
 
 
 def data_root(flag_value: str | None = None) -> Path | None:
@@ -156,13 +241,20 @@ def cache_dir(flag_value: str | None = None) -> Path:
 def source_key(name: str, root: str | os.PathLike | None = None, cache: str | os.PathLike | None = None) -> str:
     """Which source `load` would read, decided by the loader's own `decide` without building
     anything: "official" (tfds-built, local official files or tfds' download: tfds checks their
-    checksums) or the JPEG copy with its archive's name and size. The pipeline keys its stages on it."""
+    checksums), the JPEG copy with its archive's name and size, or an image folder with the digest of
+    its listing. The pipeline keys its stages on it."""
+    if folder.is_folder(name):
+        lst = folder.listing(name)
+        return f"folder {lst.root} {lst.digest}"
     loader = sources.Loader(get(name), data_root(root), cache_dir(cache))
     return f"jpeg {loader.jpeg_identity()}" if loader.decide() == "jpeg" else "official"
 
 
 def check_available(name: str, root: str | os.PathLike | None = None, cache: str | os.PathLike | None = None) -> None:
     """Fail now, in one line, if `load(name)` would fail for want of data (offline, no local copy)."""
+    if folder.is_folder(name):
+        folder.listing(name)
+        return
     loader = sources.Loader(get(name), data_root(root), cache_dir(cache))
     why = loader.unavailable(loader.decide())
     if why:
@@ -187,20 +279,42 @@ def load(
     cache: str | os.PathLike | None = None,
     max_train: int | None = None,
     max_eval: int | None = None,
+    shape: tuple[int, ...] | None = None,
 ) -> Splits:
-    """Load a dataset: the last `VALIDATION_FRACTION` of train is validation; test stays apart."""
-    spec = get(name)
-    loader = sources.Loader(spec, data_root(root), cache_dir(cache))
-    source = loader.source()
-    full_train = loader.split("train")
-    n = int(full_train.cardinality())
-    n_val = int(round(n * VALIDATION_FRACTION))
-    train, val, test = full_train.take(n - n_val), full_train.skip(n - n_val), loader.split("test")
+    """Load a dataset: the last `VALIDATION_FRACTION` of train is validation (an image folder's own
+    validation split where it has one); test stays apart."""
+    spec = get(name, shape)
+    if spec.folder:
+        source, split = _folder_source(spec, cache_dir(cache))
+    else:
+        loader = sources.Loader(spec, data_root(root), cache_dir(cache))
+        source, split = loader.source(), loader.split
+    full_train = split("train")
+    if spec.folder and folder.listing(spec.folder).has("validation"):
+        train, val = full_train, split("validation")
+    else:
+        n = int(full_train.cardinality())
+        n_val = int(round(n * VALIDATION_FRACTION))
+        train, val = full_train.take(n - n_val), full_train.skip(n - n_val)
+    test = split("test")
     if max_train:
         train = train.take(max_train)
     if max_eval:
         val, test = val.take(max_eval), test.take(max_eval)
     return Splits(spec, source, train, val, test)
+
+
+def _folder_source(spec: Dataset, cache: Path):
+    """An image folder's Source and its splits, decoded once into the cache (tfq.data.folder)."""
+    lst = folder.listing(spec.folder)
+    arrays = folder.arrays(lst, spec.shape, cache)
+    n = sum(len(y) for _, y in arrays.values())
+    source = sources.Source(
+        "folder",
+        f"image folder {lst.root} ({n:,d} images, {len(lst.classes)} classes, listing {lst.digest}, "
+        f"read at {'x'.join(map(str, spec.shape))})",
+    )
+    return source, lambda s: tf.data.Dataset.from_tensor_slices(arrays[s])
 
 
 def scale(image: tf.Tensor, input_range: tuple[float, float] | None = None) -> tf.Tensor:
@@ -279,6 +393,8 @@ def calibration_samples(splits: Splits, n: int, seed: int = 0, input_range=None)
     """
     pool, _ = to_numpy(splits.train, limit=max(n * 10, 1000))
     if n > len(pool):
-        raise TfqError(f"asked for {n} calibration images, but the training split has {len(pool)}")
+        raise TfqError(
+            f"asked for {n} calibration images, but the training split has {len(pool)} (lower --num_calibration)"
+        )
     chosen = np.sort(np.random.default_rng(seed).choice(len(pool), size=n, replace=False))
     return scale(pool[chosen], input_range).numpy()

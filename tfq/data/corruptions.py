@@ -217,7 +217,7 @@ def cache_key(dataset: str, images: np.ndarray, seed: int) -> str:
 def shifted_sets(dataset: str, images: np.ndarray, *, seed: int, cache: str | Path | None) -> dict[str, np.ndarray]:
     """Every set of `set_names(dataset)` made from `images`, through the cache when one is given."""
     key = cache_key(dataset, images, seed)
-    path = Path(cache) / "shifted" / f"{dataset}-{key}.npz" if cache else None
+    path = Path(cache) / "shifted" / f"{artifacts.dataset_label(dataset)}-{key}.npz" if cache else None
     if path and path.is_file():
         with np.load(path) as z:
             return {name: z[name.replace("/", "@")] for name in set_names(dataset)}

@@ -79,7 +79,7 @@ class Loader:
             self._builder = tfds.builder(self.spec.tfds_name, data_dir=str(self._tfds_dir))
         if self._builder.is_prepared():
             return "prepared"
-        if not self._missing_raw():
+        if self.spec.raw_files and not self._missing_raw():
             return "official"
         if self.spec.jpeg_folder and (self._extracted.is_dir() or self._jpeg_archive()):
             return "jpeg"
@@ -190,6 +190,8 @@ class Loader:
             )
 
     def _missing_message(self) -> str:
+        if not self.spec.raw_files:  # any tfds dataset (tfds:NAME): only tfds' own build or download
+            return f"tfds dataset {self.spec.tfds_name!r} is not built in {self._tfds_dir} and is not available offline"
         folder = self.spec.raw_folder or self.spec.name
         where = self._raw_dir(folder) or f"<data root>/{folder}"
         missing = self._missing_raw() if self.root else list(self.spec.raw_files)
@@ -212,7 +214,20 @@ class Loader:
             ds = self._builder.as_dataset(split=split, shuffle_files=False, as_supervised=True)
         if self.spec.transpose:
             ds = ds.map(lambda x, y: (tf.transpose(x, [1, 0, 2]), y))
+        if not self.spec.raw_files and tuple(self._builder.info.features["image"].shape) != self.spec.shape:
+            ds = ds.map(lambda x, y: (fit(x, self.spec.shape), y))  # tfds:NAME at the run's --image_size
         return ds
+
+
+def fit(image: tf.Tensor, shape: tuple[int, int, int]) -> tf.Tensor:
+    """A uint8 image at `shape`: channels converted (gray <-> RGB), then resized (bilinear, antialiased)."""
+    have, want = image.shape[-1], shape[2]
+    if have == 1 and want == 3:
+        image = tf.image.grayscale_to_rgb(image)
+    elif have == 3 and want == 1:
+        image = tf.image.rgb_to_grayscale(image)
+    resized = tf.image.resize(image, shape[:2], antialias=True)
+    return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
 
 
 REACH_TIMEOUT_S = 3.0

@@ -68,6 +68,16 @@ def check_fits(model: keras.Model, spec: data.Dataset, label: str) -> None:
         )
 
 
+def _folder_shape(model: keras.Model, dataset: str) -> tuple[int, ...] | None:
+    """An image folder is read at the user's model's input size (tfq's datasets keep their own)."""
+    if not data.folder.is_folder(dataset):
+        return None
+    takes = tuple(model.input_shape[1:])
+    if len(takes) != 3 or None in takes:
+        raise TfqError(f"the model takes images of shape {list(takes)}: give --image_size=HEIGHT,WIDTH for {dataset}")
+    return takes
+
+
 def is_imported(run: Path) -> bool:
     return "imported" in artifacts.read_json(run / artifacts.TRAIN_JSON, default={})
 
@@ -121,7 +131,7 @@ def import_model(cfg) -> dict:
     Skipped (the recorded train.json returned) when the run already holds this very file, tested on
     the same data with the same pixel range."""
     source = Path(cfg.model_file)
-    spec = data.get(cfg.dataset)
+    data.get(cfg.dataset, cfg.image_size)  # a known dataset (an image folder that reads) before the model loads
     run = artifacts.run_dir(cfg.artifacts, cfg.dataset, cfg.model)
     digest = source_digest(check_path(source))
     source_key = data.source_key(cfg.dataset, cfg.data_root, cfg.cache_dir)
@@ -141,15 +151,23 @@ def import_model(cfg) -> dict:
         and made.get("max_eval_examples") == _max_eval(cfg)
         and copy.is_file()
         and made.get("model_sha256") == artifacts.sha256(copy)
+        and (not cfg.image_size or made.get("image_shape", [])[: len(cfg.image_size)] == list(cfg.image_size))
     ):
         return made
     model = load_user_model(source)
+    spec = data.get(cfg.dataset, cfg.image_size or _folder_shape(model, cfg.dataset))
     check_fits(model, spec, f"--model_file={source}")
     artifacts.check_writable(run)  # only now: a file that does not load leaves no run folder behind
     from tfq import models  # its predictions and MACs count; models imports this module
 
     started = time.time()
-    splits = data.load(cfg.dataset, root=cfg.data_root, cache=cfg.cache_dir, max_eval=_max_eval(cfg) or None)
+    splits = data.load(
+        cfg.dataset,
+        root=cfg.data_root,
+        cache=cfg.cache_dir,
+        max_eval=_max_eval(cfg) or None,
+        shape=spec.shape if spec.folder else None,
+    )
 
     def right(split):  # the model's class against the label, per image of `split`
         images, labels = data.to_numpy(split)
@@ -189,6 +207,7 @@ def import_model(cfg) -> dict:
         "macs": macs,
         "data_source": splits.source.to_json(),
         "data_source_key": source_key,
+        **data.recorded(spec),
         "versions": versions(),
         "code": artifacts.code_digest(),
         "model_sha256": artifacts.sha256(copy),

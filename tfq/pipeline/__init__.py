@@ -45,13 +45,13 @@ def run_pair(
         )
     run = artifacts.check_writable(artifacts.run_dir(cfg.artifacts, dataset, model))
     for stale in artifacts.remove_stale_temps(run):
-        print(f"[{dataset}_{model}] removed {stale.name}, left half-written by a writer that was stopped", flush=True)
+        print(f"[{run.name}] removed {stale.name}, left half-written by a writer that was stopped", flush=True)
     # every key holds the data source (official files or the JPEG copy), the library versions and
     # tfq's own code: a change to any of them makes the stages run again
     source = {"data": data.source_key(dataset, cfg.data_root, cfg.cache_dir), **environment}
     chain = Chain(cfg, dataset, model, run, tc or train_config(cfg, dataset, model), source, environment, mapper)
     rows = stages_for(cfg)
-    runner = stages.Stages(run, f"{dataset}_{model}", cfg.force, [s.name for s in rows])
+    runner = stages.Stages(run, run.name, cfg.force, [s.name for s in rows])
     for stage in rows:
         c = stage.config(chain)
         if stage.before:
@@ -142,7 +142,9 @@ def pipeline(cfg: PipelineConfig) -> Path:
         if ex.name != "local":
             cfg = _for_workers(cfg)
         # flagfiles are read here: a worker's working directory may not hold them
-        jobs = {f"{d}_{m}": (cfg, d, m, environment, train_config(cfg, d, m)) for d, m in pairs(cfg)}
+        jobs = {
+            artifacts.run_dir("", d, m).name: (cfg, d, m, environment, train_config(cfg, d, m)) for d, m in pairs(cfg)
+        }
         if ex.name != "local":  # longest recorded chain first: the slowest does not start last
             jobs = dict(sorted(jobs.items(), key=lambda kv: -timing.recorded_seconds(Path(cfg.artifacts) / kv[0])))
         outcomes = ex.chains(run_pair, jobs)

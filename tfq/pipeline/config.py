@@ -13,7 +13,7 @@ from tfq import (
     sweep,
     train,
 )
-from tfq.core import cli
+from tfq.core import artifacts, cli
 from tfq.core.artifacts import TfqError
 from tfq.quant import mixed_search, modes
 from tfq.scale import executors
@@ -116,6 +116,7 @@ class PipelineConfig:
     model_file: str | None = cli.same_setting(cli.Run, "model_file")
     run_name: str | None = cli.same_setting(cli.Run, "run_name")
     input_range: tuple[float, ...] | None = cli.same_setting(cli.Run, "input_range")
+    image_size: tuple[int, ...] | None = cli.same_setting(cli.Run, "image_size")
     data_root: str | None = cli.setting(None, "Raw dataset files (default: $TFQ_DATA_ROOT).")
     cache_dir: str | None = cli.setting(None, "tfds build folder (default: $TFQ_CACHE_DIR or ~/.cache/tfq).")
     # the defaults the command line started from (PRESETS); the report names a first look
@@ -165,14 +166,21 @@ def train_config(cfg: PipelineConfig, dataset: str, model: str) -> train.TrainCo
     """The tuned flagfile `flags/<dataset>_<model>.cfg` (`train.from_flagfile`), with the pipeline's overrides."""
     places = {"artifacts": cfg.artifacts, "data_root": cfg.data_root, "cache_dir": cfg.cache_dir}
     if cfg.model_file:  # imported, not trained: no flagfile
-        user = {"model_file": cfg.model_file, "run_name": cfg.run_name, "input_range": cfg.input_range}
+        user = {
+            "model_file": cfg.model_file,
+            "run_name": cfg.run_name,
+            "input_range": cfg.input_range,
+            "image_size": cfg.image_size,
+        }
         slices = {"max_train_examples": cfg.max_train_examples, "max_eval_examples": cfg.max_eval_examples}
         return train.TrainConfig(dataset=dataset, **user, **places, **slices)
-    tc = train.from_flagfile(Path(cfg.flags_dir) / f"{dataset}_{model}.cfg", dataset, model)
+    # an image folder's run may have a flagfile of its own: flags/<folder name>_<model>.cfg
+    tc = train.from_flagfile(Path(cfg.flags_dir) / f"{artifacts.dataset_label(dataset)}_{model}.cfg", dataset, model)
     return dataclasses.replace(
         tc,
         **places,
         input_range=cfg.input_range or tc.input_range,
+        image_size=cfg.image_size or tc.image_size,
         epochs=cfg.epochs or tc.epochs,
         max_train_examples=cfg.max_train_examples or tc.max_train_examples,
         max_eval_examples=cfg.max_eval_examples or tc.max_eval_examples,

@@ -53,7 +53,7 @@ def collect(artifacts_root: str | Path, pairs) -> tuple[list[dict], dict, list[d
             e = artifacts.read_json(p)
             why = stale(e, run, train_info)
             if why:
-                stale_results.append({"run": f"{dataset}_{model}", "file": p.name, "why": why})
+                stale_results.append({"run": run.name, "file": p.name, "why": why})
             else:
                 evals[p.stem[len("eval_") :]] = e
         if not evals:
@@ -63,7 +63,7 @@ def collect(artifacts_root: str | Path, pairs) -> tuple[list[dict], dict, list[d
         if qat_info and train_info and made_from != train_info.get("model_sha256"):
             stale_results.append(
                 {
-                    "run": f"{dataset}_{model}",
+                    "run": run.name,
                     "file": "qat_int8.json",
                     "why": "it was fine-tuned from an older trained model",
                 }
@@ -77,7 +77,7 @@ def collect(artifacts_root: str | Path, pairs) -> tuple[list[dict], dict, list[d
         ):
             stale_results.append(
                 {
-                    "run": f"{dataset}_{model}",
+                    "run": run.name,
                     "file": "qat_lowbit.json (against float32)",
                     "why": "float32.tflite changed since the shipped 4-bit files were paired with it",
                 }
@@ -87,7 +87,7 @@ def collect(artifacts_root: str | Path, pairs) -> tuple[list[dict], dict, list[d
         if low_bit and train_info and low_bit["source_model"]["sha256"] != train_info.get("model_sha256"):
             stale_results.append(
                 {
-                    "run": f"{dataset}_{model}",
+                    "run": run.name,
                     "file": "qat_lowbit.json",
                     "why": "it was fine-tuned from an older trained model",
                 }
@@ -99,7 +99,7 @@ def collect(artifacts_root: str | Path, pairs) -> tuple[list[dict], dict, list[d
             if train_info and info["source_model"]["sha256"] != train_info.get("model_sha256"):
                 stale_results.append(
                     {
-                        "run": f"{dataset}_{model}",
+                        "run": run.name,
                         "file": path.name,
                         "why": "it is compared with an older trained model",
                     }
@@ -108,16 +108,14 @@ def collect(artifacts_root: str | Path, pairs) -> tuple[list[dict], dict, list[d
                 scratch[info["scheme"]] = info
         sweep_info = artifacts.read_json(run / "sweep.json", default=None)
         if sweep_info and train_info and sweep_info["source_model"]["sha256"] != train_info.get("model_sha256"):
-            stale_results.append(
-                {"run": f"{dataset}_{model}", "file": "sweep.json", "why": "it simulated an older trained model"}
-            )
+            stale_results.append({"run": run.name, "file": "sweep.json", "why": "it simulated an older trained model"})
             sweep_info = None
         for check in (sweep_info or {}).get("checks", [])[:]:
             path = run / check["file"]
             if "informative" not in check:
                 stale_results.append(
                     {
-                        "run": f"{dataset}_{model}",
+                        "run": run.name,
                         "file": f"sweep.json check of {check['file']}",
                         "why": "made before checks stood beside float32's own agreement",
                     }
@@ -126,7 +124,7 @@ def collect(artifacts_root: str | Path, pairs) -> tuple[list[dict], dict, list[d
             elif not path.is_file() or artifacts.sha256(path) != check["tflite_sha256"]:
                 stale_results.append(
                     {
-                        "run": f"{dataset}_{model}",
+                        "run": run.name,
                         "file": f"sweep.json check of {check['file']}",
                         "why": f"{check['file']} changed or went after the check",
                     }
@@ -139,7 +137,7 @@ def collect(artifacts_root: str | Path, pairs) -> tuple[list[dict], dict, list[d
         ):
             stale_results.append(
                 {
-                    "run": f"{dataset}_{model}",
+                    "run": run.name,
                     "file": "sensitivity.json",
                     "why": "it measured another float32.tflite",
                 }
@@ -148,7 +146,7 @@ def collect(artifacts_root: str | Path, pairs) -> tuple[list[dict], dict, list[d
         if sensitivity_info and "val_vs_float32" not in next(iter(sensitivity_info["rungs"].values())):
             stale_results.append(
                 {
-                    "run": f"{dataset}_{model}",
+                    "run": run.name,
                     "file": "sensitivity.json",
                     "why": "it keeps intervals without their counts (made before they could be restated)",
                 }
@@ -161,11 +159,11 @@ def collect(artifacts_root: str | Path, pairs) -> tuple[list[dict], dict, list[d
             info = artifacts.read_json(path)
             why = _mixed_stale(info, run, train_info)
             if why:
-                stale_results.append({"run": f"{dataset}_{model}", "file": path.name, "why": why})
+                stale_results.append({"run": run.name, "file": path.name, "why": why})
             else:
                 mixed_info.append(info)
-        micro_info = _micro_current(run, "micro.json", stale_results, f"{dataset}_{model}")
-        micro_full = _micro_current(run, "micro_full.json", stale_results, f"{dataset}_{model}")
+        micro_info = _micro_current(run, "micro.json", stale_results, run.name)
+        micro_full = _micro_current(run, "micro_full.json", stale_results, run.name)
         generalize_info = artifacts.read_json(run / "generalize.json", default=None)
         changed = [
             name
@@ -175,7 +173,7 @@ def collect(artifacts_root: str | Path, pairs) -> tuple[list[dict], dict, list[d
         if changed:
             stale_results.append(
                 {
-                    "run": f"{dataset}_{model}",
+                    "run": run.name,
                     "file": "generalize.json",
                     "why": f"{', '.join(sorted(changed))} changed or went after it was measured",
                 }
@@ -199,7 +197,7 @@ def collect(artifacts_root: str | Path, pairs) -> tuple[list[dict], dict, list[d
         )
         if found["sensitivity"]:  # its drops follow its restated paired results
             drops(found["sensitivity"])
-        runs[f"{dataset}_{model}"] = found
+        runs[run.name] = found
         base = evals.get("float32")
         order = sorted(evals, key=mode_rank)
         for mode in order:
@@ -208,7 +206,7 @@ def collect(artifacts_root: str | Path, pairs) -> tuple[list[dict], dict, list[d
             paired = _paired_with(base, e) if same else None
             rows.append(
                 {
-                    "dataset": dataset,
+                    "dataset": artifacts.dataset_label(dataset),
                     "model": model,
                     "mode": mode,
                     "accuracy": e["accuracy"],
