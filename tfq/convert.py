@@ -156,8 +156,10 @@ def convert(cfg: ConvertConfig, log=None) -> list[dict]:
     run = artifacts.check_writable(models.run_of(cfg))
     pixels = models.input_range(run, cfg.input_range)
     fresh_session(cfg.seed)  # names in the flatbuffer do not depend on what the process built before
-    model = models.load_trained(run)
-    source_digest = artifacts.sha256(run / artifacts.MODEL_FILE)
+    # the TFLite converter's modes start from the Keras model; ai-edge-quantizer's from float32.tflite
+    model = models.load_trained(run) if any(m.family != "aeq" for m in modes) else None
+    source = models.source_file(run)
+    source_digest = artifacts.sha256(source)
     calibration = None
     if any(m.calibrate for m in modes):
         splits = data.load_of(cfg)
@@ -205,7 +207,7 @@ def convert(cfg: ConvertConfig, log=None) -> list[dict]:
             "input_range": list(pixels),
             "convert_time_s": round(time.time() - started, 2),
             "flatbuffer": fb.summary(),
-            "source_model": {"path": str(run / artifacts.MODEL_FILE), "sha256": source_digest},
+            "source_model": {"path": str(source), "sha256": source_digest},
             "versions": versions(),
         }
         with artifacts.atomic_paths(run / f"{name}.tflite", run / f"{name}.json") as (blob_tmp, json_tmp):

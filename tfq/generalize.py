@@ -92,7 +92,7 @@ def shift(cfg: GeneralizeConfig, run: Path, targets, spec) -> tuple[dict, dict]:
     splits = data.load_of(cfg, max_eval=cfg.max_eval_examples or None)
     images, labels = data.to_numpy(splits.test)
     chosen = corruptions.subset(len(labels), cfg.examples, cfg.seed)
-    names = corruptions.set_names(cfg.dataset)
+    names = corruptions.set_names(images.shape[1:])  # the run's shape: an image folder's is its model's
     started = time.perf_counter()
     sets = corruptions.shifted_sets(cfg.dataset, images[chosen], seed=cfg.seed, cache=data.cache_dir(cfg.cache_dir))
     made_s = time.perf_counter() - started
@@ -143,7 +143,7 @@ def shift(cfg: GeneralizeConfig, run: Path, targets, spec) -> tuple[dict, dict]:
         "subset_seed": cfg.seed,
         "subset_sha256": hashlib.sha256(chosen.astype(np.int64).tobytes()).hexdigest(),
         "sets": names,
-        "corruptions": corruptions.describe(cfg.dataset),
+        "corruptions": corruptions.describe(images.shape[1:]),
         "libraries": corruptions.library_versions(),
         "making_s": round(made_s, 2),
         "data_source": splits.source.to_json(),

@@ -151,8 +151,8 @@ def mixed(cfg: MixedConfig, log=None) -> list[dict]:
             f"--seed={cfg.seed}",
             "flatbuffer": flatbuffer.read(blob).summary(),
             "source_model": {
-                "path": str(run / artifacts.MODEL_FILE),
-                "sha256": artifacts.sha256(run / artifacts.MODEL_FILE),
+                "path": str(models.source_file(run)),
+                "sha256": artifacts.sha256(models.source_file(run)),
             },
             "float32_sha256": digest,
             "input_range": list(scorer.input_range),

@@ -72,14 +72,14 @@ class SensitivityConfig(cli.Run):
 
 def float_flatbuffer(run) -> tuple[bytes, str]:
     """The run's float32.tflite and its digest, refused when it was not made from the current model."""
-    path, model = run / "float32.tflite", run / artifacts.MODEL_FILE
+    path, model = run / "float32.tflite", models.source_file(run)
     dataset, model_name = data.split_run(run.name)
     remake = f"python -m tfq.convert --dataset={dataset} --model={model_name} --mode=float32 --artifacts={run.parent}"
     if not path.is_file() or not model.is_file():
         raise TfqError(f"{path} does not exist (or its trained model is missing); make it with: {remake}")
     manifest = artifacts.read_json(run / "float32.json", default=None)
     if (manifest or {}).get("source_model", {}).get("sha256") != artifacts.sha256(model):
-        raise TfqError(f"{path} was not made from the current {artifacts.MODEL_FILE}; remake it with: {remake}")
+        raise TfqError(f"{path} was not made from the current {model.name}; remake it with: {remake}")
     return path.read_bytes(), artifacts.sha256(path)
 
 

@@ -211,6 +211,7 @@ def sweep(cfg: SweepConfig, *, map_lines=map) -> dict:
     through `tfq.scale.executors` (each task rebuilds the same grid, so the results are the same)."""
     cfg.validate()
     run = artifacts.check_writable(models.run_of(cfg))
+    models.need_keras(run)  # the simulation reads the Keras model's layers
     started = time.time()
     try:
         return _sweep(cfg, run, started, map_lines)

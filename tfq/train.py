@@ -123,7 +123,7 @@ class TrainConfig(cli.Run):
         for name, model in (("resnet_widths", "resnet8"), ("mobilenet_alpha", "mobilenet")):
             if self.model != model:
                 keyed.pop(name)
-        keyed.pop("model_file"), keyed.pop("run_name")  # where files live: a model file's own digest counts
+        keyed.pop("model_file"), keyed.pop("float_tflite"), keyed.pop("run_name")  # a model file's digest counts
         if keyed["image_size"] is None:
             keyed.pop("image_size")
         if self.model_file:

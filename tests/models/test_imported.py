@@ -58,7 +58,8 @@ def _flat_model(folder: Path, shape, classes: int, name: str) -> Path:
     return path
 
 
-DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+# class names sort into label order, as tfds' ImageFolder and Keras' image_dataset_from_directory number them
+DIGITS = ("0-zero", "1-one", "2-two", "3-three", "4-four", "5-five", "6-six", "7-seven", "8-eight", "9-nine")
 
 
 def _digit_folder(root: Path, data_root, cache) -> Path:
@@ -227,3 +228,92 @@ def test_run_name_and_input_range_flags_that_do_not_fit_are_one_line_errors(tmp_
         proc = run_cli("train", "--dataset=mnist", f"--artifacts={tmp_path}", *args)
         assert proc.returncode == 1 and error_lines(proc.stderr) == [expected], proc.stderr[-1500:]
     assert not any(tmp_path.rglob("*"))
+
+
+def _float_tflite(model_file: Path, out: Path, quantize: bool = False) -> Path:
+    """The user's own float .tflite, made as a user makes one (the TFLite converter); `quantize`: with
+    dynamic-range int8 weights instead, a file that is not a float model."""
+    from tfq.core.backend import keras, tf
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(keras.models.load_model(model_file))
+    if quantize:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    out.write_bytes(converter.convert())
+    return out
+
+
+def test_a_float_tflite_starts_a_run_whose_stages_run_or_say_why_they_cannot(user_model, tmp_path, data_root, cache):
+    tflite = _float_tflite(user_model, tmp_path / "digits.tflite")
+    settings = {k: v for k, v in STUDY.items() if k not in ("models", "cross_datasets")}
+    args = (f"--float_tflite={tflite}", RAW, "--export_modes=aeq_a8w8")
+    proc = pipeline_cli(tmp_path / "a", data_root, cache, *args, settings=settings)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = tmp_path / "a" / "mnist_digits"
+    made = json.loads((run / artifacts.TRAIN_JSON).read_text())
+    assert made["imported"]["format"] == "float .tflite" and made["imported"]["source_sha256"] == artifacts.sha256(
+        tflite
+    )
+    assert artifacts.sha256(run / "float32.tflite") == artifacts.sha256(tflite) and not (run / "model.keras").exists()
+    assert made["test_accuracy"] > 0.6 and made["input_range"] == [0.0, 255.0], made
+    # the TFLite converter's modes need the Keras model; ai-edge-quantizer's start from the float file
+    assert not (run / "int8.tflite").exists() and (run / "aeq_a8w4.tflite").is_file()
+    evals = {p.stem: json.loads(p.read_text()) for p in run.glob("eval_*.json")}
+    assert evals["eval_float32"]["accuracy"] == pytest.approx(made["test_accuracy"], abs=1e-9)
+    assert {"eval_aeq_a8w8", "eval_aeq_a8w4", "eval_aeq_dyn_w4"} <= set(evals) and "eval_int8" not in evals
+    state = json.loads((run / "pipeline.json").read_text())
+    for stage in ("qat", "sweep"):
+        assert "starts from a float .tflite (digits.tflite)" in state[stage]["not_possible"], state[stage]
+    for stage in ("convert", "evaluate", "sensitivity", "mixed", "micro", "generalize", "export aeq_a8w8 android"):
+        assert "not_possible" not in state[stage], (stage, state[stage])
+    assert len(json.loads((run / "micro.json").read_text())["variants"]) >= 13
+    assert (run / "export/aeq_a8w8_android/labels.txt").read_text().split() == list("0123456789")
+    report = (tmp_path / "a" / "report" / "report.md").read_text()
+    assert "| mnist_digits | qat | mnist_digits starts from a float .tflite" in report and "aeq_a8w8" in report
+
+
+def test_a_float_tflite_that_is_not_a_fitting_float_classifier_is_one_line_and_leaves_no_run(
+    user_model, tmp_path, run_cli
+):
+    (tmp_path / "junk.tflite").write_bytes(b"TFL3 not really")
+    quantized = _float_tflite(user_model, tmp_path / "dynamic.tflite", quantize=True)
+    out = tmp_path / "artifacts"
+    cases = [
+        (
+            ("--dataset=mnist", f"--float_tflite={tmp_path / 'junk.tflite'}"),
+            f"error: --float_tflite={tmp_path / 'junk.tflite'}",
+        ),
+        (
+            ("--dataset=mnist", f"--float_tflite={quantized}"),
+            f"error: --float_tflite={quantized} holds int8 weights: it is quantized already",
+        ),
+        (
+            ("--dataset=cifar10", f"--float_tflite={_float_tflite(user_model, tmp_path / 'd.tflite')}"),
+            "error: --float_tflite=",
+        ),
+        (
+            ("--dataset=mnist", f"--float_tflite={user_model}"),
+            f"error: --float_tflite={user_model}: expected a .tflite file",
+        ),
+        (("--dataset=mnist", f"--float_tflite={quantized}", f"--model_file={user_model}"), "error: --float_tflite="),
+    ]
+    for args, start in cases:
+        proc = run_cli("train", f"--artifacts={out}", *args)
+        lines = error_lines(proc.stderr)
+        assert proc.returncode == 1 and len(lines) == 1 and lines[0].startswith(start), (args, proc.stderr[-1500:])
+        assert not out.exists() or not any(out.rglob("*"))
+    # a run that started from a float .tflite: a converter mode is one line saying why not
+    fine = run_cli(
+        "train",
+        f"--artifacts={out}",
+        "--dataset=mnist",
+        f"--float_tflite={tmp_path / 'd.tflite'}",
+        RAW,
+        "--max_eval_examples=100",
+    )
+    assert fine.returncode == 0, fine.stderr[-2000:]
+    proc = run_cli("convert", f"--artifacts={out}", "--dataset=mnist", "--model=d", "--mode=int8")
+    assert proc.returncode == 1 and error_lines(proc.stderr) == [
+        "error: mnist_d starts from a float .tflite (d.tflite), and this needs a Keras model (the TFLite "
+        "converter's modes, QAT and the sweep do; give --model_file for them)"
+    ], proc.stderr[-1500:]
+    assert not (out / "mnist_d" / "int8.tflite").exists()

@@ -56,7 +56,14 @@ class Run:
         "Study this tf_keras model (.keras, .h5 or SavedModel folder) instead of training one: it is copied "
         "into the run <dataset>_<file stem> (or <dataset>_<--run_name>) and tested there first.",
     )
-    run_name: str | None = setting(None, "With --model_file: the model's name in the run folder (default: file stem).")
+    float_tflite: str | None = setting(
+        None,
+        "Study this float .tflite instead of a Keras model: the run <dataset>_<file stem> starts from it; "
+        "ai-edge-quantizer's modes, evaluate, TFLite Micro, shifted sets, export and the report run on it.",
+    )
+    run_name: str | None = setting(
+        None, "With --model_file or --float_tflite: the model's name in the run folder (default: file stem)."
+    )
     input_range: tuple[float, ...] | None = setting(
         None,
         "LOW,HIGH: the float range the model takes for pixels 0..255 (default: the run's own, recorded when "
@@ -69,6 +76,14 @@ class Run:
     )
 
     def __post_init__(self):
+        if self.float_tflite:
+            if self.model_file not in (None, self.float_tflite):
+                raise TfqError(
+                    f"--float_tflite={self.float_tflite} and --model_file={self.model_file}: one model per run"
+                )
+            if not self.float_tflite.endswith(".tflite"):
+                raise TfqError(f"--float_tflite={self.float_tflite}: expected a .tflite file")
+            self.model_file = self.float_tflite  # imported as a model file is, into a run of its own
         if self.run_name and not self.model_file:
             raise TfqError(f"--run_name={self.run_name} names an imported model: it needs --model_file")
         if self.model_file:

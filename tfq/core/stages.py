@@ -118,7 +118,7 @@ def _duration(seconds: float) -> str:
 
 
 # where files live does not change results (an imported model's digest is in the keys of what reads it)
-_PLACES = ("artifacts", "data_root", "cache_dir", "model_file", "run_name")
+_PLACES = ("artifacts", "data_root", "cache_dir", "model_file", "float_tflite", "run_name")
 
 
 def settings(config) -> dict:

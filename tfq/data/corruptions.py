@@ -80,12 +80,15 @@ COLOUR = tuple(
 ELASTIC_SIGMA = 4.0
 
 
-def table(dataset: str) -> tuple[Corruption, ...]:
-    """The corruptions for a dataset: colour 32x32 sets get CIFAR-10-C's, 28x28 sets the small ones."""
-    return COLOUR if data.get(dataset).shape[-1] == 3 else SMALL
+def table(dataset) -> tuple[Corruption, ...]:
+    """The corruptions for a dataset's images (`dataset`: its name, or their H x W x C shape, which for an
+    image folder is its run's): colour images of 32x32 or more get CIFAR-10-C's (imagecorruptions takes
+    nothing smaller), the rest the small ones."""
+    h, w, c = data.get(dataset).shape if isinstance(dataset, str) else tuple(dataset)
+    return COLOUR if c == 3 and min(h, w) >= 32 else SMALL
 
 
-def set_names(dataset: str) -> list[str]:
+def set_names(dataset) -> list[str]:
     """ "clean", then "<corruption>/<severity level 1..3>" for every corruption of the dataset."""
     return [CLEAN] + [f"{c.name}/{level}" for c in table(dataset) for level in range(1, len(c.severities) + 1)]
 
@@ -132,9 +135,11 @@ def corrupt(images: np.ndarray, dataset: str, set_name: str, seed: int = 0) -> n
     if set_name == CLEAN:
         return images.copy()
     name, _, level_s = set_name.partition("/")
-    found = [c for c in table(dataset) if c.name == name]
+    found = [c for c in table(images.shape[1:]) if c.name == name]
     if not found or not level_s.isdigit() or not 1 <= int(level_s) <= len(found[0].severities):
-        raise TfqError(f"unknown shifted set {set_name!r} for {dataset}; choose from {', '.join(set_names(dataset))}")
+        raise TfqError(
+            f"unknown shifted set {set_name!r} for {dataset}; choose from {', '.join(set_names(images.shape[1:]))}"
+        )
     c, level, s = found[0], int(level_s), _seed(seed, set_name)
     if c.library == "albumentations":
         import albumentations as A
@@ -174,7 +179,7 @@ def library_versions() -> dict:
     return {lib: metadata.version(lib) for lib in ("albumentations", "imagecorruptions-imaug")}
 
 
-def describe(dataset: str) -> list[dict]:
+def describe(dataset) -> list[dict]:
     return [{**dataclasses.asdict(c), "levels": len(c.severities)} for c in table(dataset)]
 
 
@@ -201,7 +206,7 @@ def cache_key(dataset: str, images: np.ndarray, seed: int) -> str:
     return hashlib.sha256(
         json.dumps(
             [
-                describe(dataset),
+                describe(images.shape[1:]),
                 seed,
                 versions,
                 Path(__file__).read_text(),
@@ -220,8 +225,8 @@ def shifted_sets(dataset: str, images: np.ndarray, *, seed: int, cache: str | Pa
     path = Path(cache) / "shifted" / f"{artifacts.dataset_label(dataset)}-{key}.npz" if cache else None
     if path and path.is_file():
         with np.load(path) as z:
-            return {name: z[name.replace("/", "@")] for name in set_names(dataset)}
-    sets = {name: corrupt(images, dataset, name, seed) for name in set_names(dataset)}
+            return {name: z[name.replace("/", "@")] for name in set_names(images.shape[1:])}
+    sets = {name: corrupt(images, dataset, name, seed) for name in set_names(images.shape[1:])}
     if path:
         path.parent.mkdir(parents=True, exist_ok=True)
         with artifacts.atomic_path(path) as tmp:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from tfq.core import artifacts
-from tfq.core.artifacts import TfqError
+from tfq.core.artifacts import NotPossible, TfqError
 from tfq.core.backend import keras
 
 
@@ -138,8 +138,29 @@ def build(name: str, input_shape, num_classes: int, **kwargs) -> keras.Model:
     return get(name).build(tuple(input_shape), num_classes, **kwargs)
 
 
+def source_file(run: str | os.PathLike) -> Path:
+    """The file every other file of a run is made from: its Keras model, or the float .tflite the run
+    started from (--float_tflite)."""
+    from tfq.models import imported
+
+    return Path(run) / (imported.FLOAT_TFLITE if imported.from_tflite(run) else artifacts.MODEL_FILE)
+
+
+def need_keras(run: str | os.PathLike) -> None:
+    """Not possible (in one line) on a run that started from a float .tflite: it has no Keras model."""
+    from tfq.models import imported
+
+    if imported.from_tflite(run):
+        source = artifacts.read_json(Path(run) / artifacts.TRAIN_JSON)["imported"]["source"]
+        raise NotPossible(
+            f"{Path(run).name} starts from a float .tflite ({Path(source).name}), and this needs a Keras model "
+            "(the TFLite converter's modes, QAT and the sweep do; give --model_file for them)"
+        )
+
+
 def load_trained(run: str | os.PathLike) -> keras.Model:
     """The trained float model of a run folder, with a clear error when it is missing or bad."""
+    need_keras(run)
     path = Path(run) / artifacts.MODEL_FILE
     if not path.is_file():
         from tfq import data

@@ -13,12 +13,15 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 from tfq import data
 from tfq.core import artifacts, cli, stats
 from tfq.core.artifacts import TfqError
 from tfq.core.backend import keras, versions
 
-FORMATS = {".keras": "tf_keras native", ".h5": "HDF5", ".hdf5": "HDF5"}  # and a folder: SavedModel
+TFLITE, FLOAT_TFLITE = ".tflite", "float32.tflite"
+FORMATS = {".keras": "tf_keras native", ".h5": "HDF5", ".hdf5": "HDF5", TFLITE: "float .tflite"}  # and SavedModel
 CHANCE_MARGIN = 2.0  # a float32 test accuracy under this many times chance prints a warning
 
 
@@ -38,7 +41,7 @@ def check_path(path: str | Path) -> Path:
     if not path.exists():
         raise TfqError(f"--model_file={path}: no such file or folder")
     if path.is_file() and path.suffix not in FORMATS:
-        raise TfqError(f"--model_file={path}: expected a .keras or .h5 file or a SavedModel folder")
+        raise TfqError(f"--model_file={path}: expected a .keras or .h5 file or a SavedModel folder (or --float_tflite)")
     if path.is_dir() and not (path / "saved_model.pb").is_file():
         raise TfqError(f"--model_file={path}: a folder must be a SavedModel (it has no saved_model.pb)")
     return path
@@ -68,14 +71,24 @@ def check_fits(model: keras.Model, spec: data.Dataset, label: str) -> None:
         )
 
 
-def _folder_shape(model: keras.Model, dataset: str) -> tuple[int, ...] | None:
+def _folder_shape(takes: tuple, dataset: str) -> tuple[int, ...] | None:
     """An image folder is read at the user's model's input size (tfq's datasets keep their own)."""
     if not data.folder.is_folder(dataset):
         return None
-    takes = tuple(model.input_shape[1:])
-    if len(takes) != 3 or None in takes:
+    if len(takes) != 3 or None in takes or min(takes) < 1:
         raise TfqError(f"the model takes images of shape {list(takes)}: give --image_size=HEIGHT,WIDTH for {dataset}")
-    return takes
+    return tuple(int(v) for v in takes)
+
+
+def held_name(source: Path) -> str:
+    """The run's copy of an imported model: model.keras, or float32.tflite for a float .tflite."""
+    return FLOAT_TFLITE if source.suffix == TFLITE else artifacts.MODEL_FILE
+
+
+def from_tflite(run: Path) -> bool:
+    """Whether the run started from a float .tflite (`--float_tflite`): it has no Keras model."""
+    made = artifacts.read_json(Path(run) / artifacts.TRAIN_JSON, default={})
+    return made.get("imported", {}).get("format") == FORMATS[TFLITE]
 
 
 def is_imported(run: Path) -> bool:
@@ -121,7 +134,10 @@ def ensure(cfg) -> None:
     held = made.get("imported", {}).get("source_sha256")
     asked = cfg.input_range is None or tuple(cfg.input_range) == tuple(made.get("input_range", ()))
     if not (
-        held and held == source_digest(check_path(cfg.model_file)) and asked and (run / artifacts.MODEL_FILE).is_file()
+        held
+        and held == source_digest(check_path(cfg.model_file))
+        and asked
+        and (run / held_name(Path(cfg.model_file))).is_file()
     ):
         import_model(cfg)
 
@@ -141,7 +157,7 @@ def import_model(cfg) -> dict:
     same_file = made.get("imported", {}).get("source_sha256") == digest
     # no range asked: this file's recorded one (a later stage given --model_file keeps it), else [0, 1]
     pixels = cli.pixel_range(cfg.input_range or (same_file and made.get("input_range")))
-    copy = run / artifacts.MODEL_FILE
+    copy = run / held_name(source)
     if (
         same_file
         and tuple(made.get("input_range", ())) == pixels
@@ -154,27 +170,19 @@ def import_model(cfg) -> dict:
         and (not cfg.image_size or made.get("image_shape", [])[: len(cfg.image_size)] == list(cfg.image_size))
     ):
         return made
+    if source.suffix == TFLITE:
+        return _import_tflite(cfg, source, run, digest, source_key, pixels)
     model = load_user_model(source)
-    spec = data.get(cfg.dataset, cfg.image_size or _folder_shape(model, cfg.dataset))
+    spec = data.get(cfg.dataset, cfg.image_size or _folder_shape(tuple(model.input_shape[1:]), cfg.dataset))
     check_fits(model, spec, f"--model_file={source}")
     artifacts.check_writable(run)  # only now: a file that does not load leaves no run folder behind
     from tfq import models  # its predictions and MACs count; models imports this module
 
     started = time.time()
-    splits = data.load(
-        cfg.dataset,
-        root=cfg.data_root,
-        cache=cfg.cache_dir,
-        max_eval=_max_eval(cfg) or None,
-        shape=spec.shape if spec.folder else None,
+    splits = _splits(cfg, spec)
+    correct, val_correct = (
+        _right(s, lambda x: models.predict_classes(model, data.scale(x, pixels).numpy())) for s in splits[1:]
     )
-
-    def right(split):  # the model's class against the label, per image of `split`
-        images, labels = data.to_numpy(split)
-        return models.predict_classes(model, data.scale(images, pixels).numpy()) == labels
-
-    correct, val_correct = right(splits.test), right(splits.val)
-    accuracy = float(correct.mean())
     try:
         with artifacts.atomic_path(copy) as tmp:
             model.save(tmp)
@@ -184,7 +192,104 @@ def import_model(cfg) -> dict:
         macs = models.macs(model)
     except (AttributeError, ValueError, TypeError):  # a layer called twice has no single output shape
         macs = None
+    return _record(
+        cfg,
+        source,
+        run,
+        digest,
+        source_key,
+        pixels,
+        spec,
+        splits[0],
+        correct,
+        val_correct,
+        started,
+        params=int(model.count_params()),
+        macs=macs,
+    )
 
+
+def _splits(cfg, spec):
+    """(source, test, validation) of the dataset, at the model's shape where the data is a folder."""
+    splits = data.load(
+        cfg.dataset,
+        root=cfg.data_root,
+        cache=cfg.cache_dir,
+        max_eval=_max_eval(cfg) or None,
+        shape=spec.shape if spec.folder else None,
+    )
+    return splits.source, splits.test, splits.val
+
+
+def _right(split, predict):
+    """Per image of `split`, whether `predict` (uint8 images -> classes) gives its label."""
+    images, labels = data.to_numpy(split)
+    return predict(images) == labels
+
+
+def _import_tflite(cfg, source: Path, run: Path, digest: str, source_key: str, pixels) -> dict:
+    """A float .tflite (`--float_tflite`): checked to be a float image classifier that fits the data, copied
+    in as the run's float32.tflite with its manifest, and tested there through LiteRT."""
+    from tfq.runtimes import flatbuffer, harness
+
+    label = f"--float_tflite={source}"
+    blob = source.read_bytes()
+    fb = flatbuffer.read(blob, label=label)
+    quantized = sorted(fb.dtypes("weights") - {"float32", "int32"})
+    if quantized:
+        raise TfqError(
+            f"{label} holds {'/'.join(quantized)} weights: it is quantized already; tfq quantizes from the float model"
+        )
+    inputs = fb.io()["inputs"]
+    if len(inputs) != 1 or inputs[0]["dtype"] != "float32":
+        raise TfqError(f"{label}: expected one float32 image input, found {[i['dtype'] for i in inputs]}")
+    spec = data.get(cfg.dataset, cfg.image_size or _folder_shape(tuple(inputs[0]["shape"][1:]), cfg.dataset))
+    clf = harness.Classifier(
+        blob, input_shape=spec.shape, num_classes=spec.num_classes, label=label, input_range=pixels
+    )
+    artifacts.check_writable(run)  # only now: a file that does not fit leaves no run folder behind
+    started = time.time()
+    splits = _splits(cfg, spec)
+    correct, val_correct = (_right(s, lambda x: clf.predict(x).argmax(1)) for s in splits[1:])
+    manifest = {
+        "mode": "float32",
+        "file": FLOAT_TFLITE,
+        "description": f"your own float .tflite ({source.name}), as given",
+        "size_bytes": len(blob),
+        "converter": {"tool": "none: the run started from this file", "source": str(source.resolve())},
+        "calibration_samples": 0,
+        "input_range": list(pixels),
+        "convert_time_s": 0.0,
+        "flatbuffer": fb.summary(),
+        "source_model": {"path": str(run / FLOAT_TFLITE), "sha256": digest},
+        "versions": versions(),
+    }
+    with artifacts.atomic_paths(run / FLOAT_TFLITE, run / "float32.json") as (blob_tmp, json_tmp):
+        blob_tmp.write_bytes(blob)
+        artifacts.write_json(json_tmp, manifest)
+    params = sum(int(np.prod(t.shape or (1,))) for t in fb.tensors if t.constant and t.dtype == "float32")
+    return _record(
+        cfg,
+        source,
+        run,
+        digest,
+        source_key,
+        pixels,
+        spec,
+        splits[0],
+        correct,
+        val_correct,
+        started,
+        params=params,
+        macs=None,
+    )
+
+
+def _record(
+    cfg, source, run, digest, source_key, pixels, spec, data_source, correct, val_correct, started, *, params, macs
+):
+    """Write and return the run's train.json for an imported model."""
+    accuracy = float(correct.mean())
     result = {
         "dataset": cfg.dataset,
         "model": cfg.model,
@@ -203,14 +308,14 @@ def import_model(cfg) -> dict:
         "test_examples": int(len(correct)),
         "max_eval_examples": _max_eval(cfg),
         "wall_time_s": round(time.time() - started, 1),
-        "params": int(model.count_params()),
+        "params": params,
         "macs": macs,
-        "data_source": splits.source.to_json(),
+        "data_source": data_source.to_json(),
         "data_source_key": source_key,
         **data.recorded(spec),
         "versions": versions(),
         "code": artifacts.code_digest(),
-        "model_sha256": artifacts.sha256(copy),
+        "model_sha256": artifacts.sha256(run / held_name(source)),
     }
     artifacts.write_json(run / artifacts.TRAIN_JSON, result)
     return result

@@ -78,13 +78,12 @@ def validate(cfg: PipelineConfig) -> None:
     """Every flag and every flagfile the run will read, before any stage starts."""
     if not cfg.datasets or not cfg.models:
         raise TfqError("--datasets and --models need at least one name each")
-    if cfg.run_name and not cfg.model_file:
-        raise TfqError(f"--run_name={cfg.run_name} names an imported model: it needs --model_file")
-    if cfg.runs and cfg.model_file:
+    user = cli.Run(model_file=cfg.model_file, float_tflite=cfg.float_tflite, run_name=cfg.run_name)  # its checks
+    if cfg.runs and user.model_file:
         raise TfqError(f"--runs={','.join(cfg.runs)} names tfq's own runs: it does not go with --model_file")
     for d in cfg.datasets:
         data.get(d)
-    for m in [] if cfg.model_file else cfg.models:
+    for m in [] if user.model_file else cfg.models:
         models.get(m)
     run_pairs = pairs(cfg)
     cli.check_at_least(cfg, 0, "epochs", "max_train_examples", "max_eval_examples")
@@ -132,8 +131,8 @@ def pipeline(cfg: PipelineConfig) -> Path:
     """Run every stage for every dataset x model, then the report; returns the report folder.
     The chains run through `--executor` (one after another here, or as Ray tasks). With --model_file
     the one model is the user's, imported into each dataset's run in place of training."""
-    if cfg.model_file:
-        name = cli.Run(model_file=cfg.model_file, run_name=cfg.run_name).model
+    if cfg.model_file or cfg.float_tflite:
+        name = cli.Run(model_file=cfg.model_file, float_tflite=cfg.float_tflite, run_name=cfg.run_name).model
         cfg = dataclasses.replace(cfg, models=(name,))
     validate(cfg)
     started = time.time()

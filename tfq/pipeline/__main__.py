@@ -24,8 +24,9 @@ def main(argv):
     given = {name for name in dataclasses.asdict(PipelineConfig()) if name in FLAGS and FLAGS[name].present}
     if FLAGS.runs and given & {"datasets", "models"}:
         raise TfqError(f"--runs={','.join(FLAGS.runs)} names every run: it does not go with --datasets or --models")
-    if FLAGS.model_file and "models" in given:
-        raise TfqError(f"--model_file={FLAGS.model_file} is the run's one model: it does not go with --models")
+    for flag in ("model_file", "float_tflite"):
+        if FLAGS[flag].value and "models" in given:
+            raise TfqError(f"--{flag}={FLAGS[flag].value} is the run's one model: it does not go with --models")
     pipeline(with_preset(cli.config_from_flags(PipelineConfig), given))
 
 

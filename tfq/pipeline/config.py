@@ -114,6 +114,7 @@ class PipelineConfig:
     )
     # a user's model: the same settings as every stage's (`cli.Run`)
     model_file: str | None = cli.same_setting(cli.Run, "model_file")
+    float_tflite: str | None = cli.same_setting(cli.Run, "float_tflite")
     run_name: str | None = cli.same_setting(cli.Run, "run_name")
     input_range: tuple[float, ...] | None = cli.same_setting(cli.Run, "input_range")
     image_size: tuple[int, ...] | None = cli.same_setting(cli.Run, "image_size")
@@ -165,9 +166,10 @@ def preset_note(cfg: PipelineConfig) -> str | None:
 def train_config(cfg: PipelineConfig, dataset: str, model: str) -> train.TrainConfig:
     """The tuned flagfile `flags/<dataset>_<model>.cfg` (`train.from_flagfile`), with the pipeline's overrides."""
     places = {"artifacts": cfg.artifacts, "data_root": cfg.data_root, "cache_dir": cfg.cache_dir}
-    if cfg.model_file:  # imported, not trained: no flagfile
+    if cfg.model_file or cfg.float_tflite:  # imported, not trained: no flagfile
         user = {
             "model_file": cfg.model_file,
+            "float_tflite": cfg.float_tflite,
             "run_name": cfg.run_name,
             "input_range": cfg.input_range,
             "image_size": cfg.image_size,

@@ -23,6 +23,7 @@ from tfq import (
 )
 from tfq.core import artifacts, stages
 from tfq.core.artifacts import TfqError
+from tfq.models import imported
 from tfq.pipeline.config import PipelineConfig
 from tfq.quant import modes
 from tfq.scale import executors
@@ -70,11 +71,27 @@ class Chain:
     def file(self, name: str) -> Path:
         return self.run / f"{name}.tflite"
 
+    @property
+    def from_tflite(self) -> bool:
+        """The run starts from a user's float .tflite (--float_tflite): there is no Keras model."""
+        return bool(self.tc.float_tflite)
+
+    def source_file(self) -> Path:
+        """The file the run's other files are made from: the Keras model, or the float .tflite."""
+        return self.run / (imported.FLOAT_TFLITE if self.from_tflite else artifacts.MODEL_FILE)
+
+    def converted(self) -> list[str]:
+        """The modes the convert stage makes: all of them; from a float .tflite, ai-edge-quantizer's (they
+        start from float32.tflite, which the import wrote; the TFLite converter's need the Keras model)."""
+        if self.from_tflite:
+            return [m for m, mode in modes.MODES.items() if mode.family == "aeq"]
+        return list(modes.MODES)
+
     def targets(self) -> list[Path]:
-        """Every post-training mode and the QAT file (unless QAT was not possible): what evaluate measures."""
+        """float32, the converted modes and the QAT file (unless QAT was not possible): what evaluate measures."""
         state = artifacts.read_json(self.run / stages.STATE_FILE, default={})
         qat_file = [] if state.get("qat", {}).get("not_possible") else [self.file(modes.QAT_INT8.name)]
-        return [*(self.file(m) for m in modes.MODES), *qat_file]
+        return [*(self.file(m) for m in dict.fromkeys(["float32", *self.converted()])), *qat_file]
 
     def mixed_stems(self) -> list[str]:
         return [stem for _, _, stem in mixed.planned(_mixed_config(self))] if self.cfg.mixed_budgets else []
@@ -127,7 +144,7 @@ def _sizes(manifests: list[dict]) -> str:
 
 
 def _trained(chain: Chain, c) -> list[Path]:
-    return [chain.run / artifacts.MODEL_FILE]
+    return [chain.source_file()]
 
 
 def _sweep_checked(chain: Chain, c) -> list[Path]:
@@ -144,7 +161,11 @@ STAGES = (
         "train",
         lambda chain: chain.tc,
         reads=lambda chain, c: [],
-        writes=lambda chain, c: [chain.run / artifacts.MODEL_FILE, chain.run / artifacts.TRAIN_JSON],
+        writes=lambda chain, c: [
+            chain.source_file(),
+            *([chain.run / "float32.json"] if chain.from_tflite else []),
+            chain.run / artifacts.TRAIN_JSON,
+        ],
         function=lambda chain, c: (
             executors.train_on_ray(train.train, c, c.ray_workers, c.ray_address or chain.cfg.ray_address)
             if c.strategy == "ray"
@@ -163,13 +184,17 @@ STAGES = (
     ),
     stages.Stage(
         "convert",
-        lambda chain: convert.ConvertConfig(**chain.place(), modes=("all",), num_calibration=chain.cfg.num_calibration),
+        lambda chain: convert.ConvertConfig(
+            **chain.place(),
+            modes=("all",) if not chain.from_tflite else tuple(chain.converted()),
+            num_calibration=chain.cfg.num_calibration,
+        ),
         reads=_trained,
         writes=lambda chain, c: [
-            p.with_suffix(ext) for p in map(chain.file, modes.MODES) for ext in (".tflite", ".json")
+            p.with_suffix(ext) for p in map(chain.file, chain.converted()) for ext in (".tflite", ".json")
         ],
         function=lambda chain, c: convert.convert(c),
-        what=lambda chain, c: f"converting to {', '.join(modes.MODES)}",
+        what=lambda chain, c: f"converting to {', '.join(chain.converted())}",
         headline=_sizes,
     ),
     stages.Stage(
