@@ -117,12 +117,11 @@ def _float_flatbuffer(run: Path, source_digest: str, made: dict) -> bytes:
         return made["float32"]
     path = run / "float32.tflite"
     manifest = artifacts.read_json(run / "float32.json", default=None)
-    dataset, model_name = data.split_run(run.name)
-    remake = f"python -m tfq.convert --dataset={dataset} --model={model_name} --mode=float32 --artifacts={run.parent}"
+    remake = models.remake_float(run)
     if not path.is_file():
         raise TfqError(f"ai-edge-quantizer recipes start from {path}, which does not exist; make it with: {remake}")
     if (manifest or {}).get("source_model", {}).get("sha256") != source_digest:
-        raise TfqError(f"{path} was not made from the current {artifacts.MODEL_FILE}; remake it with: {remake}")
+        raise TfqError(f"{path} was not made from the current {models.source_file(run).name}; remake it with: {remake}")
     return path.read_bytes()
 
 

@@ -109,7 +109,7 @@ def target_files(cfg: EvalConfig, run: Path) -> list[tuple[str, Path]]:
 
 def evaluate(cfg: EvalConfig) -> list[dict]:
     """Evaluate each target on the test split; writes eval_<name>.json beside each file."""
-    spec = data.spec_of(cfg)
+    data.get(cfg.dataset, cfg.image_size)  # a known dataset; its run's shape once the run (or an import) is there
     cli.check_at_least(cfg, 1, "threads", "batch_size", "latency_runs", "latency_rounds")
     cli.check_at_least(cfg, 0, "processes", "max_eval_examples")
     if cfg.tflite:
@@ -118,6 +118,7 @@ def evaluate(cfg: EvalConfig) -> list[dict]:
     else:
         run = artifacts.check_writable(models.run_of(cfg))
         pixels = models.input_range(run, cfg.input_range)
+    spec = data.spec_of(cfg)
     targets = target_files(cfg, run)
     for folder in {path.parent for _, path in targets}:
         artifacts.check_writable(folder)  # eval_<name>.json goes beside each file

@@ -156,10 +156,11 @@ extern const char *const {name}_labels[TFQ_{macro}_NUM_CLASSES];
 
 def export(cfg: ExportConfig) -> dict:
     """Write the chosen format's files for one of a run's flatbuffers; returns the manifest."""
-    spec = data.spec_of(cfg)
+    data.get(cfg.dataset, cfg.image_size)  # a known dataset; its run's shape once the run (or an import) is there
     if cfg.format not in FORMATS:
         raise TfqError(f"unknown format {cfg.format!r}; choose one of: {', '.join(FORMATS)}")
     run = models.run_of(cfg)
+    spec = data.spec_of(cfg)
     pixels = models.input_range(run, cfg.input_range)
     path = run / f"{cfg.mode}.tflite"
     if not path.is_file():

@@ -187,7 +187,7 @@ def cross(cfg: GeneralizeConfig, other: str, targets) -> dict:
 
 def generalize(cfg: GeneralizeConfig) -> dict:
     """Shifted sets and other datasets for every file of a run; writes generalize.json/.npz."""
-    spec = data.spec_of(cfg)
+    data.get(cfg.dataset, cfg.image_size)  # a known dataset; its run's shape once the run (or an import) is there
     models.check(cfg)
     cli.check_at_least(cfg, 0, "examples", "processes", "max_eval_examples")
     cli.check_at_least(cfg, 1, "batch_size")
@@ -196,6 +196,7 @@ def generalize(cfg: GeneralizeConfig) -> dict:
     if not cfg.shift and not cfg.cross_datasets:
         raise TfqError("--noshift with no --cross_datasets leaves nothing to measure")
     run = artifacts.check_writable(models.run_of(cfg))
+    spec = data.spec_of(cfg)
     targets = _targets(cfg, run)
     result = {
         "dataset": cfg.dataset,

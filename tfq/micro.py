@@ -205,12 +205,13 @@ def micro(cfg: MicroConfig, report_unsupported: bool = False) -> dict:
     """Measure the chosen files of a run under TFLite Micro; writes and returns `<run>/micro.json`.
     A named mode that TFLite Micro cannot run is an error; with `all` (or `report_unsupported`,
     as the pipeline asks) it is reported with the op it lacks."""
-    spec = data.spec_of(cfg)
+    data.get(cfg.dataset, cfg.image_size)  # a known dataset; its run's shape once the run (or an import) is there
     models.check(cfg)
     cli.check_at_least(cfg, 0, "max_examples", "processes")
     if Path(cfg.output).name != cfg.output or not cfg.output.endswith(".json"):
         raise TfqError(f"--output={cfg.output}: a .json file name (it goes in the run folder)")
     run = artifacts.check_writable(models.run_of(cfg))
+    spec = data.spec_of(cfg)
     pixels = models.input_range(run, cfg.input_range)
     targets = evaluate.target_files(evaluate.EvalConfig(dataset=cfg.dataset, model=cfg.model, modes=cfg.modes), run)
     named = "all" not in cfg.modes and not report_unsupported

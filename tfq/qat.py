@@ -91,8 +91,8 @@ def _tflite_correct(blob: bytes, x, y, input_range) -> np.ndarray:
 def qat(cfg: QatConfig) -> dict:
     """QAT fine-tune, the equally fine-tuned float control, both int8 flatbuffers; returns qat_int8.json."""
     cfg.validate()
-    spec = data.spec_of(cfg)
     run = artifacts.check_writable(models.run_of(cfg))
+    spec = data.spec_of(cfg)
     cfg = dataclasses.replace(cfg, input_range=models.input_range(run, cfg.input_range))  # the run's own, from here
     # whatever ran before in this process (a pipeline's train stage, or nothing): the stage then
     # gives the same files alone, in a pipeline, or after a skipped train

@@ -73,8 +73,7 @@ class SensitivityConfig(cli.Run):
 def float_flatbuffer(run) -> tuple[bytes, str]:
     """The run's float32.tflite and its digest, refused when it was not made from the current model."""
     path, model = run / "float32.tflite", models.source_file(run)
-    dataset, model_name = data.split_run(run.name)
-    remake = f"python -m tfq.convert --dataset={dataset} --model={model_name} --mode=float32 --artifacts={run.parent}"
+    remake = models.remake_float(run)
     if not path.is_file() or not model.is_file():
         raise TfqError(f"{path} does not exist (or its trained model is missing); make it with: {remake}")
     manifest = artifacts.read_json(run / "float32.json", default=None)

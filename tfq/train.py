@@ -147,6 +147,8 @@ def train(cfg: TrainConfig, *, callbacks=()) -> dict:
         return imported.import_model(cfg)
     pixels = cli.pixel_range(cfg.input_range)
     spec = data.get(cfg.dataset, cfg.image_size)  # a retrained model takes the size asked for now
+    if spec.folder:  # every image decodes before the run folder exists
+        data.check_available(cfg.dataset, cfg.data_root, cfg.cache_dir, spec.shape)
     out = artifacts.check_writable(artifacts.run_dir(cfg.artifacts, cfg.dataset, cfg.model))
 
     strategy = fitting.make_strategy(cfg.strategy)  # first: a multi-worker strategy must exist before any TensorFlow op
@@ -158,7 +160,7 @@ def train(cfg: TrainConfig, *, callbacks=()) -> dict:
         cache=cfg.cache_dir,
         max_train=cfg.max_train_examples or None,
         max_eval=cfg.max_eval_examples or None,
-        shape=spec.shape if spec.folder else None,
+        shape=spec.shape if data.resizable(cfg.dataset) else None,
     )
 
     cached_train = fitting.sharded(splits.train, strategy).cache()  # shared by every epoch

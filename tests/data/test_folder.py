@@ -13,7 +13,7 @@ from PIL import Image
 
 from tests.conftest import error_lines
 from tfq import data
-from tfq.core import artifacts
+from tfq.core import artifacts, cli
 from tfq.core.artifacts import TfqError
 
 CLASSES = ("circle", "square", "stripes")
@@ -55,12 +55,16 @@ def test_a_folder_is_read_at_its_most_common_size_with_the_class_folders_as_labe
     assert splits.source.kind == "folder" and str(root) in splits.source.description
     x, y = data.to_numpy(splits.test)
     assert x.shape == (12, 36, 40, 3) and x.dtype == np.uint8 and sorted(np.bincount(y)) == [4, 4, 4]
+    # every split in a seeded order, not class by class: the first images of a slice hold more than one class
+    assert len(set(y[:4].tolist())) > 1
+    _, first = data.to_numpy(data.load(name, cache=tmp_path / "cache", max_eval=3).test)
+    assert first.tolist() == y[:3].tolist()
     # no validation folder: the last tenth of a seeded order of train, which holds more than one class
     _, val_y = data.to_numpy(splits.val)
     assert len(val_y) == 6 and len(set(val_y.tolist())) > 1
     # the image itself, resized: a 48x48 grayscale file becomes 36x40 with its gray in all three channels
-    first = np.asarray(Image.open(root / "test/circle/0.jpg").convert("RGB").resize((40, 36), Image.BILINEAR))
-    np.testing.assert_array_equal(x[0], first)
+    one = np.asarray(Image.open(root / "test/circle/0.jpg").convert("RGB").resize((40, 36), Image.BILINEAR))
+    assert sum(np.array_equal(image, one) for image in x) == 1
     gray = data.load(name, cache=tmp_path / "cache", shape=(24, 24, 1))
     gx, _ = data.to_numpy(gray.test)
     assert gx.shape == (12, 24, 24, 1) and data.get(name, (24, 24)).shape == (24, 24, 3)
@@ -117,7 +121,7 @@ def test_an_image_that_does_not_decode_stops_the_run_in_one_line_before_anything
         "(UnidentifiedImageError: cannot identify image file "
         f"'{root / 'test' / 'square' / 'broken.jpg'}')"
     ], proc.stderr[-2000:]
-    assert not (tmp_path / "a").exists() or not list((tmp_path / "a").rglob("*.*"))
+    assert not (tmp_path / "a").exists() or not any((tmp_path / "a").iterdir())  # not even an empty run folder
     assert not list(cache.glob("folders/s-*"))  # no decoded copy of a folder that did not decode
 
 
@@ -137,6 +141,10 @@ def test_a_folder_run_trains_and_records_its_shape_and_labels_for_the_stages_aft
     assert wrong.returncode == 1 and error_lines(wrong.stderr) == [
         "error: --image_size=36,40: shapes_cnn's model takes 32x32x3 images (recorded in its train.json)"
     ]
+    # another folder of the same name would land in the same run folder: refused, naming both
+    other = write_shapes(tmp_path / "elsewhere" / "shapes", {"train": 2, "test": 1})
+    with pytest.raises(TfqError, match=f"holds a model made on folder:{root}, not folder:{other}"):
+        data.shape_of(cli.Run(dataset=f"folder:{other}", model="cnn", artifacts=str(tmp_path / "a")))
     shipped = run_cli("export", *common, "--mode=int8", "--format=android")
     assert shipped.returncode == 0, shipped.stderr[-2000:]
     bundle = tmp_path / "a" / "shapes_cnn" / "export" / "int8_android"

@@ -288,7 +288,8 @@ def test_a_float_tflite_that_is_not_a_fitting_float_classifier_is_one_line_and_l
         ),
         (
             ("--dataset=cifar10", f"--float_tflite={_float_tflite(user_model, tmp_path / 'd.tflite')}"),
-            "error: --float_tflite=",
+            f"error: --float_tflite={tmp_path / 'd.tflite'} takes images of shape [28, 28, 1], but the dataset's "
+            "are [32, 32, 3]",
         ),
         (
             ("--dataset=mnist", f"--float_tflite={user_model}"),

@@ -196,15 +196,18 @@ def _full_shape(shape, lst) -> tuple[int, int, int]:
 def shape_of(cfg) -> tuple[int, int, int] | None:
     """The image shape a stage's run reads a folder dataset at: --image_size, else the one recorded when
     the run's model was trained or imported, else None (the images' own). Tfq's datasets: None."""
-    if not folder.is_folder(cfg.dataset):
+    if not resizable(cfg.dataset):
         return tuple(cfg.image_size) if cfg.image_size else None  # `get` refuses it, naming the dataset
     run = artifacts.run_dir(cfg.artifacts, cfg.dataset, cfg.model)
-    recorded = artifacts.read_json(run / artifacts.TRAIN_JSON, default={}).get("image_shape")
-    if (
-        cfg.image_size
-        and recorded
-        and tuple(_full_shape(cfg.image_size, folder.listing(cfg.dataset))) != tuple(recorded)
-    ):
+    made = artifacts.read_json(run / artifacts.TRAIN_JSON, default={})
+    recorded = made.get("image_shape")
+    asked = f"{folder.PREFIX}{folder.path_of(cfg.dataset)}" if folder.is_folder(cfg.dataset) else cfg.dataset
+    if made.get("dataset_read", asked) != asked:
+        raise TfqError(
+            f"{run} holds a model made on {made['dataset_read']}, not {asked}; "
+            "give this one another --artifacts (or --run_name)"
+        )
+    if cfg.image_size and recorded and tuple(get(cfg.dataset, cfg.image_size).shape) != tuple(recorded):
         raise TfqError(
             f"--image_size={','.join(map(str, cfg.image_size))}: {run.name}'s model takes "
             f"{'x'.join(map(str, recorded))} images (recorded in its {artifacts.TRAIN_JSON})"
@@ -212,10 +215,19 @@ def shape_of(cfg) -> tuple[int, int, int] | None:
     return tuple(cfg.image_size or recorded) if (cfg.image_size or recorded) else None
 
 
+def resizable(name: str) -> bool:
+    """An image folder or a tfds dataset: read at the run's image shape (`--image_size`), which its
+    train.json records; tfq's own datasets keep theirs."""
+    return folder.is_folder(name) or name.startswith(TFDS_PREFIX)
+
+
 def recorded(spec: Dataset) -> dict:
-    """What a run's train.json keeps of an image folder: its shape, which later stages read it at,
-    and its class names (tfq's own datasets: nothing; their table says it)."""
-    return {"image_shape": list(spec.shape), "labels": list(spec.labels)} if spec.folder else {}
+    """What a run's train.json keeps of an image folder or tfds dataset: which one (a folder's absolute
+    path), the shape later stages read it at, and its class names (tfq's own datasets: nothing)."""
+    if not spec.folder and spec.raw_files:
+        return {}
+    which = f"{folder.PREFIX}{folder.path_of(spec.folder)}" if spec.folder else f"{TFDS_PREFIX}{spec.tfds_name}"
+    return {"dataset_read": which, "image_shape": list(spec.shape), "labels": list(spec.labels)}
 
 
 def spec_of(cfg) -> Dataset:
@@ -250,10 +262,13 @@ def source_key(name: str, root: str | os.PathLike | None = None, cache: str | os
     return f"jpeg {loader.jpeg_identity()}" if loader.decide() == "jpeg" else "official"
 
 
-def check_available(name: str, root: str | os.PathLike | None = None, cache: str | os.PathLike | None = None) -> None:
-    """Fail now, in one line, if `load(name)` would fail for want of data (offline, no local copy)."""
+def check_available(
+    name: str, root: str | os.PathLike | None = None, cache: str | os.PathLike | None = None, shape=None
+) -> None:
+    """Fail now, in one line, if `load(name)` would fail for want of data (offline, no local copy; for
+    an image folder, an image that does not decode at `shape`: it is decoded into the cache here)."""
     if folder.is_folder(name):
-        folder.listing(name)
+        folder.arrays(folder.listing(name), get(name, shape).shape, cache_dir(cache))
         return
     loader = sources.Loader(get(name), data_root(root), cache_dir(cache))
     why = loader.unavailable(loader.decide())

@@ -23,7 +23,7 @@ PREFIX = "folder:"
 SPLITS = ("train", "validation", "test")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 _HEADER_SAMPLE = 1000  # images whose headers decide the default size and channels
-CARVE_SEED = 0  # the train split's order before its last tenth becomes validation (no validation folder)
+ORDER_SEED = 0  # every split's order: classes mixed, so a first-N slice and the validation carve-out hold them all
 
 
 def is_folder(name: str) -> bool:
@@ -68,7 +68,11 @@ def listing(name: str) -> Listing:
             raise TfqError(f"--dataset={name}: {root / split}/ has no class folders")
         per_split[split] = {}
         for c in classes:
-            images = sorted(p for p in c.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            images = sorted(
+                p
+                for p in c.rglob("*")
+                if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")  # ._x.jpg
+            )
             if not images:
                 raise TfqError(f"--dataset={name}: class folder {c}/ holds no images ({', '.join(IMAGE_SUFFIXES)})")
             per_split[split][c.name] = images
@@ -119,10 +123,15 @@ def _not_an_image(path: Path, e: Exception) -> TfqError:
 
 def arrays(lst: Listing, shape: tuple[int, int, int], cache: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Per split, (uint8 images N x H x W x C, int64 labels), decoded, converted and resized once and
-    then read from the cache. Without a validation folder the train split comes in a seeded order, so
-    that its last tenth (the validation carve-out every dataset gets) holds every class."""
+    then read from the cache. Each split comes in a seeded order, not class by class, so that a slice
+    of its first images (--max_eval_examples, TFLite Micro's first images, the calibration pool) and
+    the train split's last tenth (the validation carve-out every dataset gets) hold every class."""
+    import PIL
+
     h, w, c = shape
-    key = hashlib.sha256(json.dumps([str(lst.root), lst.digest, list(shape), CARVE_SEED]).encode()).hexdigest()[:16]
+    code = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()  # how images are decoded and ordered
+    parts = [str(lst.root), lst.digest, list(shape), ORDER_SEED, code, PIL.__version__]
+    key = hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
     path = cache / "folders" / f"{lst.root.name}-{key}.npz"
     if path.is_file():
         with np.load(path) as z:
@@ -134,10 +143,8 @@ def arrays(lst: Listing, shape: tuple[int, int, int], cache: Path) -> dict[str, 
         ys = np.array([y for y, _ in pairs], np.int64)
         for i, (_, p) in enumerate(pairs):
             xs[i] = _decode(p, shape)
-        if split == "train" and not lst.has("validation"):
-            order = np.random.default_rng(CARVE_SEED).permutation(len(ys))
-            xs, ys = xs[order], ys[order]
-        out[split] = (xs, ys)
+        order = np.random.default_rng([ORDER_SEED, SPLITS.index(split)]).permutation(len(ys))
+        out[split] = (xs[order], ys[order])
     path.parent.mkdir(parents=True, exist_ok=True)
     with artifacts.atomic_path(path) as tmp:
         with open(tmp, "wb") as f:

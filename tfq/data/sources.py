@@ -211,6 +211,12 @@ class Loader:
             ds = self._image_folder.as_dataset(split=split, shuffle_files=False, as_supervised=True)
             ds = ds.map(lambda x, y: (tf.ensure_shape(x, self.spec.shape), y))
         else:
+            known = self._builder.info.splits  # empty under tfds' mock data
+            if not self.spec.raw_files and known and split not in known:  # any tfds dataset
+                raise TfqError(
+                    f"tfds dataset {self.spec.tfds_name!r} has no {split} split (it has "
+                    f"{', '.join(known)}); tfq needs train and test"
+                )
             ds = self._builder.as_dataset(split=split, shuffle_files=False, as_supervised=True)
         if self.spec.transpose:
             ds = ds.map(lambda x, y: (tf.transpose(x, [1, 0, 2]), y))

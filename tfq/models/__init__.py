@@ -146,6 +146,22 @@ def source_file(run: str | os.PathLike) -> Path:
     return Path(run) / (imported.FLOAT_TFLITE if imported.from_tflite(run) else artifacts.MODEL_FILE)
 
 
+def remake_float(run: str | os.PathLike) -> str:
+    """The command that makes a run's float32.tflite again: the converter's float32 mode, or for a run
+    that started from a float .tflite, its import."""
+    from tfq import data
+    from tfq.models import imported
+
+    run = Path(run)
+    made = artifacts.read_json(run / artifacts.TRAIN_JSON, default={})
+    dataset, model = data.split_run(run.name)
+    dataset = made.get("dataset_read") or made.get("dataset") or dataset
+    if imported.from_tflite(run):
+        source = made["imported"]["source"]
+        return f"python -m tfq.train --dataset={dataset} --float_tflite={source} --artifacts={run.parent}"
+    return f"python -m tfq.convert --dataset={dataset} --model={model} --mode=float32 --artifacts={run.parent}"
+
+
 def need_keras(run: str | os.PathLike) -> None:
     """Not possible (in one line) on a run that started from a float .tflite: it has no Keras model."""
     from tfq.models import imported

@@ -175,6 +175,7 @@ def import_model(cfg) -> dict:
     model = load_user_model(source)
     spec = data.get(cfg.dataset, cfg.image_size or _folder_shape(tuple(model.input_shape[1:]), cfg.dataset))
     check_fits(model, spec, f"--model_file={source}")
+    _decodes(cfg, spec)
     artifacts.check_writable(run)  # only now: a file that does not load leaves no run folder behind
     from tfq import models  # its predictions and MACs count; models imports this module
 
@@ -209,6 +210,12 @@ def import_model(cfg) -> dict:
     )
 
 
+def _decodes(cfg, spec) -> None:
+    """An image folder's every image decodes at the model's shape before the run folder exists."""
+    if spec.folder:
+        data.check_available(cfg.dataset, cfg.data_root, cfg.cache_dir, spec.shape)
+
+
 def _splits(cfg, spec):
     """(source, test, validation) of the dataset, at the model's shape where the data is a folder."""
     splits = data.load(
@@ -216,7 +223,7 @@ def _splits(cfg, spec):
         root=cfg.data_root,
         cache=cfg.cache_dir,
         max_eval=_max_eval(cfg) or None,
-        shape=spec.shape if spec.folder else None,
+        shape=spec.shape if data.resizable(cfg.dataset) else None,
     )
     return splits.source, splits.test, splits.val
 
@@ -247,6 +254,7 @@ def _import_tflite(cfg, source: Path, run: Path, digest: str, source_key: str, p
     clf = harness.Classifier(
         blob, input_shape=spec.shape, num_classes=spec.num_classes, label=label, input_range=pixels
     )
+    _decodes(cfg, spec)
     artifacts.check_writable(run)  # only now: a file that does not fit leaves no run folder behind
     started = time.time()
     splits = _splits(cfg, spec)

@@ -82,7 +82,7 @@ def validate(cfg: PipelineConfig) -> None:
     if cfg.runs and user.model_file:
         raise TfqError(f"--runs={','.join(cfg.runs)} names tfq's own runs: it does not go with --model_file")
     for d in cfg.datasets:
-        data.get(d)
+        data.get(d, cfg.image_size if data.resizable(d) else None)
     for m in [] if user.model_file else cfg.models:
         models.get(m)
     run_pairs = pairs(cfg)
@@ -122,7 +122,8 @@ def _for_workers(cfg: PipelineConfig) -> PipelineConfig:
     others = (
         {o for d, _ in pairs(cfg) for o in generalize.compatible(d, cfg.cross_datasets)} if cfg.generalize else set()
     )
-    for name in [*dict.fromkeys(d for d, _ in pairs(cfg)), *sorted(others)]:
+    # an image folder or tfds dataset is read at its run's shape, in its train stage
+    for name in [*dict.fromkeys(d for d, _ in pairs(cfg) if not data.resizable(d)), *sorted(others)]:
         data.load(name, root=cfg.data_root, cache=cfg.cache_dir)
     return cfg
 

@@ -235,7 +235,8 @@ def train_on_ray(train_fn, cfg, workers: int, address: str | None = None) -> dic
 
     cfg = absolute_places(dataclasses.replace(cfg, strategy="ray", ray_workers=workers))
     cfg.validate()  # --ray_workers at least 1, among the rest
-    data.load(cfg.dataset, root=cfg.data_root, cache=cfg.cache_dir)  # built once here, not by every worker at once
+    # built (or decoded) once here, not by every worker at once
+    data.load(cfg.dataset, root=cfg.data_root, cache=cfg.cache_dir, shape=cfg.image_size)
     connect(address)
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.tensorflow import TensorflowTrainer
