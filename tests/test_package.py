@@ -16,7 +16,7 @@ from tests.conftest import error_lines
 PACKAGE = Path(tfq.__file__).parent
 STAGES = tfq.STAGES  # in the order they run: a stage may use an earlier stage's functions, never a later one's
 # The machinery, lowest first: a subpackage imports only those before it (and itself).
-LAYERS = ("core", "data", "models", "runtimes", "quant", "reporting", "scale")
+LAYERS = ("core", "data", "runtimes", "models", "quant", "reporting", "scale")
 MAX_LINES = 500
 
 

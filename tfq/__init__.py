@@ -2,8 +2,8 @@
 
 The stages a user runs are the modules at the top of the package (`python -m tfq.<stage>`, `python -m
 tfq <stage>` or `tfq <stage>`); the machinery under them lives in subpackages: `core` (artifacts,
-backend, console, flags, statistics), `data`, `models`, `runtimes` (LiteRT, TFLite Micro, the
-flatbuffer reader), `quant` (modes, recipes, simulation, mixed-precision search), `reporting` and
+backend, console, flags, statistics), `data`, `runtimes` (LiteRT, TFLite Micro, the flatbuffer
+reader), `models`, `quant` (modes, recipes, simulation, mixed-precision search), `reporting` and
 `scale` (executors).
 """
 
