@@ -320,3 +320,32 @@ def test_qat_from_the_first_step(run_cli, trained):
 def test_the_float_twin_of_a_4_bit_qat_model_holds_its_weights_on_their_own_grids(tiny):
     twin = _four_bit_twin(tiny.model)
     assert not np.array_equal(twin.get_layer("conv").kernel.numpy(), tiny.model.get_layer("conv").kernel.numpy())
+
+
+def test_the_float_twin_rounds_depthwise_kernels_to_the_grid_qat_trained_them_on():
+    # tfmot quantizes a DepthwiseConv2D's `depthwise_kernel` with one range (its last axis is the
+    # depth multiplier); a twin that left it at the latent floats shipped weights QAT never used
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((16, 16, 3)),
+            keras.layers.DepthwiseConv2D(3, use_bias=False, name="dw"),
+            keras.layers.BatchNormalization(name="dw_bn"),
+            keras.layers.ReLU(6.0, name="dw_relu"),
+            keras.layers.Conv2D(8, 1, name="pw"),
+            keras.layers.GlobalAveragePooling2D(name="pool"),
+            keras.layers.Dense(10, activation="softmax", name="probs"),
+        ]
+    )
+    rng = np.random.default_rng(0)
+    x, y = rng.uniform(0, 1, (32, 16, 16, 3)).astype(np.float32), rng.integers(0, 10, 32)
+    qat_model = qat._n_bit_model(model, 4, 8)
+    qat_model.compile("adam", "sparse_categorical_crossentropy")
+    qat_model.fit(x, y, batch_size=32, epochs=1, verbose=0)  # one step sets the kernels' ranges
+    trained = {v.name: v.numpy() for v in qat_model.weights}
+    twin = qat.float_twin(qat_model, model, 4)
+    kernel, latent = twin.get_layer("dw").depthwise_kernel.numpy(), trained["dw/depthwise_kernel:0"]
+    lo, hi = trained["quant_dw/depthwise_kernel_min:0"], trained["quant_dw/depthwise_kernel_max:0"]
+    assert lo.shape == (1,) and 4 < len(np.unique(kernel)) <= 15  # one 4-bit narrow-range grid
+    assert np.abs(kernel - latent).max() <= (hi - lo)[0] / 14 / 2 + 1e-6
+    assert np.abs(twin.predict(x, verbose=0) - qat_model.predict(x, verbose=0)).max() < 0.01

@@ -236,10 +236,20 @@ def _n_bit_model(float_model: keras.Model, weight_bits: int, activation_bits: in
         ) from None
 
 
+# the layers tfmot's n-bit scheme quantizes a kernel of, and its name (DepthwiseConv2D is no Conv2D)
+_QUANTIZED_KERNELS = (
+    (keras.layers.Conv2D, "kernel"),
+    (keras.layers.DepthwiseConv2D, "depthwise_kernel"),
+    (keras.layers.Dense, "kernel"),
+)
+
+
 def float_twin(qat_model: keras.Model, float_model: keras.Model, weight_bits: int) -> keras.Model:
     """The float architecture with the QAT model's weights, each kernel rounded with the range its
-    quantizer holds (`quant_<layer>/kernel_min`/`kernel_max`: per output channel for conv, per
-    tensor for Dense, symmetric narrow range), i.e. the very weights the QAT model computes with."""
+    quantizer holds (`quant_<layer>/kernel_min`/`kernel_max`, `depthwise_kernel_min`/`_max`: per
+    output channel for Conv2D, per tensor for Dense and for DepthwiseConv2D, whose kernel's last
+    axis is its depth multiplier; symmetric narrow range), i.e. the very weights the QAT model
+    computes with."""
     from tfq.quant.simulate import fake_quant_kernel
 
     twin = keras.models.clone_model(float_model)
@@ -250,8 +260,9 @@ def float_twin(qat_model: keras.Model, float_model: keras.Model, weight_bits: in
         if not layer.weights:
             continue
         weights = [trained[f"{layer.name}/{v.name.split('/')[-1]}"] for v in layer.weights]
-        if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)):
-            lo, hi = trained[f"quant_{layer.name}/kernel_min:0"], trained[f"quant_{layer.name}/kernel_max:0"]
+        name = next((n for cls, n in _QUANTIZED_KERNELS if isinstance(layer, cls)), None)
+        if name:
+            lo, hi = trained[f"quant_{layer.name}/{name}_min:0"], trained[f"quant_{layer.name}/{name}_max:0"]
             weights[0] = fake_quant_kernel(weights[0], lo, hi, weight_bits, narrow_range=True)
         layer.set_weights(weights)
     return twin
