@@ -1,7 +1,7 @@
 """Paired comparison of two modes of one run on the same test images, from the predictions the
 evaluate stage saved (eval_<mode>.npy): B minus A in points, its 95% interval and McNemar's p.
 
-    .venv/bin/python benchmarks/paired.py cifar10_cnn int8 aeq_a8w8 [A B ...]   (TFQ_DATA_ROOT set)
+    .venv/bin/python benchmarks/paired.py [--artifacts=DIR] cifar10_cnn int8 aeq_a8w8 [A B ...]   (TFQ_DATA_ROOT set)
 """
 
 import json
@@ -13,9 +13,9 @@ from tfq import data
 from tfq.core import artifacts, stats
 
 
-def main(run: str, *modes: str) -> None:
+def main(run: str, *modes: str, root: str = "artifacts") -> None:
     dataset, model = run.rsplit("_", 1)
-    folder = artifacts.run_dir("artifacts", dataset, model)
+    folder = artifacts.run_dir(root, dataset, model)
     _, labels = data.to_numpy(data.load(dataset).test)
     for a, b in zip(modes[::2], modes[1::2]):
         ea, eb = (json.loads((folder / f"eval_{m}.json").read_text()) for m in (a, b))
@@ -30,4 +30,6 @@ def main(run: str, *modes: str) -> None:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:])
+    args = sys.argv[1:]
+    root = args.pop(0).split("=", 1)[1] if args and args[0].startswith("--artifacts=") else "artifacts"
+    main(*args, root=root)
