@@ -250,7 +250,8 @@ def test_flagfiles_feed_training_and_reject_unknown_flags(tmp_path):
 
 
 def test_runs_name_the_study_s_pairs_in_place_of_the_cross_product():
-    """The study's flagfile lists its runs: the small models everywhere, the two CIFAR-10 ones on CIFAR-10 alone."""
+    """The study's flagfile lists its runs: the MLP on every dataset, the MNIST CNN, ResNet-8 and
+    MobileNet on CIFAR-10."""
     assert pipeline.pairs(pipeline.PipelineConfig(datasets=("mnist", "cifar10"), models=("mlp", "cnn"))) == [
         ("mnist", "mlp"),
         ("mnist", "cnn"),
@@ -261,7 +262,8 @@ def test_runs_name_the_study_s_pairs_in_place_of_the_cross_product():
         line.split("=", 1)[1] for line in Path("flags/study.cfg").read_text().splitlines() if line.startswith("--runs=")
     ]
     study = pipeline.pairs(pipeline.PipelineConfig(runs=tuple(given[0].split(","))))
-    assert ("cifar10", "resnet8") in study and ("cifar10", "mobilenet") in study and ("fashion_mnist", "cnn") in study
+    assert ("cifar10", "resnet8") in study and ("cifar10", "mobilenet") in study and ("mnist", "cnn") in study
+    assert ("cifar10", "cnn") not in study and ("fashion_mnist", "cnn") not in study  # left out for time
     assert all(pipeline.train_config(pipeline.PipelineConfig(), d, m).model == m for d, m in study)
 
 
