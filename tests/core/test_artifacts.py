@@ -20,6 +20,22 @@ def test_a_writable_folder_is_made_and_left_clean(tmp_path):
     assert folder.is_dir() and list(folder.iterdir()) == []
 
 
+def test_a_run_folder_made_for_a_block_that_fails_before_writing_is_removed_and_any_other_kept(tmp_path):
+    for folder, write in [(tmp_path / "new", False), (tmp_path / "written", True)]:
+        with pytest.raises(TfqError), artifacts.new_or_kept(folder) as run:
+            if write:
+                (run / "train.json").write_text("{}")
+            raise TfqError("an image does not decode")
+    assert not (tmp_path / "new").exists() and (tmp_path / "written" / "train.json").is_file()
+    (tmp_path / "old").mkdir()
+    with pytest.raises(TfqError), artifacts.new_or_kept(tmp_path / "old"):
+        raise TfqError("a model does not fit")
+    assert (tmp_path / "old").is_dir()  # the user's folder, empty before, stays
+    with artifacts.new_or_kept(tmp_path / "ok") as run:
+        pass
+    assert run.is_dir()
+
+
 def test_files_that_belong_together_land_together(tmp_path):
     paths = [tmp_path / "model.h5", tmp_path / "model.tflite", tmp_path / "model.json"]
     with artifacts.atomic_paths(*paths) as tmps:

@@ -123,6 +123,9 @@ def test_an_image_that_does_not_decode_stops_the_run_in_one_line_before_anything
     ], proc.stderr[-2000:]
     assert not (tmp_path / "a").exists() or not any((tmp_path / "a").iterdir())  # not even an empty run folder
     assert not list(cache.glob("folders/s-*"))  # no decoded copy of a folder that did not decode
+    proc = run_cli("pipeline", f"--datasets=folder:{root}", "--models=mlp", f"--artifacts={tmp_path / 'p'}")
+    assert proc.returncode == 1 and "broken.jpg does not decode as an image" in error_lines(proc.stderr)[0]
+    assert not any((tmp_path / "p").iterdir())  # the pipeline's run folder is removed again, empty
 
 
 def test_a_folder_run_trains_and_records_its_shape_and_labels_for_the_stages_after_it(tmp_path, run_cli):

@@ -98,6 +98,21 @@ def check_writable(folder: str | os.PathLike) -> Path:
 
 
 @contextlib.contextmanager
+def new_or_kept(folder: str | os.PathLike):
+    """`check_writable(folder)` for a block that may fail before it writes anything (an image that does
+    not decode, a model that does not fit): a folder made here and still empty then is removed again."""
+    folder = Path(folder)
+    made = not folder.exists()
+    folder = check_writable(folder)
+    try:
+        yield folder
+    except BaseException:
+        if made and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+        raise
+
+
+@contextlib.contextmanager
 def atomic_paths(*finals: str | os.PathLike):
     """Like `atomic_path` for several files that belong together (a model and its manifests):
     none is renamed into place until every one was written, so a failure leaves none of them;

@@ -43,7 +43,12 @@ def run_pair(
             f"{socket.gethostname()} runs other {' and '.join(odd)} than the driver "
             "(install the same tfq checkout and constraints.txt on every node)"
         )
-    run = artifacts.check_writable(artifacts.run_dir(cfg.artifacts, dataset, model))
+    with artifacts.new_or_kept(artifacts.run_dir(cfg.artifacts, dataset, model)) as run:
+        return _run_stages(cfg, dataset, model, run, environment, tc, mapper)
+
+
+def _run_stages(cfg, dataset, model, run: Path, environment, tc, mapper) -> dict:
+    """`run_pair`'s stages, in a run folder that exists and is writable."""
     for stale in artifacts.remove_stale_temps(run):
         print(f"[{run.name}] removed {stale.name}, left half-written by a writer that was stopped", flush=True)
     # every key holds the data source (official files or the JPEG copy), the library versions and
