@@ -349,3 +349,25 @@ def test_the_float_twin_rounds_depthwise_kernels_to_the_grid_qat_trained_them_on
     assert lo.shape == (1,) and 4 < len(np.unique(kernel)) <= 15  # one 4-bit narrow-range grid
     assert np.abs(kernel - latent).max() <= (hi - lo)[0] / 14 / 2 + 1e-6
     assert np.abs(twin.predict(x, verbose=0) - qat_model.predict(x, verbose=0)).max() < 0.01
+
+
+def test_a_low_bit_scheme_tfmot_cannot_apply_is_recorded_with_its_reason_and_the_int8_qat_is_kept(tiny, monkeypatch):
+    def refuse(model, weight_bits, activation_bits):
+        raise artifacts.NotPossible(f"tfmot cannot quantize the model at w{weight_bits}a{activation_bits}: layer odd")
+
+    monkeypatch.setattr(qat, "_n_bit_model", refuse)
+    cfg = qat.QatConfig(dataset="mnist", model="cnn", low_bit=("w4a8", "w4a4"), input_range=(0.0, 1.0))
+    correct = tiny.model.predict(tiny.images / 255.0, verbose=0).argmax(-1) == tiny.labels
+    out = qat._low_bit(cfg, tiny.model, tiny.model, correct, tiny.calibration, None, tiny.images, tiny.labels)
+    assert out["float_finetuned"] == 1.0 and out["schemes"] == {
+        "w4a8": {
+            "weight_bits": 4,
+            "activation_bits": 8,
+            "not_possible": "tfmot cannot quantize the model at w4a8: layer odd",
+        },
+        "w4a4": {
+            "weight_bits": 4,
+            "activation_bits": 4,
+            "not_possible": "tfmot cannot quantize the model at w4a4: layer odd",
+        },
+    }

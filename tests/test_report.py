@@ -532,6 +532,35 @@ def test_the_scale_out_estimate_places_chains_longest_first():
     assert "| 2 | 45.1 min | 1.84x | mnist_cnn, fashion_mnist_cnn |" in md
 
 
+def test_a_low_bit_scheme_not_possible_is_named_with_its_reason_beside_the_schemes_that_ran():
+    from tfq.reporting import findings, qat
+
+    ran = {
+        "weight_bits": 4,
+        "activation_bits": 8,
+        "time_s": 12.0,
+        "accuracy": {"qat_keras": 0.9, "ptq_simulated": 0.8},
+        "qat_vs_ptq": {"delta_pts": 10.0, "ci95_pts": [8.0, 12.0], "p_value": 0.001},
+        "qat_vs_float_finetuned": {"delta_pts": -1.0, "ci95_pts": [-2.0, 0.0], "p_value": 0.05},
+    }
+    low_bit = {
+        "epochs": 2,
+        "learning_rate": 1e-4,
+        "float_finetuned": 0.91,
+        "control_time_s": 5.0,
+        "schemes": {"w4a8": ran, "w4a4": {"weight_bits": 4, "activation_bits": 4, "not_possible": "tfmot: odd"}},
+    }
+    qat_int8 = {"qat": {"time_s": 30.0}, "control": {"time_s": 20.0}}
+    study = Study(
+        rows=[], runs={"mnist_cnn": {"low_bit": low_bit, "stages": {"qat": {"seconds": 90.0}}, "qat": qat_int8}}
+    )
+    md = "\n".join(qat.low_bit(study))
+    assert "| mnist_cnn | w4a8 | 2, 0.0001 | 91.00% |" in md and "| mnist_cnn | w4a4 |" not in md
+    assert "- mnist_cnn, w4a4: not possible: tfmot: odd" in md
+    assert "w4a8 QAT 90.00%, +10.00 [+8.00, +12.00] over PTQ." in "\n".join(findings.section(study))
+    assert "| 67 |" in "\n".join(timing.stage_times(study))  # the fits: 30 + 20 + 12 + 5 s, none for w4a4
+
+
 def test_the_readme_headline_is_rewritten_between_its_markers_only(tmp_path):
     facts = {
         "cpu": "test cpu",

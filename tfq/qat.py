@@ -288,7 +288,8 @@ def _low_bit(
 ) -> dict:
     """Each LOW_BIT scheme: QAT fine-tuning (the batches and seeds of the int8 arms), its Keras
     accuracy against post-training quantization of the equally fine-tuned control at the same
-    widths (simulated), and for w4a8 both shipped as real a8w4 files."""
+    widths (simulated), and for w4a8 both shipped as real a8w4 files. A scheme tfmot cannot apply
+    to the model is recorded with its reason (`not_possible`), so the int8 QAT before it is kept."""
     from tfq.quant.simulate import Scheme, Simulator
 
     scaled = data.scale(test_x, cfg.input_range).numpy()
@@ -306,7 +307,11 @@ def _low_bit(
     for name in cfg.low_bit:
         w_bits, a_bits = LOW_BIT[name]
         fresh_session(cfg.seed)
-        qat_model = _n_bit_model(float_model, w_bits, a_bits)
+        try:
+            qat_model = _n_bit_model(float_model, w_bits, a_bits)
+        except NotPossible as e:
+            out["schemes"][name] = {"weight_bits": w_bits, "activation_bits": a_bits, "not_possible": str(e)}
+            continue
         started = time.time()
         history = _fit(qat_model, cfg, *training)
         fit_s = time.time() - started

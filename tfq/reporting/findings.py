@@ -42,8 +42,10 @@ def section(study: Study) -> list[str]:
                 f"{name} QAT {fmt.value(e['accuracy']['qat_keras'], 'pct')}, "
                 f"{e['qat_vs_ptq']['delta_pts']:+.2f}{fmt.ci(e['qat_vs_ptq']['ci95_pts'])} over PTQ"
                 for name, e in lb["schemes"].items()
+                if "not_possible" not in e
             ]
-            md.append(f"- {n}, low-bit QAT against PTQ at the same widths: " + "; ".join(parts) + ".")
+            if parts:
+                md.append(f"- {n}, low-bit QAT against PTQ at the same widths: " + "; ".join(parts) + ".")
     for n, r in runs.items():
         sweep = r.get("sweep")
         contrast = next((c for c in (sweep or {}).get("contrasts", []) if "moving average" in c["label"]), None)

@@ -55,8 +55,12 @@ def low_bit(study: Study) -> list[str]:
         "QAT minus float [95% CI] | QAT shipped as a8w4 | PTQ a8w4 file | shipped vs QAT (Keras) agreement |",
         "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    not_possible = []
     for n, lb in rows:
         for name, e in lb["schemes"].items():
+            if "not_possible" in e:
+                not_possible.append(f"- {n}, {name}: not possible: {e['not_possible']}")
+                continue
             a, g, f = e["accuracy"], e["qat_vs_ptq"], e["qat_vs_float_finetuned"]
             shipped = e.get("shipped")
             md.append(
@@ -71,6 +75,7 @@ def low_bit(study: Study) -> list[str]:
     return [
         *md,
         "",
+        *([*not_possible, ""] if not_possible else []),
         "4-bit activations exist only in simulation here: no LiteRT kernel takes them, so w4a4 has no file.",
         "",
     ]

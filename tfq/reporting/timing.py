@@ -56,7 +56,7 @@ def stage_times(study: Study) -> list[str]:
         q, lb = r["qat"], r.get("low_bit")
         fits = q["qat"]["time_s"] + q["control"]["time_s"] if q else None
         if fits is not None and lb:  # low-bit QAT fits, and their own control's where recorded
-            fits += sum(s["time_s"] for s in lb["schemes"].values()) + lb.get("control_time_s", 0.0)
+            fits += sum(s.get("time_s", 0.0) for s in lb["schemes"].values()) + lb.get("control_time_s", 0.0)
         rest = sum(v for s, v in secs.items() if v and s != "train")
         for s, v in (*secs.items(), ("fits", fits), ("rest", rest)):
             totals[s] += v or 0
