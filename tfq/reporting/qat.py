@@ -45,7 +45,8 @@ def low_bit(study: Study) -> list[str]:
         "",
         "tfmot's n-bit QAT scheme, fine-tuned on the int8 QAT stage's batches and seeds for the epochs and "
         "learning rate each row gives; PTQ quantizes the float control fine-tuned alike (simulated on QAT's own "
-        "weight grids: conv per channel, Dense per tensor, symmetric; min/max activation ranges). QAT is scored "
+        "weight grids: conv per channel, Dense per tensor, symmetric; depthwise kernels per channel, where QAT's "
+        "are per tensor; min/max activation ranges). QAT is scored "
         "in Keras (its fake-quant graph). For w4a8, both also ship as real ai-edge-quantizer a8w4 files (QAT "
         "weights rounded with their quantizers' own ranges first; activation ranges from ai-edge-quantizer's "
         "calibration for both, not QAT's learned ones), scored in LiteRT. Differences are paired on the same "
