@@ -600,3 +600,13 @@ def test_the_readme_headline_is_the_committed_results_written_out():
     block = text.split(headline.README_BEGIN, 1)[1].split(headline.README_END, 1)[0]
     assert facts.get(headline.HEADLINE_RUN) and facts.get(headline.LOW_BIT_RUN)  # both parts of it are there
     assert block.strip() == headline.headline_md(facts).strip()
+
+
+def test_an_export_not_possible_on_a_run_adds_no_time_and_the_others_still_count():
+    state = {
+        "export int8 c": {"key": "k", "not_possible": "needs the Keras model"},
+        "export aeq_a8w8 c": {"key": "k", "seconds": 1.5},
+        "export aeq_a8w8 android": {"key": "k", "seconds": 0.5},
+    }
+    assert timing._seconds(state, "export") == 2.0
+    assert timing._seconds({"export int8 c": state["export int8 c"]}, "export") is None

@@ -22,7 +22,7 @@ from tfq import (
     train,
 )
 from tfq.core import artifacts, stages
-from tfq.core.artifacts import TfqError
+from tfq.core.artifacts import NotPossible, TfqError
 from tfq.models import imported
 from tfq.pipeline.config import PipelineConfig
 from tfq.quant import modes
@@ -336,16 +336,29 @@ STAGES = (
 def _export_stage(mode: str, fmt: str) -> stages.Stage:
     """Shipping one file in one format: its key holds the file and the library versions, not the data."""
 
+    def unmade(chain: Chain) -> bool:  # a TFLite converter mode on a run from a float .tflite: no Keras model
+        return chain.from_tflite and mode not in ("float32", *chain.converted())
+
     def check(chain: Chain, c) -> None:
-        if not chain.file(mode).is_file():
+        if not unmade(chain) and not chain.file(mode).is_file():
             raise TfqError(f"--export_modes={mode}: no {chain.file(mode)} (the stages above did not make it)")
+
+    def run(chain: Chain, c):
+        if unmade(chain):
+            raise NotPossible(
+                f"--export_modes={mode}: {chain.run.name} starts from a float .tflite, and the TFLite converter's "
+                f"{mode} needs the Keras model; export one of {', '.join(chain.converted())}"
+            )
+        return export.export(c)
 
     return stages.Stage(
         f"export {mode} {fmt}",
         lambda chain: export.ExportConfig(**chain.place(), mode=mode, format=fmt),
-        reads=lambda chain, c: [chain.file(mode)],
-        writes=lambda chain, c: [chain.run / "export" / f"{mode}_{fmt}" / name for name in export.files(mode, fmt)],
-        function=lambda chain, c: export.export(c),
+        reads=lambda chain, c: [chain.source_file() if unmade(chain) else chain.file(mode)],
+        writes=lambda chain, c: (
+            [] if unmade(chain) else [chain.run / "export" / f"{mode}_{fmt}" / name for name in export.files(mode, fmt)]
+        ),
+        function=run,
         what=lambda chain, c: f"{mode}.tflite for {'a TFLite Micro app (C)' if fmt == 'c' else 'an Android app'}",
         headline=lambda m: f"{m['folder']}: {', '.join(m['files'])}",
         before=check,

@@ -12,9 +12,10 @@ STAGES = ("train", "convert", "qat", "evaluate", "sweep", "sensitivity", "mixed"
 
 
 def _seconds(state: dict, stage: str) -> float | None:
-    """A stage's seconds from pipeline.json; "export" adds up its per-file entries ("export int8 c", ...)."""
+    """A stage's seconds from pipeline.json; "export" adds up its per-file entries ("export int8 c", ...),
+    those that ran (one not possible on the run records no time)."""
     if stage == "export":
-        found = [v["seconds"] for k, v in state.items() if k.startswith("export ")]
+        found = [v["seconds"] for k, v in state.items() if k.startswith("export ") and "seconds" in v]
         return sum(found) if found else None
     return state.get(stage, {}).get("seconds")
 
