@@ -23,6 +23,8 @@ def main(run_a: str, run_b: str, cache_b: str) -> None:
         sys.exit("error: the two copies' test images are not in the same order")
     change = np.abs(xa.astype(np.int16) - xb).mean()
     pa, pb = (np.load(Path(r) / "eval_float32.npy") for r in (run_a, run_b))
+    if len(pa) != len(ya) or len(pb) != len(ya):
+        sys.exit(f"error: both float32 files must be scored on all {len(ya)} test images (eval_float32.npy)")
     t = stats.paired(pa == ya, pb == ya)
     for name, run in (("A (copy)", run_a), ("B (copy re-encoded)", run_b)):
         train = json.loads((Path(run) / "train.json").read_text())

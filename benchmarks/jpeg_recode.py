@@ -6,12 +6,13 @@ mean absolute pixel change it makes, for qualities given with --probe on the fir
 """
 
 import io
-import os
 import sys
 import tarfile
 
 import numpy as np
 from PIL import Image
+
+from tfq.core import artifacts
 
 
 def recode(data: bytes, quality: int) -> tuple[bytes, np.ndarray, np.ndarray]:
@@ -32,14 +33,13 @@ def main(src: str, dst: str, quality: int, probe: list[int]) -> None:
         err = np.mean([np.abs(b - a).mean() for _, b, a in (recode(d, q) for d in jpegs[:2000])])
         print(f"quality {q}: mean |pixel change| {err:.2f}/255 over the first 2,000 images")
     errors = []
-    with tarfile.open(dst + ".part", "w:gz") as out:
+    with artifacts.atomic_path(dst, ".tar.gz") as tmp, tarfile.open(tmp, "w:gz") as out:
         for m, d in members:
             if d is not None and m.name.lower().endswith(".jpg"):
                 d, before, after = recode(d, quality)
                 errors.append(np.abs(before - after).mean())
                 m.size = len(d)
             out.addfile(m, io.BytesIO(d) if d is not None else None)
-    os.replace(dst + ".part", dst)
     print(f"{dst}: {len(errors):,d} images at quality {quality}, mean |pixel change| {np.mean(errors):.2f}/255")
 
 

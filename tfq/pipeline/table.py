@@ -22,7 +22,7 @@ from tfq import (
     train,
 )
 from tfq.core import artifacts, stages
-from tfq.core.artifacts import NotPossible, TfqError
+from tfq.core.artifacts import TfqError
 from tfq.models import imported
 from tfq.pipeline.config import PipelineConfig
 from tfq.quant import modes
@@ -345,10 +345,7 @@ def _export_stage(mode: str, fmt: str) -> stages.Stage:
 
     def run(chain: Chain, c):
         if unmade(chain):
-            raise NotPossible(
-                f"--export_modes={mode}: {chain.run.name} starts from a float .tflite, and the TFLite converter's "
-                f"{mode} needs the Keras model; export one of {', '.join(chain.converted())}"
-            )
+            models.need_keras(chain.run)  # not possible, in the line QAT and the sweep give on such a run
         return export.export(c)
 
     return stages.Stage(
