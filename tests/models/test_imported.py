@@ -58,6 +58,16 @@ def _flat_model(folder: Path, shape, classes: int, name: str) -> Path:
     return path
 
 
+def _plain_hdf5(folder: Path) -> Path:
+    """An HDF5 file that holds arrays, not a Keras model: what a user may mistake for one."""
+    import h5py
+
+    path = folder / "weights_only.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("dense/kernel", data=np.zeros((784, 10), np.float32))
+    return path
+
+
 # class names sort into label order, as tfds' ImageFolder and Keras' image_dataset_from_directory number them
 DIGITS = ("0-zero", "1-one", "2-two", "3-three", "4-four", "5-five", "6-six", "7-seven", "8-eight", "9-nine")
 
@@ -99,6 +109,13 @@ def test_a_users_residual_depthwise_model_on_raw_pixels_and_an_image_folder_runs
     assert all(e["input_range"] == [0.0, 255.0] for e in evals.values())
     # float32.tflite on the same test images scores what the Keras model scored at import
     assert evals["eval_float32"]["accuracy"] == pytest.approx(made["test_accuracy"], abs=0.011)
+    outputs = [run / f"{stage}.json" for stage in ("micro", "generalize", "sweep", "sensitivity")]
+    outputs += [p.with_suffix(".json") for p in run.glob("mixed_*.tflite")]
+    assert len(outputs) >= 5 and all(json.loads(p.read_text())["input_range"] == [0.0, 255.0] for p in outputs)
+    # TFLite Micro fed 0..1 would push the int8 file's input to its zero point and part from LiteRT's answers
+    micro = {v["name"]: v for v in json.loads((run / "micro.json").read_text())["variants"]}
+    assert micro["int8"]["litert_reference"].startswith("saved by evaluate"), micro["int8"]
+    assert micro["int8"]["agreement_with_litert"] >= 0.9, micro["int8"]
     bundle = json.loads((run / "export/int8_android/model.json").read_text())
     assert bundle["input"]["pixel_scale"] == 1.0 and bundle["input"]["pixel_offset"] == 0.0
     assert (run / "export/int8_android/labels.txt").read_text().split() == list(DIGITS)
@@ -146,16 +163,35 @@ def test_the_input_range_decides_the_score_and_later_stages_keep_the_runs_own(us
     acc = {n: json.loads((tmp_path / f"mnist_{n}" / artifacts.TRAIN_JSON).read_text()) for n in ("unit", "raw")}
     assert acc["unit"]["input_range"] == [0.0, 1.0] and acc["raw"]["input_range"] == [0.0, 255.0]
     assert acc["raw"]["test_accuracy"] > acc["unit"]["test_accuracy"] + 0.05, acc
+    mismatch = "error: --input_range=0,1 does not fit mnist_raw, whose model takes 0,255 (recorded in its train.json)"
     wrong = run_cli("convert", "--dataset=mnist", "--model=raw", f"--artifacts={tmp_path}", "--input_range=0,1")
-    assert wrong.returncode == 1 and error_lines(wrong.stderr) == [
-        "error: --input_range=0,1 does not fit mnist_raw, whose model takes 0,255 (recorded in its train.json)"
-    ]
+    assert wrong.returncode == 1 and error_lines(wrong.stderr) == [mismatch]
+    # the same with the file named again: a later stage does not re-import it at another range
+    wrong = run_cli("convert", *common, "--run_name=raw", "--mode=int8", "--input_range=0,1")
+    assert wrong.returncode == 1 and error_lines(wrong.stderr) == [mismatch], wrong.stderr[-1500:]
+    assert json.loads((tmp_path / "mnist_raw" / artifacts.TRAIN_JSON).read_text()) == acc["raw"]
     assert not list((tmp_path / "mnist_raw").glob("*.tflite"))
     # a later stage given the file again, without a range, keeps the one recorded at import
     again = run_cli("convert", *common, "--run_name=raw", "--mode=int8")
     assert again.returncode == 0, again.stderr[-2000:]
     assert json.loads((tmp_path / "mnist_raw" / "int8.json").read_text())["input_range"] == [0.0, 255.0]
     assert json.loads((tmp_path / "mnist_raw" / artifacts.TRAIN_JSON).read_text()) == acc["raw"]  # not re-imported
+
+
+def test_a_savedmodel_folder_imports_as_its_keras_file_does(user_model, tmp_path, run_cli):
+    from tfq.core.backend import keras
+
+    saved = tmp_path / "digits_savedmodel"
+    keras.models.load_model(user_model).save(saved, save_format="tf")
+    common = ("--dataset=mnist", f"--artifacts={tmp_path / 'a'}", "--max_eval_examples=200", RAW)
+    runs = {}
+    for name, path in (("keras", user_model), ("savedmodel", saved)):
+        proc = run_cli("train", *common, f"--model_file={path}", f"--run_name={name}")
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        runs[name] = json.loads((tmp_path / "a" / f"mnist_{name}" / artifacts.TRAIN_JSON).read_text())
+    assert runs["savedmodel"]["imported"]["source_sha256"] != runs["keras"]["imported"]["source_sha256"]
+    assert runs["savedmodel"]["test_accuracy"] == runs["keras"]["test_accuracy"] > 0.6, runs
+    assert (tmp_path / "a" / "mnist_savedmodel" / artifacts.MODEL_FILE).is_file()
 
 
 def test_a_float_result_near_chance_warns_and_names_the_input_range(tmp_path, run_cli):
@@ -188,6 +224,7 @@ def test_a_float_result_near_chance_warns_and_names_the_input_range(tmp_path, ru
         (lambda d: d / "notes.txt", "mnist", "--model_file={p}: expected a .keras or .h5 file or a SavedModel folder"),
         (lambda d: d, "mnist", "--model_file={p}: a folder must be a SavedModel (it has no saved_model.pb)"),
         (lambda d: d / "broken.keras", "mnist", "--model_file={p} is not a tf_keras model"),
+        (_plain_hdf5, "mnist", "--model_file={p} is not a tf_keras model"),
         (
             lambda d: _flat_model(d, (28, 28, 1), 10, "digits.keras"),
             "cifar10",
@@ -201,7 +238,15 @@ def test_a_float_result_near_chance_warns_and_names_the_input_range(tmp_path, ru
             "shape [28, 28, 1] and 10 classes",
         ),
     ],
-    ids=["missing", "not-a-model-suffix", "folder-without-savedmodel", "corrupt", "wrong-shape", "wrong-classes"],
+    ids=[
+        "missing",
+        "not-a-model-suffix",
+        "folder-without-savedmodel",
+        "corrupt",
+        "hdf5-without-a-model",
+        "wrong-shape",
+        "wrong-classes",
+    ],
 )
 def test_files_that_are_not_a_fitting_model_are_one_line_errors_that_leave_no_run(
     make, dataset, message, tmp_path, run_cli
@@ -269,7 +314,9 @@ def test_a_float_tflite_starts_a_run_whose_stages_run_or_say_why_they_cannot(use
     assert len(json.loads((run / "micro.json").read_text())["variants"]) >= 13
     assert (run / "export/aeq_a8w8_android/labels.txt").read_text().split() == list("0123456789")
     report = (tmp_path / "a" / "report" / "report.md").read_text()
-    assert "| mnist_digits | qat | mnist_digits starts from a float .tflite" in report and "aeq_a8w8" in report
+    assert "| mnist_digits | qat | mnist_digits starts from a float .tflite" in report
+    for mode in ("float32", "aeq_a8w8", "aeq_a8w4"):  # its files' rows, with their measured accuracies
+        assert f"| digits | {mode} | {100 * evals[f'eval_{mode}']['accuracy']:.2f}% |" in report, mode
 
 
 def test_a_float_tflite_that_is_not_a_fitting_float_classifier_is_one_line_and_leaves_no_run(

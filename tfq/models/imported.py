@@ -128,18 +128,17 @@ def _max_eval(cfg) -> int:
 
 def ensure(cfg) -> None:
     """A stage other than train given --model_file: import it unless the run already holds this very
-    file at the asked (or no) range; its test slice and tfq's code are the train stage's to renew."""
+    file; another --input_range for it stops with one line (the files made at the recorded range would
+    no longer fit), since its range, test slice and tfq's code are the train stage's to renew."""
     run = artifacts.run_dir(cfg.artifacts, cfg.dataset, cfg.model)
     made = artifacts.read_json(run / artifacts.TRAIN_JSON, default={})
     held = made.get("imported", {}).get("source_sha256")
-    asked = cfg.input_range is None or tuple(cfg.input_range) == tuple(made.get("input_range", ()))
     if not (
-        held
-        and held == source_digest(check_path(cfg.model_file))
-        and asked
-        and (run / held_name(Path(cfg.model_file))).is_file()
+        held and held == source_digest(check_path(cfg.model_file)) and (run / held_name(Path(cfg.model_file))).is_file()
     ):
         import_model(cfg)
+    elif cfg.input_range is not None:
+        input_range(run, tuple(cfg.input_range))
 
 
 def import_model(cfg) -> dict:
