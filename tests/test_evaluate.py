@@ -285,3 +285,39 @@ def test_eval_dataset_must_share_classes_and_shape(converted, tmp_path):
                 split="validation",
             )
         )
+
+
+def test_a_tflite_of_its_own_is_fed_the_input_range_asked_and_records_it(run_cli, converted, mnist_test, tmp_path):
+    import shutil
+
+    path = tmp_path / "float32.tflite"
+    shutil.copy(converted[0] / "float32.tflite", path)
+    args = (f"--tflite={path}", "--max_eval_examples=200", "--latency_runs=5")
+    unit = run_cli("evaluate", *args)
+    assert unit.returncode == 0, unit.stderr[-2000:]
+    unit_accuracy = json.loads((tmp_path / "eval_float32.json").read_text())["accuracy"]
+    signed = run_cli("evaluate", *args, "--input_range=-1,1")
+    assert signed.returncode == 0, signed.stderr[-2000:]
+    r = json.loads((tmp_path / "eval_float32.json").read_text())
+    x, y = mnist_test
+    expected = float((harness.naive_predictions(path, x[:200], (-1.0, 1.0)) == y[:200]).mean())
+    assert r["input_range"] == [-1.0, 1.0] and r["accuracy"] == pytest.approx(expected)
+    assert abs(r["accuracy"] - unit_accuracy) > 0.05, (r["accuracy"], unit_accuracy)
+
+
+def test_a_float_tflite_near_chance_warns_and_names_the_input_range(run_cli, tmp_path):
+    """A file that answers the same class for every image scores about 10% on MNIST."""
+    from tfq.core.backend import tf
+
+    inputs = keras.Input((28, 28, 1))
+    dense = keras.layers.Dense(10, activation="softmax", kernel_initializer="zeros")
+    model = keras.Model(inputs, dense(keras.layers.Flatten()(inputs)))
+    dense.bias.assign(np.arange(10, dtype=np.float32))
+    (tmp_path / "constant.tflite").write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
+    proc = run_cli(
+        "evaluate", f"--tflite={tmp_path / 'constant.tflite'}", "--max_eval_examples=200", "--latency_runs=5"
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    warning = [line for line in proc.stderr.splitlines() if line.startswith("warning: ")]
+    assert len(warning) == 1 and "constant.tflite" in warning[0] and "near chance" in warning[0], proc.stderr[-2000:]
+    assert "0..1" in warning[0] and "--input_range=LOW,HIGH" in warning[0]
