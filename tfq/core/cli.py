@@ -44,7 +44,11 @@ def same_setting(cls, name: str):
 class Run:
     """What every stage's config holds first: which run (dataset x model) and where its files live."""
 
-    dataset: str = setting("mnist", "mnist, fashion_mnist, emnist_digits, cifar10, or folder:PATH (your own images).")
+    dataset: str = setting(
+        "mnist",
+        "mnist, fashion_mnist, emnist_digits, cifar10, folder:PATH (your own images) or tfds:NAME (any tfds "
+        "image-classification dataset; online the first time).",
+    )
     model: str = setting("cnn", "mlp, cnn, resnet8 (MLPerf Tiny's) or mobilenet (depthwise-separable).")
     artifacts: str = setting("artifacts", "Root of the run folders <dataset>_<model>/.")
     data_root: str | None = setting(

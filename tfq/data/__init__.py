@@ -151,7 +151,8 @@ def get(name: str, shape: tuple[int, ...] | None = None) -> Dataset:
         return DATASETS[name]
     except KeyError:
         raise TfqError(
-            f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}, or folder:PATH for your own images"
+            f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}, folder:PATH (your own images) or "
+            "tfds:NAME"
         ) from None
 
 
