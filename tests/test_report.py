@@ -610,3 +610,17 @@ def test_an_export_not_possible_on_a_run_adds_no_time_and_the_others_still_count
     }
     assert timing._seconds(state, "export") == 2.0
     assert timing._seconds({"export int8 c": state["export int8 c"]}, "export") is None
+
+
+def test_each_dataset_names_its_models_parameters_and_multiply_accumulates(tmp_path):
+    made = {
+        "cnn": {"params": 93322, "macs": 38600000, "test_accuracy": 0.9912, "epochs": 10, "wall_time_s": 767.4},
+        "digits_net": {"params": 8506, "macs": 512000, "test_accuracy": 0.838, "imported": {"source": "digits.keras"}},
+    }
+    for model, train in made.items():
+        run = tmp_path / f"mnist_{model}"
+        _eval(run, "float32", 0.99, 1000, 400.0, [1.0, 0.98])
+        (run / artifacts.TRAIN_JSON).write_text(json.dumps(train))
+    md = report.report(tmp_path, datasets=("mnist",), models=tuple(made)).read_text()
+    assert "| cnn | 93,322 | 38,600,000 | 99.12% | 10 epochs in 767 s |" in md
+    assert "| digits_net | 8,506 | 512,000 | 83.80% | imported |" in md

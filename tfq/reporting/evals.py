@@ -3,6 +3,7 @@ and the kernels that ran them, latency and per-class change, and the results lef
 
 from __future__ import annotations
 
+from tfq.core import artifacts
 from tfq.reporting import fmt
 from tfq.reporting.collect import NO_XNNPACK, Study
 
@@ -26,6 +27,7 @@ def tables(study: Study) -> list[str]:
     for dataset in dict.fromkeys(r["dataset"] for r in rows):
         sub = [r for r in rows if r["dataset"] == dataset]
         md += [f"## {dataset}", "", f"Data: {sub[0]['data_source']}; {sub[0]['examples']:,d} test images.", ""]
+        md += _models(study, dataset, dict.fromkeys(r["model"] for r in sub))
         md.append(
             "| model | mode | accuracy | Δ vs float32 [95% CI] | McNemar p | agreement | size | size ratio | "
             "p50 latency | speed vs float32 [round range] | ops outside XNNPACK |"
@@ -40,6 +42,27 @@ def tables(study: Study) -> list[str]:
             )
         md += ["", f"![accuracy against size, {dataset}](accuracy_vs_size_{dataset}.png)", ""]
     return md
+
+
+def _models(study: Study, dataset: str, names) -> list[str]:
+    """What each model of a dataset costs before any quantization: its size in parameters and its
+    multiply-accumulates per image (from its train.json), and how it was made."""
+    made = {m: (study.runs.get(artifacts.run_dir("", dataset, m).name) or {}).get("train") for m in names}
+    if not any(made.values()):
+        return []
+    md = [
+        "| model | parameters | multiply-accumulates per image | Keras float test accuracy | made by |",
+        "|---|---:|---:|---:|---|",
+    ]
+    for name, t in made.items():
+        if not t:
+            continue
+        how = "imported" if t.get("imported") else f"{t.get('epochs')} epochs in {t.get('wall_time_s', 0):,.0f} s"
+        md.append(
+            f"| {name} | {fmt.value(t.get('params'), 'count')} | {fmt.value(t.get('macs'), 'count')} | "
+            f"{fmt.value(t.get('test_accuracy'), 'pct')} | {how} |"
+        )
+    return [*md, ""]
 
 
 def aeq(study: Study) -> list[str]:

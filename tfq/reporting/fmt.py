@@ -16,6 +16,7 @@ def value(v, kind: str) -> str:
         "x": f"{v:.3f}x",
         "us": f"{v:,.0f} µs",
         "speed": f"{v:.2f}x",
+        "count": f"{int(v):,d}",
     }[kind]
 
 
