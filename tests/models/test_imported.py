@@ -68,6 +68,29 @@ def _plain_hdf5(folder: Path) -> Path:
     return path
 
 
+def _keras3_file(folder: Path) -> Path:
+    """A .keras archive as Keras 3 writes one (its metadata and config keys; tfq never imports Keras 3)."""
+    import zipfile
+
+    config = {
+        "module": "keras",
+        "class_name": "Sequential",
+        "config": {
+            "name": "sequential",
+            "layers": [
+                {"module": "keras.layers", "class_name": "InputLayer", "config": {"batch_shape": [None, 28, 28, 1]}},
+                {"module": "keras.layers", "class_name": "Flatten", "config": {"name": "flatten"}},
+                {"module": "keras.layers", "class_name": "Dense", "config": {"name": "dense", "units": 10}},
+            ],
+        },
+    }
+    path = folder / "keras3.keras"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("metadata.json", json.dumps({"keras_version": "3.15.1", "date_saved": "2026-12-08@00:28:23"}))
+        z.writestr("config.json", json.dumps(config))
+    return path
+
+
 # class names sort into label order, as tfds' ImageFolder and Keras' image_dataset_from_directory number them
 DIGITS = ("0-zero", "1-one", "2-two", "3-three", "4-four", "5-five", "6-six", "7-seven", "8-eight", "9-nine")
 
@@ -226,6 +249,12 @@ def test_a_float_result_near_chance_warns_and_names_the_input_range(tmp_path, ru
         (lambda d: d / "broken.keras", "mnist", "--model_file={p} is not a tf_keras model"),
         (_plain_hdf5, "mnist", "--model_file={p} is not a tf_keras model"),
         (
+            _keras3_file,
+            "mnist",
+            "--model_file={p} was saved by Keras 3.15.1; tfq reads tf_keras (Keras 2) models: save it with tf_keras, "
+            "or convert it to a float .tflite and pass --float_tflite",
+        ),
+        (
             lambda d: _flat_model(d, (28, 28, 1), 10, "digits.keras"),
             "cifar10",
             "--model_file={p} takes images of shape [28, 28, 1] and outputs 10 scores, but cifar10 has images of "
@@ -244,6 +273,7 @@ def test_a_float_result_near_chance_warns_and_names_the_input_range(tmp_path, ru
         "folder-without-savedmodel",
         "corrupt",
         "hdf5-without-a-model",
+        "saved-by-keras-3",
         "wrong-shape",
         "wrong-classes",
     ],

@@ -9,8 +9,10 @@ applied by every stage from there (`input_range`).
 from __future__ import annotations
 
 import hashlib
+import json
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +52,12 @@ def check_path(path: str | Path) -> Path:
 def load_user_model(path: str | Path) -> keras.Model:
     """The tf_keras model at `path` (.keras, .h5 or a SavedModel folder), or a one-line error."""
     path = check_path(path)
+    saved_by = _keras_version(path)
+    if saved_by.startswith("3."):
+        raise TfqError(
+            f"--model_file={path} was saved by Keras {saved_by}; tfq reads tf_keras (Keras 2) models: save it "
+            "with tf_keras, or convert it to a float .tflite and pass --float_tflite"
+        )
     try:
         model = keras.models.load_model(path, compile=False)
     except Exception as e:  # noqa: BLE001 - tf_keras raises many types for a foreign or corrupt file
@@ -58,6 +66,17 @@ def load_user_model(path: str | Path) -> keras.Model:
     if not isinstance(model, keras.Model) or len(model.inputs) != 1 or len(model.outputs) != 1:
         raise TfqError(f"--model_file={path}: expected a Keras model with one image input and one score output")
     return model
+
+
+def _keras_version(path: Path) -> str:
+    """The Keras version a .keras archive records in its metadata.json ("" for other files)."""
+    if path.suffix != ".keras" or not zipfile.is_zipfile(path):
+        return ""
+    try:
+        with zipfile.ZipFile(path) as z:
+            return str(json.loads(z.read("metadata.json")).get("keras_version", ""))
+    except (KeyError, ValueError, zipfile.BadZipFile, AttributeError):
+        return ""
 
 
 def check_fits(model: keras.Model, spec: data.Dataset, label: str) -> None:
