@@ -614,7 +614,14 @@ def test_an_export_not_possible_on_a_run_adds_no_time_and_the_others_still_count
 
 def test_each_dataset_names_its_models_parameters_and_multiply_accumulates(tmp_path):
     made = {
-        "cnn": {"params": 93322, "macs": 38600000, "test_accuracy": 0.9912, "epochs": 10, "wall_time_s": 767.4},
+        "cnn": {
+            "params": 93322,
+            "macs": 38600000,
+            "test_accuracy": 0.9912,
+            "epochs": 10,
+            "wall_time_s": 767.4,
+            "test_examples": 10000,
+        },
         "digits_net": {"params": 8506, "macs": 512000, "test_accuracy": 0.838, "imported": {"source": "digits.keras"}},
     }
     for model, train in made.items():
@@ -622,5 +629,5 @@ def test_each_dataset_names_its_models_parameters_and_multiply_accumulates(tmp_p
         _eval(run, "float32", 0.99, 1000, 400.0, [1.0, 0.98])
         (run / artifacts.TRAIN_JSON).write_text(json.dumps(train))
     md = report.report(tmp_path, datasets=("mnist",), models=tuple(made)).read_text()
-    assert "| cnn | 93,322 | 38,600,000 | 99.12% | 10 epochs in 767 s |" in md
+    assert "| cnn | 93,322 | 38,600,000 | 99.12% (10,000 images) | 10 epochs in 767 s |" in md
     assert "| digits_net | 8,506 | 512,000 | 83.80% | imported |" in md

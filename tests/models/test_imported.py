@@ -132,9 +132,14 @@ def test_a_users_residual_depthwise_model_on_raw_pixels_and_an_image_folder_runs
     assert all(e["input_range"] == [0.0, 255.0] for e in evals.values())
     # float32.tflite on the same test images scores what the Keras model scored at import
     assert evals["eval_float32"]["accuracy"] == pytest.approx(made["test_accuracy"], abs=0.011)
-    outputs = [run / f"{stage}.json" for stage in ("micro", "generalize", "sweep", "sensitivity")]
-    outputs += [p.with_suffix(".json") for p in run.glob("mixed_*.tflite")]
-    assert len(outputs) >= 5 and all(json.loads(p.read_text())["input_range"] == [0.0, 255.0] for p in outputs)
+    mixed = [p.with_suffix(".json") for p in run.glob("mixed_*.tflite")]
+    outputs = {p.stem: json.loads(p.read_text()) for p in mixed}
+    outputs |= {s: json.loads((run / f"{s}.json").read_text()) for s in ("micro", "generalize", "sweep", "sensitivity")}
+    assert mixed and all(out["input_range"] == [0.0, 255.0] for out in outputs.values())
+    # and fed so: this model scores near chance (8.5% on MNIST) when fed 0..1
+    assert outputs["sweep"]["float_accuracy_grid"] > 0.5 and outputs["sensitivity"]["float_val_accuracy"] > 0.5
+    shifted = {v["name"]: v for v in outputs["generalize"]["shift"]["variants"]}
+    assert shifted["float32"]["accuracy"]["clean"] >= 0.375, shifted["float32"]["accuracy"]  # 6 of 16 images
     # TFLite Micro fed 0..1 would push the int8 file's input to its zero point and part from LiteRT's answers
     micro = {v["name"]: v for v in json.loads((run / "micro.json").read_text())["variants"]}
     assert micro["int8"]["litert_reference"].startswith("saved by evaluate"), micro["int8"]
@@ -149,7 +154,11 @@ def test_a_users_residual_depthwise_model_on_raw_pixels_and_an_image_folder_runs
     sens = json.loads((run / "sensitivity.json").read_text())
     depthwise = [row for row in sens["layers"] if row["op"] == "DEPTHWISE_CONV_2D"]
     assert depthwise and all(row["schemes"]["w4"]["held_as"] == "int8" for row in depthwise)
-    assert "handwritten_digits_net" in (tmp_path / "a" / "report" / "report.md").read_text()
+    report = (tmp_path / "a" / "report" / "report.md").read_text()
+    assert (
+        f"| digits_net | 8,506 | {made['macs']:,d} | {100 * made['test_accuracy']:.2f}% (200 images) | imported |"
+        in report
+    )
     # a rerun finds every stage current, the import included
     again = pipeline_cli(tmp_path / "a", data_root, cache, *args, settings=settings)
     assert again.returncode == 0, again.stderr[-2000:]
@@ -186,7 +195,10 @@ def test_the_input_range_decides_the_score_and_later_stages_keep_the_runs_own(us
     acc = {n: json.loads((tmp_path / f"mnist_{n}" / artifacts.TRAIN_JSON).read_text()) for n in ("unit", "raw")}
     assert acc["unit"]["input_range"] == [0.0, 1.0] and acc["raw"]["input_range"] == [0.0, 255.0]
     assert acc["raw"]["test_accuracy"] > acc["unit"]["test_accuracy"] + 0.05, acc
-    mismatch = "error: --input_range=0,1 does not fit mnist_raw, whose model takes 0,255 (recorded in its train.json)"
+    mismatch = (
+        "error: --input_range=0,1 does not fit mnist_raw, whose model takes 0,255 (recorded in its train.json); "
+        "python -m tfq.train --model_file=... --input_range=... imports it at another"
+    )
     wrong = run_cli("convert", "--dataset=mnist", "--model=raw", f"--artifacts={tmp_path}", "--input_range=0,1")
     assert wrong.returncode == 1 and error_lines(wrong.stderr) == [mismatch]
     # the same with the file named again: a later stage does not re-import it at another range
@@ -212,7 +224,10 @@ def test_a_savedmodel_folder_imports_as_its_keras_file_does(user_model, tmp_path
         proc = run_cli("train", *common, f"--model_file={path}", f"--run_name={name}")
         assert proc.returncode == 0, proc.stderr[-2000:]
         runs[name] = json.loads((tmp_path / "a" / f"mnist_{name}" / artifacts.TRAIN_JSON).read_text())
-    assert runs["savedmodel"]["imported"]["source_sha256"] != runs["keras"]["imported"]["source_sha256"]
+    from tfq.models import imported
+
+    assert runs["savedmodel"]["imported"]["source_sha256"] == imported.source_digest(saved)
+    assert runs["savedmodel"]["imported"]["format"] == "SavedModel"
     assert runs["savedmodel"]["test_accuracy"] == runs["keras"]["test_accuracy"] > 0.6, runs
     assert (tmp_path / "a" / "mnist_savedmodel" / artifacts.MODEL_FILE).is_file()
 

@@ -123,6 +123,11 @@ def input_range(run: Path, asked: tuple[float, ...] | None = None) -> tuple[floa
         raise TfqError(
             f"--input_range={','.join(f'{v:g}' for v in asked)} does not fit {run.name}, whose model takes "
             f"{','.join(f'{v:g}' for v in recorded)} (recorded in its {artifacts.TRAIN_JSON})"
+            + (
+                "; python -m tfq.train --model_file=... --input_range=... imports it at another"
+                if "imported" in made
+                else ""
+            )
         )
     return recorded
 

@@ -46,21 +46,27 @@ def tables(study: Study) -> list[str]:
 
 def _models(study: Study, dataset: str, names) -> list[str]:
     """What each model of a dataset costs before any quantization: its size in parameters and its
-    multiply-accumulates per image (from its train.json), and how it was made."""
+    multiply-accumulates per image (from its train.json), its own float score, and how it was made."""
     made = {m: (study.runs.get(artifacts.run_dir("", dataset, m).name) or {}).get("train") for m in names}
     if not any(made.values()):
         return []
     md = [
-        "| model | parameters | multiply-accumulates per image | Keras float test accuracy | made by |",
+        "| model | parameters | multiply-accumulates per image | float test accuracy (images) | made by |",
         "|---|---:|---:|---:|---|",
     ]
     for name, t in made.items():
         if not t:
             continue
-        how = "imported" if t.get("imported") else f"{t.get('epochs')} epochs in {t.get('wall_time_s', 0):,.0f} s"
+        seconds = t.get("wall_time_s")
+        how = (
+            "imported"
+            if t.get("imported")
+            else f"{t.get('epochs')} epochs in " + (f"{seconds:,.0f} s" if seconds is not None else "-")
+        )
+        scored = f" ({t['test_examples']:,d} images)" if t.get("test_examples") else ""
         md.append(
             f"| {name} | {fmt.value(t.get('params'), 'count')} | {fmt.value(t.get('macs'), 'count')} | "
-            f"{fmt.value(t.get('test_accuracy'), 'pct')} | {how} |"
+            f"{fmt.value(t.get('test_accuracy'), 'pct')}{scored} | {how} |"
         )
     return [*md, ""]
 
