@@ -3,7 +3,6 @@ and the kernels that ran them, latency and per-class change, and the results lef
 
 from __future__ import annotations
 
-from tfq.core import artifacts
 from tfq.reporting import fmt
 from tfq.reporting.collect import NO_XNNPACK, Study
 
@@ -47,7 +46,7 @@ def tables(study: Study) -> list[str]:
 def _models(study: Study, dataset: str, names) -> list[str]:
     """What each model of a dataset costs before any quantization: its size in parameters and its
     multiply-accumulates per image (from its train.json), its own float score, and how it was made."""
-    made = {m: (study.runs.get(artifacts.run_dir("", dataset, m).name) or {}).get("train") for m in names}
+    made = {m: (study.runs.get(f"{dataset}_{m}") or {}).get("train") for m in names}  # rows hold the run's label
     if not any(made.values()):
         return []
     md = [
